@@ -1,0 +1,370 @@
+"""Running the user's callback over one chunk, and nothing else.
+
+No database here: the queue claims, this module calls, the queue commits. That
+split is what keeps the user's (slow, flaky) code outside every write
+transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import threading
+import time
+import traceback as tb_module
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .models import EntityResult, Job, JobFailed, Retry, TraceFrame, TraceStack
+
+EntityCallback = Callable[[str, Job], Any]
+BatchCallback = Callable[[list[str], Job], Any]
+EntityHook = Callable[[EntityResult], None]
+
+_LOCALS_MAX = 20
+_LOCAL_REPR_MAX = 200
+
+
+@dataclass
+class Processor:
+    """How to run a chunk: the callback and the knobs around it.
+
+    ``on_process(entity_id, job)`` is called once per entity (sync callbacks run
+    in a worker thread, so they never block the event loop); ``on_chunk(ids, job)``
+    is the batch form for providers with bulk APIs and returns
+    ``{entity_id: error}`` for the entities that failed.
+    """
+
+    on_process: EntityCallback | None = None
+    on_chunk: BatchCallback | None = None
+    concurrency: int = 1
+    timeout: float | None = None
+    #: exception types treated like ``Retry`` (e.g. a client's 429 error)
+    retry_on: tuple[type[BaseException], ...] = ()
+    #: decides for any exception whether it is transient (e.g. by HTTP status)
+    is_transient: Callable[[BaseException], bool] | None = None
+    backoff_base: float = 2.0
+    backoff_cap: float = 300.0
+    capture_locals: bool = False
+    #: provider name -> calls per second, enforced across every worker on the database
+    rate_limits: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.on_process is not None and self.on_chunk is not None:
+            raise ValueError("give on_process or on_chunk, not both")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+
+    @classmethod
+    def coerce(cls, value: Processor | EntityCallback | None) -> Processor:
+        if isinstance(value, Processor):
+            return value
+        if value is None:
+            return cls(on_process=_noop)
+        if not callable(value):
+            raise TypeError(f"a processor must be callable, got {type(value).__name__}")
+        return cls(on_process=value)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1``: exponential, capped, jittered."""
+        raw = min(self.backoff_cap, self.backoff_base * (2 ** max(attempt - 1, 0)))
+        return raw * (0.5 + random.random() / 2) if raw > 0 else 0.0
+
+
+def _noop(entity_id: str, job: Job) -> None:
+    return None
+
+
+@dataclass
+class Item:
+    pos: int
+    entity_id: str
+    attempt: int
+
+
+@dataclass
+class Outcome:
+    item: Item
+    ok: bool
+    error_type: str = ""
+    message: str = ""
+    traceback: str = ""
+    stacks: tuple[TraceStack, ...] = ()
+    transient: bool = False
+    retry_after: float | None = None
+    duration: float = 0.0
+
+
+class ChunkAborted(Exception):  # noqa: N818
+    """A callback raised ``JobFailed``: the chunk stops and the job fails."""
+
+    def __init__(self, reason: str, outcomes: list[Outcome]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.outcomes = outcomes
+
+
+# --------------------------------------------------------------------------- tracebacks
+
+
+def capture_stacks(exc: BaseException, *, capture_locals: bool = False) -> tuple[TraceStack, ...]:
+    """A structured traceback, outermost exception first (like Rich and Python print it).
+
+    Stored so the dashboard can render file/line/function/source without the
+    exception object, and without keeping locals unless asked (they can hold secrets).
+    """
+    chain: list[tuple[BaseException, bool]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    is_cause = False
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, is_cause))
+        if current.__cause__ is not None:
+            current, is_cause = current.__cause__, True
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, is_cause = current.__context__, False
+        else:
+            current = None
+    stacks = []
+    for e, cause in reversed(chain):
+        frames = []
+        for frame, lineno in tb_module.walk_tb(e.__traceback__):
+            code = frame.f_code
+            summary = tb_module.FrameSummary(code.co_filename, lineno, code.co_name)
+            loc = None
+            if capture_locals:
+                loc = {}
+                for k, v in list(frame.f_locals.items())[:_LOCALS_MAX]:
+                    try:
+                        text = repr(v)
+                    except Exception as repr_exc:
+                        text = f"<repr failed: {type(repr_exc).__name__}>"
+                    loc[k] = text[:_LOCAL_REPR_MAX]
+            frames.append(
+                TraceFrame(
+                    filename=code.co_filename,
+                    lineno=lineno or 0,
+                    name=code.co_name,
+                    line=(summary.line or "").strip(),
+                    locals=loc,
+                )
+            )
+        stacks.append(
+            TraceStack(exc_type=_type_name(e), exc_value=str(e), frames=tuple(frames), is_cause=cause)
+        )
+    # is_cause on a stack: it was the direct cause of the stack after it (else: "during handling").
+    return tuple(stacks)
+
+
+def _type_name(exc: BaseException) -> str:
+    t = type(exc)
+    if t.__module__ in ("builtins", "__main__") or t.__module__.startswith("core."):
+        return t.__qualname__
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(tb_module.format_exception(exc)).rstrip()
+
+
+# --------------------------------------------------------------------------- running
+
+
+class ChunkRunner:
+    """Runs one chunk's items through a processor, reporting each entity as it ends."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        job: Job,
+        *,
+        on_entity: EntityHook | None = None,
+        before_call: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.processor = processor
+        self.job = job
+        self.on_entity = on_entity
+        self.before_call = before_call  # e.g. a shared rate limiter
+        self.stop = threading.Event()  # set to stop a sync chunk loop between entities
+
+    async def run(self, items: Sequence[Item]) -> list[Outcome]:
+        if self.processor.on_chunk is not None:
+            return await self._run_batch(items)
+        fn = self.processor.on_process or _noop
+        if (
+            not _is_async(fn)
+            and self.processor.concurrency == 1
+            and self.processor.timeout is None
+            and self.before_call is None
+        ):
+            return await self._run_sync_loop(fn, items)
+        return await self._run_each(fn, items)
+
+    # One thread hand-off for the whole chunk: the cheap path for plain sync callbacks.
+    async def _run_sync_loop(self, fn: EntityCallback, items: Sequence[Item]) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        hook = self.on_entity
+        job = self.job
+        capture_locals = self.processor.capture_locals
+        stop = self.stop
+
+        def work() -> list[Outcome]:
+            out: list[Outcome] = []
+            for item in items:
+                if stop.is_set():
+                    break
+                t0 = time.perf_counter()
+                try:
+                    fn(item.entity_id, job)
+                    outcome = Outcome(item, True, duration=time.perf_counter() - t0)
+                except JobFailed as exc:
+                    raise ChunkAborted(str(exc) or "JobFailed", out) from exc
+                except BaseException as exc:
+                    outcome = self._failure(item, exc, time.perf_counter() - t0, capture_locals)
+                out.append(outcome)
+                if hook is not None:
+                    loop.call_soon_threadsafe(hook, _result(outcome, self.processor))
+            return out
+
+        try:
+            return await asyncio.to_thread(work)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+
+    async def _run_each(self, fn: EntityCallback, items: Sequence[Item]) -> list[Outcome]:
+        is_async = _is_async(fn)
+        sem = asyncio.Semaphore(self.processor.concurrency)
+        results: list[Outcome | None] = [None] * len(items)
+        abort: list[str] = []
+
+        async def one(i: int, item: Item) -> None:
+            async with sem:
+                if abort:
+                    return
+                if self.before_call is not None:
+                    await self.before_call()
+                t0 = time.perf_counter()
+                try:
+                    call = fn(item.entity_id, self.job) if is_async else asyncio.to_thread(fn, item.entity_id, self.job)
+                    if inspect.isawaitable(call):
+                        if self.processor.timeout is not None:
+                            await asyncio.wait_for(call, self.processor.timeout)
+                        else:
+                            await call
+                    outcome = Outcome(item, True, duration=time.perf_counter() - t0)
+                except asyncio.CancelledError:
+                    raise
+                except JobFailed as exc:
+                    abort.append(str(exc) or "JobFailed")
+                    return
+                except TimeoutError as exc:
+                    if self.processor.timeout is not None and time.perf_counter() - t0 >= self.processor.timeout:
+                        exc = TimeoutError(f"entity timed out after {self.processor.timeout:g}s")
+                    outcome = self._failure(item, exc, time.perf_counter() - t0, self.processor.capture_locals)
+                except BaseException as exc:
+                    outcome = self._failure(item, exc, time.perf_counter() - t0, self.processor.capture_locals)
+                results[i] = outcome
+                if self.on_entity is not None:
+                    self.on_entity(_result(outcome, self.processor))
+
+        tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(items)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        done = [r for r in results if r is not None]
+        if abort:
+            raise ChunkAborted(abort[0], done)
+        return done
+
+    async def _run_batch(self, items: Sequence[Item]) -> list[Outcome]:
+        assert self.processor.on_chunk is not None
+        fn = self.processor.on_chunk
+        ids = [item.entity_id for item in items]
+        t0 = time.perf_counter()
+        failures: Mapping[str, Any] | None
+        try:
+            if self.before_call is not None:
+                await self.before_call()
+            if _is_async(fn):
+                call = fn(ids, self.job)
+            else:
+                call = asyncio.to_thread(fn, ids, self.job)
+            failures = await (asyncio.wait_for(call, self.processor.timeout) if self.processor.timeout else call)
+        except asyncio.CancelledError:
+            raise
+        except JobFailed as exc:
+            raise ChunkAborted(str(exc) or "JobFailed", []) from exc
+        except BaseException as exc:
+            if isinstance(exc, TimeoutError) and self.processor.timeout is not None:
+                exc = TimeoutError(f"batch timed out after {self.processor.timeout:g}s")
+            duration = time.perf_counter() - t0
+            out = [self._failure(item, exc, duration, self.processor.capture_locals) for item in items]
+            self._report(out)
+            return out
+        duration = (time.perf_counter() - t0) / max(len(items), 1)
+        failures = failures or {}
+        out = []
+        for item in items:
+            err = failures.get(item.entity_id)
+            if err is None:
+                out.append(Outcome(item, True, duration=duration))
+            elif isinstance(err, BaseException):
+                out.append(self._failure(item, err, duration, False))
+            else:
+                out.append(Outcome(item, False, "Error", str(err), str(err), duration=duration))
+        self._report(out)
+        return out
+
+    def _report(self, outcomes: list[Outcome]) -> None:
+        if self.on_entity is not None:
+            for o in outcomes:
+                self.on_entity(_result(o, self.processor))
+
+    def _failure(self, item: Item, exc: BaseException, duration: float, capture_locals: bool) -> Outcome:
+        transient = isinstance(exc, Retry) or isinstance(exc, self.processor.retry_on)
+        if not transient and self.processor.is_transient is not None:
+            try:
+                transient = bool(self.processor.is_transient(exc))
+            except Exception:
+                transient = False
+        message = str(exc) or type(exc).__name__
+        return Outcome(
+            item,
+            False,
+            error_type=_type_name(exc),
+            message=message,
+            traceback=format_exception(exc),
+            stacks=capture_stacks(exc, capture_locals=capture_locals),
+            transient=transient,
+            retry_after=exc.after if isinstance(exc, Retry) else None,
+            duration=duration,
+        )
+
+
+def _result(o: Outcome, processor: Processor) -> EntityResult:
+    return EntityResult(
+        entity_id=o.item.entity_id,
+        ok=o.ok,
+        error_type=o.error_type or None,
+        message=o.message or None,
+        traceback=o.traceback or None,
+        retry_at=None,
+        duration=o.duration,
+        stacks=o.stacks,
+    )
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+    return call is not None and inspect.iscoroutinefunction(call)

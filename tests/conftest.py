@@ -1,0 +1,132 @@
+"""Shared fixtures: every queue test runs on a real SQLite file and on the real PostgreSQL.
+
+PostgreSQL: each pytest process creates its own throw-away database (so two test
+runs on one machine never collide) and every test starts from empty tables.
+Locally the PostgreSQL cases skip when no server answers; with
+``CHUNKQ_REQUIRE_PG=1`` (set by ``.ci/run``) they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_SERVER = os.environ.get("CHUNKQ_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+PG_ADMIN_DB = os.environ.get("CHUNKQ_TEST_PG_ADMIN_DB", "test")
+REQUIRE_PG = os.environ.get("CHUNKQ_REQUIRE_PG") == "1"
+
+_pg_state: dict[str, str | None] = {}
+
+
+def _pg_connect_args() -> dict[str, object]:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(PG_SERVER)
+    return {"host": u.host or "127.0.0.1", "port": u.port or 5432, "user": u.username or "postgres",
+            "password": u.password}
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(database=PG_ADMIN_DB, timeout=5, **_pg_connect_args())
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _pg_database() -> str | None:
+    """Create this process's PostgreSQL test database once; None (with the reason kept) if impossible."""
+    if "url" in _pg_state:
+        return _pg_state["url"]
+    name = f"chunkq_t_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # no server, no driver, no permission
+        _pg_state["url"] = None
+        _pg_state["why"] = f"PostgreSQL at {PG_SERVER} is not usable: {type(exc).__name__}: {exc}"
+        return None
+    _pg_state["name"] = name
+    _pg_state["url"] = f"{PG_SERVER.rstrip('/')}/{name}"
+    return _pg_state["url"]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    name = _pg_state.get("name")
+    if name:
+        try:
+            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        except Exception:
+            pass
+
+
+async def _reset_pg(url: str) -> None:
+    import asyncpg
+
+    db = url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(database=db, timeout=5, **_pg_connect_args())
+    try:
+        await conn.execute(
+            "DROP TABLE IF EXISTS chunkq_errors, chunkq_retries, chunkq_chunks, chunkq_entities, "
+            "chunkq_rate_limits, chunkq_jobs, chunkq_meta CASCADE"
+        )
+    finally:
+        await conn.close()
+
+
+def pg_url_or_skip() -> str:
+    url = _pg_database()
+    if url is None:
+        why = _pg_state.get("why") or "PostgreSQL unavailable"
+        if REQUIRE_PG:
+            pytest.fail(f"CHUNKQ_REQUIRE_PG=1 but {why}", pytrace=False)
+        pytest.skip(why)
+    asyncio.run(_reset_pg(url))
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: a SQLite file in tmp_path, or a reset PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chunkq.db'}"
+    return pg_url_or_skip()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'chunkq.db'}"
+
+
+@pytest.fixture
+def pg_url() -> str:
+    return pg_url_or_skip()
+
+
+@pytest.fixture
+async def queue(db_url: str) -> AsyncIterator[object]:
+    from core import Queue
+
+    async with Queue(db_url) as q:
+        yield q
+
+
+@pytest.fixture
+def python_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Environment for subprocesses: the project importable, tmp_path holding processor modules."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(tmp_path), env.get("PYTHONPATH", "")])
+    env.pop("CHUNKQ_DB", None)
+    env.pop("CHUNKQ_PROCESSOR", None)
+    yield env
+
+
+PYTHON = sys.executable
