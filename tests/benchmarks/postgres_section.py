@@ -1,0 +1,107 @@
+"""Section 6: PostgreSQL, several worker processes on one job.
+
+A throw-away database (unique name) is created on the server and dropped at the
+end. Workers are real processes started together (``--start-at``) so their
+measuring windows overlap; each reports its own entities/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from .common import Row, ids
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def _admin(server_url: str, sql: str) -> None:
+    import asyncpg
+
+    u = make_url(server_url)
+    conn = await asyncpg.connect(host=u.host or "127.0.0.1", port=u.port or 5432, user=u.username or "postgres",
+                                 password=u.password, database=u.database or "postgres", timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _sleepy(entity_id: str, job: Any) -> None:
+    time.sleep(0.005)
+
+
+def _noop(entity_id: str, job: Any) -> None:
+    return None
+
+
+async def _work(url: str, seconds: float, sleep: bool, start_at: float) -> dict[str, Any]:
+    from core import Queue, Worker
+
+    async with Queue(url) as q:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        t0 = time.perf_counter()
+        summary = await Worker(q, _sleepy if sleep else _noop, max_seconds=seconds).run()
+        return {"entities": summary.entities, "chunks": summary.chunks, "seconds": time.perf_counter() - t0}
+
+
+def _workers(url: str, n: int, seconds: float, sleep: bool) -> list[dict[str, Any]]:
+    start_at = time.time() + 3.0  # every process imported and connected by then
+    cmd = [sys.executable, "-m", "tests.benchmarks.postgres_section", url, str(seconds),
+           "sleep" if sleep else "noop", str(start_at)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(n)]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=seconds + 60)
+        if p.returncode != 0:
+            raise RuntimeError(f"PostgreSQL worker exited {p.returncode}: {stderr.decode()[-500:]}")
+        out.append(json.loads(stdout))
+    return out
+
+
+def postgres(server_url: str = DEFAULT_PG, seconds: float = 4.0) -> list[Row]:
+    name = f"chunkq_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        from core import Queue
+
+        async def setup() -> None:
+            async with Queue(url) as q:
+                await q.enqueue_job(ids(200_000), entity_type="company", provider="bench", chunk_size=50,
+                                    max_workers=4)
+
+        asyncio.run(setup())
+
+        def rate(results: list[dict[str, Any]]) -> tuple[float, float]:
+            per = [r["entities"] / r["seconds"] for r in results]
+            return sum(per), min(per)
+
+        one, _ = rate(_workers(url, 1, seconds, sleep=False))
+        two, two_min = rate(_workers(url, 2, seconds, sleep=False))
+        s1, _ = rate(_workers(url, 1, seconds, sleep=True))
+        s4, _ = rate(_workers(url, 4, seconds, sleep=True))
+    finally:
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return [
+        Row("6 postgres", "entities/s, chunk 50, no-op, 1 worker process", one, "/s", 10_000, "10,000/s per worker",
+            1.0, higher_is_better=True),
+        Row("6 postgres", "entities/s per worker, chunk 50, no-op, 2 worker processes", two / 2, "/s", 10_000,
+            "10,000/s per worker", 1.0, higher_is_better=True,
+            note=f"total {two:,.0f}/s; slowest worker {two_min:,.0f}/s", extra={"total": two}),
+        Row("6 postgres", "entities/s, 4 processes vs 1, callback sleeps 5 ms/entity", s4, "/s", s1, "1 worker",
+            3.2, higher_is_better=True, note="ideal 4×: 200/s per worker"),
+    ]
+
+
+if __name__ == "__main__":  # one worker process
+    url_, seconds_, kind, start = sys.argv[1:5]
+    print(json.dumps(asyncio.run(_work(url_, float(seconds_), kind == "sleep", float(start)))))

@@ -1,0 +1,135 @@
+"""Helpers for the HTTP trigger's tests: a real uvicorn subprocess, its processor, small builders.
+
+The subprocess is the real ``serve`` command on port 0 of the loopback interface; its port is read from
+uvicorn's startup line, so two test runs never race for a port.
+"""
+
+from __future__ import annotations
+
+import queue as stdlib_queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TOKEN = "s3cret-token-for-tests-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+STARTUP_TIMEOUT = 30.0
+
+# The processor the subprocess servers load: it records every entity it sees in a file
+# (outside the database), and its first calls wait until a second chunk has started
+# somewhere, so "two requests shared the work" is a fact, not a timing accident.
+PROCESSOR_SOURCE = '''
+import os
+import time
+import uuid
+
+LOG = os.environ["HTTP_TEST_LOG"]
+GATE = os.environ.get("HTTP_TEST_GATE")
+
+
+def record(entity_id, job):
+    if GATE:
+        open(os.path.join(GATE, uuid.uuid4().hex), "w").close()
+        deadline = time.monotonic() + 10
+        while len(os.listdir(GATE)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    with open(LOG, "a") as f:
+        f.write(f"{os.getpid()} {entity_id}\\n")
+    time.sleep(float(os.environ.get("HTTP_TEST_SLEEP", "0")))
+    if entity_id.startswith("bad"):
+        raise ValueError(f"cannot enrich {entity_id}")
+'''
+
+
+def job_body(ids: list[Any], **extra: Any) -> dict[str, Any]:
+    return {"entity_ids": ids, "entity_type": "company", "provider": "clearbit", **extra}
+
+
+def read_log(path: Path) -> list[tuple[int, str]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        pid, entity = line.split(" ", 1)
+        out.append((int(pid), entity))
+    return out
+
+
+class ServerProcess:
+    """``serve`` in a subprocess; output collected by a thread so reads never block the test."""
+
+    _RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tui.http", *args], env=env, cwd=cwd,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: stdlib_queue.Queue[str | None] = stdlib_queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = ""
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_started(self, timeout: float = STARTUP_TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except stdlib_queue.Empty:
+                break
+            if line is None:
+                raise AssertionError(f"server exited ({self.proc.wait()}) before starting:\n{self.output()}")
+            self.lines.append(line)
+            m = self._RUNNING.search(line)
+            if m:
+                self.url = f"http://127.0.0.1:{m.group(1)}"
+                return self.url
+        raise AssertionError(f"server did not start within {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except stdlib_queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        self._reader.join(timeout=5)
+        return self.proc.returncode
+
+
+def http_client(base_url: str, token: str | None = TOKEN) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=base_url, headers=headers, timeout=60.0)
+
+
+def run_serve(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """``serve`` expected to exit on its own (refusing to start)."""
+    return subprocess.run([sys.executable, "-m", "tui.http", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)

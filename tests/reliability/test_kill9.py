@@ -1,0 +1,153 @@
+"""kill -9: worker processes die at the worst moments and nothing is lost.
+
+Each worker is a real process (``tests/reliability/driver.py``) that stops at a
+chosen point (inside the callback, after the last entity before the commit,
+inside the commit transaction, inside the claim transaction) or at a seeded
+random delay, and is then SIGKILLed. Two workers run at once, replacements are
+started after every kill, and finally a fresh worker finishes everything. The
+callback's own record, kept outside the database, is the judge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import Queue
+
+from ._support import (
+    SOAK,
+    Driver,
+    backend,
+    check_at_least_once,
+    check_complete,
+    counter_summary,
+    finish,
+    read_records,
+    spawn,
+    wait_line,
+)
+
+LEASE = 1.0
+KILLS_PER_BACKEND = 12 * SOAK  # SQLite + PostgreSQL: 24 per CI run
+POINTS = ("callback", "before_commit", "in_commit", "in_claim", "random")
+
+
+async def _enqueue(url: str, jobs: int, per_job: int) -> tuple[list[int], set[str]]:
+    ids: set[str] = set()
+    job_ids = []
+    rng = random.Random(7)
+    async with Queue(url) as q:
+        for j in range(jobs):
+            batch = [f"j{j}-e{i}" for i in range(per_job)]
+            ids.update(batch)
+            job = await q.enqueue_job(batch, entity_type="company", provider="p",
+                                      chunk_size=rng.choice([4, 6, 8]), max_workers=rng.choice([1, 2, 3]))
+            job_ids.append(job.id)
+    return job_ids, ids
+
+
+async def _verify(url: str, job_ids: list[int]) -> dict[str, int]:
+    async with Queue(url) as q:
+        return await check_complete(q, job_ids)
+
+
+def _plan(rng: random.Random, n: int) -> list[tuple[str, str | None, float]]:
+    """(point, --hook value, random kill delay) for each kill, every point covered."""
+    plan = []
+    for i in range(n):
+        point = POINTS[i % len(POINTS)]
+        if point == "random":
+            plan.append((point, None, rng.uniform(0.05, 0.8)))
+        elif point == "callback":
+            plan.append((point, f"callback:{rng.randint(1, 14)}", 0.0))
+        else:
+            plan.append((point, f"{point}:{rng.randint(1, 3)}", 0.0))
+    rng.shuffle(plan)
+    return plan
+
+
+@dataclass
+class Slot:
+    driver: Driver
+    point: str
+    delay: float | None  # random kill: seconds after READY
+    kill_at: float | None = None
+
+
+def test_kill9_at_random_moments_loses_nothing(
+    db_url: str, tmp_path: Path, python_env: dict[str, str]
+) -> None:
+    rng = random.Random(20261128 + (backend(db_url) == "postgres"))
+    job_ids, expected = asyncio.run(_enqueue(db_url, 10, 80 * SOAK))
+    plan = _plan(rng, KILLS_PER_BACKEND)
+    common = ["--lease", str(LEASE), "--work-ms", "3"]
+    live: dict[int, Slot] = {}
+    killed: set[int] = set()
+    kills: Counter[str] = Counter()
+    end = time.monotonic() + 90
+
+    def kill(slot: Slot) -> None:
+        os.kill(slot.driver.pid, signal.SIGKILL)
+        slot.driver.proc.wait(10)
+        killed.add(slot.driver.pid)
+        kills[slot.point] += 1
+        del live[slot.driver.pid]
+
+    try:
+        while plan or live:
+            assert time.monotonic() < end, f"kill loop ran out of time; kills so far: {kills}"
+            while plan and len(live) < 2:
+                point, hook, delay = plan.pop()
+                conc = "1" if hook is None else rng.choice(["1", "4"])
+                d = spawn(python_env, db_url, tmp_path, *common, "--concurrency", conc, hook=hook)
+                live[d.pid] = Slot(d, point, delay if hook is None else None)
+            now = time.monotonic()
+            timers = [s.kill_at - now for s in live.values() if s.kill_at is not None]
+            got = wait_line([s.driver for s in live.values()], timeout=max(0.0, min([0.5, *timers])))
+            now = time.monotonic()
+            if got is not None:
+                d, line = got
+                slot = live[d.pid]
+                if line == "READY" and slot.delay is not None:
+                    # Random kills count from READY, so they land in the work, not in the imports.
+                    slot.kill_at = now + slot.delay
+                elif line.startswith("AT "):
+                    assert line == f"AT {slot.point}", (line, slot.point)
+                    kill(slot)
+                elif line == "" or line.startswith("SUMMARY"):
+                    # Ran out of work before its hook: fine, if it exited cleanly.
+                    status, _out, err = finish(d)
+                    assert status == 0, f"driver {d.pid} ({slot.point}) failed with {status}:\n{err}"
+                    del live[d.pid]
+            for slot in list(live.values()):
+                if slot.kill_at is not None and now >= slot.kill_at:
+                    kill(slot)
+    finally:
+        for slot in live.values():
+            slot.driver.proc.kill()
+            slot.driver.proc.wait()
+
+    total_kills = sum(kills.values())
+    assert total_kills == KILLS_PER_BACKEND, f"only {total_kills} kills happened: {counter_summary(kills)}"
+    for point in ("callback", "before_commit", "in_commit", "in_claim"):
+        assert kills[point] >= 1, f"no kill at {point}: {counter_summary(kills)}"
+
+    # A fresh worker finishes everything (waiting out the dead workers' 1 s leases).
+    fresh = spawn(python_env, db_url, tmp_path, *common)
+    status, _out, err = finish(fresh, timeout=90)
+    assert status == 0, f"the fresh worker failed ({status}):\n{err}"
+    assert err.strip() == "", f"the fresh worker complained:\n{err}"
+
+    records = read_records(tmp_path)
+    numbers = check_at_least_once(records, expected, killed)
+    numbers.update(asyncio.run(_verify(db_url, job_ids)))
+    assert numbers["killed_in_flight"] >= 1
+    print(f"\n[kill -9 {backend(db_url)}] kills: {total_kills} ({counter_summary(kills)}); "
+          f"entities: {len(expected)}; {counter_summary(Counter(numbers))}")

@@ -1,0 +1,399 @@
+"""The chunkq dashboard: a Textual app over one ``core.Queue``.
+
+The app owns the queue (opened on the app's own event loop when it mounts: an
+async engine belongs to one loop) and the processing — step, auto-run, dry run,
+reload — so every screen can start it and the quit dialog can see what is in
+flight. Screens own their views; processing reports back through messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import BindingType
+from textual.message import Message
+from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
+
+import core
+from tui import commands
+from tui.format import duration
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.help import HelpScreen
+from tui.screens.jobs import JobsScreen
+
+PROCESSOR_HINT = "start with --processor module:function to process from the dashboard"
+
+
+class EntityDone(Message):
+    """One entity finished (step, auto-run or dry run); sent as it happens."""
+
+    def __init__(self, job_id: int | None, result: core.EntityResult, *, dry_run: bool = False) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.result = result
+        self.dry_run = dry_run
+
+
+class ChunkDone(Message):
+    """A chunk was committed (or its results discarded after a lost lease)."""
+
+    def __init__(self, result: core.ChunkResult, *, source: str) -> None:
+        super().__init__()
+        self.result = result
+        self.source = source  # "step" or "auto-run"
+
+
+class ActivityNote(Message):
+    """A line for the activity log that is not an entity result (a summary, a warning)."""
+
+    def __init__(self, text: str, *, severity: str = "information") -> None:
+        super().__init__()
+        self.text = text
+        self.severity = severity
+
+
+class ProcessingChanged(Message):
+    """Stepping or auto-run started or stopped: headers and footers redraw."""
+
+
+class ChunkqApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "chunkq"
+    BINDINGS: ClassVar[list[BindingType]] = commands.bindings("app")
+    COMMANDS: ClassVar = App.COMMANDS | {commands.ChunkqCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        processor: str | None = None,
+        capture_locals: bool = False,
+        rate_limits: dict[str, float] | None = None,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        clock: Callable[[], datetime] | None = None,
+        refresh_interval: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.db_url = db_url
+        self.processor_path = processor
+        self.capture_locals = capture_locals
+        self.refresh_interval = refresh_interval
+        self._clock = clock
+        # One clock for the display and the queue's stamps, so a frozen clock freezes both.
+        queue_clock = (lambda: clock().timestamp()) if clock is not None else None
+        self.queue = core.Queue(db_url, clock=queue_clock)
+        self.processor_handle: core.ProcessorHandle | None = None
+        if processor:
+            overrides: dict[str, Any] = {
+                "capture_locals": True if capture_locals else None,
+                "rate_limits": rate_limits or None,
+                "concurrency": concurrency,
+                "timeout": timeout,
+            }
+            # Raises ProcessorError before any screen exists: the CLI reports it as a usage error.
+            self.processor_handle = core.ProcessorHandle(processor, overrides=overrides)
+        self.auto_worker: core.Worker | None = None
+        self.stepping: int | None = None  # job id (0: next in line) of the step in flight
+        self.jobs_screen: JobsScreen | None = None
+        self._quitting = False
+        #: why the dashboard could not start (the database), re-raised by run_dashboard
+        self.startup_error: core.ChunkqError | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def compose(self) -> ComposeResult:
+        yield from ()
+
+    async def on_mount(self) -> None:
+        try:
+            await self.queue.open()
+        except core.ChunkqError as exc:
+            self.startup_error = exc
+            self.exit(return_code=1)
+            return
+        self.update_sub_title()
+        self.jobs_screen = JobsScreen()
+        await self.push_screen(self.jobs_screen)
+
+    async def on_unmount(self) -> None:
+        if self.auto_worker is not None:
+            self.auto_worker.abort()
+        await self.queue.close()
+
+    def now(self) -> datetime:
+        """The dashboard's clock (UTC-aware); tests freeze it through ``clock=``."""
+        return self._clock() if self._clock is not None else datetime.now(UTC)
+
+    def require_processor(self) -> core.Processor | None:
+        if self.processor_handle is None:
+            self.notify(PROCESSOR_HINT, title="No processor", severity="warning")
+            return None
+        return self.processor_handle.processor
+
+    @property
+    def db_label(self) -> str:
+        """Where the queue lives, short enough for a header (and free of passwords)."""
+        url = self.queue.display_url
+        if url.startswith("sqlite"):
+            return Path(url.split("///", 1)[-1]).name or url
+        return url
+
+    @property
+    def processing(self) -> bool:
+        """A chunk may be in flight: a step, or auto-run."""
+        return self.stepping is not None or self.auto_worker is not None
+
+    def update_sub_title(self) -> None:
+        parts = [self.db_label]
+        if self.processor_handle is not None:
+            parts.append(f"processor {self.processor_handle.path}")
+        else:
+            parts.append("watching (no --processor)")
+        if self.auto_worker is not None:
+            s = self.auto_worker.summary
+            state = "stopping" if self.auto_worker.stopping else "running"
+            parts.append(f"▶ auto-run {state}: {s.chunks} chunks, {s.entities:,} entities")
+        elif self.stepping is not None:
+            parts.append("▶ stepping")
+        self.sub_title = " · ".join(parts)
+
+    # ------------------------------------------------------------------ processing
+
+    def _entity_hook(
+        self, job_id: int | None, *, dry_run: bool = False, failures_only: bool = False
+    ) -> Callable[[core.EntityResult], None]:
+        # core calls this on the event loop (sync callbacks hand results back thread-safely)
+        def hook(result: core.EntityResult) -> None:
+            if not (failures_only and result.ok):
+                self.post_message(EntityDone(job_id, result, dry_run=dry_run))
+
+        return hook
+
+    def step(self, job_id: int | None) -> None:
+        """Process one chunk of ``job_id`` (None: the next job in line), reporting live."""
+        processor = self.require_processor()
+        if processor is None:
+            return
+        if self.auto_worker is not None:
+            self.notify("auto-run is processing; press a to stop it before stepping", severity="warning")
+            return
+        if self.stepping is not None:
+            self.notify("a chunk is already in flight; wait for it to commit", severity="warning")
+            return
+        self.stepping = job_id or 0
+        self.update_sub_title()
+        self.post_message(ProcessingChanged())
+        self._step(job_id, processor)
+
+    @work(group="processing", exit_on_error=False)
+    async def _step(self, job_id: int | None, processor: core.Processor) -> None:
+        try:
+            if job_id is None:
+                result = await self.queue.process_next_chunk(processor, on_entity=self._entity_hook(None))
+                if result is None:
+                    self.post_message(ActivityNote("nothing to process: no job has a claimable chunk"))
+            else:
+                result = await self.queue.process_chunk(job_id, processor, on_entity=self._entity_hook(job_id))
+                if result is None:
+                    job = await self.queue.get_job(job_id)
+                    why = "its chunks are leased by other workers"
+                    if job.waiting_count and job.next_retry_at is not None:
+                        why = f"{job.waiting_count} entities wait for a retry, next at {job.next_retry_at:%H:%M:%S}"
+                    self.post_message(ActivityNote(f"job {job_id} has nothing claimable right now: {why}"))
+            if result is not None:
+                self.post_message(ChunkDone(result, source="step"))
+        except core.ChunkqError as exc:
+            self.post_message(ActivityNote(str(exc), severity="error"))
+        finally:
+            self.stepping = None
+            self.update_sub_title()
+            self.post_message(ProcessingChanged())
+
+    def action_toggle_auto_run(self) -> None:
+        if self.auto_worker is not None:
+            if not self.auto_worker.stopping:
+                self.auto_worker.stop()
+                self.notify("auto-run stops after the chunk in flight commits")
+                self.update_sub_title()
+            return
+        processor = self.require_processor()
+        if processor is None:
+            return
+        if self.stepping is not None:
+            self.notify("a step is in flight; start auto-run once it commits", severity="warning")
+            return
+        self.auto_worker = core.Worker(
+            self.queue, processor, forever=False,
+            on_chunk=lambda r: self.post_message(ChunkDone(r, source="auto-run")),
+            on_entity=self._entity_hook(None, failures_only=True),  # successes: one line per chunk
+        )
+        self.update_sub_title()
+        self.post_message(ProcessingChanged())
+        self._auto_run(self.auto_worker)
+
+    @work(group="auto-run", exit_on_error=False)
+    async def _auto_run(self, worker: core.Worker) -> None:
+        # Stopped with worker.stop()/abort(), never by cancelling this Textual worker mid-commit.
+        try:
+            summary = await worker.run()
+            why = {"empty": "nothing left to claim", "signal": "stopped", "aborted": "aborted"}.get(
+                summary.stopped_by, summary.stopped_by)
+            self.post_message(ActivityNote(
+                f"auto-run ended ({why}): {summary.chunks} chunks, {summary.entities:,} entities, "
+                f"{summary.errors:,} errors in {duration(summary.elapsed)}"))
+            if not self._quitting:
+                self.notify(f"auto-run ended: {why}; {summary.chunks} chunks, {summary.entities:,} entities")
+        except core.ChunkqError as exc:
+            self.post_message(ActivityNote(f"auto-run stopped: {exc}", severity="error"))
+            self.notify(str(exc), title="Auto-run stopped", severity="error")
+        finally:
+            self.auto_worker = None
+            self.update_sub_title()
+            self.post_message(ProcessingChanged())
+
+    # Processing messages reach the jobs screen (it keeps the activity log) and the screen
+    # on top, if it wants them: any screen may define ``processing_event(message)``.
+    def _forward(self, message: Message) -> None:
+        targets: list[Any] = [self.jobs_screen]
+        if self.screen is not self.jobs_screen:
+            targets.append(self.screen)
+        for target in targets:
+            handler = getattr(target, "processing_event", None)
+            if handler is not None:
+                handler(message)
+
+    def on_entity_done(self, message: EntityDone) -> None:
+        self._forward(message)
+
+    def on_chunk_done(self, message: ChunkDone) -> None:
+        self.update_sub_title()
+        self._forward(message)
+
+    def on_activity_note(self, message: ActivityNote) -> None:
+        self._forward(message)
+
+    def on_processing_changed(self, message: ProcessingChanged) -> None:
+        self._forward(message)
+
+    def dry_run(self, job_id: int) -> None:
+        """Run ``job_id``'s next chunk through the callback; nothing is written."""
+        processor = self.require_processor()
+        if processor is None:
+            return
+        self._dry_run(job_id, processor)
+
+    @work(group="dry-run", exit_on_error=False)
+    async def _dry_run(self, job_id: int, processor: core.Processor) -> None:
+        self.post_message(ActivityNote(f"dry run of job {job_id}'s next chunk (nothing is written)…"))
+        try:
+            results = await self.queue.dry_run(job_id, processor,
+                                               on_entity=self._entity_hook(job_id, dry_run=True))
+        except core.ChunkqError as exc:
+            self.post_message(ActivityNote(str(exc), severity="error"))
+            self.notify(str(exc), title="Dry run", severity="error")
+            return
+        failed = sum(1 for r in results if not r.ok)
+        text = (f"dry run of job {job_id}: {len(results) - failed} ok, {failed} failed; "
+                "the job is unchanged")
+        self.post_message(ActivityNote(text, severity="error" if failed else "information"))
+        self.notify(text, title="Dry run")
+
+    def action_reload_processor(self) -> None:
+        if self.processor_handle is None:
+            self.notify(PROCESSOR_HINT, title="No processor", severity="warning")
+            return
+        try:
+            reloaded = self.processor_handle.reload()
+        except core.ProcessorError as exc:
+            self.post_message(ActivityNote(f"{exc} (the previous callback stays in use)", severity="error"))
+            self.notify(f"{exc}\nThe previous callback stays in use.", title="Reload failed",
+                        severity="error", timeout=10)
+            return
+        if self.auto_worker is not None:
+            # The worker reads .processor before each chunk: the next one uses the new code.
+            self.auto_worker.processor = self.processor_handle.processor
+        names = ", ".join(reloaded) or "nothing changed"
+        self.post_message(ActivityNote(f"reloaded {self.processor_handle.path}: {names}"))
+        self.notify(f"reloaded: {names}", title="Processor reloaded")
+
+    # ------------------------------------------------------------------ app commands
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        extra = getattr(self.screen, "HELP_EXTRA", ())
+        self.push_screen(HelpScreen(commands.help_markdown(extra)))
+
+    async def action_quit(self) -> None:
+        if not self.processing:
+            self.exit()
+            return
+        what = "Auto-run is processing a chunk." if self.auto_worker is not None else "A chunk is in flight."
+
+        def chosen(choice: str | None) -> None:
+            if choice in ("finish", "release"):
+                self._quit_after(choice)
+
+        self.push_screen(
+            ConfirmScreen(
+                "Quit while processing?",
+                f"{what}\nFinish it (commit its results) and quit, or release it now so another "
+                "worker redoes it?",
+                choices=[("finish", "Finish, then quit", "primary"), ("release", "Release now", "error"),
+                         ("stay", "Keep running", "default")],
+            ),
+            chosen,
+        )
+
+    @work(group="shutdown", exclusive=True)
+    async def _quit_after(self, how: str) -> None:
+        self._quitting = True
+        if how == "finish":
+            self.notify("finishing the chunk in flight, then quitting…")
+            if self.auto_worker is not None:
+                self.auto_worker.stop()
+        else:
+            if self.auto_worker is not None:
+                self.auto_worker.abort()
+            for w in self.workers:
+                if w.group == "processing":
+                    w.cancel()  # process_chunk releases the lease when cancelled
+        for w in [w for w in self.workers if w.group in ("processing", "auto-run")]:
+            try:
+                await w.wait()
+            except (WorkerCancelled, WorkerFailed):
+                pass  # its lease was released (cancelled) or the error was already shown
+        self.exit()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.group in ("processing", "auto-run", "dry-run"):
+            error = event.worker.error
+            self.notify(f"{type(error).__name__}: {error}", title="Processing failed", severity="error")
+
+
+def run_dashboard(
+    db_url: str,
+    processor: str | None = None,
+    *,
+    capture_locals: bool = False,
+    rate_limits: dict[str, float] | None = None,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Run the dashboard until the user quits (``chunkq tui`` / ``chunkq demo``).
+
+    Raises ``core.ProcessorError`` for a bad ``processor`` before the screen opens,
+    and ``core.DatabaseUnavailable`` when the database cannot be opened.
+    """
+    app = ChunkqApp(db_url, processor=processor, capture_locals=capture_locals, rate_limits=rate_limits,
+                    concurrency=concurrency, timeout=timeout)
+    app.run()
+    if app.startup_error is not None:
+        raise app.startup_error

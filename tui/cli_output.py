@@ -1,0 +1,323 @@
+"""How `chunkq` talks: Rich for a person at a terminal, plain lines for cron, JSON for scripts.
+
+Convention (the Unix one): results go to stdout, progress and diagnostics go to
+stderr through ``logging``. So ``JOB=$(chunkq enqueue ids.txt ...)`` captures
+just the id, ``--json`` output is exactly one document on stdout, and a cron
+mail shows timestamped log lines without colour codes or progress bars.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from core import ChunkInfo, ErrorEntry, ErrorGroup, Job, RunSummary
+
+_HANDLER_TAG = "_chunkq_cli_handler"
+STATUS_STYLE = {
+    "pending": "yellow",
+    "running": "cyan",
+    "paused": "magenta",
+    "complete": "green",
+    "failed": "red",
+    "cancelled": "dim",
+}
+
+
+def stdout_is_tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def console(stderr: bool = False) -> Console:
+    """A console bound to the *current* sys.stdout/stderr (so test runners can capture it)."""
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def setup_logging(verbose: int, quiet: int) -> int:
+    """Level from -v/-q: default INFO for chunkq's own loggers, -q WARNING, -qq ERROR, -v DEBUG.
+
+    On a terminal the lines go through Rich; otherwise each is one plain line
+    with a UTC timestamp, for cron mails and log files.
+    """
+    level = logging.INFO + 10 * (quiet - verbose)
+    level = max(logging.DEBUG, min(level, logging.CRITICAL))
+    handler: logging.Handler
+    if stderr_is_tty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console(stderr=True), show_path=False, rich_tracebacks=False,
+                              log_time_format="[%H:%M:%S]")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        fmt.converter = time.gmtime
+        handler.setFormatter(fmt)
+    setattr(handler, _HANDLER_TAG, True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_TAG, False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # Other libraries stay at WARNING unless -vv asks for everything.
+    root.setLevel(logging.DEBUG if verbose >= 2 else max(level, logging.WARNING))
+    logging.getLogger("chunkq").setLevel(level)
+    return level
+
+
+def emit_json(document: Any) -> None:
+    """The one JSON document a ``--json`` command prints."""
+    sys.stdout.write(json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def plain_line(text: str) -> None:
+    """A result line for a pipe: UTC timestamp first, as in a log."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sys.stdout.write(f"{stamp} {text}\n")
+    sys.stdout.flush()
+
+
+def tsv(rows: Iterable[Sequence[Any]]) -> None:
+    """Tab-separated rows for `| cut`, `| sort` and friends when stdout is not a terminal."""
+    out = sys.stdout
+    for row in rows:
+        cells = ("" if v is None else str(v).replace("\t", " ").replace("\n", " ") for v in row)
+        out.write("\t".join(cells) + "\n")
+    out.flush()
+
+
+# ------------------------------------------------------------------ formatting
+
+
+def ago(when: datetime | None, now: datetime | None = None) -> str:
+    if when is None:
+        return "-"
+    secs = ((now or datetime.now(UTC)) - when).total_seconds()
+    if secs < 0:
+        return "in " + duration(-secs)
+    return duration(secs) + " ago"
+
+
+def duration(secs: float | None) -> str:
+    if secs is None:
+        return "-"
+    if secs < 1:
+        return f"{secs * 1000:.0f}ms"
+    if secs < 60:
+        return f"{secs:.1f}s"
+    if secs < 3600:
+        return f"{int(secs // 60)}m{int(secs % 60):02d}s"
+    return f"{int(secs // 3600)}h{int(secs % 3600 // 60):02d}m"
+
+
+def stamp(when: datetime | None) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%SZ") if when else "-"
+
+
+def job_label(job: Job) -> str:
+    return f"job {job.id}" + (f" ({job.name})" if job.name else "")
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def progress_text(job: Job) -> str:
+    return f"{job.processed_count:,}/{job.total_count:,} ({job.progress:.0%})"
+
+
+JOB_COLUMNS = ("id", "name", "type", "provider", "status", "done", "total", "failed", "waiting", "priority",
+               "updated")
+
+
+def jobs_table(jobs: Sequence[Job]) -> None:
+    if not stdout_is_tty():
+        tsv([JOB_COLUMNS, *(
+            (j.id, j.name or "", j.entity_type, j.provider, j.status, j.processed_count, j.total_count,
+             j.failed_count, j.waiting_count, j.priority, j.updated_at.isoformat())
+            for j in jobs
+        )])
+        return
+    out = console()
+    if not jobs:
+        out.print("No jobs.")
+        return
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column("ID", justify="right")
+    table.add_column("Name", overflow="fold", max_width=32)
+    table.add_column("Type")
+    table.add_column("Provider")
+    table.add_column("Status")
+    table.add_column("Progress", justify="right")
+    table.add_column("Failed", justify="right")
+    table.add_column("Waiting", justify="right")
+    table.add_column("Prio", justify="right")
+    table.add_column("Updated", justify="right")
+    now = datetime.now(UTC)
+    for j in jobs:
+        table.add_row(
+            str(j.id), j.name or "", j.entity_type, j.provider, status_text(j.status), progress_text(j),
+            Text(f"{j.failed_count:,}", style="red" if j.failed_count else "dim"),
+            f"{j.waiting_count:,}" if j.waiting_count else "", str(j.priority), ago(j.updated_at, now),
+        )
+    out.print(table)
+
+
+def chunk_summary(chunks: Sequence[ChunkInfo]) -> dict[str, Any]:
+    """What an operator asks of a job's chunk history: how many, how fast, who holds one now."""
+    done = [c for c in chunks if c.state == "done"]
+    durations = [c.duration for c in done if c.duration is not None]
+    leased = [c for c in chunks if c.state == "leased"]
+    return {
+        "chunks_seen": len(chunks),
+        "done": len(done),
+        "leased": len(leased),
+        "retry_chunks": sum(1 for c in chunks if c.kind == "retry"),
+        "ok": sum(c.ok for c in done),
+        "errors": sum(c.errors for c in done),
+        "avg_seconds": round(sum(durations) / len(durations), 3) if durations else None,
+        "max_seconds": round(max(durations), 3) if durations else None,
+        "workers": sorted({c.worker for c in chunks if c.worker}),
+        "last_finished_at": max((c.finished_at for c in done if c.finished_at), default=None),
+        "leased_by": sorted({c.worker for c in leased if c.worker}),
+    }
+
+
+def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> None:
+    tty = stdout_is_tty()
+    out = console()
+    rows: list[tuple[str, Any]] = [
+        ("job", f"{job.id}" + (f"  {job.name}" if job.name else "")),
+        ("status", status_text(job.status) if tty else job.status),
+        ("entities", f"{job.entity_type} via {job.provider}"),
+        ("progress", progress_text(job)),
+        ("succeeded", f"{job.succeeded_count:,}"),
+        ("failed", f"{job.failed_count:,}"),
+        ("waiting", f"{job.waiting_count:,}"
+         + (f" (next retry {ago(job.next_retry_at)})" if job.waiting_count and job.next_retry_at else "")),
+        ("chunk size", f"{job.chunk_size:,}  (max {job.max_workers} worker(s) at once)"),
+        ("priority", str(job.priority)),
+        ("attempts", f"up to {job.max_attempts} per entity"),
+    ]
+    if job.max_errors is not None or job.max_error_ratio is not None:
+        parts = []
+        if job.max_errors is not None:
+            parts.append(f"{job.max_errors:,} failures")
+        if job.max_error_ratio is not None:
+            parts.append(f"{job.max_error_ratio:.0%} failed")
+        rows.append(("error budget", "pause at " + " or ".join(parts)))
+    if job.fail_reason:
+        rows.append(("reason", job.fail_reason))
+    if job.parent_id:
+        rows.append(("retry of", f"job {job.parent_id}"))
+    rows += [
+        ("created", stamp(job.created_at)),
+        ("started", stamp(job.started_at)),
+        ("finished", stamp(job.finished_at)),
+    ]
+    c = chunks
+    hist = f"{c['done']:,} done"
+    if c["leased"]:
+        hist += f", {c['leased']} in flight ({', '.join(c['leased_by'])})"
+    if c["retry_chunks"]:
+        hist += f", {c['retry_chunks']} of them retries"
+    if c["avg_seconds"] is not None:
+        hist += f"; {duration(c['avg_seconds'])} avg, {duration(c['max_seconds'])} max"
+    if c["workers"]:
+        hist += f"; {len(c['workers'])} worker(s)"
+    rows.append(("chunks", hist))
+    if not tty:
+        tsv(rows)
+        if groups:
+            tsv([("errors", "entities", "type", "message")])
+            tsv((g.count, g.entities, g.error_type, g.message) for g in groups)
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", justify="right")
+    grid.add_column()
+    for k, v in rows:
+        grid.add_row(k, v)
+    out.print(grid)
+    if groups:
+        out.print()
+        t = Table(title="Errors by type and message", title_justify="left", show_edge=False,
+                  header_style="bold")
+        t.add_column("Count", justify="right")
+        t.add_column("Entities", justify="right")
+        t.add_column("Type", style="red")
+        t.add_column("Message", overflow="fold")
+        for g in groups:
+            t.add_row(f"{g.count:,}", f"{g.entities:,}", g.error_type, g.message)
+        out.print(t)
+
+
+ERROR_COLUMNS = ("id", "entity_id", "error_type", "message", "attempt", "final", "chunk_index", "created_at")
+
+
+def error_row(e: ErrorEntry) -> tuple[Any, ...]:
+    return (e.id, e.entity_id, e.error_type, e.message, e.attempt, e.final, e.chunk_index,
+            e.created_at.isoformat())
+
+
+def errors_table(errors: Sequence[ErrorEntry]) -> None:
+    if not stdout_is_tty():
+        tsv([ERROR_COLUMNS, *(error_row(e) for e in errors)])
+        return
+    out = console()
+    if not errors:
+        out.print("No errors.")
+        return
+    t = Table(show_edge=False, header_style="bold")
+    t.add_column("ID", justify="right")
+    t.add_column("Entity")
+    t.add_column("Type", style="red")
+    t.add_column("Message", overflow="fold")
+    t.add_column("Try", justify="right")
+    t.add_column("When", justify="right")
+    now = datetime.now(UTC)
+    for e in errors:
+        t.add_row(str(e.id), e.entity_id, e.error_type, e.message,
+                  f"{e.attempt}" + ("" if e.final else " (retrying)"), ago(e.created_at, now))
+    out.print(t)
+
+
+def summary_sentence(s: RunSummary) -> str:
+    """One line for a person or a cron mail: what was done and why it stopped."""
+
+    def n(count: int, word: str, plural: str | None = None) -> str:
+        return f"{count:,} {word if count == 1 else (plural or word + 's')}"
+
+    errors = n(s.errors, "error") + (f" ({s.retried:,} to retry)" if s.retried else "")
+    parts = [n(s.chunks, "chunk"), n(s.entities, "entity", "entities") + " done", errors]
+    if s.discarded:
+        parts.append(f"{n(s.discarded, 'chunk')} discarded (lease lost)")
+    done = ", ".join(f"#{i}" for i in s.jobs_completed)
+    parts.append(n(len(s.jobs_completed), "job") + " completed" + (f" ({done})" if done else ""))
+    why = {
+        "empty": "nothing left to do",
+        "max_chunks": "reached --max-chunks",
+        "max_seconds": "reached --max-seconds",
+        "signal": "stopped by a signal",
+        "aborted": "aborted, chunk in flight given up",
+        "idle": "idle",
+    }.get(s.stopped_by, s.stopped_by)
+    return f"{', '.join(parts)} in {duration(s.elapsed)}; {why}"

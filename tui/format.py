@@ -1,0 +1,182 @@
+"""How the dashboard shows numbers, times and statuses, shared by every screen.
+
+Colours come from the running Textual theme (``app.theme_variables``) rather than
+fixed names, so a status reads the same way in every theme. Functions that take
+``palette`` accept that mapping; without one they fall back to Textual's default
+dark theme so they also work in plain Rich output and in unit tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from functools import lru_cache
+
+from rich.style import Style
+from rich.text import Text
+from textual.color import Color
+
+Palette = Mapping[str, str]
+
+#: Theme variable that colours each status.
+STATUS_VARIABLE: dict[str, str] = {
+    "pending": "foreground",
+    "running": "primary",
+    "paused": "warning",
+    "complete": "success",
+    "failed": "error",
+    "cancelled": "foreground-darken-3",
+    "stale": "error",
+}
+
+_FALLBACK: dict[str, str] = {
+    "background": "#121212",
+    "foreground": "#E0E0E0",
+    "foreground-darken-3": "#8A8A8A",
+    "primary": "#0178D4",
+    "success": "#4EBF71",
+    "warning": "#FEA62B",
+    "error": "#B93C5B",
+    "panel": "#24292F",
+}
+
+DASH = "–"
+BAR_FULL = "━"
+BAR_EMPTY = "─"
+
+
+@lru_cache(maxsize=256)
+def _rich_color(value: str, background: str) -> str:
+    """A theme value (may carry alpha, e.g. ``#E0E0E099``) as an opaque ``#rrggbb``."""
+    try:
+        color = Color.parse(value)
+    except Exception:
+        return value
+    if color.a < 1:
+        try:
+            color = Color.parse(background) + color
+        except Exception:
+            color = color.with_alpha(1)
+    return color.hex6
+
+
+def theme_color(name: str, palette: Palette | None = None) -> str:
+    """The opaque colour of theme variable ``name`` (``primary``, ``error``, …)."""
+    pal = palette or _FALLBACK
+    value = pal.get(name) or _FALLBACK.get(name) or _FALLBACK["foreground"]
+    return _rich_color(value, pal.get("background") or _FALLBACK["background"])
+
+
+def status_style(status: str, palette: Palette | None = None) -> Style:
+    """Style for a job status; finished-and-fine fades, trouble stands out."""
+    color = theme_color(STATUS_VARIABLE.get(status, "foreground"), palette)
+    bold = status in ("running", "failed", "stale")
+    return Style(color=color, bold=bold)
+
+
+def status_text(status: str, palette: Palette | None = None) -> Text:
+    return Text(status, style=status_style(status, palette), end="")
+
+
+def progress_bar(
+    fraction: float, width: int = 20, palette: Palette | None = None, status: str = "running"
+) -> Text:
+    """A one-line bar for a table cell; a ``ProgressBar`` widget per row would cost a widget each."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = int(round(fraction * width))
+    if fraction < 1.0 and filled == width:
+        filled = width - 1  # never look finished before it is
+    done_color = theme_color(STATUS_VARIABLE.get(status, "primary"), palette)
+    if status == "pending":
+        done_color = theme_color("primary", palette)
+    rest_color = theme_color("foreground-darken-3", palette)
+    text = Text(end="", no_wrap=True)
+    text.append(BAR_FULL * filled, style=Style(color=done_color))
+    text.append(BAR_EMPTY * (width - filled), style=Style(color=rest_color, dim=True))
+    return text
+
+
+def percent(fraction: float) -> str:
+    fraction = min(max(fraction, 0.0), 1.0)
+    if 0 < fraction < 0.001:
+        return "<0.1%"
+    if fraction < 1.0:
+        return f"{min(fraction * 100, 99.9):.1f}%"
+    return "100%"
+
+
+def count(n: int | None) -> str:
+    """1,234 up to a million, then 1.2M: a column stays narrow and exact where it matters."""
+    if n is None:
+        return DASH
+    if abs(n) < 1_000_000:
+        return f"{n:,}"
+    if abs(n) < 1_000_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    return f"{n / 1_000_000_000:.1f}G"
+
+
+def duration(seconds: float | None) -> str:
+    """Short human duration: 0.4s, 12s, 4m05s, 2h03m, 3d04h."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return DASH
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def age(then: datetime | None, now: datetime) -> str:
+    """How long ago, coarse (12s, 5m, 3h, 2d): ages are read at a glance."""
+    if then is None:
+        return DASH
+    seconds = max((now - then).total_seconds(), 0.0)
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
+def until(when: datetime | None, now: datetime) -> str:
+    """Time left before ``when`` ("now" once due)."""
+    if when is None:
+        return DASH
+    seconds = (when - now).total_seconds()
+    return "now" if seconds <= 0 else f"in {duration(seconds)}"
+
+
+def rate(per_second: float | None) -> str:
+    if not per_second or per_second <= 0:
+        return DASH
+    if per_second < 10:
+        return f"{per_second:.1f}/s"
+    return f"{per_second:,.0f}/s"
+
+
+def eta(remaining: int, per_second: float | None) -> str:
+    """Time to finish at the recent rate; a dash when idle (no rate, no promise)."""
+    if remaining <= 0:
+        return DASH
+    if not per_second or per_second <= 0:
+        return DASH
+    return duration(remaining / per_second)
+
+
+def short_worker(owner: str | None) -> str:
+    """``host:pid:nonce`` -> ``host:pid``: the nonce only matters to the queue."""
+    if not owner:
+        return DASH
+    parts = owner.split(":")
+    return ":".join(parts[:2]) if len(parts) >= 3 else owner

@@ -1,0 +1,1 @@
+"""The dashboard's screens: jobs (home), job detail, enqueue form, help, confirmation."""

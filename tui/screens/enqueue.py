@@ -1,0 +1,252 @@
+"""The enqueue form: a new job from pasted IDs or a file, checked before anything is written.
+
+Every field is checked at once so the operator fixes everything in one pass; the
+queue then checks again (it is the authority) and its message lands on the field
+it concerns. ``enqueue_job`` is all-or-nothing, so an invalid form creates nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.timer import Timer
+from textual.widgets import Button, Input, Label, Static, TextArea
+
+import core
+
+if TYPE_CHECKING:
+    from tui.app import ChunkqApp
+
+# form field id -> the name core uses in its messages
+FIELDS: dict[str, str] = {
+    "entity-type": "entity_type",
+    "provider": "provider",
+    "chunk-size": "chunk_size",
+    "priority": "priority",
+    "max-workers": "max_workers",
+    "name": "name",
+    "ids": "entity ID",
+}
+INT_LIMITS: dict[str, tuple[int, int]] = {
+    "chunk-size": (1, core.MAX_CHUNK_SIZE),
+    "priority": (-1_000_000, 1_000_000),
+    "max-workers": (1, 1000),
+}
+
+
+def parse_ids(text: str) -> list[str]:
+    """One ID per line; blank lines are skipped, surrounding spaces dropped."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _file_ids(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8", errors="strict") as fh:
+        for line in fh:
+            if line.strip():
+                yield line.strip()
+
+
+def _count_file(path: Path) -> int:
+    return sum(1 for _ in _file_ids(path))
+
+
+class EnqueueScreen(ModalScreen["core.Job | None"]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="enqueue.cancel"),
+        Binding("ctrl+s", "submit", "Enqueue", id="enqueue.submit", priority=True),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count_timer: Timer | None = None
+        self._file_count: int | None = None
+        self.submitting = False
+
+    @property
+    def chunkq(self) -> ChunkqApp:
+        return cast("ChunkqApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="enqueue-dialog"):
+            yield Label("New job", id="enqueue-title")
+            with VerticalScroll(id="enqueue-body"):
+                with Grid(id="enqueue-grid"):
+                    yield from self._field("entity-type", "Entity type", "company, person, url…")
+                    yield from self._field("provider", "Provider", "clearbit, scraper…")
+                    yield from self._field("chunk-size", "Chunk size", "", value="50", kind="integer")
+                    yield from self._field("priority", "Priority", "higher runs first", value="0",
+                                           kind="integer")
+                    yield from self._field("max-workers", "Max workers", "", value="1", kind="integer")
+                    yield from self._field("name", "Name (optional)", "a label for people")
+                yield Label("Entity IDs, one per line", classes="field-label")
+                yield TextArea(id="ids", soft_wrap=False, show_line_numbers=False)
+                yield Static(classes="field-error", id="ids-error")
+                yield Label("…or read them from a file (one ID per line)", classes="field-label")
+                yield Input(placeholder="path/to/ids.txt", id="file")
+                yield Static(classes="field-error", id="file-error")
+            with Horizontal(id="enqueue-footer"):
+                yield Static("0 IDs", id="id-count")
+                yield Button("Enqueue", id="submit", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def _field(self, field_id: str, label: str, placeholder: str, *, value: str = "",
+               kind: str = "text") -> ComposeResult:
+        with Vertical(classes="field"):
+            yield Label(label, classes="field-label")
+            yield Input(value=value, placeholder=placeholder, id=field_id, type=kind)  # type: ignore[arg-type]
+            yield Static(classes="field-error", id=f"{field_id}-error")
+
+    def on_mount(self) -> None:
+        self.query_one("#ids", TextArea).cursor_blink = False
+        self.query_one("#entity-type", Input).focus()
+
+    # ------------------------------------------------------------------ live count
+
+    @on(TextArea.Changed, "#ids")
+    @on(Input.Changed, "#file")
+    def _schedule_count(self) -> None:
+        if self._count_timer is not None:
+            self._count_timer.stop()
+        self._count_timer = self.set_timer(0.2, self.update_count)
+
+    def update_count(self) -> None:
+        """Show how many IDs would be enqueued (a file is counted in a thread)."""
+        self._count_timer = None
+        path = self.query_one("#file", Input).value.strip()
+        if path:
+            self._set_error("file", "")
+            self.query_one("#id-count", Static).update("counting…")
+            self._count_file(Path(path).expanduser())
+            return
+        n = len(parse_ids(self.query_one("#ids", TextArea).text))
+        self.query_one("#id-count", Static).update(f"{n:,} ID{'s' if n != 1 else ''}")
+
+    @work(thread=True, exclusive=True, group="count-file", exit_on_error=False)
+    def _count_file(self, path: Path) -> None:
+        # Plain file reading in a thread: no database here.
+        try:
+            n = _count_file(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            self.app.call_from_thread(self._file_counted, path, None, _file_problem(path, exc))
+            return
+        self.app.call_from_thread(self._file_counted, path, n, "")
+
+    def _file_counted(self, path: Path, n: int | None, problem: str) -> None:
+        current = self.query_one("#file", Input).value.strip()
+        if not current or Path(current).expanduser() != path:
+            return
+        self._file_count = n
+        self._set_error("file", problem)
+        label = f"{n:,} IDs in {path.name}" if n is not None else "file unreadable"
+        self.query_one("#id-count", Static).update(label)
+
+    # ------------------------------------------------------------------ submit
+
+    @on(Button.Pressed, "#submit")
+    def action_submit(self) -> None:
+        if self.submitting:
+            return
+        values = {fid: self.query_one(f"#{fid}", Input).value for fid in FIELDS if fid != "ids"}
+        ids_text = self.query_one("#ids", TextArea).text
+        file_value = self.query_one("#file", Input).value.strip()
+        errors: dict[str, str] = {}
+        for fid in ("entity-type", "provider"):
+            if not values[fid].strip():
+                errors[fid] = f"{FIELDS[fid]} is required"
+        numbers: dict[str, int] = {}
+        for fid, (lo, hi) in INT_LIMITS.items():
+            raw = values[fid].strip()
+            try:
+                n = int(raw)
+            except ValueError:
+                errors[fid] = f"{FIELDS[fid]} must be a whole number, got {raw!r}"
+                continue
+            if not lo <= n <= hi:
+                errors[fid] = f"{FIELDS[fid]} must be between {lo:,} and {hi:,}, got {n:,}"
+            numbers[fid] = n
+        ids: list[str] | None = None
+        path: Path | None = None
+        if file_value and ids_text.strip():
+            errors["file"] = "give IDs in the box or a file, not both"
+        elif file_value:
+            path = Path(file_value).expanduser()
+            if not path.is_file():
+                errors["file"] = f"no such file: {path}"
+        else:
+            ids = parse_ids(ids_text)
+            if not ids:
+                errors["ids"] = "no entity IDs: a job needs at least one"
+            else:
+                try:
+                    ids = [core.clean_entity_id(v, i) for i, v in enumerate(ids, 1)]
+                except core.InvalidInput as exc:
+                    errors["ids"] = str(exc)
+        for fid in (*FIELDS, "file"):
+            self._set_error(fid, errors.get(fid, ""))
+        if errors:
+            first = next(iter(errors))
+            self.query_one(f"#{first}").focus()
+            return
+        self.submitting = True
+        self._enqueue(
+            ids if ids is not None else _file_ids(path),  # type: ignore[arg-type]
+            entity_type=values["entity-type"],
+            provider=values["provider"],
+            chunk_size=numbers["chunk-size"],
+            priority=numbers["priority"],
+            max_workers=numbers["max-workers"],
+            name=values["name"].strip() or None,
+        )
+
+    @work(group="enqueue", exclusive=True, exit_on_error=False)
+    async def _enqueue(self, ids: object, **kwargs: object) -> None:
+        try:
+            job = await self.chunkq.queue.enqueue_job(ids, **kwargs)  # type: ignore[arg-type]
+        except (core.InvalidInput, UnicodeDecodeError, OSError) as exc:
+            self.submitting = False
+            self._place_error(str(exc))
+            return
+        except core.ChunkqError as exc:
+            self.submitting = False
+            self.notify(str(exc), title="Nothing was created", severity="error")
+            return
+        self.dismiss(job)
+
+    def _place_error(self, message: str) -> None:
+        """Put the queue's own message on the field it names (IDs otherwise)."""
+        for fid, name in FIELDS.items():
+            if message.startswith(name):
+                self._set_error(fid, message)
+                return
+        target = "file" if self.query_one("#file", Input).value.strip() else "ids"
+        self._set_error(target, message)
+
+    def _set_error(self, field_id: str, message: str) -> None:
+        box = self.query_one(f"#{field_id}-error", Static)
+        box.update(message)
+        box.set_class(bool(message), "visible")
+        widget = self.query_one(f"#{field_id}")
+        widget.set_class(bool(message), "invalid")
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+def _file_problem(path: Path, exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{path} is not UTF-8 text"
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {path}"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path} is a folder, not a file"
+    if isinstance(exc, PermissionError):
+        return f"cannot read {path}: permission denied"
+    return f"cannot read {path}: {exc}"

@@ -1,0 +1,151 @@
+"""Exporting a job's error log: the path dialog and the streaming writer.
+
+The log can hold millions of rows, so it is streamed from ``Queue.iter_errors``
+page by page into a temporary file next to the target, which replaces the
+target only once complete: a failed export leaves no half-written file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from core import ErrorEntry, Queue
+
+CSV_FIELDS = (
+    "id",
+    "job_id",
+    "entity_id",
+    "error_type",
+    "message",
+    "attempt",
+    "final",
+    "chunk_index",
+    "created_at",
+    "resolved_at",
+    "traceback",
+)
+
+
+def export_format(path: Path) -> str:
+    """CSV for ``.csv``, JSON Lines for anything else (one object per error)."""
+    return "csv" if path.suffix.lower() == ".csv" else "jsonl"
+
+
+def check_export_path(text: str, cwd: Path | None = None) -> Path:
+    """The absolute path to write, or ValueError with a one-line reason; touches nothing."""
+    raw = text.strip()
+    if not raw:
+        raise ValueError("enter a file path, e.g. errors.jsonl or errors.csv")
+    path = Path(os.path.expanduser(raw))
+    if not path.is_absolute():
+        path = (cwd or Path.cwd()) / path
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"folder {path.parent} is not writable")
+    return path
+
+
+async def export_errors(queue: Queue, job_id: int, path: Path) -> int:
+    """Write every error of ``job_id`` to ``path``; returns how many. Raises OSError or ChunkqError."""
+    fmt = export_format(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            writer = (
+                csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore") if fmt == "csv" else None
+            )
+            if writer is not None:
+                writer.writeheader()
+            async for error in queue.iter_errors(job_id):
+                if writer is not None:
+                    writer.writerow(_row(error))
+                else:
+                    fh.write(json.dumps(error.to_dict(), ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return n
+
+
+def _row(error: ErrorEntry) -> dict[str, object]:
+    return error.to_dict()
+
+
+class ExportScreen(ModalScreen[Path | None]):
+    """Asks where to write the error log; a bad path is explained here and nothing is written."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Back", id="export.back")]
+
+    DEFAULT_CSS = """
+    ExportScreen { align: center middle; }
+    ExportScreen > #export-dialog {
+        width: 80; height: auto; padding: 1 2; background: $panel; border: thick $primary;
+    }
+    ExportScreen #export-title { text-style: bold; margin-bottom: 1; }
+    ExportScreen #export-problem { color: $error; height: auto; }
+    ExportScreen #export-buttons { height: auto; margin-top: 1; align-horizontal: right; }
+    ExportScreen #export-buttons Button { margin-left: 2; }
+    """
+
+    def __init__(self, job_id: int, count: int, default: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.count = count
+        self.default = default
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="export-dialog"):
+            yield Label(
+                f"Export the error log of job {self.job_id} ({self.count:,} errors)", id="export-title"
+            )
+            yield Static("File path — .csv writes CSV, anything else JSON Lines (one error per line):")
+            yield Input(self.default, id="export-path", select_on_focus=False)
+            yield Static("", id="export-problem")
+            with Horizontal(id="export-buttons"):
+                yield Button("Export", id="export-ok", variant="primary")
+                yield Button("Cancel", id="export-cancel")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def _submit(self) -> None:
+        try:
+            path = check_export_path(self.query_one("#export-path", Input).value)
+        except ValueError as exc:
+            self.query_one("#export-problem", Static).update(str(exc))
+            return
+        self.dismiss(path)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "export-ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
