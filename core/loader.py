@@ -19,6 +19,8 @@ from typing import Any
 from .models import ProcessorError
 from .runner import Processor
 
+_OWN_PACKAGES = ("core", "tui")
+
 
 def _ensure_cwd_on_path() -> None:
     # Like `python -m` and uvicorn: a processor module in the current folder just works.
@@ -104,17 +106,30 @@ class ProcessorHandle:
         return Processor(**{**proc.__dict__, **values})
 
     def _project_modules(self) -> dict[str, ModuleType]:
+        """The processor's module and its neighbours: modules under the same source root or cwd.
+
+        Installed libraries (site-packages) and the standard library are never reloaded.
+        """
         module_name, _ = _split(self.path)
         top = module_name.split(".")[0]
-        cwd = os.path.realpath(os.getcwd())
+        roots = {os.path.realpath(os.getcwd())}
+        top_mod = sys.modules.get(top)
+        top_file = getattr(top_mod, "__file__", None)
+        if top_file:
+            top_dir = os.path.dirname(os.path.realpath(top_file))
+            roots.add(os.path.dirname(top_dir) if top_file.endswith("__init__.py") else top_dir)
         out = {}
         for name, mod in list(sys.modules.items()):
             file = getattr(mod, "__file__", None)
             if not file:
                 continue
             real = os.path.realpath(file)
-            if name == module_name or name.split(".")[0] == top or (
-                real.startswith(cwd + os.sep) and "site-packages" not in real
+            if "site-packages" in real or "dist-packages" in real:
+                continue
+            if name != module_name and name.split(".")[0] in _OWN_PACKAGES:
+                continue  # chunkq itself: reloading it would split its classes in two
+            if name == module_name or name.split(".")[0] == top or any(
+                real.startswith(root + os.sep) for root in roots
             ):
                 out[name] = mod
         return out

@@ -269,11 +269,11 @@ class DatabaseUnavailable(ChunkqError):
     """The database cannot be reached or written; the message says why."""
 
 
-class JobFailed(Exception):  # noqa: N818 - public name fixed by the API
+class JobFailed(Exception):
     """Raised by a callback to fail the whole job (bad API key, provider gone)."""
 
 
-class Retry(Exception):  # noqa: N818 - public name fixed by the API
+class Retry(Exception):
     """Raised by a callback for a transient failure: the entity is tried again later.
 
     ``after`` is how many seconds the provider asked to wait (Retry-After); without

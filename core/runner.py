@@ -99,7 +99,7 @@ class Outcome:
     duration: float = 0.0
 
 
-class ChunkAborted(Exception):  # noqa: N818
+class ChunkAborted(Exception):
     """A callback raised ``JobFailed``: the chunk stops and the job fails."""
 
     def __init__(self, reason: str, outcomes: list[Outcome]) -> None:
@@ -263,7 +263,7 @@ class ChunkRunner:
                 except JobFailed as exc:
                     abort.append(str(exc) or "JobFailed")
                     return
-                except TimeoutError as exc:
+                except TimeoutError:
                     if self.processor.timeout is not None and time.perf_counter() - t0 >= self.processor.timeout:
                         exc = TimeoutError(f"entity timed out after {self.processor.timeout:g}s")
                     outcome = self._failure(item, exc, time.perf_counter() - t0, self.processor.capture_locals)
@@ -294,10 +294,7 @@ class ChunkRunner:
         try:
             if self.before_call is not None:
                 await self.before_call()
-            if _is_async(fn):
-                call = fn(ids, self.job)
-            else:
-                call = asyncio.to_thread(fn, ids, self.job)
+            call = fn(ids, self.job) if _is_async(fn) else asyncio.to_thread(fn, ids, self.job)
             failures = await (asyncio.wait_for(call, self.processor.timeout) if self.processor.timeout else call)
         except asyncio.CancelledError:
             raise
@@ -330,7 +327,7 @@ class ChunkRunner:
                 self.on_entity(_result(o, self.processor))
 
     def _failure(self, item: Item, exc: BaseException, duration: float, capture_locals: bool) -> Outcome:
-        transient = isinstance(exc, Retry) or isinstance(exc, self.processor.retry_on)
+        transient = isinstance(exc, (Retry, *self.processor.retry_on))
         if not transient and self.processor.is_transient is not None:
             try:
                 transient = bool(self.processor.is_transient(exc))

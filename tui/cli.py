@@ -65,6 +65,7 @@ class Settings:
     db: str = DEFAULT_DB
     json: bool = False
     verbose: int = 0
+    quiet: int = 0
 
 
 _last_verbosity = 0  # read by the error handler, which runs outside any click context
@@ -192,7 +193,30 @@ def settings(ctx: click.Context) -> Settings:
     return found if found is not None else Settings(db=os.environ.get("CHUNKQ_DB") or DEFAULT_DB)
 
 
+def _more_logging(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """-v/-q after the command name (`chunkq process -q`, as cron lines say it) add to the global ones."""
+    global _last_verbosity
+    if value:
+        cfg = settings(ctx)
+        if param.name == "verbose":
+            cfg.verbose += value
+        else:
+            cfg.quiet += value
+        _last_verbosity = cfg.verbose
+        out.setup_logging(cfg.verbose, cfg.quiet)
+    return value
+
+
+def log_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("-q", "--quiet", count=True, expose_value=False, callback=_more_logging,
+                     help="Less log output (repeatable).")(f)
+    return click.option("-v", "--verbose", count=True, expose_value=False, callback=_more_logging,
+                        help="More log output (repeatable).")(f)
+
+
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--json, -v and -q: what every command accepts after its name."""
+    f = log_options(f)
     return click.option("--json", "as_json", is_flag=True,
                         help="Print one JSON document on stdout and nothing else.")(f)
 
@@ -231,7 +255,7 @@ def cli(ctx: click.Context, db: str, as_json: bool, verbose: int, quiet: int) ->
     global _last_verbosity
     _last_verbosity = verbose
     out.setup_logging(verbose, quiet)
-    ctx.obj = Settings(db=db, json=as_json, verbose=verbose)
+    ctx.obj = Settings(db=db, json=as_json, verbose=verbose, quiet=quiet)
     if ctx.invoked_subcommand is None:
         open_dashboard(db, os.environ.get("CHUNKQ_PROCESSOR") or None)
 
@@ -241,12 +265,11 @@ def cli(ctx: click.Context, db: str, as_json: bool, verbose: int, quiet: int) ->
 
 def _open_source(source: str | None) -> tuple[Any, str]:
     if source is None:
-        stdin = click.get_binary_stream("stdin")
-        if stdin.isatty():
+        if sys.stdin.isatty():
             raise CliError("no input: give a FILE of IDs, or '-' and pipe them on stdin")
         source = "-"
     if source == "-":
-        return click.get_binary_stream("stdin"), "stdin"
+        return sys.stdin.buffer, "stdin"
     try:
         return open(source, "rb"), source  # closed by the caller
     except OSError as exc:
@@ -736,6 +759,7 @@ def open_dashboard(
 
 @cli.command("tui")
 @processing_options(processor_required=False)
+@log_options
 @click.pass_context
 def tui_command(
     ctx: click.Context, processor_path: str | None, concurrency: int | None, timeout: float | None,

@@ -98,29 +98,25 @@ def help_markdown(extra: Iterable[tuple[str, str, str]] = ()) -> str:
         "",
         "## Jobs",
         "",
-        "| Key | Command | What it does |",
-        "| --- | --- | --- |",
     ]
     for c in COMMANDS:
-        marker = " *(needs --processor)*" if c.needs_processor else ""
-        lines.append(f"| `{c.display}` | {c.title} | {c.description}{marker} |")
+        marker = " *(needs `--processor`)*" if c.needs_processor else ""
+        lines.append(f"- `{c.display}` **{c.title}**: {c.description}{marker}")
     sections: dict[str, list[tuple[str, str]]] = {}
     for section, key, description in extra:
         sections.setdefault(section, []).append((key, description))
     for section, rows in sections.items():
-        lines += ["", f"## {section}", "", "| Key | What it does |", "| --- | --- |"]
-        lines += [f"| `{k}` | {d} |" for k, d in rows]
+        lines += ["", f"## {section}", ""]
+        lines += [f"- `{k}` {d}" for k, d in rows]
     lines += [
         "",
         "## Everywhere",
         "",
-        "| Key | What it does |",
-        "| --- | --- |",
-        "| `ctrl+p` | Command palette: every command above, searchable. |",
-        "| `escape` | Close a dialog, or leave the search box. |",
-        "| `tab` / `shift+tab` | Move between fields. |",
+        "- `ctrl+p` **Command palette**: every command above, searchable.",
+        "- `escape` Close a dialog, or leave the search box.",
+        "- `tab` / `shift+tab` Move between fields and buttons.",
         "",
-        "The mouse works too: click a row to select it, a header to focus, a button to press it.",
+        "The mouse works too: click a row to select it, a button to press it.",
     ]
     return "\n".join(lines)
 

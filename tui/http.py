@@ -454,12 +454,12 @@ def _processor(path: str | None, concurrency: int | None, timeout: float | None,
 
 def _db_from_context(ctx: click.Context) -> str | None:
     """The group's ``--db`` if the CLI gave one, else ``CHUNKQ_DB`` (else core's default file)."""
-    obj = ctx.find_root().obj
-    for candidate in (obj if isinstance(obj, dict) else {}, vars(obj) if hasattr(obj, "__dict__") else {}):
-        for key in ("db", "db_url"):
-            if candidate.get(key):
-                return str(candidate[key])
-    root_db = ctx.find_root().params.get("db")
+    root = ctx.find_root()
+    obj = root.obj  # tui.cli's Settings
+    db = obj.get("db") if isinstance(obj, dict) else getattr(obj, "db", None)
+    if db:
+        return str(db)
+    root_db = root.params.get("db")
     if root_db:
         return str(root_db)
     return os.environ.get("CHUNKQ_DB") or None
@@ -522,7 +522,11 @@ def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bo
     except core.ChunkqError as exc:
         raise ConfigError(str(exc)) from None
 
-    config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="info",
+    # the group's -v/-q (chunkq -q serve) also quiet uvicorn's own log lines
+    obj = ctx.find_root().obj
+    verbosity = int(getattr(obj, "verbose", 0) or 0) - int(getattr(obj, "quiet", 0) or 0)
+    log_level = "debug" if verbosity > 0 else "warning" if verbosity < 0 else "info"
+    config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level=log_level,
                             server_header=False, proxy_headers=False)
     server = _Server(config, app)
     server.run()

@@ -34,6 +34,16 @@ _MACHINERY = (
 )
 
 
+def display_path(filename: str) -> str:
+    """Paths under the current folder shown relative to it: shorter, and the same on every machine."""
+    if filename.startswith("<") or not os.path.isabs(filename):
+        return filename
+    cwd = os.getcwd()
+    if filename.startswith(cwd + os.sep):
+        return os.path.relpath(filename, cwd)
+    return filename
+
+
 def _readable(filename: str) -> bool:
     return not filename.startswith("<") and os.path.isfile(filename) and os.access(filename, os.R_OK)
 
@@ -44,7 +54,11 @@ def _frame(frame: TraceFrame, show_locals: bool) -> Frame:
         # core stored repr() strings; a Node with value_repr shows them verbatim, unquoted.
         local_nodes = {name: Node(value_repr=text) for name, text in frame.locals.items()}
     return Frame(
-        filename=frame.filename, lineno=frame.lineno, name=frame.name, line=frame.line, locals=local_nodes
+        filename=display_path(frame.filename),
+        lineno=frame.lineno,
+        name=frame.name,
+        line=frame.line,
+        locals=local_nodes,
     )
 
 
@@ -84,7 +98,7 @@ def _recorded_lines(stacks: Sequence[TraceStack]) -> Table | None:
     table.add_column(style="dim", no_wrap=True)
     table.add_column()
     for f in rows:
-        table.add_row(f"{f.filename}:{f.lineno} in {f.name}", Text(f.line, style="bold"))
+        table.add_row(f"{display_path(f.filename)}:{f.lineno} in {f.name}", Text(f.line, style="bold"))
     return table
 
 

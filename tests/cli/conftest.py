@@ -58,3 +58,18 @@ def env(python_env: dict[str, str]) -> dict[str, str]:
     e = dict(python_env)
     e["PYTHONUNBUFFERED"] = "1"
     return e
+
+
+@pytest.fixture
+def bare_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Result]]:
+    """``bare_cli("demo", "--no-ui")``: no --db given, no CHUNKQ_* variables set."""
+    from tui.cli import cli as command
+
+    monkeypatch.delenv("CHUNKQ_DB", raising=False)
+    monkeypatch.delenv("CHUNKQ_PROCESSOR", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, input: bytes | str | None = None) -> Result:
+        return runner.invoke(command, list(args), input=input, catch_exceptions=False)
+
+    yield invoke

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import PROCESSOR_SOURCE, TOKEN, ServerProcess
+from .helpers import PROCESSOR_SOURCE, TOKEN, ServerProcess, serve_command
 
 
 @pytest.fixture
@@ -44,16 +44,21 @@ def processor_env(python_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def start_server(processor_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """``start_server(db_url, *args, token=TOKEN, env=None)`` -> a started server; stopped afterwards."""
+    """``start_server(db_url, *args, token=TOKEN, env=None)`` -> a started server; stopped afterwards.
+
+    Started as `chunkq --db URL serve --port 0 ARGS`; with ``via_cli=False`` as
+    ``python -m tui.http`` with the database in CHUNKQ_DB.
+    """
     started: list[ServerProcess] = []
 
-    def start(db_url: str, *args: str, token: str | None = TOKEN,
-              env: dict[str, str] | None = None) -> ServerProcess:
+    def start(db_url: str, *args: str, token: str | None = TOKEN, env: dict[str, str] | None = None,
+              via_cli: bool = True) -> ServerProcess:
         e = dict(env or processor_env)
-        e["CHUNKQ_DB"] = db_url
         if token is not None:
             e["CHUNKQ_TOKEN"] = token
-        server = ServerProcess(["--port", "0", *args], e, tmp_path)
+        if not via_cli:
+            e["CHUNKQ_DB"] = db_url
+        server = ServerProcess(serve_command(db_url if via_cli else None, ["--port", "0", *args]), e, tmp_path)
         started.append(server)
         server.wait_started()
         return server

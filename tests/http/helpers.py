@@ -67,9 +67,9 @@ class ServerProcess:
 
     _RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tui.http", *args], env=env, cwd=cwd,
+            command, env=env, cwd=cwd,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []
@@ -127,9 +127,19 @@ def http_client(base_url: str, token: str | None = TOKEN) -> httpx.Client:
     return httpx.Client(base_url=base_url, headers=headers, timeout=60.0)
 
 
+def serve_command(db_url: str | None, args: list[str]) -> list[str]:
+    """`chunkq --db URL serve ARGS` through the real CLI group (its lazy loading, its --db).
+
+    ``db_url=None``: ``python -m tui.http ARGS`` instead, the command alone, database from CHUNKQ_DB.
+    """
+    if db_url is None:
+        return [sys.executable, "-m", "tui.http", *args]
+    return [sys.executable, "-m", "tui.cli", "--db", db_url, "serve", *args]
+
+
 def run_serve(
-    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30.0
+    db_url: str | None, args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:
     """``serve`` expected to exit on its own (refusing to start)."""
-    return subprocess.run([sys.executable, "-m", "tui.http", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(serve_command(db_url, args), env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)

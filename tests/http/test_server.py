@@ -39,18 +39,21 @@ def db_jobs(db_url: str) -> list[core.Job]:
 # --------------------------------------------------------------------------- starting
 
 
-def test_refuses_to_start_without_a_token(processor_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**processor_env, "CHUNKQ_DB": str(tmp_path / "q.db")}
+@pytest.mark.parametrize("via_cli", [True, False], ids=["chunkq-serve", "python-m-tui.http"])
+def test_refuses_to_start_without_a_token(processor_env: dict[str, str], tmp_path: Path, via_cli: bool) -> None:
+    db = str(tmp_path / "q.db")
+    env = {**processor_env, "CHUNKQ_DB": db}
     for token in (None, "", "   "):
         e = dict(env)
         if token is not None:
             e["CHUNKQ_TOKEN"] = token
-        r = run_serve(["--port", "0", "--processor", PROCESSOR], e, tmp_path)
+        r = run_serve(db if via_cli else None, ["--port", "0", "--processor", PROCESSOR], e, tmp_path)
         assert r.returncode == 2, r.stdout + r.stderr
         assert "refusing to start without a token" in r.stderr
         assert "CHUNKQ_TOKEN" in r.stderr and "--insecure-no-auth" in r.stderr
         assert "Traceback" not in r.stderr and "Uvicorn running" not in r.stderr
         assert r.stderr.count("\n") == 1
+        assert not (tmp_path / "q.db").exists()  # refused before touching anything
 
 
 @pytest.mark.parametrize(
@@ -65,8 +68,8 @@ def test_refuses_to_start_without_a_token(processor_env: dict[str, str], tmp_pat
 )
 def test_bad_configuration_exits_2_with_one_line(processor_env: dict[str, str], tmp_path: Path,
                                                 args: list[str], message: str) -> None:
-    env = {**processor_env, "CHUNKQ_DB": str(tmp_path / "q.db"), "CHUNKQ_TOKEN": TOKEN}
-    r = run_serve(["--port", "0", *args], env, tmp_path)
+    env = {**processor_env, "CHUNKQ_TOKEN": TOKEN}
+    r = run_serve(str(tmp_path / "q.db"), ["--port", "0", *args], env, tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr
     assert "Traceback" not in r.stderr
@@ -76,15 +79,16 @@ def test_unreachable_database_exits_2(processor_env: dict[str, str], tmp_path: P
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**processor_env, "CHUNKQ_DB": f"postgresql://postgres@127.0.0.1:{port}/x", "CHUNKQ_TOKEN": TOKEN}
-    r = run_serve(["--port", "0"], env, tmp_path, timeout=60)
+    env = {**processor_env, "CHUNKQ_TOKEN": TOKEN}
+    r = run_serve(f"postgresql://postgres@127.0.0.1:{port}/x", ["--port", "0"], env, tmp_path, timeout=60)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Connect call failed" in r.stderr or "refused" in r.stderr.lower()
     assert "Traceback" not in r.stderr
 
 
 def test_insecure_no_auth_serves_without_a_token(start_server: Any, sqlite_url: str) -> None:
-    server = start_server(sqlite_url, "--insecure-no-auth", token=None)
+    # also the command alone (`python -m tui.http`), its database from CHUNKQ_DB
+    server = start_server(sqlite_url, "--insecure-no-auth", token=None, via_cli=False)
     assert server.url.startswith("http://127.0.0.1:")  # loopback by default
     with http_client(server.url, token=None) as c:
         assert c.get("/jobs").status_code == 200

@@ -178,7 +178,7 @@ async def test_bad_id_late_in_a_stream_leaves_nothing(queue: Queue) -> None:
             yield f"id{i}"
         yield ""
 
-    with pytest.raises(InvalidInput, match="#12,001 is blank|#12001 is blank"):
+    with pytest.raises(InvalidInput, match=r"#12001 is blank"):
         await queue.enqueue_job(stream(), entity_type="company", provider="p")
     assert await queue.list_jobs() == []
     assert await queue.count_jobs() == 0
@@ -241,7 +241,7 @@ async def test_pause_resume_cancel(queue: Queue) -> None:
     cancelled = await queue.cancel(a.id)
     assert cancelled.status == "cancelled" and cancelled.finished_at is not None
     assert await queue.process_next_chunk() is None
-    with pytest.raises(InvalidTransition, match="cannot resume job .* it is cancelled"):
+    with pytest.raises(InvalidTransition, match=r"cannot resume job \d+: it is cancelled"):
         await queue.resume(a.id)
     with pytest.raises(InvalidTransition):
         await queue.cancel(b.id)  # complete

@@ -59,6 +59,15 @@ async def _check_db(url: str, job_ids: list[int], kinds: dict[str, str]) -> dict
         return numbers
 
 
+async def _unfinished(url: str) -> list[dict[str, object]]:
+    async with Queue(url) as q:
+        return [
+            {k: j.to_dict()[k] for k in ("id", "status", "total_count", "processed_count", "waiting_count",
+                                          "next_retry_at", "leased_chunks", "max_workers")}
+            for j in await q.list_jobs(["pending", "running", "paused"])
+        ]
+
+
 def test_eight_workers_fifty_jobs_every_entity_exactly_once(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
@@ -75,7 +84,10 @@ def test_eight_workers_fifty_jobs_every_entity_exactly_once(
         for d in drivers:
             wait_for(d, "READY", 60)
         start.touch()
-        results = [finish(d, timeout=90) for d in drivers]
+        try:
+            results = [finish(d, timeout=90) for d in drivers]
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nunfinished jobs: {asyncio.run(_unfinished(db_url))}") from None
     finally:
         for d in drivers:
             if d.proc.poll() is None:

@@ -213,6 +213,11 @@ def _field_value(value: Any, now: datetime) -> str:
     return str(value)
 
 
+def short_type(name: str) -> str:
+    """``pkg.mod.ProviderError`` -> ``ProviderError`` for narrow columns (the traceback has it in full)."""
+    return name.rsplit(".", 1)[-1]
+
+
 def _one_line(text: str, limit: int = 200) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -251,7 +256,7 @@ class JobDetailScreen(Screen[None]):
     JobDetailScreen TabPane { padding: 0; }
     JobDetailScreen #errors-split { height: 1fr; }
     JobDetailScreen #errors-left { width: 1fr; min-width: 50; }
-    JobDetailScreen .caption { height: 1; padding: 0 1; background: $boost; color: $text-muted; }
+    JobDetailScreen .caption { width: 1fr; height: 1; padding: 0 1; background: $boost; color: $text-muted; }
     JobDetailScreen #detail-groups { height: 9; }
     JobDetailScreen #detail-errors { height: 1fr; }
     JobDetailScreen #traceback-pane { width: 1fr; border-left: vkey $foreground 20%; padding: 0 1; }
@@ -326,19 +331,18 @@ class JobDetailScreen(Screen[None]):
     def on_mount(self) -> None:
         groups = self.query_one("#detail-groups", DataTable)
         for key, label, width in (
-            ("count", "Count", 7),
+            ("count", "Count", 6),
             ("entities", "Entities", 8),
-            ("type", "Type", 22),
-            ("message", "Message", 40),
-            ("last", "Last", 8),
+            ("type", "Type", 18),
+            ("message", "Message", 28),
+            ("last", "Last", 4),
         ):
             groups.add_column(label, key=key, width=width)
         errors = self.query_one("#detail-errors", DataTable)
         for key, label, width in (
-            ("id", "#", 6),
-            ("entity", "Entity", 18),
-            ("type", "Type", 18),
-            ("message", "Message", 34),
+            ("entity", "Entity", 16),
+            ("type", "Type", 16),
+            ("message", "Message", 24),
             ("attempt", "Try", 3),
             ("state", "State", 8),
         ):
@@ -553,7 +557,7 @@ class JobDetailScreen(Screen[None]):
                 (
                     format.count(g.count),
                     format.count(g.entities),
-                    g.error_type,
+                    short_type(g.error_type),
                     _one_line(g.message),
                     format.age(g.last_at, now),
                 ),
@@ -584,9 +588,8 @@ class JobDetailScreen(Screen[None]):
             (
                 str(e.id),
                 (
-                    str(e.id),
                     e.entity_id,
-                    e.error_type,
+                    short_type(e.error_type),
                     _one_line(e.message),
                     str(e.attempt),
                     self._error_state(e),
@@ -675,8 +678,22 @@ class JobDetailScreen(Screen[None]):
             return
         self.dismiss()
 
+    #: the widget that takes focus when a tab opens (a hidden focused widget would pull its tab back)
+    TAB_FOCUS: ClassVar[dict[str, str]] = {
+        "errors": "#detail-errors",
+        "chunks": "#detail-chunks",
+        "fields": "#detail-fields",
+    }
+
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+        self.query_one(self.TAB_FOCUS[tab]).focus()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane = event.pane.id or ""
+        focused = self.app.focused
+        if pane in self.TAB_FOCUS and (focused is None or event.pane not in focused.ancestors):
+            self.query_one(self.TAB_FOCUS[pane]).focus()
 
     def action_next_page(self) -> None:
         if len(self.errors) < PAGE_SIZE:

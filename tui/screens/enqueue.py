@@ -80,27 +80,28 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
                 with Grid(id="enqueue-grid"):
                     yield from self._field("entity-type", "Entity type", "company, person, url…")
                     yield from self._field("provider", "Provider", "clearbit, scraper…")
+                    yield from self._field("name", "Name (optional)", "a label for people")
                     yield from self._field("chunk-size", "Chunk size", "", value="50", kind="integer")
-                    yield from self._field("priority", "Priority", "higher runs first", value="0",
+                    yield from self._field("priority", "Priority (higher first)", "", value="0",
                                            kind="integer")
                     yield from self._field("max-workers", "Max workers", "", value="1", kind="integer")
-                    yield from self._field("name", "Name (optional)", "a label for people")
                 yield Label("Entity IDs, one per line", classes="field-label")
                 yield TextArea(id="ids", soft_wrap=False, show_line_numbers=False)
                 yield Static(classes="field-error", id="ids-error")
                 yield Label("…or read them from a file (one ID per line)", classes="field-label")
-                yield Input(placeholder="path/to/ids.txt", id="file")
+                yield Input(placeholder="path/to/ids.txt", id="file", compact=True)
                 yield Static(classes="field-error", id="file-error")
             with Horizontal(id="enqueue-footer"):
                 yield Static("0 IDs", id="id-count")
-                yield Button("Enqueue", id="submit", variant="primary")
-                yield Button("Cancel", id="cancel")
+                yield Button("Enqueue", id="submit", variant="primary", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     def _field(self, field_id: str, label: str, placeholder: str, *, value: str = "",
                kind: str = "text") -> ComposeResult:
         with Vertical(classes="field"):
             yield Label(label, classes="field-label")
-            yield Input(value=value, placeholder=placeholder, id=field_id, type=kind)  # type: ignore[arg-type]
+            yield Input(value=value, placeholder=placeholder, id=field_id, type=kind,  # type: ignore[arg-type]
+                        compact=True)
             yield Static(classes="field-error", id=f"{field_id}-error")
 
     def on_mount(self) -> None:

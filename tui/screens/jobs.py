@@ -45,13 +45,13 @@ FULL_RELOAD_EVERY = 5.0
 #: queue totals (one aggregate over all jobs) are re-read at most this often when idle
 STATS_EVERY = 2.0
 
-STATUS_FILTERS: tuple[str, ...] = ("all", *core.STATUSES)
+STATUS_FILTERS: tuple[str, ...] = ("all", "pending", "running", "paused", "failed", "complete", "cancelled")
 RANK = {"running": 0, "pending": 1, "paused": 2, "failed": 3, "complete": 4, "cancelled": 5}
 
 # (key, label, width, right-aligned)
 COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
     ("id", "ID", 5, True),
-    ("name", "Name", 22, False),
+    ("name", "Name", 20, False),
     ("type", "Type", 8, False),
     ("provider", "Provider", 11, False),
     ("status", "Status", 9, False),
@@ -61,7 +61,7 @@ COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
     ("rate", "Rate", 7, True),
     ("eta", "ETA", 6, True),
     ("age", "Age", 4, True),
-    ("note", "Worker / retries", 26, False),
+    ("note", "Worker / retries", 22, False),
 )
 COLUMN_KEYS = tuple(c[0] for c in COLUMNS)
 
@@ -107,6 +107,8 @@ class JobsScreen(Screen[None]):
         self._select_after: int | None = None
         self._search_timer: Timer | None = None
         self.polls = 0  # rendered polls, for tests and for the curious
+        #: jobs the last incremental poll read (None after a full page read)
+        self.last_poll_size: int | None = None
 
     @property
     def chunkq(self) -> ChunkqApp:
@@ -243,6 +245,7 @@ class JobsScreen(Screen[None]):
 
     def _apply_poll(self, result: Poll) -> None:
         self.polls += 1
+        self.last_poll_size = None if result.full else len(result.jobs)
         self._since = result.started
         if result.stats is not None:
             self._stats = result.stats
@@ -351,7 +354,7 @@ class JobsScreen(Screen[None]):
         note, note_style = self._note(job, now, stale)
         return {
             "id": Text(str(job.id), justify="right", end=""),
-            "name": Text(_clip(job.name or "—", 22), end=""),
+            "name": Text(_clip(job.name or "—", 20), end=""),
             "type": Text(_clip(job.entity_type, 8), end=""),
             "provider": Text(_clip(job.provider, 11), end=""),
             "status": fmt.status_text(shown_status, pal),
@@ -363,7 +366,7 @@ class JobsScreen(Screen[None]):
             "eta": Text(fmt.eta(job.remaining_count, rate) if job.status in core.ACTIVE_STATUSES else fmt.DASH,
                         justify="right", end=""),
             "age": Text(fmt.age(job.created_at, now), justify="right", end="", style=muted),
-            "note": Text(_clip(note, 26), end="", style=note_style or muted),
+            "note": Text(_clip(note, 22), end="", style=note_style or muted),
         }
 
     def _note(self, job: core.Job, now: Any, stale: bool) -> tuple[str, Style | None]:

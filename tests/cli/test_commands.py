@@ -1,0 +1,490 @@
+"""Every command through click's CliRunner, on a real SQLite file and on PostgreSQL.
+
+Output here is not a terminal, so it is the plain/pipe form: bare ids, tab-
+separated tables, timestamped summary lines; ``--json`` is checked for shape.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.cli.helpers import get_job, list_chunks, list_jobs, log_lines, one_line_error
+
+Cli = Callable[..., Result]
+
+JOB_KEYS = {
+    "id", "name", "entity_type", "provider", "status", "chunk_size", "priority", "total_count",
+    "processed_count", "error_count", "created_at", "updated_at", "started_at", "finished_at", "lease_owner",
+    "lease_expires_at", "fail_reason", "parent_id", "max_workers", "succeeded_count", "failed_count",
+    "waiting_count", "next_retry_at", "heartbeat_at", "leased_chunks", "max_attempts", "max_errors",
+    "max_error_ratio", "params",
+}
+SUMMARY_KEYS = {"chunks", "entities", "errors", "retried", "discarded", "jobs_completed", "elapsed",
+                "stopped_by"}
+ERROR_KEYS = {"id", "job_id", "entity_id", "error_type", "message", "traceback", "chunk_index", "attempt",
+              "final", "created_at", "resolved_at"}
+
+FAILING = """
+def fail_some(entity_id, job):
+    record(entity_id)
+    if entity_id.endswith("3"):
+        raise LookupError(f"no match for {entity_id}")
+"""
+
+
+def doc(result: Result) -> Any:
+    """The one JSON document on stdout (json.loads fails on anything extra)."""
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def enqueue(cli: Cli, n: int, *extra: str) -> int:
+    data = "".join(f"e{i}\n" for i in range(n))
+    result = cli("enqueue", "-", "--entity-type", "company", "--provider", "p", *extra, input=data)
+    assert result.exit_code == 0, result.stderr
+    return int(result.stdout.strip())
+
+
+# ---------------------------------------------------------------------- enqueue
+
+
+def test_enqueue_prints_the_bare_id_for_scripts(cli: Cli, db_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text("a\n\n  b  \nc\n")
+    result = cli("enqueue", str(path), "--entity-type", "company", "--provider", "clearbit",
+                 "--chunk-size", "2", "--priority", "-3", "--name", "batch 1")
+    assert result.exit_code == 0, result.stderr
+    job_id = int(result.stdout.strip())
+    job = get_job(db_url, job_id)
+    assert (job.total_count, job.chunk_size, job.priority, job.name, job.entity_type, job.provider) == (
+        3, 2, -3, "batch 1", "company", "clearbit")
+
+
+def test_enqueue_json_shape_and_job_options(cli: Cli, db_url: str) -> None:
+    job = doc(cli("enqueue", "-", "-t", "person", "-p", "prospeo", "--max-workers", "3", "--max-attempts",
+                  "5", "--max-errors", "10", "--max-error-ratio", "0.25", "--dedupe", "--json",
+                  input="x\ny\nx\n"))
+    assert set(job) == JOB_KEYS
+    assert (job["total_count"], job["max_workers"], job["max_attempts"], job["max_errors"],
+            job["max_error_ratio"], job["status"]) == (2, 3, 5, 10, 0.25, "pending")
+
+
+def test_global_json_flag_works_too(cli: Cli) -> None:
+    result = cli("--json", "jobs")
+    assert doc(result) == {"jobs": []}
+
+
+def test_enqueue_csv_and_jsonl(cli: Cli, db_url: str, tmp_path: Path) -> None:
+    (tmp_path / "c.csv").write_text("name,domain\nAcme,acme.com\nBig,big.com\n")
+    first = doc(cli("enqueue", str(tmp_path / "c.csv"), "--format", "csv", "--column", "domain",
+                    "-t", "company", "-p", "p", "--json"))
+    (tmp_path / "j.jsonl").write_text('{"id": "u1"}\n{"id": 2}\n')
+    second = doc(cli("enqueue", str(tmp_path / "j.jsonl"), "--format", "jsonl", "--column", "id",
+                     "-t", "url", "-p", "p", "--json"))
+    assert (first["total_count"], second["total_count"]) == (2, 2)
+
+
+def test_enqueue_streams_a_generator_not_a_list(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI hands core an iterator, so a huge file is never a huge list (core batches inserts)."""
+    from core import Queue
+
+    seen: list[type] = []
+    real = Queue.enqueue_job
+
+    async def spy(self: Queue, entity_ids: Any, **kw: Any) -> Any:
+        seen.append(type(entity_ids))
+        return await real(self, entity_ids, **kw)
+
+    monkeypatch.setattr(Queue, "enqueue_job", spy)
+    enqueue(cli, 12_000)
+    assert seen and not issubclass(seen[0], list | tuple)
+
+
+BAD_INPUTS = [
+    pytest.param([], b"", "no entity IDs", id="empty"),
+    pytest.param([], b"\n  \n\n", "no entity IDs", id="only-blank-lines"),
+    pytest.param(["missing.txt"], None, "cannot read 'missing.txt'", id="missing-file"),
+    pytest.param([], b"a\nb\n\xff\xfe\n", "stdin, line 3: byte 0xff at column 1 is not valid UTF-8",
+                 id="not-utf8"),
+    pytest.param(["--format", "csv", "--column", "url"], b"name,domain\nx,y\n",
+                 "has no column 'url'; its columns are 'name', 'domain'", id="unknown-column"),
+    pytest.param(["--chunk-size", "0"], b"a\n", "'--chunk-size': 0 is not in the range", id="chunk-size-0"),
+    pytest.param(["--priority", "-2000000"], b"a\n", "priority must be between", id="priority-out-of-range"),
+    pytest.param(["--max-workers", "0"], b"a\n", "'--max-workers'", id="max-workers-0"),
+    pytest.param(["--max-error-ratio", "1.5"], b"a\n", "'--max-error-ratio'", id="ratio-above-1"),
+    pytest.param(["--format", "xml"], b"a\n", "'--format'", id="unknown-format"),
+    pytest.param([], b"a\n" * 12_000 + b"x" * 5000 + b"\n", "stdin, line 12001: the ID is 5,000 characters long",
+                 id="bad-line-after-12000-good-ones"),
+]
+
+
+@pytest.mark.parametrize(("args", "data", "message"), BAD_INPUTS)
+def test_enqueue_bad_input_exits_2_and_creates_nothing(
+    cli: Cli, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
+    data: bytes | None, message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    source = [] if args and not args[0].startswith("-") else ["-"]
+    result = cli("enqueue", *source, *args, "-t", "company", "-p", "p", input=data)
+    assert result.exit_code == 2
+    assert message in one_line_error(result.stderr)
+    assert result.stdout == ""
+    assert list_jobs(db_url) == []
+
+
+def test_enqueue_missing_required_option_is_one_line(cli: Cli) -> None:
+    result = cli("enqueue", "-", "--provider", "p", input="a\n")
+    assert result.exit_code == 2
+    assert "Missing option '--entity-type'" in one_line_error(result.stderr)
+
+
+# ---------------------------------------------------------------------- process
+
+
+def test_process_one_chunk_by_default_then_until_empty(
+    cli: Cli, db_url: str, write_processor: Callable[[str], str], tmp_path: Path,
+) -> None:
+    mod = write_processor(FAILING)
+    job_id = enqueue(cli, 25, "--chunk-size", "10")
+    first = doc(cli("process", "--processor", f"{mod}:fail_some", "--json"))
+    assert set(first) == SUMMARY_KEYS
+    assert (first["chunks"], first["entities"], first["stopped_by"]) == (1, 10, "max_chunks")
+    rest = cli("process", "--until-empty", "--processor", f"{mod}:fail_some")
+    assert rest.exit_code == 0, rest.stderr
+    assert "chunkq process: 2 chunks, 15 entities done, 2 errors, 1 job completed (#" in rest.stdout
+    assert "nothing left to do" in rest.stdout
+    assert f"job {job_id} chunk 1: 10 done" in rest.stderr  # a timestamped log line per chunk
+    job = get_job(db_url, job_id)
+    assert (job.status, job.processed_count, job.failed_count) == ("complete", 25, 3)
+    assert sorted(log_lines(tmp_path, mod)) == sorted(f"e{i}" for i in range(25))
+
+
+def test_process_nothing_to_do_exits_0(cli: Cli) -> None:
+    summary = doc(cli("process", "--processor", "core.demo:processor", "--until-empty", "--json"))
+    assert (summary["chunks"], summary["stopped_by"]) == (0, "empty")
+
+
+def test_process_until_empty_waits_for_due_retries(
+    cli: Cli, db_url: str, write_processor: Callable[[str], str],
+) -> None:
+    mod = write_processor("""
+        from core import Retry
+        def flaky(entity_id, job):
+            record(entity_id)
+            if entity_id == "e1" and open(LOG).read().count("e1") < 2:
+                raise Retry("busy", after=0.3)
+    """)
+    job_id = enqueue(cli, 3)
+    summary = doc(cli("process", "--until-empty", "--processor", f"{mod}:flaky", "--json"))
+    assert (summary["chunks"], summary["retried"], summary["jobs_completed"]) == (2, 1, [job_id])
+    job = get_job(db_url, job_id)
+    assert (job.status, job.succeeded_count, job.waiting_count) == ("complete", 3, 0)
+
+
+def test_process_job_option_and_max_chunks(cli: Cli, db_url: str) -> None:
+    a = enqueue(cli, 30, "--chunk-size", "10")
+    b = enqueue(cli, 30, "--chunk-size", "10", "--priority", "5")
+    summary = doc(cli("process", "--job", str(a), "--max-chunks", "2", "--processor", "core.demo:enrich",
+                      "--json"))
+    assert (summary["chunks"], summary["stopped_by"]) == (2, "max_chunks")
+    assert get_job(db_url, a).processed_count == 20
+    assert get_job(db_url, b).processed_count == 0
+
+
+def test_process_rate_and_concurrency_reach_the_processor(
+    cli: Cli, db_url: str, write_processor: Callable[[str], str], tmp_path: Path,
+) -> None:
+    """--concurrency runs entities of a chunk at once; --rate limits calls (tokens live in the database)."""
+    mod = write_processor("""
+        import threading
+        active = 0
+        peak = 0
+        async def track(entity_id, job):
+            global active, peak
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.05)
+            active -= 1
+            record(f"{entity_id} {peak} {time.monotonic()}")
+    """)
+    enqueue(cli, 8, "--chunk-size", "8")
+    assert cli("process", "--processor", f"{mod}:track", "--concurrency", "4").exit_code == 0
+    peaks = [int(line.split()[1]) for line in log_lines(tmp_path, mod)]
+    assert max(peaks) == 4
+    (tmp_path / f"{mod}.log").unlink()
+    enqueue(cli, 6, "--chunk-size", "6")
+    result = cli("process", "--processor", f"{mod}:track", "--concurrency", "6", "--rate", "p=10/s")
+    assert result.exit_code == 0, result.stderr
+    stamps = sorted(float(line.split()[2]) for line in log_lines(tmp_path, mod))
+    # 6 calls at 10/s with a burst of 1: the last starts >= 0.5 s after the first.
+    assert stamps[-1] - stamps[0] >= 0.45
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "no processor: give --processor"),
+        (["--processor", "nope_module_q:f"], "no module named 'nope_module_q'"),
+        (["--processor", "core.demo"], "must look like 'package.module:function'"),
+        (["--processor", "core.demo:enrich", "--rate", "p=fast"], "rate 'p=fast': expected PROVIDER=N/s"),
+        (["--processor", "core.demo:enrich", "--concurrency", "0"], "'--concurrency'"),
+        (["--processor", "core.demo:enrich", "--timeout", "-1"], "'--timeout'"),
+        (["--processor", "core.demo:enrich", "--job", "999"], "no job with id 999"),
+    ],
+)
+def test_process_config_errors_exit_2_before_claiming(
+    cli: Cli, db_url: str, args: list[str], message: str,
+) -> None:
+    job_id = enqueue(cli, 5)
+    result = cli("process", *args)
+    assert result.exit_code == 2
+    assert message in one_line_error(result.stderr)
+    job = get_job(db_url, job_id)
+    assert (job.status, job.processed_count, list_chunks(db_url, job_id)) == ("pending", 0, [])
+
+
+def test_processor_from_environment(cli: Cli, monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
+    job_id = enqueue(cli, 3)
+    monkeypatch.setenv("CHUNKQ_PROCESSOR", "core.demo:enrich")
+    assert doc(cli("process", "--json"))["entities"] == 3
+    assert get_job(db_url, job_id).status == "complete"
+
+
+# ---------------------------------------------------------------------- reading and managing jobs
+
+
+def _job_with_errors(cli: Cli, write_processor: Callable[[str], str]) -> int:
+    mod = write_processor(FAILING)
+    job_id = enqueue(cli, 30, "--chunk-size", "10")
+    assert cli("process", "--until-empty", "--processor", f"{mod}:fail_some", "-q").exit_code == 0
+    assert cli("-q", "jobs").exit_code == 0
+    return job_id
+
+
+def test_jobs_list_filter_and_json(cli: Cli) -> None:
+    a = enqueue(cli, 3)
+    b = enqueue(cli, 3)
+    assert cli("pause", str(a)).exit_code == 0
+    listed = doc(cli("jobs", "--json"))
+    assert [j["id"] for j in listed["jobs"]] == [b, a]  # active first
+    assert all(set(j) == JOB_KEYS for j in listed["jobs"])
+    paused = doc(cli("jobs", "--status", "paused", "--json"))
+    assert [j["id"] for j in paused["jobs"]] == [a]
+    table = cli("jobs", "--limit", "1")
+    rows = [line.split("\t") for line in table.stdout.splitlines()]
+    assert rows[0][:5] == ["id", "name", "type", "provider", "status"]
+    assert len(rows) == 2 and rows[1][0] == str(b)
+    bad = cli("jobs", "--status", "done")
+    assert bad.exit_code == 2
+    assert "'--status'" in one_line_error(bad.stderr)
+
+
+def test_show_json_has_chunk_summary_and_error_groups(
+    cli: Cli, write_processor: Callable[[str], str],
+) -> None:
+    job_id = _job_with_errors(cli, write_processor)
+    shown = doc(cli("show", str(job_id), "--json"))
+    assert set(shown) == {"job", "chunks", "error_groups"}
+    assert set(shown["job"]) == JOB_KEYS and shown["job"]["failed_count"] == 3
+    assert shown["chunks"]["done"] == 3 and shown["chunks"]["leased"] == 0 and shown["chunks"]["errors"] == 3
+    assert len(shown["error_groups"]) == 3
+    assert set(shown["error_groups"][0]) == {
+        "error_type", "message", "count", "entities", "first_at", "last_at"}
+    assert shown["error_groups"][0]["error_type"] == "LookupError"
+    text = cli("show", str(job_id))
+    assert "chunks\t3 done" in text.stdout and "LookupError\tno match for e13" in text.stdout
+
+
+def test_errors_table_csv_jsonl_json(cli: Cli, write_processor: Callable[[str], str]) -> None:
+    job_id = _job_with_errors(cli, write_processor)
+    table = cli("errors", str(job_id))
+    assert table.stdout.splitlines()[0].split("\t")[:3] == ["id", "entity_id", "error_type"]
+    assert len(table.stdout.splitlines()) == 4
+    rows = list(csv.DictReader(io.StringIO(cli("errors", str(job_id), "--format", "csv").stdout)))
+    assert sorted(r["entity_id"] for r in rows) == ["e13", "e23", "e3"]
+    assert rows[0]["error_type"] == "LookupError"
+    lines = cli("errors", str(job_id), "--format", "jsonl", "--limit", "2").stdout.splitlines()
+    assert len(lines) == 2 and all(set(json.loads(line)) == ERROR_KEYS for line in lines)
+    listed = doc(cli("errors", str(job_id), "--json"))
+    assert listed["job_id"] == job_id and len(listed["errors"]) == 3
+
+
+def test_pause_resume_cancel_and_transitions(cli: Cli, db_url: str) -> None:
+    job_id = enqueue(cli, 3)
+    paused = cli("pause", str(job_id))
+    assert paused.stdout.strip() == f"{job_id}\tpaused"
+    assert doc(cli("resume", str(job_id), "--json"))["status"] == "pending"
+    assert doc(cli("cancel", str(job_id), "--json"))["status"] == "cancelled"
+    again = cli("resume", str(job_id))
+    assert again.exit_code == 2
+    assert f"cannot resume job {job_id}: it is cancelled" in one_line_error(again.stderr)
+
+
+def test_retry_prints_the_new_job_id(cli: Cli, db_url: str, write_processor: Callable[[str], str]) -> None:
+    job_id = _job_with_errors(cli, write_processor)
+    result = cli("retry", str(job_id))
+    assert result.exit_code == 0, result.stderr
+    new = get_job(db_url, int(result.stdout))
+    assert (new.parent_id, new.total_count) == (job_id, 3)
+    nothing = cli("retry", str(new.id))
+    assert nothing.exit_code == 2
+    assert "no failed entities to retry" in one_line_error(nothing.stderr)
+
+
+@pytest.mark.parametrize("command", ["show", "errors", "pause", "resume", "cancel", "retry"])
+def test_unknown_job_id_exits_2(cli: Cli, command: str) -> None:
+    result = cli(command, "4242")
+    assert result.exit_code == 2
+    assert one_line_error(result.stderr) == "Error: no job with id 4242"
+    bad = cli(command, "abc")
+    assert bad.exit_code == 2
+    assert "'abc' is not a valid integer" in one_line_error(bad.stderr)
+
+
+# ---------------------------------------------------------------------- demo, dashboard, serve
+
+
+@pytest.fixture
+def fake_dashboard(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Stand in for tui.app (its own tests drive the real one with Pilot) and pretend to be a terminal."""
+    import types
+
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    module = types.ModuleType("tui.app")
+    module.run_dashboard = lambda *a, **kw: calls.append((a, kw))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tui.app", module)
+    monkeypatch.setattr("tui.cli._interactive", lambda: True)
+    return calls
+
+
+def test_tui_passes_the_processing_options(cli: Cli, db_url: str, fake_dashboard: list[Any]) -> None:
+    result = cli("tui", "--processor", "core.demo:enrich", "--concurrency", "3", "--timeout", "2",
+                 "--rate", "clearbit=120/m", "--capture-locals")
+    assert result.exit_code == 0, result.stderr
+    assert fake_dashboard == [((db_url, "core.demo:enrich"), {
+        "capture_locals": True, "rate_limits": {"clearbit": 2.0}, "concurrency": 3, "timeout": 2.0})]
+
+
+def test_bare_chunkq_opens_the_dashboard(db_url: str, fake_dashboard: list[Any],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tui.cli import cli as command
+
+    monkeypatch.setenv("CHUNKQ_DB", db_url)
+    monkeypatch.setenv("CHUNKQ_PROCESSOR", "core.demo:processor")
+    result = CliRunner().invoke(command, [])
+    assert result.exit_code == 0, result.stderr
+    assert fake_dashboard[0][0] == (db_url, "core.demo:processor")
+
+
+def test_demo_seeds_once_then_opens_the_dashboard(
+    bare_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_dashboard: list[Any],
+) -> None:
+    cli = bare_cli
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHUNKQ_DB", str(tmp_path / "my-real-queue.db"))  # never seeded by the demo
+    first = doc(cli("demo", "--no-ui", "--json"))
+    assert first["seeded"] is True and first["db"] == "chunkq-demo.db"
+    assert (tmp_path / "chunkq-demo.db").exists() and not (tmp_path / "my-real-queue.db").exists()
+    assert first["processor"] == "core.demo:processor"
+    assert {j["name"] for j in first["jobs"]} >= {"Fortune 500 companies", "SKU catalogue"}
+    again = cli("demo", "--no-ui")
+    assert again.exit_code == 0 and again.stdout.startswith("chunkq-demo.db already has jobs; nothing seeded")
+    assert "process --until-empty --processor core.demo:processor" in again.stderr
+    assert fake_dashboard == []
+    assert cli("demo").exit_code == 0
+    assert fake_dashboard == [(("chunkq-demo.db", "core.demo:processor"), {
+        "capture_locals": False, "rate_limits": None, "concurrency": None, "timeout": None})]
+    assert len(list_jobs(str(tmp_path / "chunkq-demo.db"))) == len(first["jobs"])
+
+
+def test_tui_refuses_a_bad_processor_before_opening(cli: Cli, fake_dashboard: list[Any]) -> None:
+    result = cli("tui", "--processor", "core.demo:missing")
+    assert result.exit_code == 2
+    assert "has no attribute 'missing'" in one_line_error(result.stderr)
+    assert fake_dashboard == []
+
+
+def test_tui_without_a_terminal_says_so(cli: Cli) -> None:
+    result = cli("tui")
+    assert result.exit_code == 2
+    assert "needs an interactive terminal" in one_line_error(result.stderr)
+
+
+def test_serve_is_lazy_and_fails_clearly_when_missing(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from tui.cli import cli as command
+
+    monkeypatch.delitem(sys.modules, "tui.http", raising=False)
+    help_text = cli("--help")
+    assert "serve" in help_text.stdout and "HTTP trigger" in help_text.stdout
+    assert "tui.http" not in sys.modules, "the group's --help must not import the serve module"
+
+    real_import = importlib.import_module
+
+    def no_http(name: str, *a: Any) -> Any:
+        if name == "tui.http":
+            raise ModuleNotFoundError("No module named 'tui.http'", name="tui.http")
+        return real_import(name, *a)
+
+    monkeypatch.setattr(importlib, "import_module", no_http)
+    result = CliRunner().invoke(command, ["serve", "--port", "1"])
+    assert result.exit_code == 2
+    assert "'chunkq serve' is not available" in one_line_error(result.stderr)
+
+
+def test_serve_loads_tui_http_serve_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import click
+
+    from tui.cli import cli as command
+
+    seen = []
+    module = types.ModuleType("tui.http")
+
+    @click.command("serve")
+    @click.option("--port", type=int)
+    def serve_command(port: int) -> None:
+        seen.append(port)
+
+    module.serve_command = serve_command  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tui.http", module)
+    result = CliRunner().invoke(command, ["serve", "--port", "8787"])
+    assert result.exit_code == 0, result.stderr
+    assert seen == [8787]
+
+
+def test_version_and_help_mention_the_default_db(cli: Cli) -> None:
+    from tui.cli import cli as command
+
+    version = CliRunner().invoke(command, ["--version"])
+    assert version.exit_code == 0 and version.stdout.startswith("chunkq, version ")
+    help_text = CliRunner().invoke(command, ["--help"]).stdout
+    assert "default:" in help_text and "chunkq.db" in help_text and "CHUNKQ_DB" in help_text
+
+
+def test_unknown_command_and_option_are_one_line(cli: Cli) -> None:
+    for args in (["frobnicate"], ["jobs", "--colour"]):
+        result = cli(*args)
+        assert result.exit_code == 2
+        assert "--help" in one_line_error(result.stderr)
+
+
+def test_bad_database_url_exits_2(cli: Cli, tmp_path: Path) -> None:
+    for db, message in [
+        ("mysql://x/y", "unsupported database 'mysql'"),
+        (str(tmp_path / "no" / "such" / "dir" / "q.db"), "does not exist"),
+    ]:
+        result = cli("jobs", db=db)
+        assert result.exit_code == 2
+        assert message in one_line_error(result.stderr)

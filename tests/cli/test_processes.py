@@ -1,0 +1,298 @@
+"""`chunkq` as real processes: exit codes, overlapping cron runs, signals, deadlines, imports.
+
+Each process is bounded by a timeout; nothing asserts on wall-clock speed. The
+processor modules are written into tmp_path, which ``python_env`` puts on the
+subprocesses' PYTHONPATH; their callbacks append entity ids to a file opened
+with O_APPEND, so counting lines counts calls across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.cli.helpers import (
+    get_job,
+    list_chunks,
+    list_jobs,
+    log_lines,
+    one_line_error,
+    popen_chunkq,
+    run_chunkq,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def enqueue(db: str, n: int, env: dict[str, str], cwd: Path, *extra: str) -> int:
+    data = "".join(f"e{i}\n" for i in range(n)).encode()
+    res = run_chunkq(["--db", db, "enqueue", "-", "-t", "company", "-p", "p", *extra], env, cwd, input=data)
+    assert res.returncode == 0, res.stderr
+    return int(res.stdout)
+
+
+def wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"process exited early ({proc.returncode}): {err.decode()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{path.name} never appeared")
+        time.sleep(0.02)
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"process did not exit in {timeout}s: {err.decode()}")
+    return proc.returncode, out.decode(), err.decode()
+
+
+# ---------------------------------------------------------------------- exit codes and bad input
+
+
+def test_exit_codes(env: dict[str, str], tmp_path: Path, sqlite_url: str,
+                    write_processor: Callable[[str], str]) -> None:
+    ok = run_chunkq(["--db", sqlite_url, "process", "--processor", "core.demo:enrich"], env, tmp_path)
+    assert (ok.returncode, ok.stderr) == (0, "")
+    assert "0 chunks, 0 entities done" in ok.stdout and "nothing left to do" in ok.stdout
+
+    usage = run_chunkq(["--db", sqlite_url, "process", "--bogus"], env, tmp_path)
+    assert usage.returncode == 2
+    assert "No such option '--bogus'" in one_line_error(usage.stderr)
+
+    config = run_chunkq(["--db", sqlite_url, "process", "--processor", "nowhere_mod:fn"], env, tmp_path)
+    assert config.returncode == 2
+    assert "no module named 'nowhere_mod'" in one_line_error(config.stderr)
+
+    # A bug in user code that is not a per-entity error (a batch callback returning a list, not a dict)
+    # is an unexpected failure: exit 1, one line, the traceback only with -v.
+    mod = write_processor("""
+        from core import Processor
+        processor = Processor(on_chunk=lambda ids, job: ["not", "a", "dict"])
+    """)
+    job_id = enqueue(sqlite_url, 3, env, tmp_path)
+    crash = run_chunkq(["--db", sqlite_url, "process", "--processor", f"{mod}:processor"], env, tmp_path)
+    assert crash.returncode == 1
+    assert "unexpected AttributeError" in one_line_error(crash.stderr)
+    assert "run with -v for the traceback" in crash.stderr
+    verbose = run_chunkq(["--db", sqlite_url, "-v", "process", "--processor", f"{mod}:processor"], env, tmp_path)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+    job = get_job(sqlite_url, job_id)
+    assert (job.processed_count, job.leased_chunks) == (0, 1)  # the chunk's lease was released for a redo
+    assert all(c.lease_expires_at is not None and c.lease_expires_at.timestamp() == 0
+               for c in list_chunks(sqlite_url, job_id) if c.state == "leased")
+
+
+BAD = [
+    (["enqueue", "empty.txt"], "no entity IDs"),
+    (["enqueue", "blank.txt"], "no entity IDs"),
+    (["enqueue", "missing.txt"], "cannot read 'missing.txt': No such file or directory"),
+    (["enqueue", "latin1.txt"], "latin1.txt, line 2: byte 0xe9 at column 4 is not valid UTF-8"),
+    (["enqueue", "late-bad.txt"], "late-bad.txt, line 20001: the ID contains a NUL byte"),
+    (["enqueue", "c.csv", "--format", "csv", "--column", "url"], "c.csv has no column 'url'; its columns are"),
+    (["enqueue", "c.csv", "--format", "csv"], "c.csv has 2 columns ('name', 'domain'); pick one with --column"),
+    (["enqueue", "ok.txt", "--chunk-size", "0"], "Invalid value for '--chunk-size': 0 is not in the range"),
+    (["enqueue", "ok.txt", "--chunk-size", "10001"], "'--chunk-size': 10001 is not in the range"),
+    (["enqueue", "ok.txt", "--priority", "1000001"], "priority must be between -1,000,000 and 1,000,000"),
+    (["enqueue", "ok.txt", "--priority", "high"], "'--priority': 'high' is not a valid integer"),
+    (["enqueue", "ok.txt", "--entity-type", " "], "entity_type is required"),
+    (["enqueue", "ok.txt", "--max-attempts", "0"], "'--max-attempts'"),
+    (["enqueue", "j.jsonl", "--format", "jsonl"], "j.jsonl, line 2: not valid JSON"),
+]
+
+
+def test_every_bad_input_exits_2_with_one_line_and_creates_nothing(
+    env: dict[str, str], tmp_path: Path, sqlite_url: str,
+) -> None:
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "blank.txt").write_bytes(b"\n \n\t\n")
+    (tmp_path / "latin1.txt").write_bytes(b"acme\ncaf\xe9\n")
+    (tmp_path / "late-bad.txt").write_bytes(b"".join(b"id-%d\n" % i for i in range(20_000)) + b"bad\x00id\n")
+    (tmp_path / "c.csv").write_text("name,domain\nAcme,acme.com\n")
+    (tmp_path / "ok.txt").write_text("a\nb\n")
+    (tmp_path / "j.jsonl").write_text('"a"\n{oops\n')
+    failures = []
+    for args, message in BAD:
+        full = ["--db", sqlite_url, *args]
+        if "--entity-type" not in args:
+            full += ["--entity-type", "company"]
+        res = run_chunkq([*full, "--provider", "p"], env, tmp_path)
+        if res.returncode != 2 or res.stdout or message not in one_line_error(res.stderr):
+            failures.append((args, res.returncode, res.stdout, res.stderr))
+    assert failures == []
+    assert list_jobs(sqlite_url) == []
+
+
+def test_unknown_job_ids_exit_2(env: dict[str, str], tmp_path: Path, sqlite_url: str) -> None:
+    for command in (["show", "77"], ["errors", "77"], ["cancel", "77"], ["retry", "77"],
+                    ["process", "--job", "77", "--processor", "core.demo:enrich"]):
+        res = run_chunkq(["--db", sqlite_url, *command], env, tmp_path)
+        assert res.returncode == 2, command
+        assert one_line_error(res.stderr) == "Error: no job with id 77"
+
+
+# ---------------------------------------------------------------------- cron: overlapping runs
+
+SHARED = """
+import glob
+def work(entity_id, job):
+    # The first call in each process waits until two processes hold a chunk: the runs really overlap.
+    global _seen
+    if not globals().get("_seen"):
+        _seen = True
+        open(LOG + f".started-{os.getpid()}", "w").close()
+        deadline = time.monotonic() + 30
+        while len(glob.glob(LOG + ".started-*")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    time.sleep(0.002)
+    record(entity_id)
+    if entity_id.endswith("7"):
+        raise ValueError("bad id")
+"""
+
+
+def test_overlapping_process_runs_finish_every_entity_exactly_once(
+    db_url: str, env: dict[str, str], tmp_path: Path, write_processor: Callable[[str], str],
+) -> None:
+    mod = write_processor(SHARED)
+    n = 600
+    job_id = enqueue(db_url, n, env, tmp_path, "--chunk-size", "20", "--max-workers", "4")
+    args = ["--db", db_url, "process", "--until-empty", "--processor", f"{mod}:work", "--json"]
+    procs = [popen_chunkq(args, env, tmp_path) for _ in range(2)]
+    results = [finish(p, timeout=90) for p in procs]
+    summaries = []
+    for code, out, err in results:
+        assert code == 0, err
+        summaries.append(json.loads(out))
+    assert all(s["chunks"] > 0 for s in summaries), "both runs must have done part of the work"
+    assert sum(s["entities"] for s in summaries) == n
+    assert sum(s["errors"] for s in summaries) == 60
+    assert sum(s["jobs_completed"] == [job_id] for s in summaries) == 1
+    calls = Counter(log_lines(tmp_path, mod))
+    assert len(calls) == n and set(calls.values()) == {1}, "every entity processed exactly once"
+    job = get_job(db_url, job_id)
+    assert (job.status, job.processed_count, job.succeeded_count, job.failed_count) == ("complete", n, 540, 60)
+
+
+# ---------------------------------------------------------------------- worker and signals
+
+SLOW = """
+def slow(entity_id, job):
+    if not os.path.exists(LOG + ".started"):
+        open(LOG + ".started", "w").close()
+    time.sleep(0.1)
+    record(entity_id)
+"""
+
+
+def test_worker_first_sigterm_commits_the_chunk_in_flight(
+    db_url: str, env: dict[str, str], tmp_path: Path, write_processor: Callable[[str], str],
+) -> None:
+    mod = write_processor(SLOW)
+    job_id = enqueue(db_url, 40, env, tmp_path, "--chunk-size", "10")
+    proc = popen_chunkq(["--db", db_url, "worker", "--processor", f"{mod}:slow", "--poll-interval", "0.1",
+                         "--json"], env, tmp_path)
+    wait_for(tmp_path / f"{mod}.log.started", proc)
+    proc.send_signal(signal.SIGTERM)
+    code, out, err = finish(proc)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (summary["chunks"], summary["entities"], summary["stopped_by"]) == (1, 10, "signal")
+    assert "SIGTERM: finishing the chunk in flight" in err
+    job = get_job(db_url, job_id)
+    assert (job.processed_count, job.leased_chunks, job.status) == (10, 0, "pending")
+    assert [c.state for c in list_chunks(db_url, job_id)] == ["done"]
+    assert len(log_lines(tmp_path, mod)) == 10
+
+
+def test_worker_second_signal_gives_the_chunk_up(
+    sqlite_url: str, env: dict[str, str], tmp_path: Path, write_processor: Callable[[str], str],
+) -> None:
+    mod = write_processor(SLOW)
+    job_id = enqueue(sqlite_url, 20, env, tmp_path, "--chunk-size", "20")
+    proc = popen_chunkq(["--db", sqlite_url, "worker", "--processor", f"{mod}:slow", "--json"], env, tmp_path)
+    wait_for(tmp_path / f"{mod}.log.started", proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc)
+    assert code == 128 + signal.SIGINT, err
+    assert json.loads(out)["stopped_by"] == "aborted"
+    assert "giving up the chunk in flight" in err
+    job = get_job(sqlite_url, job_id)
+    assert job.processed_count == 0 and job.status in ("pending", "running")
+    # The lease was released, so the next run redoes the chunk at once instead of waiting 30 s.
+    redo = run_chunkq(["--db", sqlite_url, "process", "--until-empty", "--processor", "core.demo:enrich",
+                       "--json"], env, tmp_path)
+    assert redo.returncode == 0, redo.stderr
+    assert json.loads(redo.stdout)["entities"] == 20
+    assert get_job(sqlite_url, job_id).status == "complete"
+
+
+def test_process_max_seconds_starts_no_chunk_after_the_deadline(
+    db_url: str, env: dict[str, str], tmp_path: Path, write_processor: Callable[[str], str],
+) -> None:
+    mod = write_processor("""
+        def slow(entity_id, job):
+            time.sleep(0.2)
+            record(entity_id)
+    """)
+    job_id = enqueue(db_url, 50, env, tmp_path, "--chunk-size", "2")
+    res = run_chunkq(["--db", db_url, "process", "--max-seconds", "1", "--processor", f"{mod}:slow", "--json"],
+                     env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    # Each chunk sleeps >= 0.4 s, so chunk 4 could only start after >= 1.2 s: past the deadline.
+    assert summary["stopped_by"] == "max_seconds"
+    assert 1 <= summary["chunks"] <= 3
+    job = get_job(db_url, job_id)
+    assert job.processed_count == 2 * summary["chunks"] and job.leased_chunks == 0
+    assert all(c.state == "done" for c in list_chunks(db_url, job_id))
+    assert len(log_lines(tmp_path, mod)) == job.processed_count
+
+
+# ---------------------------------------------------------------------- what headless commands load
+
+IMPORT_CHECK = """
+import os, signal, sys, threading
+from tui.cli import cli
+db = sys.argv[1]
+codes = []
+with open(os.path.join(sys.argv[2], "ids.txt"), "w") as f:
+    f.write("a\\nb\\nc\\n")
+codes.append(cli.main(["--help"], standalone_mode=False))
+codes.append(cli.main(["--db", db, "enqueue", os.path.join(sys.argv[2], "ids.txt"), "-t", "x", "-p", "y"],
+                      standalone_mode=False))
+codes.append(cli.main(["--db", db, "process", "--processor", "core.demo:enrich", "--until-empty"],
+                      standalone_mode=False))
+codes.append(cli.main(["--db", db, "jobs"], standalone_mode=False))
+codes.append(cli.main(["--db", db, "show", "1"], standalone_mode=False))
+threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+codes.append(cli.main(["--db", db, "worker", "--processor", "core.demo:enrich", "--poll-interval", "0.1"],
+                      standalone_mode=False))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("textual", "starlette", "uvicorn", "tui"))
+print(json.dumps({"codes": codes, "heavy": heavy}) if (json := __import__("json")) else "")
+"""
+
+
+def test_headless_commands_never_import_textual(env: dict[str, str], tmp_path: Path, sqlite_url: str) -> None:
+    res = subprocess.run([sys.executable, "-c", IMPORT_CHECK, sqlite_url, str(tmp_path)], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["codes"] == [0, 0, 0, 0, 0, 0]
+    assert report["heavy"] == ["tui", "tui.cli", "tui.cli_input", "tui.cli_options", "tui.cli_output"]

@@ -1,0 +1,114 @@
+"""Dashboard fixtures: a real SQLite file per test, seeded deterministically, and a frozen clock.
+
+Snapshots need the same pixels on every run, so seeded data never uses randomness
+(no ``Retry`` backoff jitter, no demo data), the seeding queue's clock sits an hour
+before the dashboard's frozen clock (ages read "1h", recent rates are empty), and
+the refresh timer is set so far out that it never fires during a test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import textwrap
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from core import JobFailed, Processor, Queue
+
+FIXED_NOW = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
+SEED_AT = (FIXED_NOW - timedelta(hours=1)).timestamp()
+#: refresh interval that never fires inside a test: tests refresh explicitly
+NEVER = 3600.0
+
+_module_ids = itertools.count()
+
+
+def fixed_clock() -> datetime:
+    return FIXED_NOW
+
+
+def fails_on_seven(entity_id: str, job: object) -> None:
+    """Deterministic callback for seeding: IDs ending in 7 fail for good."""
+    if entity_id.endswith("7"):
+        raise ValueError(f"no match for {entity_id}")
+
+
+def revoked_key(entity_id: str, job: object) -> None:
+    raise JobFailed("401 Unauthorized: API key revoked")
+
+
+SEED_JOBS = [
+    # name, entity_type, provider, n, chunk_size, priority, chunks to run, then
+    ("Fortune 500 companies", "company", "clearbit", 500, 50, 0, 3, None),
+    ("Conference attendees", "person", "prospeo", 1200, 100, 0, 0, None),
+    ("Product URLs", "url", "scraper", 40, 10, 5, 4, None),
+    ("SKU catalogue", "sku", "pricing-api", 2000, 200, 0, 1, "pause"),
+    ("Press list", "person", "hunter", 120, 40, 0, 0, "fail"),
+    ("Old import", "company", "clearbit", 30, 10, 0, 1, "cancel"),
+]
+
+
+async def seed(url: str) -> list[int]:
+    """Six jobs in every state, all stamped at SEED_AT; no randomness anywhere."""
+    proc = Processor(on_process=fails_on_seven)
+    ids = []
+    async with Queue(url, clock=lambda: SEED_AT) as q:
+        for name, etype, provider, n, chunk, prio, steps, then in SEED_JOBS:
+            job = await q.enqueue_job([f"{etype}-{i:05d}" for i in range(n)], entity_type=etype,
+                                      provider=provider, chunk_size=chunk, priority=prio, name=name)
+            for _ in range(steps):
+                await q.process_chunk(job.id, proc)
+            if then == "pause":
+                await q.pause(job.id)
+            elif then == "cancel":
+                await q.cancel(job.id)
+            elif then == "fail":
+                await q.process_chunk(job.id, Processor(on_process=revoked_key))
+            ids.append(job.id)
+    return ids
+
+
+@pytest.fixture
+async def seeded_url(sqlite_url: str) -> str:
+    await seed(sqlite_url)
+    return sqlite_url
+
+
+@pytest.fixture
+def make_processor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], str]:
+    """Write a processor module into tmp_path; returns its ``module:function`` path.
+
+    Each call gets a fresh module name, so tests never share an imported module.
+    """
+    monkeypatch.syspath_prepend(str(tmp_path))
+    created: list[str] = []
+
+    def make(body: str, name: str | None = None) -> str:
+        module = name or f"chunkq_test_proc_{next(_module_ids)}"
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(body))
+        created.append(module)
+        return f"{module}:process"
+
+    yield make  # type: ignore[misc]
+    for module in created:
+        sys.modules.pop(module, None)
+
+
+async def settle(pilot: Pilot[object]) -> None:
+    """Let every worker finish and every message land."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def refresh(pilot: Pilot[object], *, full: bool = False) -> None:
+    """Poll now (instead of waiting for the timer) and render the result."""
+    await settle(pilot)
+    pilot.app.jobs_screen.poll(full=full)  # type: ignore[attr-defined]
+    await settle(pilot)

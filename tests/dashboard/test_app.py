@@ -1,0 +1,363 @@
+"""The jobs screen and its dialogs, driven with Pilot against a real SQLite file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual.widgets import DataTable, Input, Select, TextArea
+
+from core import Queue
+from tests.dashboard.conftest import NEVER, fixed_clock, refresh, settle
+from tui.app import ChunkqApp
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.enqueue import EnqueueScreen
+from tui.screens.help import HelpScreen
+from tui.screens.jobs import PAGE_SIZE, JobsScreen
+
+SIZE = (160, 45)
+
+
+def make_app(url: str, **kwargs: object) -> ChunkqApp:
+    kwargs.setdefault("refresh_interval", NEVER)
+    return ChunkqApp(url, **kwargs)  # type: ignore[arg-type]
+
+
+def table(app: ChunkqApp) -> DataTable:
+    return app.jobs_screen.query_one("#jobs", DataTable)  # type: ignore[union-attr]
+
+
+def shown_ids(app: ChunkqApp) -> list[int]:
+    t = table(app)
+    return [int(t.coordinate_to_cell_key((r, 0)).row_key.value) for r in range(t.row_count)]  # type: ignore[arg-type]
+
+
+def notes(app: ChunkqApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def select_job(pilot, app: ChunkqApp, job_id: int) -> None:
+    t = table(app)
+    t.move_cursor(row=t.get_row_index(str(job_id)))
+    await pilot.pause()
+    assert app.jobs_screen.selected_job_id() == job_id  # type: ignore[union-attr]
+
+
+async def test_jobs_table_shows_every_job_active_first(seeded_url: str) -> None:
+    app = make_app(seeded_url, clock=fixed_clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, JobsScreen)
+        # pending (newest first), then paused, failed, complete, cancelled
+        assert shown_ids(app) == [2, 1, 4, 5, 3, 6]
+        t = table(app)
+        assert t.get_cell("1", "done").plain == "150/500"
+        assert t.get_cell("1", "errors").plain == "15"
+        assert t.get_cell("5", "note").plain.startswith("JobFailed: 401")
+        assert t.get_cell("3", "status").plain == "complete"
+        assert t.get_cell("1", "age").plain == "1h"
+        totals = str(app.jobs_screen.query_one("#totals").render())  # type: ignore[union-attr]
+        assert "6 jobs" in totals and "2 pending" in totals and "1 failed" in totals
+
+
+async def test_enqueue_through_the_form(sqlite_url: str) -> None:
+    app = make_app(sqlite_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, EnqueueScreen)
+        await pilot.press(*"company")
+        form.query_one("#provider", Input).value = "clearbit"
+        form.query_one("#chunk-size", Input).value = "2"
+        form.query_one("#priority", Input).value = "3"
+        form.query_one("#max-workers", Input).value = "2"
+        form.query_one("#name", Input).value = "Prospects"
+        form.query_one("#ids", TextArea).text = "acme\n\n  globex  \ninitech\numbrella\n"
+        form.update_count()
+        await pilot.pause()
+        assert str(form.query_one("#id-count").render()) == "4 IDs"
+        await pilot.click("#submit")
+        await settle(pilot)
+        assert isinstance(app.screen, JobsScreen)
+        jobs = await app.queue.list_jobs()
+        assert len(jobs) == 1
+        job = jobs[0]
+        assert (job.entity_type, job.provider, job.chunk_size, job.priority, job.max_workers, job.name) == (
+            "company", "clearbit", 2, 3, 2, "Prospects")
+        assert await app.queue.entity_ids(job.id) == ["acme", "globex", "initech", "umbrella"]
+        await refresh(pilot)
+        assert shown_ids(app) == [job.id]
+        assert app.jobs_screen.selected_job_id() == job.id  # type: ignore[union-attr]
+        assert any(f"job {job.id} enqueued: 4 company IDs" in n for n in notes(app))
+
+
+async def test_enqueue_from_a_file(sqlite_url: str, tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"sku-{i}\n" for i in range(250)) + "\n")
+    app = make_app(sqlite_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        form.query_one("#entity-type", Input).value = "sku"
+        form.query_one("#provider", Input).value = "pricing"
+        form.query_one("#file", Input).value = str(ids)
+        form.update_count()
+        await settle(pilot)
+        assert str(form.query_one("#id-count").render()) == "250 IDs in ids.txt"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert isinstance(app.screen, JobsScreen)
+        (job,) = await app.queue.list_jobs()
+        assert job.total_count == 250
+
+
+async def test_invalid_form_shows_every_problem_and_creates_nothing(sqlite_url: str) -> None:
+    app = make_app(sqlite_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        form.query_one("#provider", Input).value = "clearbit"
+        form.query_one("#chunk-size", Input).value = "0"
+        form.query_one("#max-workers", Input).value = ""
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert app.screen is form, "the form stays open"
+
+        def error(fid: str) -> str:
+            return str(form.query_one(f"#{fid}-error").render())
+
+        assert error("entity-type") == "entity_type is required"
+        assert error("provider") == ""
+        assert error("chunk-size") == "chunk_size must be between 1 and 10,000, got 0"
+        assert error("max-workers") == "max_workers must be a whole number, got ''"
+        assert error("ids") == "no entity IDs: a job needs at least one"
+        assert form.query_one("#entity-type").has_class("invalid")
+        assert await app.queue.count_jobs() == 0
+
+        # A missing file and IDs that the queue rejects: still nothing created.
+        form.query_one("#entity-type", Input).value = "company"
+        form.query_one("#chunk-size", Input).value = "10"
+        form.query_one("#max-workers", Input).value = "1"
+        form.query_one("#file", Input).value = "/nonexistent/ids.txt"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert error("file") == "no such file: /nonexistent/ids.txt"
+        form.query_one("#file", Input).value = ""
+        form.query_one("#ids", TextArea).text = "ok-1\n" + "x" * 3000 + "\n"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert error("ids") == "entity ID #2 is 3,000 characters long; the limit is 2,048"
+        assert error("entity-type") == ""
+        assert await app.queue.count_jobs() == 0
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, JobsScreen)
+        assert await app.queue.count_jobs() == 0
+
+
+async def test_pause_and_resume_the_selected_job(seeded_url: str) -> None:
+    app = make_app(seeded_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await select_job(pilot, app, 1)
+        await pilot.press("p")
+        await refresh(pilot)
+        assert (await app.queue.get_job(1)).status == "paused"
+        assert table(app).get_cell("1", "status").plain == "paused"
+        assert app.jobs_screen.selected_job_id() == 1, "the cursor follows the job when it moves"
+        await pilot.press("p")
+        await refresh(pilot)
+        assert (await app.queue.get_job(1)).status == "pending"
+        # A finished job cannot be paused: the queue's message is shown, nothing changes.
+        await select_job(pilot, app, 3)
+        await pilot.press("p")
+        await settle(pilot)
+        assert "cannot pause job 3: it is complete" in notes(app)
+        assert (await app.queue.get_job(3)).status == "complete"
+
+
+async def test_cancel_asks_first(seeded_url: str) -> None:
+    app = make_app(seeded_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await select_job(pilot, app, 2)
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "1,200 of 1,200 entities are not processed yet" in app.screen.message
+        await pilot.press("escape")
+        await settle(pilot)
+        assert (await app.queue.get_job(2)).status == "pending", "escape changes nothing"
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.click("#choice-cancel")
+        await refresh(pilot)
+        assert (await app.queue.get_job(2)).status == "cancelled"
+        assert table(app).get_cell("2", "status").plain == "cancelled"
+
+
+async def test_retry_failed_entities_as_a_new_job(seeded_url: str) -> None:
+    app = make_app(seeded_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await select_job(pilot, app, 3)  # complete, 4 failed entities
+        await pilot.press("r")
+        await refresh(pilot, full=True)
+        new = (await app.queue.list_jobs(limit=1))[0]
+        assert new.id == 7 and new.parent_id == 3 and new.total_count == 4
+        assert await app.queue.entity_ids(7) == ["url-00007", "url-00017", "url-00027", "url-00037"]
+        assert app.jobs_screen.selected_job_id() == 7
+        assert table(app).get_cell("7", "note").plain == "retry of #3"
+        # nothing failed in job 2: the queue says so
+        await select_job(pilot, app, 2)
+        await pilot.press("r")
+        await settle(pilot)
+        assert "job 2 has no failed entities to retry" in notes(app)
+        assert await app.queue.count_jobs() == 7
+
+
+async def test_filter_by_status_and_search(seeded_url: str) -> None:
+    app = make_app(seeded_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.jobs_screen
+        await pilot.press("f")  # all -> pending
+        await refresh(pilot)
+        assert screen.query_one("#status-filter", Select).value == "pending"
+        assert shown_ids(app) == [2, 1]
+        # A job leaving the filter leaves the table on the next (incremental) refresh.
+        await app.queue.pause(1)
+        await refresh(pilot)
+        assert shown_ids(app) == [2]
+        await pilot.press("f", "f", "f")  # running, paused, failed
+        await refresh(pilot)
+        assert shown_ids(app) == [5]
+        screen.query_one("#status-filter", Select).value = "all"
+        await pilot.press("slash")
+        assert screen.focused is screen.query_one("#search", Input)
+        await pilot.press(*"PROSPEO", "enter")
+        await refresh(pilot)
+        assert shown_ids(app) == [2]
+        assert screen.focused is table(app)
+        await pilot.press("slash", *"hunter", "enter")  # focusing selects the old text: replaced
+        await refresh(pilot)
+        assert shown_ids(app) == [5]
+        await pilot.press("slash", *"zzz", "enter")
+        await refresh(pilot)
+        assert shown_ids(app) == []
+        assert "no jobs match" in str(screen.query_one("#page-info").render())
+
+
+async def test_bulk_action_applies_to_every_matching_job_after_saying_how_many(seeded_url: str) -> None:
+    app = make_app(seeded_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+a")
+        await settle(pilot)
+        assert any("set a status filter" in n for n in notes(app)), "no filter: nothing to apply to"
+        await pilot.press("f")  # pending: jobs 1 and 2
+        await refresh(pilot)
+        await pilot.press("ctrl+a")
+        await settle(pilot)
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        assert dialog.title_text == "Apply to all 2 matching jobs?"
+        await pilot.click("#choice-pause")
+        await refresh(pilot)
+        assert [(await app.queue.get_job(i)).status for i in (1, 2)] == ["paused", "paused"]
+        assert "paused 2 of 2 jobs" in notes(app)
+        assert shown_ids(app) == []
+
+
+async def test_open_the_selected_job(seeded_url: str) -> None:
+    app = make_app(seeded_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await select_job(pilot, app, 4)
+        await pilot.press("enter")
+        await pilot.pause()
+        from tui.screens.detail import JobDetailScreen
+
+        assert isinstance(app.screen, JobDetailScreen)
+        assert app.screen.job_id == 4
+
+
+async def test_help_lists_every_command(sqlite_url: str) -> None:
+    from tui.commands import COMMANDS
+
+    app = make_app(sqlite_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        for c in COMMANDS:
+            assert f"`{c.display}` **{c.title}**" in app.screen.markdown
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, JobsScreen)
+
+
+async def test_processing_keys_say_what_to_pass_without_a_processor(seeded_url: str) -> None:
+    app = make_app(seeded_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for key in ("s", "a", "S", "R"):
+            app.clear_notifications()
+            await pilot.press(key)
+            await settle(pilot)
+            assert notes(app) == ["start with --processor module:function to process from the dashboard"], key
+        assert (await app.queue.get_job(1)).processed_count == 150
+
+
+async def test_cursor_stays_on_its_job_across_refreshes(seeded_url: str) -> None:
+    app = make_app(seeded_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await select_job(pilot, app, 5)
+        row_before = table(app).cursor_row
+        # Something else changes a job above the cursor, and a new job arrives.
+        async with Queue(seeded_url) as other:
+            await other.pause(2)
+            new = await other.enqueue_job(["a", "b"], entity_type="x", provider="y")
+        await refresh(pilot)
+        assert new.id in shown_ids(app)
+        assert shown_ids(app)[0] == new.id, "a new pending job sorts to the top"
+        assert app.jobs_screen.selected_job_id() == 5
+        assert shown_ids(app) == [new.id, 1, 4, 2, 5, 3, 6]
+        assert table(app).cursor_row == row_before + 1
+        polls = app.jobs_screen.polls
+        await refresh(pilot)
+        await refresh(pilot)
+        assert app.jobs_screen.polls == polls + 2
+        assert app.jobs_screen.selected_job_id() == 5
+
+
+async def test_table_holds_one_page_and_refresh_reads_only_changes(sqlite_url: str) -> None:
+    # Stamped a minute ago, outside the refresh's overlap window.
+    async with Queue(sqlite_url, clock=lambda: time.time() - 60) as q:
+        for i in range(PAGE_SIZE + 30):
+            await q.enqueue_job([f"e{i}"], entity_type="t", provider="p", name=f"job {i}")
+    app = make_app(sqlite_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert table(app).row_count == PAGE_SIZE
+        assert "1–200 of 230" in str(app.jobs_screen.query_one("#page-info").render())
+        await refresh(pilot)
+        assert app.jobs_screen.last_poll_size == 0, "nothing changed: nothing read"
+        await app.queue.pause(230)
+        await refresh(pilot)
+        assert app.jobs_screen.last_poll_size == 1
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        assert table(app).row_count == 30
+        assert "201–230 of 230" in str(app.jobs_screen.query_one("#page-info").render())
+        await pilot.press("left_square_bracket")
+        await settle(pilot)
+        assert table(app).row_count == PAGE_SIZE

@@ -1,0 +1,77 @@
+"""The architecture, tested: core is the engine, tui builds on it, headless paths stay light.
+
+Import-linter checks the static import graph; the subprocess tests check what is
+really loaded at run time (a lazy import inside a function is allowed, a module-level
+one is not).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+UI_LIBS = ("textual", "click", "rich", "starlette", "uvicorn")
+
+
+def _loaded_after(code: str, env: dict[str, str]) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    ).stdout
+    return set(out.split())
+
+
+def test_import_contracts_hold(python_env: dict[str, str]) -> None:
+    lint = Path(sys.executable).with_name("lint-imports")
+    res = subprocess.run([str(lint), str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True,
+                         text=True, env=python_env, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "broken" not in res.stdout.lower().replace("0 broken", "")
+
+
+@pytest.mark.parametrize("module", ["core", "core.queue", "core.worker", "core.demo", "core.loader"])
+def test_core_loads_no_ui_library_and_no_tui(module: str, python_env: dict[str, str]) -> None:
+    loaded = _loaded_after(f"import {module}", python_env)
+    leaked = sorted(m for m in loaded if m.split(".")[0] in (*UI_LIBS, "tui"))
+    assert leaked == [], f"importing {module} loaded {leaked}"
+
+
+def test_tui_package_itself_imports_nothing(python_env: dict[str, str]) -> None:
+    loaded = _loaded_after("import tui", python_env)
+    assert not {m for m in loaded if m.split(".")[0] in (*UI_LIBS, "core", "sqlalchemy")}
+
+
+def test_no_sql_outside_core() -> None:
+    """tui talks to core's API only: no database driver or SQL text anywhere under tui/."""
+    sql = re.compile(r"\b(SELECT\s+.+\s+FROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.I | re.S)
+    offenders = []
+    for path in sorted((ROOT / "tui").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for n in names:
+                if n.split(".")[0] in ("sqlalchemy", "sqlite3", "aiosqlite", "asyncpg") or n == "core.schema":
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {n}")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and sql.search(node.value):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} has SQL text")
+    assert offenders == []
+
+
+def test_core_never_imports_tui_statically() -> None:
+    for path in sorted((ROOT / "core").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                assert node.module.split(".")[0] != "tui", f"{path} imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert all(a.name.split(".")[0] != "tui" for a in node.names), path
