@@ -84,7 +84,7 @@ class Job:
 
     def lease_is_stale(self, now: datetime | None = None) -> bool:
         """True when a worker holds a lease it has stopped renewing (it probably died)."""
-        if self.leased_chunks <= 0 or self.lease_expires_at is None:
+        if self.leased_chunks <= 0 or self.lease_expires_at is None or self.is_finished:
             return False
         return self.lease_expires_at < (now or datetime.now(UTC))
 

@@ -79,6 +79,7 @@ class Worker:
         self._clock = clock
         self._stop = asyncio.Event()
         self._task: asyncio.Task[Any] | None = None
+        self._idle = False
         self.summary = RunSummary()
 
     @property
@@ -126,6 +127,7 @@ class Worker:
                     continue
                 finally:
                     self._task = None
+                self._idle = result is None
                 if result is None:
                     if not self.forever:
                         s.stopped_by = "empty"
@@ -141,6 +143,10 @@ class Worker:
         return s
 
     async def _one(self) -> ChunkResult | None:
+        if self._idle and not await self.queue.has_claimable():
+            # An idle worker polls with a cheap read: on SQLite, taking the write lock
+            # every second in each of N idle workers would slow the busy ones.
+            return None
         if self.job_id is not None:
             job = await self.queue.get_job(self.job_id)
             if job.status not in ("pending", "running"):

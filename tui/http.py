@@ -323,8 +323,8 @@ async def health(request: Request) -> Response:
     """Unauthenticated, so it says only whether the database answers, never where it is."""
     try:
         await _queue(request).list_jobs(limit=0)
-    except core.ChunkqError as exc:
-        log.warning("health check: database unreachable: %s", exc)
+    except Exception as exc:  # whatever the database says, the answer is "not healthy"
+        log.warning("health check: database unreachable: %s: %s", type(exc).__name__, exc)
         return JSONResponse({"status": "unavailable", "database": "unreachable",
                              "error": "the database is unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "reachable",

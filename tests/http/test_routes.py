@@ -351,3 +351,28 @@ def test_unknown_route_and_wrong_method_answer_json(make_client: Any) -> None:
     r = client.delete("/jobs", headers=AUTH)
     assert r.status_code == 405 and "error" in r.json()
     assert "GET" in r.headers["allow"]
+
+
+def test_health_is_503_when_the_database_goes_away(pg_url: str) -> None:
+    """A real fault: the server's PostgreSQL database is dropped under it."""
+    import asyncio
+    import secrets
+
+    from starlette.testclient import TestClient
+
+    from tests.conftest import PG_SERVER, _pg_admin
+    from tui.http import create_app
+
+    name = f"chunkq_http_{secrets.token_hex(4)}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        with TestClient(create_app(f"{PG_SERVER.rstrip('/')}/{name}", None, token=TOKEN)) as client:
+            assert client.get("/health").status_code == 200
+            asyncio.run(_pg_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+            r = client.get("/health")
+            assert r.status_code == 503
+            # unauthenticated: says that, not where or why
+            assert r.json() == {"status": "unavailable", "database": "unreachable",
+                                "error": "the database is unreachable"}
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

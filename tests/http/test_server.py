@@ -285,3 +285,27 @@ def test_sigterm_lets_a_running_process_call_finish_its_chunk(
     (job,) = db_jobs(sqlite_url)
     assert job.processed_count == doc["entities"] == len(read_log(log)) == doc["chunks"] * 10
     assert job.leased_chunks == 0
+
+
+def test_process_answers_the_same_document_as_the_cli(start_server: Any, processor_env: dict[str, str],
+                                                      sqlite_url: str, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    server = start_server(sqlite_url, "--processor", PROCESSOR)
+    with http_client(server.url) as c:
+        c.post("/jobs", json=job_body(["a", "b", "bad-c", "d"], chunk_size=3))
+        over_http = c.post("/jobs/process").json()
+    cli = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "--db", sqlite_url, "process", "--json", "--processor", PROCESSOR],
+        env=processor_env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    from_cli = json.loads(cli.stdout)
+    assert set(from_cli) == set(over_http)
+    for doc in (over_http, from_cli):
+        doc.pop("elapsed")
+    assert over_http == {"chunks": 1, "entities": 3, "errors": 1, "retried": 0, "discarded": 0,
+                         "jobs_completed": [], "stopped_by": "max_chunks"}
+    assert from_cli == {**over_http, "entities": 1, "errors": 0, "jobs_completed": [1]}

@@ -158,7 +158,6 @@ async def main() -> int:
 
         from sqlalchemy import event
 
-        @event.listens_for(q.engine.sync_engine, "after_cursor_execute")
         def _in_tx(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
             sql = statement.lstrip().upper()
             if sql.startswith("UPDATE CHUNKQ_CHUNKS SET STATE"):
@@ -170,6 +169,11 @@ async def main() -> int:
             if hooks.due(point):
                 hooks.announce(point)
                 hooks.hold_blocking()
+
+        # On SQLite the claim and commit run on the queue's threaded engine (issue 7).
+        for engine in (q.engine.sync_engine, getattr(q, "_thread_engine", None)):
+            if engine is not None:
+                event.listen(engine, "after_cursor_execute", _in_tx)
 
         print("READY", flush=True)
         if args.start_file:

@@ -628,7 +628,13 @@ class JobsScreen(Screen[None]):
             self.notify("no job matches the filter", severity="warning")
             return
         jobs = "job" if n == 1 else "jobs"
-        choice = await self.app.push_screen_wait(
+
+        def chosen(choice: str | None) -> None:
+            if choice in ("pause", "resume", "cancel", "retry"):
+                self._bulk_apply(choice, status)
+
+        # A callback, not push_screen_wait: no worker sits waiting on the operator.
+        self.app.push_screen(
             ConfirmScreen(
                 f"Apply to all {n:,} matching {jobs}?",
                 f"Every job matching {self._filter_label()} — {n:,} {jobs}, not just the ones on this page. "
@@ -636,11 +642,11 @@ class JobsScreen(Screen[None]):
                 choices=[("pause", f"Pause {n:,}", "warning"), ("resume", f"Resume {n:,}", "primary"),
                          ("cancel", f"Cancel {n:,}", "error"), ("retry", f"Retry failed of {n:,}", "default"),
                          ("back", "Back", "default")],
-            )
+            ),
+            chosen,
         )
-        if choice in ("pause", "resume", "cancel", "retry"):
-            await self._bulk_apply(choice, status)
 
+    @work(group="job-action", exit_on_error=False)
     async def _bulk_apply(self, verb: str, status: str | None) -> None:
         q = self.chunkq.queue
         ids: list[int] = []
