@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -21,7 +22,7 @@ from typing import TypeVar
 from sqlalchemy import create_engine as create_engine_sync
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .models import DatabaseUnavailable, InvalidInput
@@ -30,6 +31,7 @@ log = logging.getLogger("chunkq.db")
 
 DEFAULT_DB_FILE = "chunkq.db"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+PING_IDLE_SECONDS = 1.0
 
 T = TypeVar("T")
 
@@ -79,13 +81,37 @@ def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
         raise InvalidInput(
             "PostgreSQL support is not installed: pip install 'chunkq[postgres]'"
         ) from None
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_use_lifo=True,  # the busy connection stays busy; spare ones go idle (and get pinged)
         connect_args={"server_settings": {"application_name": "chunkq"}},
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """``pool_pre_ping``, but only for connections idle longer than PING_IDLE_SECONDS.
+
+    A ping is a round trip, a fifth of a chunk's on PostgreSQL. A connection in
+    constant use was alive milliseconds ago; one that sat idle may have been dropped
+    by a server restart or a firewall, and is replaced before anyone gets it.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        idle = time.monotonic() - record.info.get("chunkq_checked_in", 0.0)
+        if idle > PING_IDLE_SECONDS:
+            try:
+                engine.dialect.do_ping(dbapi_conn)
+            except Exception:
+                raise DisconnectionError("connection dropped while idle") from None
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checkin(_dbapi_conn, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["chunkq_checked_in"] = time.monotonic()
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
@@ -181,9 +207,11 @@ async def with_retries(
             return await op()
         except (DBAPIError, OSError) as exc:
             if not is_transient(exc) or i == attempts - 1:
-                if isinstance(exc, OperationalError | OSError) or is_transient(exc):
-                    raise DatabaseUnavailable(f"{what} failed: {describe_db_error(exc)}") from exc
-                raise
+                # A constraint violation is a bug worth its traceback; anything else the
+                # database says (gone, dropped, read-only, full, locked too long) is for people.
+                if isinstance(exc, IntegrityError):
+                    raise
+                raise DatabaseUnavailable(f"{what} failed: {describe_db_error(exc)}") from exc
             log.debug("%s: transient error (%s), retrying in %.2fs", what, describe_db_error(exc), delay)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)

@@ -20,8 +20,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    Integer,
     Text,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -169,6 +174,7 @@ class Queue:
         self._offset = 0.0
         self._engine: AsyncEngine | None = None
         self._thread_engine: Engine | None = None  # SQLite: hot transactions run whole in a thread
+        self._statements: dict[str, Any] = {}
         self._next_stale_check = 0.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -417,14 +423,28 @@ class Queue:
                 if v in seen:
                     continue
                 seen.add(v)
-            batch.append({"job_id": job_id, "pos": pos, "entity_id": v})
+            batch.append((job_id, pos, v))
             pos += 1
             if len(batch) >= _INSERT_BATCH:
-                await conn.execute(insert(s.entities), batch)
+                await self._insert_rows(conn, batch)
                 batch = []
         if batch:
-            await conn.execute(insert(s.entities), batch)
+            await self._insert_rows(conn, batch)
         return pos
+
+    async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[int, int, str]]) -> None:
+        """Entity rows go to the driver as plain tuples, inside the caller's transaction.
+
+        SQLAlchemy's per-row parameter handling would cost more than the insert itself:
+        SQLite gets one ``executemany``, PostgreSQL one ``COPY``.
+        """
+        if self.is_postgres:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+                s.entities.name, records=rows, columns=("job_id", "pos", "entity_id"))
+        else:
+            await conn.exec_driver_sql(
+                f"INSERT INTO {s.entities.name} (job_id, pos, entity_id) VALUES (?, ?, ?)", rows)
 
     # ------------------------------------------------------------------ claim
 
@@ -438,6 +458,10 @@ class Queue:
 
     async def _claim(self, job_id: int | None = None) -> Claim | None:
         def op(conn: Connection) -> Claim | None:
+            if self.is_postgres:
+                # A claim lost in a server crash only hands its chunk out again, and the chunk's
+                # commit (synchronous) flushes the WAL up to and past it: no need to wait for a flush.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             now = self.now()
             checked_stale = False
             if job_id is not None or now >= self._next_stale_check:
@@ -456,31 +480,12 @@ class Queue:
 
     def _claim_fresh(self, conn: Connection, now: float, job_id: int | None) -> Claim | None:
         j = s.jobs.c
-        cand = select(j.id).where(self._claimable(now))
-        if job_id is not None:
-            cand = cand.where(j.id == job_id)
-        cand = cand.order_by(j.priority.desc(), j.id).limit(1)
-        if self.is_postgres:
-            cand = cand.with_for_update(skip_locked=True)
-        retry_due = and_(j.next_retry_at.is_not(None), j.next_retry_at <= now)
-        row = (
-            conn.execute(
-                update(s.jobs)
-                .where(j.id == cand.scalar_subquery(), self._claimable(now))
-                .values(
-                    next_pos=case((retry_due, j.next_pos), else_=j.next_pos + j.chunk_size),
-                    next_chunk=j.next_chunk + 1,
-                    leased_chunks=j.leased_chunks + 1,
-                    status=RUNNING,
-                    started_at=func.coalesce(j.started_at, now),
-                    updated_at=now,
-                    lease_owner=self.owner,
-                    lease_expires_at=now + self.lease_seconds,
-                    heartbeat_at=now,
-                )
-                .returning(*s.jobs.c, case((retry_due, 1), else_=0).label("is_retry"))
-            )
-        ).first()
+        params = {"p_now": now, "p_owner": self.owner, "p_until": now + self.lease_seconds, "p_job": job_id}
+        row = conn.execute(self._statement("claim" if job_id is None else "claim_job"), params).first()
+        if row is None and self.is_postgres:
+            # Every candidate was locked by a worker in mid-transaction (SKIP LOCKED passed it
+            # by): wait for that transaction rather than report that there is no work.
+            row = conn.execute(self._statement("claim_wait" if job_id is None else "claim_job_wait"), params).first()
         if row is None:
             return None
         job = _job(row)
@@ -510,13 +515,11 @@ class Queue:
             end = min(row.next_pos, row.total_count)
             start = row.next_pos - row.chunk_size
             items = self._range_items(conn, job.id, start, end)
-        conn.execute(
-            insert(s.chunks).values(
-                job_id=job.id, chunk_index=index, kind="retry" if row.is_retry else "range",
-                start_pos=start, end_pos=end, size=len(items), state="leased", owner=self.owner, attempt=1,
-                lease_expires_at=now + self.lease_seconds, started_at=now, ok=0, errors=0,
-            )
-        )
+        conn.execute(self._statement("lease"), {
+            "job_id": job.id, "chunk_index": index, "kind": "retry" if row.is_retry else "range",
+            "start_pos": start, "end_pos": end, "size": len(items), "state": "leased", "owner": self.owner,
+            "attempt": 1, "lease_expires_at": now + self.lease_seconds, "started_at": now, "ok": 0, "errors": 0,
+        })
         return Claim(job, index, "retry" if row.is_retry else "range", 1, self.owner, items, now)
 
     def _reclaim_expired(self, conn: Connection, now: float, job_id: int | None) -> Claim | None:
@@ -576,11 +579,127 @@ class Queue:
         return Claim(_job(row), chunk.chunk_index, chunk.kind, chunk.attempt, self.owner, items, now)
 
     def _range_items(self, conn: Connection, job_id: int, start: int, end: int) -> list[Item]:
-        e = s.entities.c
-        rows = conn.execute(
-            select(e.pos, e.entity_id).where(e.job_id == job_id, e.pos >= start, e.pos < end).order_by(e.pos)
-        )
+        rows = conn.execute(self._statement("range"), {"p_job": job_id, "p_start": start, "p_end": end})
         return [Item(p, eid, 1) for p, eid in rows]
+
+    def _statement(self, name: str) -> Any:
+        """The hot path's statements, built once per queue; a chunk's own values are bound parameters.
+
+        Building a SQLAlchemy expression and its cache key costs more CPU than SQLite
+        takes to run it, so claim and commit never rebuild theirs.
+        """
+        stmt = self._statements.get(name)
+        if stmt is None:
+            stmt = self._statements[name] = self._build_statement(name)
+        return stmt
+
+    def _build_statement(self, name: str) -> Any:
+        j, c, e = s.jobs.c, s.chunks.c, s.entities.c
+        now = bindparam("p_now", type_=Float)
+        if name.startswith("claim"):
+            cand = select(j.id).where(self._claimable(now))
+            if name.startswith("claim_job"):
+                cand = cand.where(j.id == bindparam("p_job", type_=BigInteger))
+            cand = cand.order_by(j.priority.desc(), j.id).limit(1)
+            if self.is_postgres:
+                cand = cand.with_for_update(skip_locked=not name.endswith("_wait"))
+            retry_due = and_(j.next_retry_at.is_not(None), j.next_retry_at <= now)
+            return (
+                update(s.jobs)
+                .where(j.id == cand.scalar_subquery(), self._claimable(now))
+                .values(
+                    next_pos=case((retry_due, j.next_pos), else_=j.next_pos + j.chunk_size),
+                    next_chunk=j.next_chunk + 1,
+                    leased_chunks=j.leased_chunks + 1,
+                    status=RUNNING,
+                    started_at=func.coalesce(j.started_at, now),
+                    updated_at=now,
+                    lease_owner=bindparam("p_owner", type_=Text),
+                    lease_expires_at=bindparam("p_until", type_=Float),
+                    heartbeat_at=now,
+                )
+                .returning(*s.jobs.c, case((retry_due, 1), else_=0).label("is_retry"))
+            )
+        if name == "range":
+            return (
+                select(e.pos, e.entity_id)
+                .where(e.job_id == bindparam("p_job", type_=BigInteger),
+                       e.pos >= bindparam("p_start", type_=BigInteger), e.pos < bindparam("p_end", type_=BigInteger))
+                .order_by(e.pos)
+            )
+        if name == "lease":
+            return insert(s.chunks)
+        if name == "fence":
+            return (
+                update(s.chunks)
+                .where(c.job_id == bindparam("p_job", type_=BigInteger),
+                       c.chunk_index == bindparam("p_index", type_=Integer),
+                       c.attempt == bindparam("p_attempt", type_=Integer), c.state == "leased")
+                .values(state=bindparam("p_state", type_=Text), finished_at=now,
+                        duration=bindparam("p_duration", type_=Float), ok=bindparam("p_ok", type_=Integer),
+                        errors=bindparam("p_errors", type_=Integer), owner=bindparam("p_owner", type_=Text))
+                .returning(c.chunk_index)
+            )
+        if name in ("book", "book_retries"):
+            return self._book_statement(name == "book_retries")
+        raise KeyError(name)
+
+    def _book_statement(self, with_retries: bool) -> Any:
+        """The job row's update for a finished chunk: counters, and the status it leads to."""
+        j = s.jobs.c
+        job_id = bindparam("p_job", type_=BigInteger)
+        ok, errors = bindparam("p_ok", type_=Integer), bindparam("p_errors", type_=Integer)
+        failed, processed = bindparam("p_failed", type_=Integer), bindparam("p_processed", type_=Integer)
+        dwait = bindparam("p_dwait", type_=Integer)
+        dead, aborted = bindparam("p_dead", type_=Boolean), bindparam("p_aborted", type_=Boolean)
+        retry_chunk = bindparam("p_retry_chunk", type_=Boolean)
+        now = bindparam("p_now", type_=Float)
+        left = j.leased_chunks - 1
+        live = j.status.in_((PENDING, RUNNING, PAUSED))
+        done_all = and_(j.next_pos >= j.total_count, left == 0, j.waiting_count + dwait == 0)
+        new_failed = j.failed_count + failed
+        new_processed = j.processed_count + processed
+        breaker = and_(dead, j.dead_chunks + 1 >= self.breaker_chunks)
+        budget = or_(
+            and_(j.max_errors.is_not(None), new_failed > j.max_errors),
+            and_(j.max_error_ratio.is_not(None), new_processed >= j.chunk_size,
+                 new_failed > j.max_error_ratio * new_processed),
+        )
+        status = case(
+            (and_(aborted, live), FAILED),
+            (and_(live, done_all), COMPLETE),
+            (and_(j.status.in_((PENDING, RUNNING)), or_(breaker, budget)), PAUSED),
+            (and_(j.status == RUNNING, left == 0), PENDING),
+            else_=j.status,
+        )
+        reason = case(
+            (and_(aborted, live), bindparam("p_reason", type_=Text)),
+            (and_(live, done_all), j.fail_reason),
+            (and_(j.status.in_((PENDING, RUNNING)), breaker),
+             literal(f"circuit breaker: the last {self.breaker_chunks} chunks failed for every entity")),
+            (and_(j.status.in_((PENDING, RUNNING)), budget),
+             literal("error budget exceeded: ") + cast(new_failed, Text) + literal(" failed entities")),
+            else_=j.fail_reason,
+        )
+        values: dict[str, Any] = {
+            "leased_chunks": left,
+            "processed_count": new_processed,
+            "succeeded_count": j.succeeded_count + ok,
+            "failed_count": new_failed,
+            "waiting_count": j.waiting_count + dwait,
+            "error_count": j.error_count + errors,
+            # the circuit breaker counts fresh ranges that failed whole; a retry chunk leaves it be
+            "dead_chunks": case((dead, j.dead_chunks + 1), (retry_chunk, j.dead_chunks), else_=0),
+            "status": status,
+            "fail_reason": reason,
+            "finished_at": case((and_(live, or_(aborted, done_all)), now), else_=j.finished_at),
+            "lease_owner": case((left == 0, None), else_=j.lease_owner),
+            "lease_expires_at": case((left == 0, None), else_=j.lease_expires_at),
+            "updated_at": now,
+        }
+        if with_retries:
+            values["next_retry_at"] = self._next_retry_subquery(job_id)
+        return update(s.jobs).where(j.id == job_id).values(**values).returning(j.status)
 
     def _next_retry_subquery(self, job_id: int) -> Any:
         r = s.retries.c
@@ -729,17 +848,12 @@ class Queue:
 
         def op(conn: Connection) -> ChunkResult:
             now = self.now()
-            c, j = s.chunks.c, s.jobs.c
-            fenced = (
-                conn.execute(
-                    update(s.chunks)
-                    .where(c.job_id == job.id, c.chunk_index == claim.chunk_index,
-                           c.attempt == claim.attempt, c.state == "leased")
-                    .values(state="aborted" if abort else "done", finished_at=now, duration=duration,
-                            ok=ok, errors=len(failures), owner=self.owner)
-                    .returning(c.chunk_index)
-                )
-            ).first()
+            j = s.jobs.c
+            fenced = conn.execute(self._statement("fence"), {
+                "p_job": job.id, "p_index": claim.chunk_index, "p_attempt": claim.attempt,
+                "p_state": "aborted" if abort else "done", "p_now": now, "p_duration": duration,
+                "p_ok": ok, "p_errors": len(failures), "p_owner": self.owner,
+            }).first()
             if fenced is None:
                 # Another worker took this chunk over: its results win, ours are dropped.
                 current = (conn.execute(select(j.status).where(j.id == job.id))).scalar()
@@ -772,57 +886,11 @@ class Queue:
             if retry_rows:
                 conn.execute(insert(s.retries), retry_rows)
 
-            left = j.leased_chunks - 1
-            live = j.status.in_((PENDING, RUNNING, PAUSED))
-            done_all = and_(j.next_pos >= j.total_count, left == 0, j.waiting_count + dwait == 0)
-            new_failed = j.failed_count + final_fail
-            new_processed = j.processed_count + processed
-            breaker = literal(dead) & (j.dead_chunks + 1 >= self.breaker_chunks)
-            budget = or_(
-                and_(j.max_errors.is_not(None), new_failed > j.max_errors),
-                and_(j.max_error_ratio.is_not(None), new_processed >= j.chunk_size,
-                     new_failed > j.max_error_ratio * new_processed),
-            )
-            status = case(
-                (and_(literal(abort is not None), live), FAILED),
-                (and_(live, done_all), COMPLETE),
-                (and_(j.status.in_((PENDING, RUNNING)), or_(breaker, budget)), PAUSED),
-                (and_(j.status == RUNNING, left == 0), PENDING),
-                else_=j.status,
-            )
-            reason = case(
-                (and_(literal(abort is not None), live), literal(f"JobFailed: {abort}")),
-                (and_(live, done_all), j.fail_reason),
-                (and_(j.status.in_((PENDING, RUNNING)), breaker),
-                 literal(f"circuit breaker: the last {self.breaker_chunks} chunks failed for every entity")),
-                (and_(j.status.in_((PENDING, RUNNING)), budget),
-                 literal("error budget exceeded: ") + cast(new_failed, Text) + literal(" failed entities")),
-                else_=j.fail_reason,
-            )
-            values: dict[str, Any] = {
-                "leased_chunks": left,
-                "processed_count": new_processed,
-                "succeeded_count": j.succeeded_count + ok,
-                "failed_count": new_failed,
-                "waiting_count": j.waiting_count + dwait,
-                "error_count": j.error_count + len(failures),
-                "dead_chunks": j.dead_chunks + 1 if dead else (j.dead_chunks if claim.kind == "retry" else 0),
-                "status": status,
-                "fail_reason": reason,
-                "finished_at": case(
-                    (and_(live, or_(literal(abort is not None), done_all)), now), else_=j.finished_at
-                ),
-                "lease_owner": case((left == 0, None), else_=j.lease_owner),
-                "lease_expires_at": case((left == 0, None), else_=j.lease_expires_at),
-                "updated_at": now,
-            }
-            if touched_retries:
-                values["next_retry_at"] = self._next_retry_subquery(job.id)
-            new = (
-                conn.execute(
-                    update(s.jobs).where(j.id == job.id).values(**values).returning(j.status)
-                )
-            ).scalar_one()
+            new = conn.execute(self._statement("book_retries" if touched_retries else "book"), {
+                "p_job": job.id, "p_now": now, "p_ok": ok, "p_errors": len(failures), "p_failed": final_fail,
+                "p_processed": processed, "p_dwait": dwait, "p_dead": dead, "p_retry_chunk": claim.kind == "retry",
+                "p_aborted": abort is not None, "p_reason": f"JobFailed: {abort}",
+            }).scalar_one()
             return ChunkResult(job.id, claim.chunk_index, processed, len(failures), new, duration,
                                retried=len(to_retry))
 

@@ -308,6 +308,15 @@ class ChunkRunner:
             self._report(out)
             return out
         duration = (time.perf_counter() - t0) / max(len(items), 1)
+        if failures is not None and not isinstance(failures, Mapping):
+            # A contract bug in the callback: visible on every entity of the chunk, not a crashed worker.
+            exc = TypeError(
+                f"on_chunk returned {type(failures).__name__}; it must return a dict "
+                "{entity_id: error} of the failed entities (or None when all succeeded)"
+            )
+            out = [self._failure(item, exc, duration, False) for item in items]
+            self._report(out)
+            return out
         failures = failures or {}
         out = []
         for item in items:

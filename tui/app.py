@@ -8,6 +8,8 @@ flight. Screens own their views; processing reports back through messages.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,15 +19,17 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import BindingType
 from textual.message import Message
-from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
+from textual.worker import Worker, WorkerState
 
 import core
 from tui import commands
-from tui.format import duration
+from tui.format import duration, until
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.jobs import JobsScreen
 
+#: auto-run waits at most this long for a retry to fall due before it stops
+AUTO_RUN_MAX_WAIT = 120.0
 PROCESSOR_HINT = "start with --processor module:function to process from the dashboard"
 
 
@@ -101,6 +105,12 @@ class ChunkqApp(App[None]):
             self.processor_handle = core.ProcessorHandle(processor, overrides=overrides)
         self.auto_worker: core.Worker | None = None
         self.stepping: int | None = None  # job id (0: next in line) of the step in flight
+        self._step_task: asyncio.Task[None] | None = None
+        #: epoch seconds auto-run sleeps until (a retry falls due), for the header
+        self.auto_waiting_until: float | None = None
+        self._auto_note = ""
+        self._auto_stop = asyncio.Event()  # wakes auto-run from a wait for retries
+        self._auto_task: asyncio.Task[core.RunSummary] | None = None
         self.jobs_screen: JobsScreen | None = None
         self._quitting = False
         #: why the dashboard could not start (the database), re-raised by run_dashboard
@@ -123,8 +133,10 @@ class ChunkqApp(App[None]):
         await self.push_screen(self.jobs_screen)
 
     async def on_unmount(self) -> None:
-        if self.auto_worker is not None:
-            self.auto_worker.abort()
+        # Leaving any other way than through the quit dialog: release what is in flight, and
+        # let core finish releasing before the engine goes away.
+        self._abandon()
+        await self._wait_for_processing(grace=10)
         await self.queue.close()
 
     def now(self) -> datetime:
@@ -158,7 +170,12 @@ class ChunkqApp(App[None]):
             parts.append("watching (no --processor)")
         if self.auto_worker is not None:
             s = self.auto_worker.summary
-            state = "stopping" if self.auto_worker.stopping else "running"
+            if self.auto_worker.stopping:
+                state = "stopping"
+            elif self.auto_waiting_until is not None:
+                state = "waiting for retries"
+            else:
+                state = "running"
             parts.append(f"▶ auto-run {state}: {s.chunks} chunks, {s.entities:,} entities")
         elif self.stepping is not None:
             parts.append("▶ stepping")
@@ -194,32 +211,44 @@ class ChunkqApp(App[None]):
 
     @work(group="processing", exit_on_error=False)
     async def _step(self, job_id: int | None, processor: core.Processor) -> None:
+        # The chunk runs in a task of our own, so quitting can cancel it (core then releases
+        # the lease) and wait until that release has really happened.
+        self._step_task = asyncio.ensure_future(self._step_once(job_id, processor))
         try:
-            if job_id is None:
-                result = await self.queue.process_next_chunk(processor, on_entity=self._entity_hook(None))
-                if result is None:
-                    self.post_message(ActivityNote("nothing to process: no job has a claimable chunk"))
-            else:
-                result = await self.queue.process_chunk(job_id, processor, on_entity=self._entity_hook(job_id))
-                if result is None:
-                    job = await self.queue.get_job(job_id)
-                    why = "its chunks are leased by other workers"
-                    if job.waiting_count and job.next_retry_at is not None:
-                        why = f"{job.waiting_count} entities wait for a retry, next at {job.next_retry_at:%H:%M:%S}"
-                    self.post_message(ActivityNote(f"job {job_id} has nothing claimable right now: {why}"))
-            if result is not None:
-                self.post_message(ChunkDone(result, source="step"))
+            await self._step_task
+        except asyncio.CancelledError:
+            self.post_message(ActivityNote("step abandoned: the chunk was released for another worker",
+                                           severity="warning"))
         except core.ChunkqError as exc:
             self.post_message(ActivityNote(str(exc), severity="error"))
         finally:
+            self._step_task = None
             self.stepping = None
             self.update_sub_title()
             self.post_message(ProcessingChanged())
+
+    async def _step_once(self, job_id: int | None, processor: core.Processor) -> None:
+        if job_id is None:
+            result = await self.queue.process_next_chunk(processor, on_entity=self._entity_hook(None))
+            if result is None:
+                self.post_message(ActivityNote("nothing to process: no job has a claimable chunk"))
+        else:
+            result = await self.queue.process_chunk(job_id, processor, on_entity=self._entity_hook(job_id))
+            if result is None:
+                job = await self.queue.get_job(job_id)
+                why = "its chunks are leased by other workers"
+                if job.waiting_count and job.next_retry_at is not None:
+                    why = (f"{job.waiting_count} entities wait for a retry, "
+                           f"next {until(job.next_retry_at, self.now())}")
+                self.post_message(ActivityNote(f"job {job_id} has nothing claimable right now: {why}"))
+        if result is not None:
+            self.post_message(ChunkDone(result, source="step"))
 
     def action_toggle_auto_run(self) -> None:
         if self.auto_worker is not None:
             if not self.auto_worker.stopping:
                 self.auto_worker.stop()
+                self._auto_stop.set()
                 self.notify("auto-run stops after the chunk in flight commits")
                 self.update_sub_title()
             return
@@ -229,6 +258,7 @@ class ChunkqApp(App[None]):
         if self.stepping is not None:
             self.notify("a step is in flight; start auto-run once it commits", severity="warning")
             return
+        self._auto_stop = asyncio.Event()
         self.auto_worker = core.Worker(
             self.queue, processor, forever=False,
             on_chunk=lambda r: self.post_message(ChunkDone(r, source="auto-run")),
@@ -240,11 +270,14 @@ class ChunkqApp(App[None]):
 
     @work(group="auto-run", exit_on_error=False)
     async def _auto_run(self, worker: core.Worker) -> None:
-        # Stopped with worker.stop()/abort(), never by cancelling this Textual worker mid-commit.
+        # Stopped with worker.stop()/abort(), never by cancelling a Textual worker mid-commit.
+        self._auto_task = asyncio.ensure_future(self._auto_loop(worker))
         try:
-            summary = await worker.run()
-            why = {"empty": "nothing left to claim", "signal": "stopped", "aborted": "aborted"}.get(
+            summary = await self._auto_task
+            why = {"empty": "nothing left to claim", "signal": "stopped", "aborted": "aborted, chunk released"}.get(
                 summary.stopped_by, summary.stopped_by)
+            if self._auto_note:
+                why = self._auto_note
             self.post_message(ActivityNote(
                 f"auto-run ended ({why}): {summary.chunks} chunks, {summary.entities:,} entities, "
                 f"{summary.errors:,} errors in {duration(summary.elapsed)}"))
@@ -254,9 +287,48 @@ class ChunkqApp(App[None]):
             self.post_message(ActivityNote(f"auto-run stopped: {exc}", severity="error"))
             self.notify(str(exc), title="Auto-run stopped", severity="error")
         finally:
+            self._auto_task = None
             self.auto_worker = None
             self.update_sub_title()
             self.post_message(ProcessingChanged())
+
+    async def _auto_loop(self, worker: core.Worker) -> core.RunSummary:
+        """Run until nothing is claimable, waiting for retries that fall due soon.
+
+        A transient failure is retried after a back-off; stopping while a job still has
+        entities waiting a second or two would leave it at 99% for no reason.
+        """
+        started = time.monotonic()
+        self._auto_note = ""
+        while True:
+            summary = await worker.run()
+            if summary.stopped_by != "empty" or worker.stopping:
+                break
+            due = await self._next_retry_due()
+            if due is None:
+                break
+            wait = due - self.queue.now()
+            if wait > AUTO_RUN_MAX_WAIT:
+                self._auto_note = f"the next retry is due in {duration(wait)}; press a again then"
+                break
+            self.auto_waiting_until = due
+            self.update_sub_title()
+            try:
+                await asyncio.wait_for(self._auto_stop.wait(), max(wait, 0.01))
+            except TimeoutError:
+                pass
+            self.auto_waiting_until = None
+            self.update_sub_title()
+            if worker.stopping:
+                break
+        summary.elapsed = time.monotonic() - started
+        return summary
+
+    async def _next_retry_due(self) -> float | None:
+        """Epoch seconds of the earliest retry due among active jobs (None: nothing waits)."""
+        jobs = await self.queue.list_jobs(list(core.ACTIVE_STATUSES), limit=1000)
+        due = [j.next_retry_at.timestamp() for j in jobs if j.waiting_count and j.next_retry_at is not None]
+        return min(due) if due else None
 
     # Processing messages reach the jobs screen (it keeps the activity log) and the screen
     # on top, if it wants them: any screen may define ``processing_event(message)``.
@@ -359,18 +431,24 @@ class ChunkqApp(App[None]):
             self.notify("finishing the chunk in flight, then quitting…")
             if self.auto_worker is not None:
                 self.auto_worker.stop()
+                self._auto_stop.set()
         else:
-            if self.auto_worker is not None:
-                self.auto_worker.abort()
-            for w in self.workers:
-                if w.group == "processing":
-                    w.cancel()  # process_chunk releases the lease when cancelled
-        for w in [w for w in self.workers if w.group in ("processing", "auto-run")]:
-            try:
-                await w.wait()
-            except (WorkerCancelled, WorkerFailed):
-                pass  # its lease was released (cancelled) or the error was already shown
+            self._abandon()
+        await self._wait_for_processing()
         self.exit()
+
+    def _abandon(self) -> None:
+        """Give up the chunk in flight: core releases its lease so another worker redoes it."""
+        if self.auto_worker is not None:
+            self.auto_worker.abort()
+            self._auto_stop.set()
+        if self._step_task is not None:
+            self._step_task.cancel()
+
+    async def _wait_for_processing(self, grace: float | None = None) -> None:
+        tasks = [t for t in (self._step_task, self._auto_task) if t is not None and not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.group in ("processing", "auto-run", "dry-run"):

@@ -18,10 +18,12 @@ import contextlib
 import importlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -71,8 +73,8 @@ class Settings:
 _last_verbosity = 0  # read by the error handler, which runs outside any click context
 
 
-def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 def _one_line(text: object) -> str:
@@ -148,6 +150,8 @@ class ChunkqGroup(click.Group):
         **extra: Any,
     ) -> Any:
         """Run, turning every error into one line on stderr and the documented exit status."""
+        global _last_verbosity
+        _last_verbosity = 0
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
@@ -164,7 +168,7 @@ class ChunkqGroup(click.Group):
         except (KeyboardInterrupt, click.Abort):
             click.echo("Interrupted.", err=True)
             code = 130
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             if _last_verbosity > 0:
                 traceback.print_exc(file=sys.stderr)
             hint = "" if _last_verbosity > 0 else " (run with -v for the traceback)"
@@ -264,12 +268,22 @@ def cli(ctx: click.Context, db: str, as_json: bool, verbose: int, quiet: int) ->
 
 
 def _open_source(source: str | None) -> tuple[Any, str]:
+    """The input as a binary stream; stdin is spooled to a temporary file first.
+
+    Enqueueing holds the database's write transaction while it reads (all or
+    nothing), so a slow producer on a pipe must not keep SQLite's write lock, and
+    every worker waiting on it, for as long as it takes. The spool is on disk, so
+    memory stays flat either way.
+    """
     if source is None:
         if sys.stdin.isatty():
             raise CliError("no input: give a FILE of IDs, or '-' and pipe them on stdin")
         source = "-"
     if source == "-":
-        return sys.stdin.buffer, "stdin"
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned open; closed by the caller
+        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        spool.seek(0)
+        return spool, "stdin"
     try:
         return open(source, "rb"), source  # closed by the caller
     except OSError as exc:
@@ -294,9 +308,10 @@ def _open_source(source: str | None) -> tuple[Any, str]:
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Tries per entity for transient failures (core.Retry).")
 @click.option("--max-errors", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Pause the job once this many entities have failed.")
+              help="Pause the job once more than N of its entities have failed.")
 @click.option("--max-error-ratio", type=click.FloatRange(0, 1, min_open=True), default=None, metavar="F",
-              help="Pause the job once this fraction of its processed entities failed (0 < F <= 1).")
+              help="Pause the job once more than this fraction of its processed entities failed "
+              "(0 < F <= 1; checked after the first chunk's worth).")
 @json_option
 @click.pass_context
 def enqueue(
@@ -324,8 +339,7 @@ def enqueue(
 
         job = run(go())
     finally:
-        if label != "stdin":
-            stream.close()
+        stream.close()
     if wants_json(ctx, as_json):
         out.emit_json(job.to_dict())
     elif out.stdout_is_tty():
@@ -389,8 +403,12 @@ def _load(processor_path: str | None, concurrency: int | None, timeout: float | 
     return build_processor(processor_path, concurrency, timeout, dict(rates), capture_locals)
 
 
-def _log_chunk(level: int) -> Callable[[ChunkResult], None]:
+def _log_chunk(
+    level: int, also: Callable[[ChunkResult], None] | None = None
+) -> Callable[[ChunkResult], None]:
     def on_chunk(r: ChunkResult) -> None:
+        if also is not None:
+            also(r)
         if not r.committed:
             log.warning("job %s chunk %s: lease lost to another worker, results discarded",
                         r.job_id, r.chunk_index)
@@ -427,7 +445,7 @@ async def _next_retry_in(q: Queue, job_id: int | None) -> float | None:
         list(ACTIVE_STATUSES), limit=100_000)
     due = [j.next_retry_at.timestamp() for j in jobs
            if j.status in ACTIVE_STATUSES and j.waiting_count > 0 and j.next_retry_at is not None]
-    return max(min(due) - q.now(), 0.05) if due else None
+    return max(min(due) - q.now(), 0.25) if due else None
 
 
 async def run_processing(
@@ -446,6 +464,7 @@ async def run_processing(
     deadline = started + max_seconds if max_seconds is not None else None
     summary = RunSummary()
     on_entity: Callable[[EntityResult], None] | None = None
+    on_bar_chunk: Callable[[ChunkResult], None] | None = None
     chunk_level = logging.INFO
     progress_cm: Any = contextlib.nullcontext()
     if bar_total is not None:
@@ -460,19 +479,25 @@ async def run_processing(
 
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("[red]{task.fields[errors]} errors"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("[red]{task.fields[errors]} failed"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=out.console(),
         )
         task = progress.add_task("entities", total=bar_total, errors=0)
-        failed = 0
         chunk_level = logging.DEBUG
+        # Committed counts are exact; entities finished in the chunk in flight move the bar meanwhile
+        # (a transient failure counts there until its chunk commits and says it will be retried).
+        tally = {"committed": 0, "inflight": 0, "failed": 0}
 
         def on_entity(r: EntityResult) -> None:
-            nonlocal failed
-            if r.retry_at is not None:
-                return  # tried again later: not done yet
-            failed += 0 if r.ok else 1
-            progress.update(task, advance=1, errors=failed)
+            tally["inflight"] += 1
+            progress.update(task, completed=min(tally["committed"] + tally["inflight"], bar_total))
+
+        def on_bar_chunk(r: ChunkResult) -> None:
+            tally["inflight"] = 0
+            if r.committed:
+                tally["committed"] += r.processed
+                tally["failed"] += r.errors - r.retried
+            progress.update(task, completed=min(tally["committed"], bar_total), errors=tally["failed"])
 
         progress_cm = progress
 
@@ -481,8 +506,8 @@ async def run_processing(
             left_chunks = None if max_chunks is None else max_chunks - summary.chunks
             left_seconds = None if deadline is None else max(deadline - loop.time(), 0.0)
             worker = Worker(q, processor, job_id=job_id, max_chunks=left_chunks, max_seconds=left_seconds,
-                            forever=forever, poll_interval=poll_interval, on_chunk=_log_chunk(chunk_level),
-                            on_entity=on_entity)
+                            forever=forever, poll_interval=poll_interval,
+                            on_chunk=_log_chunk(chunk_level, on_bar_chunk), on_entity=on_entity)
             stopper.worker = worker
             if stopper.count:
                 worker.stop()
@@ -508,7 +533,7 @@ async def run_processing(
 
 @cli.command()
 @click.option("--until-empty", is_flag=True,
-              help="Keep going until every job is done, waiting for due retries (default: one chunk).")
+              help="Keep going until every job is done, waiting for scheduled retries (default: one chunk).")
 @click.option("--max-chunks", type=click.IntRange(min=1), default=None, metavar="N",
               help="Stop after N chunks.")
 @click.option("--max-seconds", type=click.FloatRange(0, min_open=True), default=None, metavar="S",
@@ -544,6 +569,8 @@ def process(
             if job_id is not None:
                 job = await q.get_job(job_id)  # an unknown id is a usage error, found before any claim
                 total = job.remaining_count
+                if job.status not in ACTIVE_STATUSES:
+                    log.warning("job %s is %s: nothing to process", job_id, job.status)
             elif show_bar:
                 active = await q.list_jobs(list(ACTIVE_STATUSES), limit=100_000)
                 total = sum(j.remaining_count for j in active)
@@ -582,8 +609,8 @@ def worker(
 
     async def go() -> tuple[RunSummary, int | None]:
         async with Queue(cfg.db, lease_seconds=lease_seconds) as q:
-            log.info("worker %s on %s with %s; stop with Ctrl-C or SIGTERM", q.owner, q.display_url,
-                     processor_path)
+            log.info("worker %s on %s with %s; stop with Ctrl-C or SIGTERM", q.owner,
+                     out.where(q.display_url), processor_path)
             return await run_processing(q, processor, forever=True, poll_interval=poll_interval)
 
     summary, aborted_by = run(go())
@@ -660,9 +687,6 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
 @click.pass_context
 def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, as_json: bool) -> None:
     """A job's error log, oldest first (every attempt; 'final' marks entities that failed for good)."""
-    import csv
-    import json
-
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
     export = fmt in ("csv", "jsonl") and not as_json
@@ -671,12 +695,7 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, as_json
         async with Queue(cfg.db) as q:
             if not export:
                 return await q.list_errors(job_id, limit=limit or 100)
-            if fmt == "csv":
-                writer = csv.writer(sys.stdout, lineterminator="\n")
-                writer.writerow(out.ERROR_COLUMNS)
-                emit: Callable[[Any], None] = lambda e: writer.writerow(out.error_row(e))  # noqa: E731
-            else:
-                emit = lambda e: sys.stdout.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")  # noqa: E731
+            emit = out.error_writer(fmt)
             if limit is not None:
                 for e in await q.list_errors(job_id, limit=limit):
                     emit(e)
@@ -781,7 +800,8 @@ def demo(ctx: click.Context, demo_db: str | None, no_ui: bool, as_json: bool) ->
 
     The demo provider is slow (10-50 ms a call), does not know a few IDs,
     answers some with 429 (retried) and hangs on one (cut off by a 2 s timeout).
-    Run it again to reopen the same database; it is seeded only once.
+    Run it again to reopen the same database; it is seeded only once. With
+    --json (or --no-ui) it only seeds and reports.
     """
     from core.demo import seed
 
@@ -797,9 +817,9 @@ def demo(ctx: click.Context, demo_db: str | None, no_ui: bool, as_json: bool) ->
             if await q.count_jobs() == 0:
                 if not as_json:
                     log.info("seeding %s with demo jobs (a few seconds: one demo ID hangs until its timeout)",
-                             q.display_url)
-                return True, await seed(q), q.display_url
-            return False, await q.list_jobs(limit=100), q.display_url
+                             demo_db)
+                return True, await seed(q), out.where(q.display_url)
+            return False, await q.list_jobs(limit=100), out.where(q.display_url)
 
     seeded, jobs, where = run(go())
     if as_json:

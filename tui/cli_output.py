@@ -8,11 +8,12 @@ mail shows timestamped log lines without colour codes or progress bars.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +53,26 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
+def where(display_url: str) -> str:
+    """A database URL as people write it (the async driver names are an implementation detail)."""
+    return display_url.replace("+aiosqlite", "").replace("+asyncpg", "")
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is *now* (test runners and daemons swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(verbose: int, quiet: int) -> int:
     """Level from -v/-q: default INFO for chunkq's own loggers, -q WARNING, -qq ERROR, -v DEBUG.
 
@@ -68,7 +89,7 @@ def setup_logging(verbose: int, quiet: int) -> int:
                               log_time_format="[%H:%M:%S]")
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
         fmt.converter = time.gmtime
         handler.setFormatter(fmt)
@@ -166,8 +187,8 @@ def jobs_table(jobs: Sequence[Job]) -> None:
     table.add_column("Name", overflow="fold", max_width=32)
     table.add_column("Type")
     table.add_column("Provider")
-    table.add_column("Status")
-    table.add_column("Progress", justify="right")
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Progress", justify="right", no_wrap=True)
     table.add_column("Failed", justify="right")
     table.add_column("Waiting", justify="right")
     table.add_column("Prio", justify="right")
@@ -175,7 +196,9 @@ def jobs_table(jobs: Sequence[Job]) -> None:
     now = datetime.now(UTC)
     for j in jobs:
         table.add_row(
-            str(j.id), j.name or "", j.entity_type, j.provider, status_text(j.status), progress_text(j),
+            str(j.id), j.name or "", j.entity_type, j.provider,
+            status_text(j.status).append(" (stale)", style="dim") if j.lease_is_stale(now) else
+            status_text(j.status), progress_text(j),
             Text(f"{j.failed_count:,}", style="red" if j.failed_count else "dim"),
             f"{j.waiting_count:,}" if j.waiting_count else "", str(j.priority), ago(j.updated_at, now),
         )
@@ -187,19 +210,29 @@ def chunk_summary(chunks: Sequence[ChunkInfo]) -> dict[str, Any]:
     done = [c for c in chunks if c.state == "done"]
     durations = [c.duration for c in done if c.duration is not None]
     leased = [c for c in chunks if c.state == "leased"]
+    now = datetime.now(UTC)
+    stale = [c for c in leased if c.lease_expires_at is not None and c.lease_expires_at < now]
     return {
         "chunks_seen": len(chunks),
         "done": len(done),
         "leased": len(leased),
+        "stale_leases": len(stale),
         "retry_chunks": sum(1 for c in chunks if c.kind == "retry"),
         "ok": sum(c.ok for c in done),
         "errors": sum(c.errors for c in done),
         "avg_seconds": round(sum(durations) / len(durations), 3) if durations else None,
         "max_seconds": round(max(durations), 3) if durations else None,
         "workers": sorted({c.worker for c in chunks if c.worker}),
-        "last_finished_at": max((c.finished_at for c in done if c.finished_at), default=None),
+        "last_finished_at": _iso(max((c.finished_at for c in done if c.finished_at), default=None)),
         "leased_by": sorted({c.worker for c in leased if c.worker}),
     }
+
+
+SHOW_GROUPS = 10
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
 
 
 def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> None:
@@ -238,6 +271,8 @@ def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> 
     hist = f"{c['done']:,} done"
     if c["leased"]:
         hist += f", {c['leased']} in flight ({', '.join(c['leased_by'])})"
+    if c["stale_leases"]:
+        hist += f" of which {c['stale_leases']} with an expired lease (the next worker redoes it)"
     if c["retry_chunks"]:
         hist += f", {c['retry_chunks']} of them retries"
     if c["avg_seconds"] is not None:
@@ -245,6 +280,8 @@ def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> 
     if c["workers"]:
         hist += f"; {len(c['workers'])} worker(s)"
     rows.append(("chunks", hist))
+    more = max(len(groups) - SHOW_GROUPS, 0)
+    groups = groups[:SHOW_GROUPS]
     if not tty:
         tsv(rows)
         if groups:
@@ -268,6 +305,8 @@ def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> 
         for g in groups:
             t.add_row(f"{g.count:,}", f"{g.entities:,}", g.error_type, g.message)
         out.print(t)
+        if more:
+            out.print(f"[dim]… and more; every error: chunkq errors {job.id}[/]")
 
 
 ERROR_COLUMNS = ("id", "entity_id", "error_type", "message", "attempt", "final", "chunk_index", "created_at")
@@ -276,6 +315,19 @@ ERROR_COLUMNS = ("id", "entity_id", "error_type", "message", "attempt", "final",
 def error_row(e: ErrorEntry) -> tuple[Any, ...]:
     return (e.id, e.entity_id, e.error_type, e.message, e.attempt, e.final, e.chunk_index,
             e.created_at.isoformat())
+
+
+def error_writer(fmt: str) -> Callable[[ErrorEntry], None]:
+    """A function writing one error per call to stdout as CSV (header first) or JSON Lines."""
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(ERROR_COLUMNS)
+        return lambda e: writer.writerow(error_row(e))
+
+    def jsonl(e: ErrorEntry) -> None:
+        sys.stdout.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
+
+    return jsonl
 
 
 def errors_table(errors: Sequence[ErrorEntry]) -> None:
@@ -296,7 +348,7 @@ def errors_table(errors: Sequence[ErrorEntry]) -> None:
     now = datetime.now(UTC)
     for e in errors:
         t.add_row(str(e.id), e.entity_id, e.error_type, e.message,
-                  f"{e.attempt}" + ("" if e.final else " (retrying)"), ago(e.created_at, now))
+                  f"{e.attempt}" + ("" if e.final else " (retried)"), ago(e.created_at, now))
     out.print(t)
 
 

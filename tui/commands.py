@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.markup import escape
 
 if TYPE_CHECKING:
     from textual.screen import Screen
@@ -130,7 +131,7 @@ class ChunkqCommands(Provider):
         for c in COMMANDS:
             if c.scope == "jobs" and not hasattr(screen, f"action_{c.action}"):
                 continue
-            out.append((c.title, c.action, f"{c.description} [{c.display}]"))
+            out.append((c.title, c.action, escape(f"{c.description} (key: {c.display})")))
         return out
 
     def _runner(self, action: str) -> partial[object]:

@@ -83,7 +83,7 @@ def progress_bar(
 ) -> Text:
     """A one-line bar for a table cell; a ``ProgressBar`` widget per row would cost a widget each."""
     fraction = min(max(fraction, 0.0), 1.0)
-    filled = int(round(fraction * width))
+    filled = round(fraction * width)
     if fraction < 1.0 and filled == width:
         filled = width - 1  # never look finished before it is
     done_color = theme_color(STATUS_VARIABLE.get(status, "primary"), palette)
@@ -117,12 +117,14 @@ def count(n: int | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """Short human duration: 0.4s, 12s, 4m05s, 2h03m, 3d04h."""
+    """Short human duration: 12ms, 0.4s, 12s, 4m05s, 2h03m, 3d04h."""
     if seconds is None or seconds != seconds or seconds < 0:
         return DASH
+    if seconds < 0.1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 10:
         return f"{seconds:.1f}s"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     m, s = divmod(s, 60)

@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import signal
-import sys
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -64,7 +64,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Fields of POST /jobs and the type JSON must give them (core checks the values).
+# The fields POST /jobs accepts: enqueue_job's keyword arguments (core checks every value).
 _JOB_FIELDS = (
     "entity_ids", "entity_type", "provider", "chunk_size", "priority", "name", "dedupe",
     "max_workers", "max_attempts", "max_errors", "max_error_ratio", "params",
@@ -141,7 +141,8 @@ class GuardMiddleware:
             return error(401, "the Authorization header must be 'Bearer <token>'",
                          {"WWW-Authenticate": challenge})
         assert self.token is not None
-        if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self.token):
+        # back to the bytes that were sent (latin-1 round-trips), compared with the token's UTF-8
+        if not hmac.compare_digest(given.strip().encode("latin-1"), self.token):
             return error(401, "invalid bearer token",
                          {"WWW-Authenticate": f'{challenge}, error="invalid_token"'})
         return None
@@ -189,13 +190,10 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
 
 def _job_id(request: Request) -> int:
     raw = request.path_params["job_id"]
-    try:
-        value = int(raw) if raw.isascii() and raw.isdigit() else None
-    except ValueError:
-        value = None
-    if value is None or value < 1 or value > 2**62:
-        raise BadRequest(f"job id must be a positive whole number, got {raw!r:.60}")
-    return value
+    # ASCII digits only (int() would also take " 7", "٧" or "1_000"), and no 5,000-digit numbers
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 1 <= int(raw) <= 2**62:
+        return int(raw)
+    raise BadRequest(f"job id must be a positive whole number, got {raw!r:.60}")
 
 
 def _reject_constant(name: str) -> float:
@@ -442,7 +440,8 @@ def _processor(path: str | None, concurrency: int | None, timeout: float | None,
     """The CLI's own loader, so `serve` and `process` agree on what every option means."""
     if path is None or not path.strip():
         given = [name for name, v in (("--concurrency", concurrency), ("--timeout", timeout),
-                                      ("--rate", rates)) if v]
+                                      ("--rate", rates or None), ("--capture-locals", capture_locals))
+                 if v is not None]
         if given:
             raise ConfigError(f"{given[0]} needs --processor module:function (or CHUNKQ_PROCESSOR)")
         return None
@@ -472,6 +471,18 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _check_address(host: str, port: int) -> None:
+    """Bind once and let go: a busy port or an unknown host is one line and exit 2, before uvicorn."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            sock.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 async def _check_database(db_url: str | None) -> None:
@@ -514,6 +525,7 @@ def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bo
             click.echo(f"chunkq serve: WARNING: no authentication and listening on {host}: "
                        "anyone who can reach this port can enqueue and process jobs", err=True)
     processor = _processor(processor_path, concurrency, timeout, rates, capture_locals)
+    _check_address(host, port)
     db_url = _db_from_context(ctx)
     try:
         asyncio.run(_check_database(db_url))
@@ -528,10 +540,7 @@ def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bo
     log_level = "debug" if verbosity > 0 else "warning" if verbosity < 0 else "info"
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level=log_level,
                             server_header=False, proxy_headers=False)
-    server = _Server(config, app)
-    server.run()
-    if not server.started:
-        sys.exit(1)
+    _Server(config, app).run()
 
 
 class _Server(uvicorn.Server):

@@ -205,16 +205,16 @@ def test_process_rate_and_concurrency_reach_the_processor(
 ) -> None:
     """--concurrency runs entities of a chunk at once; --rate limits calls (tokens live in the database)."""
     mod = write_processor("""
-        import threading
         active = 0
         peak = 0
         async def track(entity_id, job):
             global active, peak
+            started = time.monotonic()
             active += 1
             peak = max(peak, active)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
             active -= 1
-            record(f"{entity_id} {peak} {time.monotonic()}")
+            record(f"{entity_id} {peak} {started}")
     """)
     enqueue(cli, 8, "--chunk-size", "8")
     assert cli("process", "--processor", f"{mod}:track", "--concurrency", "4").exit_code == 0
@@ -322,7 +322,8 @@ def test_pause_resume_cancel_and_transitions(cli: Cli, db_url: str) -> None:
     job_id = enqueue(cli, 3)
     paused = cli("pause", str(job_id))
     assert paused.stdout.strip() == f"{job_id}\tpaused"
-    assert doc(cli("resume", str(job_id), "--json"))["status"] == "pending"
+    resumed = doc(cli("resume", str(job_id), "--json"))
+    assert set(resumed) == JOB_KEYS and resumed["status"] == "pending"
     assert doc(cli("cancel", str(job_id), "--json"))["status"] == "cancelled"
     again = cli("resume", str(job_id))
     assert again.exit_code == 2
@@ -335,6 +336,8 @@ def test_retry_prints_the_new_job_id(cli: Cli, db_url: str, write_processor: Cal
     assert result.exit_code == 0, result.stderr
     new = get_job(db_url, int(result.stdout))
     assert (new.parent_id, new.total_count) == (job_id, 3)
+    again = doc(cli("retry", str(job_id), "--json"))
+    assert set(again) == JOB_KEYS and (again["parent_id"], again["total_count"]) == (job_id, 3)
     nothing = cli("retry", str(new.id))
     assert nothing.exit_code == 2
     assert "no failed entities to retry" in one_line_error(nothing.stderr)
@@ -394,7 +397,8 @@ def test_demo_seeds_once_then_opens_the_dashboard(
     first = doc(cli("demo", "--no-ui", "--json"))
     assert first["seeded"] is True and first["db"] == "chunkq-demo.db"
     assert (tmp_path / "chunkq-demo.db").exists() and not (tmp_path / "my-real-queue.db").exists()
-    assert first["processor"] == "core.demo:processor"
+    assert set(first) == {"db", "url", "seeded", "processor", "jobs"}
+    assert first["processor"] == "core.demo:processor" and all(set(j) == JOB_KEYS for j in first["jobs"])
     assert {j["name"] for j in first["jobs"]} >= {"Fortune 500 companies", "SKU catalogue"}
     again = cli("demo", "--no-ui")
     assert again.exit_code == 0 and again.stdout.startswith("chunkq-demo.db already has jobs; nothing seeded")

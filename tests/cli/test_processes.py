@@ -78,18 +78,19 @@ def test_exit_codes(env: dict[str, str], tmp_path: Path, sqlite_url: str,
     assert config.returncode == 2
     assert "no module named 'nowhere_mod'" in one_line_error(config.stderr)
 
-    # A bug in user code that is not a per-entity error (a batch callback returning a list, not a dict)
+    # Something no per-entity error handler can take (an async callback cancelling its own task)
     # is an unexpected failure: exit 1, one line, the traceback only with -v.
     mod = write_processor("""
-        from core import Processor
-        processor = Processor(on_chunk=lambda ids, job: ["not", "a", "dict"])
+        import asyncio
+        async def fn(entity_id, job):
+            raise asyncio.CancelledError()
     """)
     job_id = enqueue(sqlite_url, 3, env, tmp_path)
-    crash = run_chunkq(["--db", sqlite_url, "process", "--processor", f"{mod}:processor"], env, tmp_path)
+    crash = run_chunkq(["--db", sqlite_url, "process", "--processor", f"{mod}:fn"], env, tmp_path)
     assert crash.returncode == 1
-    assert "unexpected AttributeError" in one_line_error(crash.stderr)
+    assert "unexpected CancelledError" in one_line_error(crash.stderr)
     assert "run with -v for the traceback" in crash.stderr
-    verbose = run_chunkq(["--db", sqlite_url, "-v", "process", "--processor", f"{mod}:processor"], env, tmp_path)
+    verbose = run_chunkq(["--db", sqlite_url, "-v", "process", "--processor", f"{mod}:fn"], env, tmp_path)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
     job = get_job(sqlite_url, job_id)
     assert (job.processed_count, job.leased_chunks) == (0, 1)  # the chunk's lease was released for a redo
@@ -211,12 +212,16 @@ def test_worker_first_sigterm_commits_the_chunk_in_flight(
     code, out, err = finish(proc)
     assert code == 0, err
     summary = json.loads(out)
-    assert (summary["chunks"], summary["entities"], summary["stopped_by"]) == (1, 10, "signal")
+    assert set(summary) == {"chunks", "entities", "errors", "retried", "discarded", "jobs_completed", "elapsed",
+                            "stopped_by"}
+    assert summary["stopped_by"] == "signal" and summary["chunks"] >= 1
     assert "SIGTERM: finishing the chunk in flight" in err
+    # The chunk in flight when the signal came was finished and committed; no other was started after it.
     job = get_job(db_url, job_id)
-    assert (job.processed_count, job.leased_chunks, job.status) == (10, 0, "pending")
-    assert [c.state for c in list_chunks(db_url, job_id)] == ["done"]
-    assert len(log_lines(tmp_path, mod)) == 10
+    assert job.processed_count == 10 * summary["chunks"] == summary["entities"] < 40
+    assert (job.leased_chunks, job.status) == (0, "pending")
+    assert [c.state for c in list_chunks(db_url, job_id)] == ["done"] * summary["chunks"]
+    assert len(log_lines(tmp_path, mod)) == job.processed_count
 
 
 def test_worker_second_signal_gives_the_chunk_up(
@@ -296,3 +301,60 @@ def test_headless_commands_never_import_textual(env: dict[str, str], tmp_path: P
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["codes"] == [0, 0, 0, 0, 0, 0]
     assert report["heavy"] == ["tui", "tui.cli", "tui.cli_input", "tui.cli_options", "tui.cli_output"]
+
+
+# ---------------------------------------------------------------------- on a terminal
+
+
+def run_on_terminal(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60) -> tuple[int, str]:
+    """Run `chunkq` with a pseudo-terminal as stdin/stdout/stderr; returns (status, everything it drew)."""
+    import os
+    import pty
+    import select
+
+    from tests.cli.helpers import CHUNKQ
+
+    master, slave = pty.openpty()
+    term_env = {**env, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
+    term_env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([*CHUNKQ, *args], stdin=slave, stdout=slave, stderr=slave, env=term_env, cwd=cwd,
+                            close_fds=True)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        else:
+            proc.kill()
+            pytest.fail("process on the terminal did not finish in time")
+    finally:
+        os.close(master)
+    return proc.wait(timeout=10), b"".join(chunks).decode(errors="replace")
+
+
+def test_until_empty_on_a_terminal_draws_a_progress_bar(
+    sqlite_url: str, env: dict[str, str], tmp_path: Path,
+) -> None:
+    enqueue(sqlite_url, 200, env, tmp_path, "--chunk-size", "20")
+    code, screen = run_on_terminal(["--db", sqlite_url, "process", "--until-empty", "--processor",
+                                    "core.demo:enrich", "--concurrency", "8"], env, tmp_path)
+    assert code == 0, screen
+    assert "━" in screen and "200/200" in screen, screen
+    assert "\x1b[" in screen  # colour and cursor control on a terminal ...
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    assert "process: 1" in text and "200 entities done" in text and "1 job completed (#1)" in text
+    plain = run_chunkq(["--db", sqlite_url, "jobs"], env, tmp_path)
+    assert "\x1b[" not in plain.stdout  # ... and none in a pipe

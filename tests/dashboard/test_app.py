@@ -361,3 +361,24 @@ async def test_table_holds_one_page_and_refresh_reads_only_changes(sqlite_url: s
         await pilot.press("left_square_bracket")
         await settle(pilot)
         assert table(app).row_count == PAGE_SIZE
+
+
+async def test_command_palette_runs_registry_commands(seeded_url: str) -> None:
+    app = make_app(seeded_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"reload processor")
+        await pilot.pause(0.3)  # the palette searches in a worker of its own
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "start with --processor module:function to process from the dashboard" in notes(app)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"status filter")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await refresh(pilot)
+        assert app.jobs_screen.query_one("#status-filter", Select).value == "pending"
+        assert shown_ids(app) == [2, 1]

@@ -79,6 +79,12 @@ def test_the_right_token_in_any_scheme_case_is_accepted(make_client: Any) -> Non
     assert client.get("/jobs", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
 
 
+def test_a_non_ascii_token_is_compared_as_utf8_bytes(make_client: Any) -> None:
+    client = make_client(token="pässwörd-✓")
+    assert client.get("/jobs", headers={"Authorization": "Bearer pässwörd-✓".encode()}).status_code == 200
+    assert client.get("/jobs", headers={"Authorization": "Bearer pässwörd-x".encode()}).status_code == 401
+
+
 def test_without_a_token_configured_no_auth_is_asked(make_client: Any) -> None:
     client = make_client(token=None)
     assert client.get("/jobs").status_code == 200

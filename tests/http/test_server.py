@@ -86,6 +86,18 @@ def test_unreachable_database_exits_2(processor_env: dict[str, str], tmp_path: P
     assert "Traceback" not in r.stderr
 
 
+def test_a_busy_port_exits_2(processor_env: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**processor_env, "CHUNKQ_TOKEN": TOKEN}
+        r = run_serve(str(tmp_path / "q.db"), ["--port", str(port)], env, tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_insecure_no_auth_serves_without_a_token(start_server: Any, sqlite_url: str) -> None:
     # also the command alone (`python -m tui.http`), its database from CHUNKQ_DB
     server = start_server(sqlite_url, "--insecure-no-auth", token=None, via_cli=False)
@@ -309,3 +321,17 @@ def test_process_answers_the_same_document_as_the_cli(start_server: Any, process
     assert over_http == {"chunks": 1, "entities": 3, "errors": 1, "retried": 0, "discarded": 0,
                          "jobs_completed": [], "stopped_by": "max_chunks"}
     assert from_cli == {**over_http, "entities": 1, "errors": 0, "jobs_completed": [1]}
+
+
+def test_serve_never_imports_textual(python_env: dict[str, str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from tui.cli import main; sys.argv = ['chunkq', 'serve', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "import tui.http\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'textual'))")
+    r = subprocess.run([sys.executable, "-c", code], env=python_env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "--insecure-no-auth" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "[]"

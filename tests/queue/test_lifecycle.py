@@ -490,3 +490,12 @@ async def test_schema_version_newer_than_code_is_refused(db_url: str) -> None:
     with pytest.raises(DatabaseUnavailable, match="schema version 999 is newer"):
         async with Queue(db_url):
             pass
+
+
+async def test_batch_callback_returning_the_wrong_type_fails_its_entities(queue: Queue) -> None:
+    job = await enqueue(queue, 3, chunk_size=3)
+    r = await queue.process_next_chunk(Processor(on_chunk=lambda ids, j: ["not", "a", "dict"]))
+    assert r is not None and (r.errors, r.status) == (3, COMPLETE)
+    errs = await queue.list_errors(job.id)
+    assert {e.error_type for e in errs} == {"TypeError"}
+    assert "on_chunk returned list; it must return a dict" in errs[0].message

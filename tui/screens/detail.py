@@ -175,7 +175,7 @@ def lease_notice(job: Job, now: datetime) -> tuple[str, bool] | None:
     chunks = "1 chunk" if job.leased_chunks == 1 else f"{job.leased_chunks} chunks"
     beat = job.heartbeat_at
     if job.lease_is_stale(now):
-        since = f" since {_utc(beat, now)} ({format.age(beat, now)} ago)" if beat else ""
+        since = f" since {_utc(beat, now)} UTC ({format.age(beat, now)} ago)" if beat else ""
         return (
             f"⚠ worker {owner} silent{since}: its lease expired at {_utc(job.lease_expires_at, now)} "
             f"UTC, so any worker can claim its {chunks} again now",
@@ -395,7 +395,7 @@ class JobDetailScreen(Screen[None]):
 
     def _tick(self) -> None:
         self._timer = None
-        if not self.is_current or self.busy == "debug":
+        if not self.is_active or self.busy == "debug":
             self._arm()  # a dialog covers us (or pdb has the terminal): look again later
             return
         self.reload()
@@ -493,9 +493,12 @@ class JobDetailScreen(Screen[None]):
             )
         counts.append(f"  ·  {format.count(job.error_count)} errors logged")
         if job.status in core.ACTIVE_STATUSES:
-            counts.append(
-                f"  ·  {format.rate(self.rate)}  ·  ETA {format.eta(job.remaining_count, self.rate)}"
-            )
+            if self.rate > 0:
+                counts.append(
+                    f"  ·  {format.rate(self.rate)}  ·  ETA {format.eta(job.remaining_count, self.rate)}"
+                )
+            else:
+                counts.append("  ·  no progress in the last minute", style="dim")
         if job.fail_reason:
             counts.append(f"\nfailed: {job.fail_reason}", style=format.theme_color("error", pal))
         self.query_one("#detail-counts", Static).update(counts)
@@ -612,7 +615,7 @@ class JobDetailScreen(Screen[None]):
             text = f"Error log: {span} of {total:,} (every attempt)"
         else:
             error_type, message = self.error_filter
-            text = f"Error log: {span} — only {error_type}: {_one_line(message, 60)} (escape shows all)"
+            text = f"Error log {span} · only {short_type(error_type)}: {_one_line(message, 40)} · esc: all"
         if n == PAGE_SIZE:
             text += "  ] next page"
         if self.page_offset:

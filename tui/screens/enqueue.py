@@ -126,6 +126,7 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
             self.query_one("#id-count", Static).update("counting…")
             self._count_file(Path(path).expanduser())
             return
+        self._set_error("file", "")
         n = len(parse_ids(self.query_one("#ids", TextArea).text))
         self.query_one("#id-count", Static).update(f"{n:,} ID{'s' if n != 1 else ''}")
 

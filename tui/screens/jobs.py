@@ -10,7 +10,7 @@ arms the next poll.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.style import Style
@@ -75,7 +75,7 @@ class Poll:
     started: float
     total: int | None = None
     stats: core.QueueStats | None = None
-    rates: dict[int, float] = field(default_factory=dict)
+    rates: dict[int, float] | None = None  # None: not re-read this time
     filter_key: tuple[str, str, int] = ("all", "", 0)
 
 
@@ -203,10 +203,13 @@ class JobsScreen(Screen[None]):
             jobs = await q.list_jobs(None, changed_since=self._since - OVERLAP_SECONDS, search=search,
                                      limit=MAX_CHANGES + 1)
             total = None
-        stats = await q.stats() if want_stats else None
-        ids = {j.id for j in jobs} | set(self._jobs)
-        active = [i for i in ids if (self._job_after(i, jobs).status in core.ACTIVE_STATUSES)]
-        rates = await q.job_rates(active) if active else {}
+        # Totals are one aggregate over every job: read them when something changed, or now and then.
+        stats = await q.stats() if want_stats or jobs else None
+        rates: dict[int, float] | None = None
+        if stats is not None:  # rates move when chunks commit, i.e. when jobs change
+            ids = {j.id for j in jobs} | set(self._jobs)
+            active = [i for i in ids if self._job_after(i, jobs).status in core.ACTIVE_STATUSES]
+            rates = await q.job_rates(active) if active else {}
         return Poll(full, jobs, started, total, stats, rates, key)
 
     def _job_after(self, job_id: int, jobs: list[core.Job]) -> core.Job:
@@ -250,7 +253,8 @@ class JobsScreen(Screen[None]):
         if result.stats is not None:
             self._stats = result.stats
             self._stats_at = result.started
-        self._rates = result.rates
+        if result.rates is not None:
+            self._rates = result.rates
         table = self.table
         selected = self.selected_job_id()
         changed_order = False
@@ -695,8 +699,9 @@ class JobsScreen(Screen[None]):
             r = message.result
             if r.committed:
                 retried = f", {r.retried} to retry" if r.retried else ""
+                errors = f"{r.errors} error{'s' if r.errors != 1 else ''}"
                 self.note(f"{message.source}: job {r.job_id} chunk {r.chunk_index}: {r.processed} processed, "
-                          f"{r.errors} errors{retried} in {fmt.duration(r.duration)} (job {r.status})",
+                          f"{errors}{retried} in {fmt.duration(r.duration)} (job {r.status})",
                           "error" if r.errors else "information")
             else:
                 self.note(f"{message.source}: job {r.job_id} chunk {r.chunk_index}: lease lost, results "
