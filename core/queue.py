@@ -8,6 +8,7 @@ IDs are read by position through the primary key, errors are appended rows.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -33,6 +34,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -370,6 +372,11 @@ class Queue:
                 raise InvalidInput("name must be at most 200 characters with no NUL bytes")
         if params is not None and not isinstance(params, dict):
             raise InvalidInput("params must be a JSON object (a dict)")
+        if params:
+            try:  # caught here, not as a driver error with the SQL in it (PostgreSQL also rejects NaN)
+                json.dumps(params, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(f"params must be plain JSON (no NaN/Infinity): {exc}") from None
         if isinstance(entity_ids, str | bytes):
             raise InvalidInput("entity_ids must be a list of IDs, not a single string")
         try:
@@ -451,7 +458,7 @@ class Queue:
     def _claimable(self, now: float) -> Any:
         j = s.jobs.c
         return and_(
-            j.status.in_(ACTIVE_STATUSES),
+            _status_in(ACTIVE_STATUSES),
             j.leased_chunks < j.max_workers,
             or_(j.next_pos < j.total_count, j.next_retry_at <= now),
         )
@@ -579,7 +586,7 @@ class Queue:
         return Claim(_job(row), chunk.chunk_index, chunk.kind, chunk.attempt, self.owner, items, now)
 
     def _range_items(self, conn: Connection, job_id: int, start: int, end: int) -> list[Item]:
-        rows = conn.execute(self._statement("range"), {"p_job": job_id, "p_start": start, "p_end": end})
+        rows = conn.execute(self._statement("range"), {"p_job": job_id, "p_start": start, "p_end": end}).all()
         return [Item(p, eid, 1) for p, eid in rows]
 
     def _statement(self, name: str) -> Any:
@@ -640,11 +647,11 @@ class Queue:
                         errors=bindparam("p_errors", type_=Integer), owner=bindparam("p_owner", type_=Text))
                 .returning(c.chunk_index)
             )
-        if name in ("book", "book_retries"):
-            return self._book_statement(name == "book_retries")
+        if name == "book":
+            return self._book_statement()
         raise KeyError(name)
 
-    def _book_statement(self, with_retries: bool) -> Any:
+    def _book_statement(self) -> Any:
         """The job row's update for a finished chunk: counters, and the status it leads to."""
         j = s.jobs.c
         job_id = bindparam("p_job", type_=BigInteger)
@@ -655,7 +662,7 @@ class Queue:
         retry_chunk = bindparam("p_retry_chunk", type_=Boolean)
         now = bindparam("p_now", type_=Float)
         left = j.leased_chunks - 1
-        live = j.status.in_((PENDING, RUNNING, PAUSED))
+        live = _status_in((PENDING, RUNNING, PAUSED))
         done_all = and_(j.next_pos >= j.total_count, left == 0, j.waiting_count + dwait == 0)
         new_failed = j.failed_count + failed
         new_processed = j.processed_count + processed
@@ -668,16 +675,16 @@ class Queue:
         status = case(
             (and_(aborted, live), FAILED),
             (and_(live, done_all), COMPLETE),
-            (and_(j.status.in_((PENDING, RUNNING)), or_(breaker, budget)), PAUSED),
+            (and_(_status_in((PENDING, RUNNING)), or_(breaker, budget)), PAUSED),
             (and_(j.status == RUNNING, left == 0), PENDING),
             else_=j.status,
         )
         reason = case(
             (and_(aborted, live), bindparam("p_reason", type_=Text)),
             (and_(live, done_all), j.fail_reason),
-            (and_(j.status.in_((PENDING, RUNNING)), breaker),
+            (and_(_status_in((PENDING, RUNNING)), breaker),
              literal(f"circuit breaker: the last {self.breaker_chunks} chunks failed for every entity")),
-            (and_(j.status.in_((PENDING, RUNNING)), budget),
+            (and_(_status_in((PENDING, RUNNING)), budget),
              literal("error budget exceeded: ") + cast(new_failed, Text) + literal(" failed entities")),
             else_=j.fail_reason,
         )
@@ -697,8 +704,6 @@ class Queue:
             "lease_expires_at": case((left == 0, None), else_=j.lease_expires_at),
             "updated_at": now,
         }
-        if with_retries:
-            values["next_retry_at"] = self._next_retry_subquery(job_id)
         return update(s.jobs).where(j.id == job_id).values(**values).returning(j.status)
 
     def _next_retry_subquery(self, job_id: int) -> Any:
@@ -883,14 +888,28 @@ class Queue:
                 conn.execute(
                     delete(s.retries).where(r.job_id == job.id, r.chunk_index == claim.chunk_index)
                 )
+                recovered = [o.item.pos for o in outcomes if o.ok]
+                if recovered:
+                    # The entity got through after all: its earlier transient errors are history,
+                    # no longer part of "what is broken" (the log keeps them, marked resolved).
+                    er = s.errors.c
+                    conn.execute(update(s.errors)
+                                 .where(er.job_id == job.id, er.pos.in_(recovered), er.resolved_at.is_(None))
+                                 .values(resolved_at=now))
             if retry_rows:
                 conn.execute(insert(s.retries), retry_rows)
 
-            new = conn.execute(self._statement("book_retries" if touched_retries else "book"), {
+            new = conn.execute(self._statement("book"), {
                 "p_job": job.id, "p_now": now, "p_ok": ok, "p_errors": len(failures), "p_failed": final_fail,
                 "p_processed": processed, "p_dwait": dwait, "p_dead": dead, "p_retry_chunk": claim.kind == "retry",
                 "p_aborted": abort is not None, "p_reason": f"JobFailed: {abort}",
             }).scalar_one()
+            if touched_retries:
+                # Its own statement, run once the job row's lock is ours: on PostgreSQL a subquery
+                # inside the UPDATE above reads a snapshot from before it waited for that lock, so it
+                # missed retries a concurrent chunk of this job had just committed, and set NULL.
+                conn.execute(update(s.jobs).where(j.id == job.id)
+                             .values(next_retry_at=self._next_retry_subquery(job.id)))
             return ChunkResult(job.id, claim.chunk_index, processed, len(failures), new, duration,
                                retried=len(to_retry))
 
@@ -1323,6 +1342,8 @@ class Queue:
         if not include_resolved:
             q = q.where(er.resolved_at.is_(None))
         rows = await self._run_read(lambda conn: _all(conn, q), "grouping errors")
+        if not rows:
+            await self.get_job(job_id)  # an unknown job is an error, not an empty list
         return [
             ErrorGroup(r.error_type, r.message, int(r.n), int(r.ents), to_datetime(r.first), to_datetime(r.last))  # type: ignore[arg-type]
             for r in rows
@@ -1334,6 +1355,8 @@ class Queue:
         c = s.chunks.c
         q = select(s.chunks).where(c.job_id == job_id).order_by(c.chunk_index.desc()).limit(limit)
         rows = await self._run_read(lambda conn: _all(conn, q), "listing chunks")
+        if not rows:
+            await self.get_job(job_id)  # an unknown job is an error, not an empty list
         return [
             ChunkInfo(r.job_id, r.chunk_index, r.kind, r.state, r.size, r.owner, r.attempt,
                       to_datetime(r.started_at), to_datetime(r.finished_at), r.duration, r.ok, r.errors,
@@ -1417,6 +1440,15 @@ class Queue:
 
 
 # ---------------------------------------------------------------------- row helpers
+
+
+def _status_in(statuses: Iterable[str]) -> Any:
+    """``status IN ('pending', 'running')`` with the names written into the SQL.
+
+    They are constants; as bound parameters SQLAlchemy would expand the IN list
+    again on every execution of the hot path's prebuilt statements.
+    """
+    return s.jobs.c.status.in_([literal_column(f"'{st}'") for st in statuses])
 
 
 def _check_id(value: object, what: str = "job id") -> None:

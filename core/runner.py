@@ -79,14 +79,14 @@ def _noop(entity_id: str, job: Job) -> None:
     return None
 
 
-@dataclass
+@dataclass(slots=True)  # one per entity per chunk: slots make them cheap
 class Item:
     pos: int
     entity_id: str
     attempt: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     item: Item
     ok: bool

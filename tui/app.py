@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.binding import BindingType
 from textual.message import Message
 from textual.worker import Worker, WorkerState
@@ -66,6 +66,14 @@ class ProcessingChanged(Message):
 
 
 class ChunkqApp(App[None]):
+    """The dashboard. Screens reach the queue and the processing through ``self.app``.
+
+    Contract used by every screen: ``queue`` (open once mounted), ``processor_handle``,
+    ``capture_locals``, ``now()``, ``require_processor()``, ``step(job_id)``,
+    ``dry_run(job_id)``; a screen that defines ``processing_event(message)`` receives
+    ``EntityDone``/``ChunkDone``/``ActivityNote``/``ProcessingChanged`` while on top.
+    """
+
     CSS_PATH = "app.tcss"
     TITLE = "chunkq"
     BINDINGS: ClassVar[list[BindingType]] = commands.bindings("app")
@@ -117,9 +125,6 @@ class ChunkqApp(App[None]):
         self.startup_error: core.ChunkqError | None = None
 
     # ------------------------------------------------------------------ lifecycle
-
-    def compose(self) -> ComposeResult:
-        yield from ()
 
     async def on_mount(self) -> None:
         try:

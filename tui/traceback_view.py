@@ -128,6 +128,14 @@ def render_stacks(
             Text("\nsource not readable on this machine; the lines as recorded:", style="dim italic")
         )
         parts.append(recorded)
+    if not any(stack.frames for stack in stacks):
+        parts.append(
+            Text(
+                "\nno stack frames were recorded: the callback was cut off (a timeout) or a batch callback "
+                "reported the failure; press d to run it under the debugger",
+                style="dim italic",
+            )
+        )
     if not show_locals and any(f.locals for s in stacks for f in s.frames):
         parts.append(
             Text(

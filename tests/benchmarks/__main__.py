@@ -27,28 +27,60 @@ SECTIONS = ("enqueue", "chunk", "throughput", "lock", "dashboard", "postgres")
 def _fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return "—"
-    if unit == "/s" or abs(value) >= 1000:
-        return f"{value:,.0f}{unit}"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    if abs(value) >= 1000:
+        return f"{value:,.0f} {unit}".strip()
     if abs(value) >= 100:
         return f"{value:.0f} {unit}".strip()
     return f"{value:.3g} {unit}".strip()
 
 
+def _cells(r: Row) -> list[str]:
+    """#, measurement, chunkq, baseline, ratio, target, met, note - as plain text."""
+    ratio = r.ratio
+    target = "—" if r.target is None else ("≥ " if r.higher_is_better else "≤ ") + _fmt(r.target)
+    if r.baseline is None:
+        shown_ratio, baseline = "", "—"
+        target = target + f" {r.unit}"
+    else:
+        shown_ratio = "—" if ratio is None else (f"{ratio:.3g}×" if ratio < 100 else f"{ratio:,.0f}×")
+        baseline = f"{_fmt(r.baseline, r.unit)} ({r.baseline_name})"
+        target += "×" if r.target is not None else ""
+    met = {True: "yes", False: "no", None: ""}[r.met]
+    return [r.section.split(" ")[0], r.metric, _fmt(r.value, r.unit), baseline, shown_ratio, target, met, r.note]
+
+
+HEADERS = ["", "measurement", "chunkq", "baseline (same run)", "ratio", "target", "met", "note"]
+
+
 def render(rows: list[Row], meta: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"chunkq benchmarks — {meta['date']} — {meta['machine']['nproc']} × {meta['machine']['cpu']}",
-                  title_justify="left", show_lines=False)
-    for col, just in (("", "left"), ("measurement", "left"), ("chunkq", "right"), ("baseline", "right"),
-                      ("ratio", "right"), ("target", "right"), ("", "center"), ("note", "left")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    m = meta["machine"]
+    table = Table(title=f"chunkq benchmarks — {meta['date']} — {m['nproc']} × {m['cpu']}, Python {m['python']}, "
+                  f"SQLite {m['sqlite']}", title_justify="left")
+    for i, head in enumerate(HEADERS):
+        table.add_column(head, justify="right" if i in (2, 4) else "left", no_wrap=i in (2, 4, 5, 6))
     for r in rows:
-        ratio = r.ratio
-        target = "—" if r.target is None else ("≥ " if r.higher_is_better else "≤ ") + _fmt(r.target)
-        met = {True: "[green]✓[/]", False: "[red]✗[/]", None: ""}[r.met]
-        shown_ratio = "—" if ratio is None else (f"{ratio:.3g}×" if r.baseline is not None else _fmt(ratio, r.unit))
-        baseline = _fmt(r.baseline, r.unit) if r.baseline is not None else "—"
-        table.add_row(r.section.split(" ")[0], r.metric, _fmt(r.value, r.unit), baseline, shown_ratio, target, met,
-                      r.note)
+        cells = _cells(r)
+        cells[6] = {"yes": "[green]✓[/]", "no": "[red]✗[/]", "": ""}[cells[6]]
+        table.add_row(*cells)
     console.print(table)
+
+
+def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
+    m = meta["machine"]
+    lines = [f"Measured {meta['date']} on {m['nproc']} × {m['cpu']} (`nproc` = {m['nproc']}), "
+             f"Python {m['python']}, SQLite {m['sqlite']}.", "",
+             "| " + " | ".join(h or "#" for h in HEADERS) + " |",
+             "|" + "|".join("---:" if i in (2, 4) else "---" for i in range(len(HEADERS))) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
+    return "\n".join(lines)
+
+
+def _rows_from_json(data: dict[str, Any]) -> list[Row]:
+    fields = Row.__dataclass_fields__
+    return [Row(**{k: v for k, v in d.items() if k in fields}) for d in data["rows"]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,10 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test",
                         help="PostgreSQL server URL; its database is only used to CREATE/DROP a throw-away one")
     parser.add_argument("--label", default="", help="a label stored in the JSON (e.g. 'before')")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
+    parser.add_argument("--from-json", type=Path, metavar="FILE", help="show an earlier run's results, run nothing")
     args = parser.parse_args(argv)
+    console = Console(width=max(Console().width, 160))
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+        rows = _rows_from_json(data)
+        print(markdown(rows, data["meta"])) if args.markdown else render(rows, data["meta"], console)
+        return 0
     wanted = [s for s in SECTIONS if (not args.only or s in args.only) and s not in args.skip]
 
-    console = Console()
     rows: list[Row] = []
     failures: dict[str, str] = {}
     timings: dict[str, float] = {}
@@ -118,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         "failed_sections": failures,
         "command": "python -m tests.benchmarks " + " ".join(sys.argv[1:]),
     }
-    render(rows, meta, console)
+    if args.markdown:
+        print(markdown(rows, meta))
+    else:
+        render(rows, meta, console)
     args.out.write_text(json.dumps({"meta": meta, "rows": [r.to_dict() for r in rows]}, indent=2))
     console.print(f"[dim]{len(rows)} rows in {meta['seconds']} s → {args.out}[/]")
     return 1 if failures else 0

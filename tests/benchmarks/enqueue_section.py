@@ -72,9 +72,9 @@ def enqueue(work: Path) -> tuple[list[Row], Path]:
     db = work / "enqueue-1m.db"
     cq_t, cq_rss, _ = _run(chunkq_command(ids_file, db))
     rows = [
-        Row("4 enqueue", "enqueue 1M IDs from a file: chunkq enqueue vs raw executemany", cq_t, "s", raw_t,
+        Row("4 enqueue", "chunkq enqueue of a 1M-line file", cq_t, "s", raw_t,
             "raw sqlite3 executemany", 3.0, note="wall time of each process, start-up included"),
-        Row("4 enqueue", "peak RSS of the chunkq enqueue process (1M IDs)", cq_rss, "MB", None, "", 200.0,
+        Row("4 enqueue", "peak RSS of that chunkq enqueue", cq_rss, "MB", None, "", 200.0,
             note=f"raw executemany process: {raw_rss:.0f} MB", extra={"raw_rss_mb": raw_rss}),
     ]
     return rows, db

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,19 @@ from tests.dashboard.conftest import FIXED_NOW, seed
 from tui.app import ChunkqApp
 
 SIZE = (160, 42)
-PROCESSOR = "tests.dashboard.conftest:fails_on_seven"
+PROCESSOR = "enrich:process"
+#: the processor a user would write, imported by path like theirs (its traceback shows in the detail)
+ENRICH = '''"""Enrich companies from a provider that does not know every ID."""
+
+
+class ProviderError(Exception):
+    pass
+
+
+def process(entity_id, job):
+    if entity_id.endswith("7"):
+        raise ProviderError(f"{job.provider}: no match for {entity_id}")
+'''
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,6 +60,8 @@ async def shoot(out: Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'chunkq.db'}"
         await seed(url)
+        (Path(tmp) / "enrich.py").write_text(ENRICH)
+        sys.path.insert(0, tmp)
         app = ChunkqApp(url, processor=PROCESSOR, clock=running_clock(), refresh_interval=3600)
         async with app.run_test(size=SIZE) as pilot:
 

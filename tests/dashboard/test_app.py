@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from textual.widgets import DataTable, Input, Select, TextArea
 
 from core import Queue
 from tests.dashboard.conftest import NEVER, fixed_clock, refresh, settle
 from tui.app import ChunkqApp
+from tui.screens import jobs as jobs_module
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.enqueue import EnqueueScreen
 from tui.screens.help import HelpScreen
@@ -339,7 +341,9 @@ async def test_cursor_stays_on_its_job_across_refreshes(seeded_url: str) -> None
         assert app.jobs_screen.selected_job_id() == 5
 
 
-async def test_table_holds_one_page_and_refresh_reads_only_changes(sqlite_url: str) -> None:
+async def test_table_holds_one_page_and_refresh_reads_only_changes(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Stamped a minute ago, outside the refresh's overlap window.
     async with Queue(sqlite_url, clock=lambda: time.time() - 60) as q:
         for i in range(PAGE_SIZE + 30):
@@ -354,10 +358,17 @@ async def test_table_holds_one_page_and_refresh_reads_only_changes(sqlite_url: s
         await app.queue.pause(230)
         await refresh(pilot)
         assert app.jobs_screen.last_poll_size == 1
+        # A new job ranks first on a full page: the page is re-read (at most every few seconds).
+        monkeypatch.setattr(jobs_module, "FULL_RELOAD_EVERY", 0.0)
+        new = await app.queue.enqueue_job(["z"], entity_type="t", provider="p")
+        await refresh(pilot)
+        await refresh(pilot)
+        assert table(app).row_count == PAGE_SIZE
+        assert shown_ids(app)[0] == new.id
         await pilot.press("right_square_bracket")
         await settle(pilot)
-        assert table(app).row_count == 30
-        assert "201–230 of 230" in str(app.jobs_screen.query_one("#page-info").render())
+        assert table(app).row_count == 31
+        assert "201–231 of 231" in str(app.jobs_screen.query_one("#page-info").render())
         await pilot.press("left_square_bracket")
         await settle(pilot)
         assert table(app).row_count == PAGE_SIZE
@@ -369,16 +380,40 @@ async def test_command_palette_runs_registry_commands(seeded_url: str) -> None:
         await settle(pilot)
         await pilot.press("ctrl+p")
         await pilot.pause()
-        await pilot.press(*"reload processor")
+        await pilot.press(*"reload")
         await pilot.pause(0.3)  # the palette searches in a worker of its own
         await pilot.press("enter")
         await settle(pilot)
         assert "start with --processor module:function to process from the dashboard" in notes(app)
         await pilot.press("ctrl+p")
         await pilot.pause()
-        await pilot.press(*"status filter")
+        await pilot.press(*"status")
         await pilot.pause(0.3)
         await pilot.press("enter")
         await refresh(pilot)
         assert app.jobs_screen.query_one("#status-filter", Select).value == "pending"
         assert shown_ids(app) == [2, 1]
+
+
+async def test_status_colours_follow_the_theme(seeded_url: str) -> None:
+    app = make_app(seeded_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+
+        def complete_colour() -> str:
+            cell = table(app).get_cell("3", "status")
+            return cell.style.color.get_truecolor().hex.upper()  # type: ignore[union-attr]
+
+        assert complete_colour() == app.theme_variables["success"].upper()
+        app.theme = "gruvbox"
+        await refresh(pilot)
+        assert complete_colour() == app.theme_variables["success"].upper()
+
+
+async def test_a_database_that_cannot_be_opened_is_reported_not_crashed(tmp_path: Path) -> None:
+    app = make_app(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+    assert app.return_code == 1
+    assert app.startup_error is not None
+    assert "folder" in str(app.startup_error) and "does not exist" in str(app.startup_error)

@@ -26,7 +26,7 @@ from core import ErrorEntry, Job, Processor, Queue, load_processor
 from tests.dashboard.conftest import FIXED_NOW, NEVER, SEED_AT, fixed_clock, settle
 from tui.app import ChunkqApp
 from tui.screens.confirm import ConfirmScreen
-from tui.screens.detail import JobDetailScreen, lease_notice
+from tui.screens.detail import PAGE_SIZE, JobDetailScreen, lease_notice
 from tui.traceback_view import render_error
 from tui.widgets.detail_export import ExportScreen
 
@@ -161,9 +161,9 @@ async def select_error(pilot: Pilot[None], screen: JobDetailScreen, entity: str)
 # ---------------------------------------------------------------------- showing a job
 
 
-async def test_detail_shows_fields_progress_chunks_and_errors(sqlite_url: str, proc_path: str) -> None:
-    job = await seed_job(sqlite_url, proc_path)
-    async with running(sqlite_url, proc_path, job.id) as (_app, _pilot, screen):
+async def test_detail_shows_fields_progress_chunks_and_errors(db_url: str, proc_path: str) -> None:
+    job = await seed_job(db_url, proc_path)
+    async with running(db_url, proc_path, job.id) as (_app, _pilot, screen):
         title = static_text(screen, "detail-title")
         assert f"Job #{job.id}" in title and "Fortune 500 companies" in title and "complete" in title
         counts = static_text(screen, "detail-counts")
@@ -280,6 +280,33 @@ async def test_traceback_when_the_source_is_gone(sqlite_url: str, proc_path: str
     assert f"detailproc.py:{PARSE_LINE} in parse" in text and "return int(entity_id.rsplit" in text
 
 
+async def test_error_log_pages(sqlite_url: str, make_processor: Callable[..., str]) -> None:
+    path = make_processor("""
+        def process(entity_id, job):
+            raise ValueError("always")
+    """)
+    async with Queue(sqlite_url, clock=lambda: SEED_AT) as q:
+        job = await q.enqueue_job([f"e-{i:03d}" for i in range(PAGE_SIZE + 20)], entity_type="t", provider="p",
+                                  chunk_size=PAGE_SIZE + 20)
+        await q.process_chunk(job.id, load_processor(path))
+    async with running(sqlite_url, path, job.id) as (_app, pilot, screen):
+        errors = table(screen, "detail-errors")
+        assert len(errors.rows) == PAGE_SIZE and column(errors, "entity")[0] == "e-000"
+        assert "1–100 of 120" in str(screen.query_one("#errors-caption").render())
+        before = screen.loads
+        await pilot.press("right_square_bracket")
+        await wait_loaded(pilot, screen, before)
+        assert column(errors, "entity") == [f"e-{i:03d}" for i in range(PAGE_SIZE, PAGE_SIZE + 20)]
+        assert "101–120 of 120" in str(screen.query_one("#errors-caption").render())
+        await pilot.press("right_square_bracket")  # past the end: says so, stays
+        await settle(pilot)
+        assert screen.page_offset == PAGE_SIZE
+        before = screen.loads
+        await pilot.press("left_square_bracket")
+        await wait_loaded(pilot, screen, before)
+        assert len(errors.rows) == PAGE_SIZE and screen.page_offset == 0
+
+
 # ---------------------------------------------------------------------- export
 
 
@@ -331,9 +358,9 @@ async def test_export_to_a_missing_folder_says_so_and_writes_nothing(
 # ---------------------------------------------------------------------- retrying
 
 
-async def test_retry_one_entity_turns_its_error_resolved(sqlite_url: str, proc_path: str, tmp_path: Path) -> None:
-    job = await seed_job(sqlite_url, proc_path)
-    async with running(sqlite_url, proc_path, job.id) as (app, pilot, screen):
+async def test_retry_one_entity_turns_its_error_resolved(db_url: str, proc_path: str, tmp_path: Path) -> None:
+    job = await seed_job(db_url, proc_path)
+    async with running(db_url, proc_path, job.id) as (app, pilot, screen):
         error = await select_error(pilot, screen, "gone-1")
         # Still broken: the retry fails again, the new traceback shows inline, nothing resolves.
         before = screen.loads

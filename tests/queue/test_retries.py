@@ -40,6 +40,8 @@ async def test_retry_after_is_honoured_and_success_counted_once(db_url: str) -> 
         assert calls.count("e2") == 2
         (err,) = await q.list_errors(job.id)
         assert (err.entity_id, err.error_type, err.attempt, err.final) == ("e2", "Retry", 1, False)
+        assert err.resolved_at is not None  # it got through on the retry: no longer "broken"
+        assert await q.group_errors(job.id) == []
         chunks = await q.list_chunks(job.id)
         assert [c.kind for c in chunks] == ["range", "retry"]
 

@@ -88,7 +88,8 @@ def finish(driver: Driver, timeout: float = 60) -> tuple[int, str, str]:
     except subprocess.TimeoutExpired:
         driver.proc.kill()
         out, err = driver.proc.communicate()
-        raise AssertionError(f"driver {driver.pid} did not finish within {timeout}s; stderr:\n{err.decode()}")
+        raise AssertionError(
+            f"driver {driver.pid} did not finish within {timeout}s; stderr:\n{err.decode()}") from None
     return driver.proc.returncode, "\n".join([*driver.lines, out.decode()]), err.decode()
 
 
@@ -102,7 +103,7 @@ class Records:
     processed: dict[str, list[int]]  # entity id -> pids that ran it, in order
     last_claim: dict[int, tuple[int, int, int, list[str]]]  # pid -> (job, chunk, attempt, ids)
     committed: set[tuple[int, int, int, int]]  # (pid, job, chunk, attempt)
-    discarded: dict[int, set[str]]  # pid -> entity ids of claims whose commit was fenced off
+    discarded: dict[int, set[str]]  # pid -> entity ids of claims whose commit was fenced off or failed
     claims: list[tuple[int, int, int, int, list[str]]]
 
 
@@ -128,7 +129,7 @@ def read_records(tmp: Path) -> Records:
             claims.append((*key, ids))
         elif rest == "1":
             committed.add(key)
-        else:
+        else:  # "0": fenced off (the lease was lost), "-1": the commit raised (database down)
             discarded[key[0]].update(by_key.get(key, []))
     return Records(dict(processed), last_claim, committed, dict(discarded), claims)  # type: ignore[arg-type]
 

@@ -63,7 +63,7 @@ class Hooks:
     async def hold(self) -> None:
         end = time.monotonic() + 60
         while time.monotonic() < end:
-            if self.release_file and os.path.exists(self.release_file):
+            if self.release_file and os.path.exists(self.release_file):  # noqa: ASYNC240 - a test hook
                 return
             await asyncio.sleep(0.02)
         print("driver: held for 60 s and nobody killed me", file=sys.stderr, flush=True)
@@ -89,7 +89,8 @@ async def main() -> int:
     ap.add_argument("--start-file", help="wait for this file before starting (a start barrier)")
     ap.add_argument("--deadline", type=float, default=90.0)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
 
     pid = os.getpid()
     rec_fd = os.open(args.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -149,7 +150,11 @@ async def main() -> int:
             if hooks.due("before_commit"):
                 hooks.announce("before_commit")
                 await hooks.hold()
-            r = await orig_commit(c, *a, **kw)
+            try:
+                r = await orig_commit(c, *a, **kw)
+            except BaseException:
+                append(log_fd, f"commit\t{pid}\t{c.job.id}\t{c.chunk_index}\t{c.attempt}\t-1")
+                raise
             append(log_fd, f"commit\t{pid}\t{c.job.id}\t{c.chunk_index}\t{c.attempt}\t{int(r.committed)}")
             return r
 
@@ -177,7 +182,7 @@ async def main() -> int:
 
         print("READY", flush=True)
         if args.start_file:
-            while not os.path.exists(args.start_file):
+            while not os.path.exists(args.start_file):  # noqa: ASYNC110, ASYNC240 - a cross-process barrier
                 await asyncio.sleep(0.01)
         deadline = time.monotonic() + args.deadline
         summary: dict[str, Any] = {"chunks": 0, "discarded": 0}

@@ -27,13 +27,13 @@ async def _enqueue(url: str) -> tuple[list[int], dict[str, str]]:
     async with Queue(url) as q:
         for j in range(JOBS):
             ids = []
-            for i in range(rng.randint(10, 60)):
+            for i in range(rng.randint(8, 30)):
                 roll = rng.random()
                 kind = "fail" if roll < 0.04 else "retry" if roll < 0.08 else "ok"
                 eid = f"j{j}-e{i}" + ("" if kind == "ok" else f"!{kind}")
                 kinds[eid] = kind
                 ids.append(eid)
-            job = await q.enqueue_job(ids, entity_type="company", provider="p", chunk_size=rng.choice([3, 5, 10]),
+            job = await q.enqueue_job(ids, entity_type="company", provider="p", chunk_size=rng.choice([4, 5, 10]),
                                       max_workers=rng.choice([1, 1, 2, 4, 8]), priority=rng.choice([0, 0, 5]))
             job_ids.append(job.id)
     return job_ids, kinds

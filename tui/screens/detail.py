@@ -13,6 +13,7 @@ row is read (chunks and errors are fetched again only when ``updated_at`` moves)
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -124,7 +125,15 @@ class DetailCommands(Provider):
     """This screen's commands in the command palette (the app's own come from its provider)."""
 
     def _hits(self) -> list[tuple[str, str, str]]:
-        return [(c.title, c.action, f"{c.description} [{c.key_display or c.key}]") for c in DETAIL_COMMANDS]
+        # Actions the app's registry already offers for this screen (step, pause, …) are listed once, there.
+        from tui.commands import COMMANDS
+
+        shared = {c.action for c in COMMANDS}
+        return [
+            (c.title, c.action, f"{c.description} [{c.key_display or c.key}]")
+            for c in DETAIL_COMMANDS
+            if c.action not in shared
+        ]
 
     async def discover(self) -> Hits:
         for title, action, help_text in self._hits():
@@ -213,6 +222,13 @@ def _field_value(value: Any, now: datetime) -> str:
     return str(value)
 
 
+def _chunk_seconds(chunk: ChunkInfo) -> float | None:
+    """Claim to commit on the queue's clock (the clock every worker shares); a leased chunk has none yet."""
+    if chunk.started_at is not None and chunk.finished_at is not None:
+        return max((chunk.finished_at - chunk.started_at).total_seconds(), 0.0)
+    return chunk.duration
+
+
 def short_type(name: str) -> str:
     """``pkg.mod.ProviderError`` -> ``ProviderError`` for narrow columns (the traceback has it in full)."""
     return name.rsplit(".", 1)[-1]
@@ -233,7 +249,7 @@ class JobDetailScreen(Screen[None]):
             c.title,
             show=c.footer,
             key_display=c.key_display,
-            id=f"detail.{c.action.split('(')[0]}",
+            id="detail." + re.sub(r"\W+", "_", c.action).strip("_"),
             tooltip=c.description,
         )
         for c in DETAIL_COMMANDS
@@ -312,7 +328,7 @@ class JobDetailScreen(Screen[None]):
             with TabPane("Errors", id="errors"), Horizontal(id="errors-split"):
                 with Vertical(id="errors-left"):
                     yield Label(
-                        "Failures by type and message — enter shows those errors",
+                        "Unresolved errors by type and message",
                         classes="caption",
                         id="groups-caption",
                     )
@@ -321,7 +337,7 @@ class JobDetailScreen(Screen[None]):
                     yield DataTable(id="detail-errors", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="traceback-pane"):
                     yield Static("", id="detail-retry-result")
-                    yield Static("", id="detail-traceback")
+                    yield Static(Text("Select an error to see its traceback.", style="dim"), id="detail-traceback")
             with TabPane("Chunks", id="chunks"):
                 yield DataTable(id="detail-chunks", cursor_type="row", zebra_stripes=True)
             with TabPane("Fields", id="fields"):
@@ -331,18 +347,18 @@ class JobDetailScreen(Screen[None]):
     def on_mount(self) -> None:
         groups = self.query_one("#detail-groups", DataTable)
         for key, label, width in (
-            ("count", "Count", 6),
+            ("count", "Count", 5),
             ("entities", "Entities", 8),
-            ("type", "Type", 18),
-            ("message", "Message", 28),
+            ("type", "Type", 15),
+            ("message", "Message", 32),
             ("last", "Last", 4),
         ):
             groups.add_column(label, key=key, width=width)
         errors = self.query_one("#detail-errors", DataTable)
         for key, label, width in (
             ("entity", "Entity", 16),
-            ("type", "Type", 16),
-            ("message", "Message", 24),
+            ("type", "Type", 14),
+            ("message", "Message", 26),
             ("attempt", "Try", 3),
             ("state", "State", 8),
         ):
@@ -421,10 +437,11 @@ class JobDetailScreen(Screen[None]):
         job = await queue.get_job(self.job_id)
         changed = force or self.job is None or job.updated_at != self.job.updated_at
         snap = _Snapshot(job, self.rate)
+        if job.status in core.ACTIVE_STATUSES or changed:
+            # The rate is over a sliding window: it decays while nothing changes.
+            snap.rate = (await queue.job_rates([job.id])).get(job.id, 0.0)
         if not changed:
             return snap
-        rates = await queue.job_rates([job.id])
-        snap.rate = rates.get(job.id, 0.0)
         snap.chunks = await queue.list_chunks(job.id)
         snap.groups = await queue.group_errors(job.id)
         error_type, message = self.error_filter or (None, None)
@@ -545,7 +562,7 @@ class JobDetailScreen(Screen[None]):
                         format.count(c.size),
                         str(c.attempt),
                         _utc(c.started_at, now) if c.started_at else format.DASH,
-                        format.duration(c.duration) if c.duration is not None else format.DASH,
+                        format.duration(_chunk_seconds(c)),
                         format.count(c.ok),
                         errors,
                     ),
@@ -568,12 +585,11 @@ class JobDetailScreen(Screen[None]):
             for g in self.groups
         ]
         sync_rows(self.query_one("#detail-groups", DataTable), rows)
-        total = sum(g.entities for g in self.groups)
+        kinds = "1 kind" if len(self.groups) == 1 else f"{len(self.groups)} kinds"
         caption = (
-            "No unresolved failures"
+            "Unresolved errors by type and message: none"
             if not self.groups
-            else f"Failures by type and message: {len(self.groups)} kinds, {format.count(total)} "
-            "entities — enter shows those errors"
+            else f"Unresolved errors by type and message ({kinds}) · enter: show them"
         )
         self.query_one("#groups-caption", Label).update(caption)
 
@@ -583,7 +599,8 @@ class JobDetailScreen(Screen[None]):
             return Text("resolved", style=format.theme_color("success", pal))
         if e.final:
             return Text("failed", style=format.theme_color("error", pal))
-        return Text("retrying", style=format.theme_color("warning", pal))
+        # A transient failure: a retry was scheduled (it may have succeeded since).
+        return Text("retried", style=format.theme_color("warning", pal))
 
     def _render_errors(self) -> None:
         table = self.query_one("#detail-errors", DataTable)
@@ -607,12 +624,16 @@ class JobDetailScreen(Screen[None]):
     def _render_errors_caption(self) -> None:
         n = len(self.errors)
         if n == 0:
-            span = "none" if self.page_offset == 0 else f"none past {self.page_offset:,}"
+            span = "nothing" if self.page_offset == 0 else f"nothing past {self.page_offset:,}"
         else:
             span = f"{self.page_offset + 1:,}–{self.page_offset + n:,}"
         if self.error_filter is None:
             total = self.job.error_count if self.job else 0
-            text = f"Error log: {span} of {total:,} (every attempt)"
+            text = (
+                "Error log: empty, nothing has failed"
+                if total == 0
+                else f"Error log: {span} of {total:,} (every failed attempt)"
+            )
         else:
             error_type, message = self.error_filter
             text = f"Error log {span} · only {short_type(error_type)}: {_one_line(message, 40)} · esc: all"
@@ -760,6 +781,10 @@ class JobDetailScreen(Screen[None]):
         if job is None:
             return
         n = job.failed_count
+        unfinished = how == "retry" and job.status in (core.FAILED, core.CANCELLED)
+        if n == 0 and not unfinished:
+            self.notify(f"job {job.id} has no failed entities to retry", severity="warning")
+            return
         if how == "requeue":
             title = f"Requeue the failed entities of job {job.id}?"
             text = (
@@ -824,7 +849,6 @@ class JobDetailScreen(Screen[None]):
 
     @work(group="detail-export", exclusive=True, exit_on_error=False)
     async def _export(self, path: Path) -> None:
-        self.notify(f"exporting the error log of job {self.job_id} to {path}…")
         try:
             n = await export_errors(self.chunkq.queue, self.job_id, path)
         except (OSError, core.ChunkqError) as exc:

@@ -118,7 +118,7 @@ class ExportScreen(ModalScreen[Path | None]):
             yield Label(
                 f"Export the error log of job {self.job_id} ({self.count:,} errors)", id="export-title"
             )
-            yield Static("File path — .csv writes CSV, anything else JSON Lines (one error per line):")
+            yield Static("File path (.csv for CSV, anything else for JSON Lines, one error a line):")
             yield Input(self.default, id="export-path", select_on_focus=False)
             yield Static("", id="export-problem")
             with Horizontal(id="export-buttons"):
