@@ -31,6 +31,7 @@ from ._support import (
     finish,
     read_records,
     spawn,
+    wait_for,
     wait_line,
 )
 
@@ -151,3 +152,49 @@ def test_kill9_at_random_moments_loses_nothing(
     assert numbers["killed_in_flight"] >= 1
     print(f"\n[kill -9 {backend(db_url)}] kills: {total_kills} ({counter_summary(kills)}); "
           f"entities: {len(expected)}; {counter_summary(Counter(numbers))}")
+
+
+def test_a_frozen_worker_wakes_up_and_its_late_commit_is_discarded(
+    db_url: str, tmp_path: Path, python_env: dict[str, str]
+) -> None:
+    """SIGSTOP mid-chunk past the lease; another worker takes the chunk over and is still working
+    on it when the first one gets SIGCONT and tries to commit: only the fencing token can refuse it."""
+    job_ids, expected = asyncio.run(_enqueue(db_url, 2, 24))
+    rel_a, rel_b = tmp_path / "release-a", tmp_path / "release-b"
+    common = ["--lease", str(LEASE), "--work-ms", "2"]
+    zombie = spawn(python_env, db_url, tmp_path, *common, "--release-file", str(rel_a), hook="callback:2")
+    taker: Driver | None = None
+    try:
+        wait_for(zombie, "AT callback", 60)
+        os.kill(zombie.pid, signal.SIGSTOP)
+        time.sleep(LEASE + 0.5)  # its lease runs out while it cannot renew it
+        # A fresh worker checks for expired leases first: it takes the frozen worker's chunk over
+        # and stops inside its callback, holding (and renewing) the new lease.
+        taker = spawn(python_env, db_url, tmp_path, *common, "--release-file", str(rel_b), hook="callback:1")
+        wait_for(taker, "AT callback", 60)
+        rel_a.touch()
+        os.kill(zombie.pid, signal.SIGCONT)
+        end = time.monotonic() + 30
+        while not read_records(tmp_path).discarded.get(zombie.pid):
+            assert time.monotonic() < end and zombie.proc.poll() is None, "the woken worker never committed"
+            time.sleep(0.05)
+        rel_b.touch()
+        z_status, _out, z_err = finish(zombie, timeout=60)
+        t_status, _out, t_err = finish(taker, timeout=60)
+    finally:
+        for d in (zombie, taker):
+            if d is not None and d.proc.poll() is None:
+                os.kill(d.pid, signal.SIGCONT)
+                d.proc.kill()
+                d.proc.wait()
+    assert z_status == 0, f"the woken worker failed ({z_status}):\n{z_err}"
+    assert t_status == 0 and t_err.strip() == "", f"the worker that took over failed ({t_status}):\n{t_err}"
+    assert "discarded" in z_err, z_err  # it says so
+    records = read_records(tmp_path)
+    fenced = records.discarded[zombie.pid]
+    taken = [c for c in records.claims if c[0] == taker.pid and c[3] > 1]  # type: ignore[union-attr]
+    assert taken and set(taken[0][4]) == fenced, "the chunk taken over is the one whose commit was refused"
+    numbers = check_at_least_once(records, expected, killed=set())
+    numbers.update(asyncio.run(_verify(db_url, job_ids)))  # the refused results changed no count
+    assert numbers["reclaimed_chunks"] == 1 and numbers["duplicates"] >= 1
+    print(f"\n[zombie {backend(db_url)}] fenced-off late commit of {len(fenced)} entities; {numbers}")

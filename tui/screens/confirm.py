@@ -16,6 +16,7 @@ Choice = tuple[str, str, str]  # (value, label, button variant)
 class ConfirmScreen(ModalScreen[str | None]):
     """Dismisses with the chosen value; escape dismisses with None (nothing happens)."""
 
+    AUTO_FOCUS = "#dialog-buttons Button"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss_none", "Back", id="confirm.back"),
         Binding("y", "choose_first", "Yes", show=False, id="confirm.yes"),
@@ -37,9 +38,6 @@ class ConfirmScreen(ModalScreen[str | None]):
             with Horizontal(id="dialog-buttons"):
                 for value, label, variant in self.choices:
                     yield Button(label, id=f"choice-{value}", variant=variant)  # type: ignore[arg-type]
-
-    def on_mount(self) -> None:
-        self.query_one(Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

@@ -58,6 +58,7 @@ def _count_file(path: Path) -> int:
 
 
 class EnqueueScreen(ModalScreen["core.Job | None"]):
+    AUTO_FOCUS = "#entity-type"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="enqueue.cancel"),
         Binding("ctrl+s", "submit", "Enqueue", id="enqueue.submit", priority=True),
@@ -103,10 +104,6 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
             yield Input(value=value, placeholder=placeholder, id=field_id, type=kind,  # type: ignore[arg-type]
                         compact=True)
             yield Static(classes="field-error", id=f"{field_id}-error")
-
-    def on_mount(self) -> None:
-        self.query_one("#ids", TextArea).cursor_blink = False
-        self.query_one("#entity-type", Input).focus()
 
     # ------------------------------------------------------------------ live count
 

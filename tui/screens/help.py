@@ -12,6 +12,7 @@ from textual.widgets import Footer, Markdown
 
 
 class HelpScreen(ModalScreen[None]):
+    AUTO_FOCUS = "#help-body"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark", "close", "Close", id="help.close"),
     ]
@@ -24,9 +25,6 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-body"):
             yield Markdown(self.markdown, id="help-text")
         yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#help-body").focus()
 
     def action_close(self) -> None:
         self.dismiss(None)
