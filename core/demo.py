@@ -31,7 +31,7 @@ async def enrich(entity_id: str, job: Job) -> None:
     if entity_id == HANGS:
         await asyncio.sleep(3600)
     if entity_id.endswith(_UNKNOWN) and seed % 3 == 0:
-        raise ProviderError(f"{job.provider}: no match for {job.entity_type} {entity_id!r}")
+        raise ProviderError(f"{job.provider}: 404 no {job.entity_type} matches this ID")
     if entity_id.endswith(_RATE_LIMITED) and seed % 4 == 0 and random.random() < 0.7:
         raise Retry("429 Too Many Requests", after=1.0)
 

@@ -40,7 +40,7 @@ class ProviderError(Exception):
 
 def process(entity_id, job):
     if entity_id.endswith("7"):
-        raise ProviderError(f"{job.provider}: no match for {entity_id}")
+        raise ProviderError(f"{job.provider}: 404 no company matches this ID")
 '''
 ROOT = Path(__file__).resolve().parents[2]
 
