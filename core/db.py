@@ -131,18 +131,29 @@ def create_sqlite_thread_engine(url: str) -> Engine:
     """A synchronous engine on the same SQLite file, for transactions run whole in a worker thread.
 
     aiosqlite hands every cursor call to its own thread and back (a chunk's claim
-    costs ~15 hand-offs); a plain function of a synchronous connection, run with
-    ``asyncio.to_thread``, costs one. Same settings as the async engine.
+    costs ~15 hand-offs); a plain function of a synchronous connection, run in a
+    worker thread, costs one. Same connection settings as the async engine; the
+    caller says ``BEGIN IMMEDIATE`` itself (no "begin" listener: with no engine
+    events SQLAlchemy takes its faster path for every statement).
     """
     engine = create_engine_sync(
         make_url(normalize_url(url)).set(drivername="sqlite+pysqlite"),
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
     )
-    _sqlite_settings(engine)
+    _sqlite_connection_settings(engine)
     return engine
 
 
 def _sqlite_settings(engine: Engine) -> None:
+    _sqlite_connection_settings(engine)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+        mode = conn.get_execution_options().get("chunkq_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if mode else "BEGIN")
+
+
+def _sqlite_connection_settings(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
         # Take transaction control from the driver so we can say BEGIN IMMEDIATE.
@@ -153,11 +164,6 @@ def _sqlite_settings(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        mode = conn.get_execution_options().get("chunkq_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if mode else "BEGIN")
 
 
 _TRANSIENT_PG_CODES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "08000", "08003", "08006"}

@@ -305,8 +305,8 @@ class Queue:
 
         def transaction(cancelled: threading.Event) -> T:
             with engine.connect() as conn:
-                conn = conn.execution_options(chunkq_write=True)
                 with conn.begin():
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # the file's write lock, taken up front
                     result = fn(conn)
                     if cancelled.is_set():
                         raise _Abandoned  # rolls back: nobody is waiting for the result
@@ -314,7 +314,7 @@ class Queue:
 
         async def in_thread() -> T:
             cancelled = threading.Event()
-            done = asyncio.ensure_future(asyncio.to_thread(transaction, cancelled))
+            done = asyncio.get_running_loop().run_in_executor(None, transaction, cancelled)
             try:
                 return await asyncio.shield(done)
             except asyncio.CancelledError:
