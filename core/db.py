@@ -196,6 +196,8 @@ def describe_db_error(exc: BaseException) -> str:
         return f"the database is read-only ({text})"
     if "disk is full" in text or "No space left" in text:
         return f"the disk is full ({text})"
+    if "unable to open database file" in text:
+        return f"{text} (does the folder exist, and may this user write to it?)"
     return text
 
 

@@ -42,7 +42,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import schema as s
@@ -416,7 +416,9 @@ class Queue:
         try:
             async with self._write() as conn:
                 job_id = await op(conn)
-        except (OperationalError, OSError) as exc:
+        except DBAPIError as exc:  # an OSError from the caller's own ID source is theirs to report
+            if isinstance(exc, IntegrityError):
+                raise
             raise DatabaseUnavailable(f"enqueue failed, nothing was created: {describe_db_error(exc)}") from exc
         return await self.get_job(job_id)
 
@@ -641,7 +643,10 @@ class Queue:
                 update(s.chunks)
                 .where(c.job_id == bindparam("p_job", type_=BigInteger),
                        c.chunk_index == bindparam("p_index", type_=Integer),
-                       c.attempt == bindparam("p_attempt", type_=Integer), c.state == "leased")
+                       c.attempt == bindparam("p_attempt", type_=Integer), c.state == "leased",
+                       # the owner too: a claim undone by a server crash (claims commit asynchronously)
+                       # hands its index and attempt out again, maybe for other entities
+                       c.owner == bindparam("p_owner", type_=Text))
                 .values(state=bindparam("p_state", type_=Text), finished_at=now,
                         duration=bindparam("p_duration", type_=Float), ok=bindparam("p_ok", type_=Integer),
                         errors=bindparam("p_errors", type_=Integer), owner=bindparam("p_owner", type_=Text))
@@ -1154,9 +1159,13 @@ class Queue:
                     values.update(failed_count=j.failed_count - 1, succeeded_count=j.succeeded_count + 1)
                 elif waiting is not None:
                     values.update(waiting_count=j.waiting_count - 1, processed_count=j.processed_count + 1,
-                                  succeeded_count=j.succeeded_count + 1,
-                                  next_retry_at=self._next_retry_subquery(job.id))
+                                  succeeded_count=j.succeeded_count + 1)
                 await conn.execute(update(s.jobs).where(j.id == job.id).values(**values))
+                if waiting is not None:
+                    # Once the job row is locked (see _commit: a subquery in the UPDATE above could
+                    # read a snapshot from before the lock wait on PostgreSQL).
+                    await conn.execute(update(s.jobs).where(j.id == job.id)
+                                       .values(next_retry_at=self._next_retry_subquery(job.id)))
             else:
                 await conn.execute(
                     insert(s.errors).values(

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models import EntityResult, Job, JobFailed, Retry, TraceFrame, TraceStack
+from .models import EntityResult, InvalidInput, Job, JobFailed, Retry, TraceFrame, TraceStack
 
 EntityCallback = Callable[[str, Job], Any]
 BatchCallback = Callable[[list[str], Job], Any]
@@ -53,11 +53,11 @@ class Processor:
 
     def __post_init__(self) -> None:
         if self.on_process is not None and self.on_chunk is not None:
-            raise ValueError("give on_process or on_chunk, not both")
+            raise InvalidInput("give on_process or on_chunk, not both")
         if self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise InvalidInput("concurrency must be at least 1")
         if self.timeout is not None and self.timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
+            raise InvalidInput("timeout must be a positive number of seconds")
 
     @classmethod
     def coerce(cls, value: Processor | EntityCallback | None) -> Processor:

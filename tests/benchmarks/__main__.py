@@ -1,7 +1,10 @@
-"""Run the benchmark suite: ``.venv/bin/python -m tests.benchmarks [--out bench-results.json]``.
+"""Run chunkq's benchmarks (issue 7) and print one table of ratios against same-run baselines.
 
-Prints one table and writes the same rows, with the machine and the date, as
-JSON. Takes a few minutes; every section can be skipped (``--skip postgres``).
+``.venv/bin/python -m tests.benchmarks`` takes about two minutes, prints the table
+and writes the rows, the machine and the date to ``bench-results.json``
+(``--out``). Sections: enqueue, chunk, throughput, lock, dashboard, postgres;
+``--skip``/``--only`` pick them. PostgreSQL needs a server (``--pg``) where a
+throw-away database can be created and dropped.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def _rows_from_json(data: dict[str, Any]) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON results file")
     parser.add_argument("--skip", action="append", default=[], choices=SECTIONS, help="skip a section")
     parser.add_argument("--only", action="append", default=[], choices=SECTIONS, help="run only these")
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="", help="a label stored in the JSON (e.g. 'before')")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
     parser.add_argument("--from-json", type=Path, metavar="FILE", help="show an earlier run's results, run nothing")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the traceback of a failed section")
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 160))
     if args.from_json:
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # one broken section must not hide the others
                 failures[name] = f"{type(exc).__name__}: {exc}"
                 console.print(f"[red]{name} failed:[/] {failures[name]}")
-                traceback.print_exc()
+                if args.verbose:
+                    traceback.print_exc()
             timings[name] = round(time.perf_counter() - t0, 1)
 
         if "enqueue" in wanted:

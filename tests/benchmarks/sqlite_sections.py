@@ -89,7 +89,7 @@ async def _chunkq_rate(db: Path, n: int, chunk_size: int, seconds: float) -> tup
         return summary.entities, time.perf_counter() - t0
 
 
-def throughput(work: Path, seconds: float = 2.0, rounds: int = 2) -> list[Row]:
+def throughput(work: Path, seconds: float = 1.5, rounds: int = 3) -> list[Row]:
     """Best of ``rounds`` interleaved runs of each side: other processes on a shared machine only slow runs down."""
     rows = []
     rates: dict[int, float] = {}

@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from core import DatabaseUnavailable, Queue
+from core import DatabaseUnavailable, Processor, Queue
 
 from ._support import check_at_least_once, check_complete, finish, read_records, spawn, wait_for
 
@@ -77,8 +77,11 @@ class Cluster:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
 
     def start(self) -> None:
+        # A slow WAL writer: an asynchronously committed transaction stays in memory (and is lost
+        # by a crash) until a synchronous commit flushes past it, so crash tests are deterministic.
         opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                f"-c max_connections=40 -c shared_buffers=16MB")
+                f"-c max_connections=40 -c shared_buffers=16MB -c wal_writer_delay=10000ms "
+                f"-c wal_writer_flush_after=0")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start")
 
     def crash(self) -> None:
@@ -165,6 +168,47 @@ def test_postgres_crash_and_restart_mid_run(cluster: Cluster, tmp_path: Path, py
     numbers.update(asyncio.run(verify()))
     print(f"\n[pg restart] {len(expected)} entities, crash after {at_crash}; worker said: {reports[0][:160]!r}; "
           f"{numbers}")
+
+
+def test_a_claim_lost_in_a_server_crash_cannot_fence_in_another_workers_chunk(cluster: Cluster) -> None:
+    """A claim is committed asynchronously, so a crash can undo it while its worker goes on.
+
+    After the restart the same chunk index is handed out again, with the same
+    attempt number, possibly for different entities (here: a retry chunk where the
+    lost claim held a fresh range). The old holder's commit must not land on it.
+    """
+    from core import Retry
+
+    def flaky(entity_id: str, _job: Any) -> None:
+        if entity_id == "e0":
+            raise Retry("429", after=1.0)
+
+    async def run() -> None:
+        async with Queue(cluster.url, owner="old:1:a") as a:
+            job = await a.enqueue_job(["e0", "e1", "e2"], entity_type="company", provider="p",
+                                      chunk_size=1, max_workers=2)
+            await a.process_next_chunk(flaky)  # e0 waits 1 s for a retry (durable: a synchronous commit)
+            lost = await a._claim()  # chunk 1 = e1, committed asynchronously ...
+            assert lost is not None and [i.entity_id for i in lost.items] == ["e1"]
+            cluster.crash()  # ... and gone
+            cluster.start()
+            await asyncio.sleep(1.2)  # the retry of e0 is due
+            async with Queue(cluster.url, owner="new:2:b") as b:
+                taken = await b._claim()
+                assert taken is not None
+                if (taken.chunk_index, taken.attempt) != (lost.chunk_index, lost.attempt):
+                    pytest.skip("the crash did not undo the asynchronous claim (WAL flushed in time)")
+                assert taken.kind == "retry" and [i.entity_id for i in taken.items] == ["e0"]
+                late = await a._run_claim(lost, Processor(on_process=flaky), None)
+                assert not late.committed, "a claim lost in the crash committed over another worker's chunk"
+                ok = await b._run_claim(taken, Processor(on_process=lambda e, j: None), None)
+                assert ok.committed
+                while await b.process_next_chunk(lambda e, j: None) is not None:
+                    pass
+                j = await b.get_job(job.id)
+                assert (j.status, j.processed_count, j.waiting_count) == ("complete", 3, 0), j
+
+    asyncio.run(asyncio.wait_for(run(), 90))
 
 
 # ---------------------------------------------------------------------- SQLite: helpers

@@ -65,7 +65,7 @@ def _plan(rng: random.Random, n: int) -> list[tuple[str, str | None, float]]:
     for i in range(n):
         point = POINTS[i % len(POINTS)]
         if point == "random":
-            plan.append((point, None, rng.uniform(0.05, 0.8)))
+            plan.append((point, None, rng.uniform(0.05, 0.5)))
         elif point == "callback":
             plan.append((point, f"callback:{rng.randint(1, 14)}", 0.0))
         else:
@@ -86,7 +86,7 @@ def test_kill9_at_random_moments_loses_nothing(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
     rng = random.Random(20261128 + (backend(db_url) == "postgres"))
-    job_ids, expected = asyncio.run(_enqueue(db_url, 10, 80 * SOAK))
+    job_ids, expected = asyncio.run(_enqueue(db_url, 10, 100 * SOAK))
     plan = _plan(rng, KILLS_PER_BACKEND)
     common = ["--lease", str(LEASE), "--work-ms", "3"]
     live: dict[int, Slot] = {}
