@@ -82,6 +82,20 @@ class Job:
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
 
+    def eta_seconds(self, per_second: float | None, now: datetime | None = None) -> float | None:
+        """Seconds until done at ``per_second``, or None when idle or finished.
+
+        Entities waiting for a retry count as remaining, and the job cannot finish
+        before its next retry is due, whatever the rate.
+        """
+        if self.is_finished or self.remaining_count <= 0 or not per_second or per_second <= 0:
+            return None
+        seconds = self.remaining_count / per_second
+        if self.waiting_count and self.next_retry_at is not None:
+            due_in = (self.next_retry_at - (now or datetime.now(UTC))).total_seconds()
+            seconds = max(seconds, due_in)
+        return seconds
+
     def lease_is_stale(self, now: datetime | None = None) -> bool:
         """True when a worker holds a lease it has stopped renewing (it probably died)."""
         if self.leased_chunks <= 0 or self.lease_expires_at is None or self.is_finished:

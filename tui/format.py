@@ -11,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from rich.style import Style
 from rich.text import Text
 from textual.color import Color
+
+if TYPE_CHECKING:
+    import core
 
 Palette = Mapping[str, str]
 
@@ -167,13 +171,10 @@ def rate(per_second: float | None) -> str:
     return f"{per_second:,.0f}/s"
 
 
-def eta(remaining: int, per_second: float | None) -> str:
-    """Time to finish at the recent rate; a dash when idle (no rate, no promise)."""
-    if remaining <= 0:
-        return DASH
-    if not per_second or per_second <= 0:
-        return DASH
-    return duration(remaining / per_second)
+def eta(job: core.Job, per_second: float | None, now: datetime | None = None) -> str:
+    """Time to finish at the recent rate (never before the next retry is due); a dash when idle."""
+    seconds = job.eta_seconds(per_second, now)
+    return DASH if seconds is None else duration(seconds)
 
 
 def short_worker(owner: str | None) -> str:

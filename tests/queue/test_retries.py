@@ -230,3 +230,30 @@ async def test_shared_rate_limit_holds_across_processes(db_url: str, tmp_path: P
     assert worst <= rate + 1, worst
     overall = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     assert 0.5 * rate <= overall <= rate * 1.05, overall
+
+
+async def test_eta_waits_for_the_next_retry(db_url: str) -> None:
+    clock = FakeClock()
+    async with Queue(db_url, clock=clock) as q:
+        job = await enqueue(q, 10, chunk_size=10)
+
+        def cb(eid: str, _j: object) -> None:
+            if eid == "e0":
+                raise Retry("busy", after=120)
+
+        await q.process_next_chunk(cb)
+        j = await q.get_job(job.id)
+        now = _at(clock.t)
+        assert j.remaining_count == 1 and j.waiting_count == 1
+        # One entity at 100/s would take 0.01 s, but it cannot run before its retry is due.
+        assert j.eta_seconds(100.0, now) == pytest.approx(120, abs=0.01)
+        assert j.eta_seconds(0.0, now) is None
+        done = await enqueue(q, 1)
+        await q.process_chunk(done.id)
+        assert (await q.get_job(done.id)).eta_seconds(100.0, now) is None
+
+
+def _at(ts: float):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC)

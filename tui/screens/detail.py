@@ -512,7 +512,7 @@ class JobDetailScreen(Screen[None]):
         if job.status in core.ACTIVE_STATUSES:
             if self.rate > 0:
                 counts.append(
-                    f"  ·  {format.rate(self.rate)}  ·  ETA {format.eta(job.remaining_count, self.rate)}"
+                    f"  ·  {format.rate(self.rate)}  ·  ETA {format.eta(job, self.rate, now)}"
                 )
             else:
                 counts.append("  ·  no progress in the last minute", style="dim")

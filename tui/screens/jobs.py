@@ -412,8 +412,7 @@ class JobsScreen(Screen[None]):
                          end=""),
             "errors": errors,
             "rate": Text(fmt.rate(rate), justify="right", end=""),
-            "eta": Text(fmt.eta(job.remaining_count, rate) if job.status in core.ACTIVE_STATUSES else fmt.DASH,
-                        justify="right", end=""),
+            "eta": Text(fmt.eta(job, rate, now), justify="right", end=""),
             "age": timed["age"],
             "note": timed["note"],
         }
