@@ -26,6 +26,15 @@ ACTIVE_STATUSES: tuple[str, ...] = (PENDING, RUNNING)
 FINISHED_STATUSES: tuple[str, ...] = (COMPLETE, FAILED, CANCELLED)
 
 
+def _json_ready(obj: Any) -> dict[str, Any]:
+    """A dataclass as a dict with datetimes in ISO 8601, for JSON output."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        out[f.name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
 def to_datetime(ts: float | None) -> datetime | None:
     """Timestamps are stored as epoch seconds (cheap to compare in SQL on both backends)."""
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
@@ -104,11 +113,7 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form used by ``--json`` and the HTTP API."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.isoformat() if isinstance(value, datetime) else value
-        return out
+        return _json_ready(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +199,7 @@ class ChunkInfo:
     lease_expires_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.isoformat() if isinstance(value, datetime) else value
-        return out
+        return _json_ready(self)
 
 
 @dataclass(frozen=True, slots=True)
