@@ -141,6 +141,17 @@ def duration(seconds: float | None) -> str:
     return f"{d}d{h:02d}h"
 
 
+def table_age(then: datetime | None, now: datetime) -> str:
+    """A job's age in the jobs table: minutes at the finest.
+
+    A column of ages in seconds changes every second on every young row, and each
+    change repaints the table: "<1m" keeps an idle dashboard idle.
+    """
+    if then is not None and (now - then).total_seconds() < 60:
+        return "<1m"
+    return age(then, now)
+
+
 def age(then: datetime | None, now: datetime) -> str:
     """How long ago, coarse (12s, 5m, 3h, 2d): ages are read at a glance."""
     if then is None:

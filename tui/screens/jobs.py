@@ -390,7 +390,7 @@ class JobsScreen(Screen[None]):
         note, note_style = self._note(job, now, stale)
         timed = {
             "status": fmt.status_text(shown_status, pal),
-            "age": Text(fmt.age(job.created_at, now), justify="right", end="", style=muted),
+            "age": Text(fmt.table_age(job.created_at, now), justify="right", end="", style=muted),
             "note": Text(_clip(note, 22), end="", style=note_style or muted),
         }
         if only is not None:
