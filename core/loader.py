@@ -47,13 +47,18 @@ def _import(module_name: str, path: str) -> ModuleType:
                 f"processor {path!r}: no module named {exc.name!r} (is it on PYTHONPATH, or in {os.getcwd()}?)"
             ) from None
         raise ProcessorError(f"processor {path!r}: importing {module_name!r} failed: {_last_line(exc)}") from exc
-    except SyntaxError as exc:
-        where = f"{exc.filename}:{exc.lineno}" if exc.filename else module_name
-        raise ProcessorError(f"processor {path!r}: syntax error in {where}: {exc.msg}") from exc
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise ProcessorError(f"processor {path!r}: importing {module_name!r} raised {_last_line(exc)}") from exc
+        raise ProcessorError(f"processor {path!r}: {_why(exc, module_name)}") from exc
+
+
+def _why(exc: BaseException, module_name: str) -> str:
+    """What went wrong running a module's top level, in one line (a syntax error names file:line)."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else module_name
+        return f"syntax error in {where}: {exc.msg}"
+    return f"importing {module_name!r} raised {_last_line(exc)}"
 
 
 def _last_line(exc: BaseException) -> str:
@@ -162,13 +167,10 @@ class ProcessorHandle:
                 continue
             try:
                 importlib.reload(mod)
-            except SyntaxError as exc:
-                where = f"{exc.filename}:{exc.lineno}" if exc.filename else name
-                raise ProcessorError(f"reload failed, syntax error in {where}: {exc.msg}") from exc
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                raise ProcessorError(f"reload of {name!r} failed: {_last_line(exc)}") from exc
+                raise ProcessorError(f"reload failed, {_why(exc, name)}") from exc
         self.processor = self._with_overrides(_resolve(sys.modules[module_name], attr, self.path))
         self._snapshot()
         return changed
