@@ -43,12 +43,32 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+async def _drop_orphans() -> None:
+    """Drop test databases left by runs that were killed before they could clean up."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database=PG_ADMIN_DB, timeout=5, **_pg_connect_args())
+    try:
+        names = [r[0] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'chunkq_t_%'")]
+        for name in names:
+            try:
+                pid = int(name.split("_")[2])
+                os.kill(pid, 0)  # that pytest process is still running: leave its database alone
+            except ProcessLookupError:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except (ValueError, IndexError, PermissionError):
+                continue
+    finally:
+        await conn.close()
+
+
 def _pg_database() -> str | None:
     """Create this process's PostgreSQL test database once; None (with the reason kept) if impossible."""
     if "url" in _pg_state:
         return _pg_state["url"]
     name = f"chunkq_t_{os.getpid()}_{secrets.token_hex(3)}"
     try:
+        asyncio.run(_drop_orphans())
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # no server, no driver, no permission
         _pg_state["url"] = None
