@@ -389,6 +389,9 @@ class Queue:
             if not cleaned:
                 raise InvalidInput("no entity IDs: a job needs at least one")
             iterator = iter(cleaned)
+        else:
+            # A stream is validated as it is inserted: the first bad ID rolls everything back.
+            iterator = (clean_entity_id(v, i) for i, v in enumerate(iterator, 1))
 
         async def op(conn: AsyncConnection) -> int:
             now = self.now()
@@ -423,11 +426,11 @@ class Queue:
         return await self.get_job(job_id)
 
     async def _insert_ids(self, conn: AsyncConnection, job_id: int, ids: Iterable[str], dedupe: bool) -> int:
+        """Insert already-validated IDs in batches; returns how many were kept."""
         seen: set[str] | None = set() if dedupe else None
-        batch: list[dict[str, Any]] = []
+        batch: list[tuple[int, int, str]] = []
         pos = 0
-        for number, raw in enumerate(ids, 1):
-            v = clean_entity_id(raw, number)
+        for v in ids:
             if seen is not None:
                 if v in seen:
                     continue
