@@ -749,14 +749,14 @@ class Queue:
 
         return bool(await self._run_write(op, "renewing a lease"))
 
-    async def _heartbeat(self, claim: Claim, lost: asyncio.Event) -> None:
+    async def _heartbeat(self, claim: Claim) -> None:
+        """Renew the lease while the chunk runs; once it is lost, the fenced commit will say so."""
         interval = max(self.lease_seconds / 3, 0.05)
         while True:
             await asyncio.sleep(interval)
             try:
                 if not await self._renew(claim):
                     log.warning("lost the lease on chunk %s of job %s", claim.chunk_index, claim.job.id)
-                    lost.set()
                     return
             except DatabaseUnavailable as exc:
                 log.warning("could not renew lease: %s", exc)
@@ -816,10 +816,9 @@ class Queue:
     async def _run_claim(
         self, claim: Claim, processor: Processor, on_entity: EntityHook | None
     ) -> ChunkResult:
-        lost = asyncio.Event()
         limiter = self._limiter_for(processor, claim.job)
         runner = ChunkRunner(processor, claim.job, on_entity=on_entity, before_call=limiter)
-        heartbeat = asyncio.create_task(self._heartbeat(claim, lost))
+        heartbeat = asyncio.create_task(self._heartbeat(claim))
         t0 = time.perf_counter()
         abort: str | None = None
         try:
