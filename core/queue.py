@@ -468,6 +468,11 @@ class Queue:
             or_(j.next_pos < j.total_count, j.next_retry_at <= now),
         )
 
+    def _expired_lease(self, now: Any) -> Any:
+        """A leased chunk of a live job whose worker stopped renewing: free for anyone to take."""
+        c, j = s.chunks.c, s.jobs.c
+        return and_(c.state == "leased", c.lease_expires_at < now, j.status.in_(ACTIVE_STATUSES))
+
     async def _claim(self, job_id: int | None = None) -> Claim | None:
         def op(conn: Connection) -> Claim | None:
             if self.is_postgres:
@@ -540,7 +545,7 @@ class Queue:
         q = (
             select(c.job_id, c.chunk_index, c.attempt)
             .select_from(s.chunks.join(s.jobs, j.id == c.job_id))
-            .where(c.state == "leased", c.lease_expires_at < now, j.status.in_(ACTIVE_STATUSES))
+            .where(self._expired_lease(now))
             .order_by(j.priority.desc(), j.id, c.chunk_index)
             .limit(1)
         )
@@ -1442,7 +1447,7 @@ class Queue:
         j, c = s.jobs.c, s.chunks.c
         q1 = select(j.id).where(self._claimable(now)).limit(1)
         q2 = (select(c.job_id).select_from(s.chunks.join(s.jobs, j.id == c.job_id))
-              .where(c.state == "leased", c.lease_expires_at < now, j.status.in_(ACTIVE_STATUSES)).limit(1))
+              .where(self._expired_lease(now)).limit(1))
 
         async def op(conn: AsyncConnection) -> bool:
             return bool((await conn.execute(q1)).first() or (await conn.execute(q2)).first())
