@@ -19,7 +19,7 @@ from typing import Any
 from .models import ProcessorError
 from .runner import Processor
 
-_OWN_PACKAGES = ("core", "tui")
+_OWN_PACKAGES = ("chunkq",)
 
 
 def _ensure_cwd_on_path() -> None:

@@ -163,7 +163,7 @@ def capture_stacks(exc: BaseException, *, capture_locals: bool = False) -> tuple
 
 def _type_name(exc: BaseException) -> str:
     t = type(exc)
-    if t.__module__ in ("builtins", "__main__") or t.__module__.startswith("core."):
+    if t.__module__ in ("builtins", "__main__") or t.__module__.startswith("chunkq.core."):
         return t.__qualname__
     return f"{t.__module__}.{t.__qualname__}"
 

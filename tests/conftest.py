@@ -133,7 +133,7 @@ def pg_url() -> str:
 
 @pytest.fixture
 async def queue(db_url: str) -> AsyncIterator[object]:
-    from core import Queue
+    from chunkq.core import Queue
 
     async with Queue(db_url) as q:
         yield q

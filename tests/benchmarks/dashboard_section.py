@@ -1,6 +1,6 @@
 """Section 5: the dashboard's jobs screen, headless, with 10 and with 10,000 jobs.
 
-* Refresh: the jobs screen's own poll (``JobsScreen.poll``: fetch from core on a
+* Refresh: the jobs screen's own poll (``JobsScreen.poll``: fetch from chunkq.core on a
   worker, apply to the table, repaint), driven back to back through Textual's
   Pilot, timed from ``poll()`` until the screen has counted the poll as rendered
   and the app is idle again.
@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from core import Queue
+from chunkq.core import Queue
 
 from .common import Row, ids, median, noop
 
@@ -57,7 +57,7 @@ async def _seed(db: Path, n_jobs: int) -> None:
 
 
 async def _refresh_times(db: Path, polls: int) -> list[float]:
-    from tui.app import ChunkqApp
+    from chunkq.tui.dashboard.app import ChunkqApp
 
     app = ChunkqApp(str(db), refresh_interval=3600.0)  # the benchmark drives the polls
     times: list[float] = []

@@ -44,7 +44,7 @@ def _noop(entity_id: str, job: Any) -> None:
 
 
 async def _work(url: str, seconds: float, sleep: bool, start_at: float) -> dict[str, Any]:
-    from core import Queue, Worker
+    from chunkq.core import Queue, Worker
 
     async with Queue(url) as q:
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -123,7 +123,7 @@ def postgres(server_url: str = DEFAULT_PG, seconds: float = 4.0) -> list[Row]:
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     try:
-        from core import Queue
+        from chunkq.core import Queue
 
         async def setup() -> int:
             async with Queue(url) as q:

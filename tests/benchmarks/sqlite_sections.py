@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from core import Queue, Worker
+from chunkq.core import Queue, Worker
 
 from . import baselines
 from .common import Row, ids, median, noop

@@ -41,7 +41,7 @@ def write_processor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable
 @pytest.fixture
 def cli(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Result]]:
     """``cli("jobs", "--json")`` runs `chunkq --db <db_url> jobs --json` in-process."""
-    from tui.cli import cli as command
+    from chunkq.tui.cli import cli as command
 
     monkeypatch.delenv("CHUNKQ_DB", raising=False)
     monkeypatch.delenv("CHUNKQ_PROCESSOR", raising=False)
@@ -63,7 +63,7 @@ def env(python_env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def bare_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Result]]:
     """``bare_cli("demo", "--no-ui")``: no --db given, no CHUNKQ_* variables set."""
-    from tui.cli import cli as command
+    from chunkq.tui.cli import cli as command
 
     monkeypatch.delenv("CHUNKQ_DB", raising=False)
     monkeypatch.delenv("CHUNKQ_PROCESSOR", raising=False)

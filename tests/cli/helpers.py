@@ -10,7 +10,7 @@ from typing import Any
 
 _SCRIPT = Path(sys.executable).parent / "chunkq"
 #: the installed console script when there is one (CI installs the project), else the module
-CHUNKQ: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tui.cli"]
+CHUNKQ: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "chunkq.tui.cli"]
 
 
 def run_async(coro: Any) -> Any:
@@ -19,7 +19,7 @@ def run_async(coro: Any) -> Any:
 
 
 async def _jobs(url: str) -> list[Any]:
-    from core import Queue
+    from chunkq.core import Queue
 
     async with Queue(url) as q:
         return await q.list_jobs(limit=1000)
@@ -30,7 +30,7 @@ def list_jobs(url: str) -> list[Any]:
 
 
 async def _job(url: str, job_id: int) -> Any:
-    from core import Queue
+    from chunkq.core import Queue
 
     async with Queue(url) as q:
         return await q.get_job(job_id)
@@ -41,7 +41,7 @@ def get_job(url: str, job_id: int) -> Any:
 
 
 async def _chunks(url: str, job_id: int) -> list[Any]:
-    from core import Queue
+    from chunkq.core import Queue
 
     async with Queue(url) as q:
         return await q.list_chunks(job_id, limit=10_000)

@@ -95,7 +95,7 @@ def test_enqueue_csv_and_jsonl(cli: Cli, db_url: str, tmp_path: Path) -> None:
 
 def test_enqueue_streams_a_generator_not_a_list(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI hands core an iterator, so a huge file is never a huge list (core batches inserts)."""
-    from core import Queue
+    from chunkq.core import Queue
 
     seen: list[type] = []
     real = Queue.enqueue_job
@@ -169,7 +169,7 @@ def test_process_one_chunk_by_default_then_until_empty(
 
 
 def test_process_nothing_to_do_exits_0(cli: Cli) -> None:
-    summary = doc(cli("process", "--processor", "core.demo:processor", "--until-empty", "--json"))
+    summary = doc(cli("process", "--processor", "chunkq.core.demo:processor", "--until-empty", "--json"))
     assert (summary["chunks"], summary["stopped_by"]) == (0, "empty")
 
 
@@ -177,7 +177,7 @@ def test_process_until_empty_waits_for_due_retries(
     cli: Cli, db_url: str, write_processor: Callable[[str], str],
 ) -> None:
     mod = write_processor("""
-        from core import Retry
+        from chunkq.core import Retry
         def flaky(entity_id, job):
             record(entity_id)
             if entity_id == "e1" and open(LOG).read().count("e1") < 2:
@@ -193,7 +193,7 @@ def test_process_until_empty_waits_for_due_retries(
 def test_process_job_option_and_max_chunks(cli: Cli, db_url: str) -> None:
     a = enqueue(cli, 30, "--chunk-size", "10")
     b = enqueue(cli, 30, "--chunk-size", "10", "--priority", "5")
-    summary = doc(cli("process", "--job", str(a), "--max-chunks", "2", "--processor", "core.demo:enrich",
+    summary = doc(cli("process", "--job", str(a), "--max-chunks", "2", "--processor", "chunkq.core.demo:enrich",
                       "--json"))
     assert (summary["chunks"], summary["stopped_by"]) == (2, "max_chunks")
     assert get_job(db_url, a).processed_count == 20
@@ -235,10 +235,10 @@ def test_process_rate_and_concurrency_reach_the_processor(
         ([], "no processor: give --processor"),
         (["--processor", "nope_module_q:f"], "no module named 'nope_module_q'"),
         (["--processor", "core.demo"], "must look like 'package.module:function'"),
-        (["--processor", "core.demo:enrich", "--rate", "p=fast"], "rate 'p=fast': expected PROVIDER=N/s"),
-        (["--processor", "core.demo:enrich", "--concurrency", "0"], "'--concurrency'"),
-        (["--processor", "core.demo:enrich", "--timeout", "-1"], "'--timeout'"),
-        (["--processor", "core.demo:enrich", "--job", "999"], "no job with id 999"),
+        (["--processor", "chunkq.core.demo:enrich", "--rate", "p=fast"], "rate 'p=fast': expected PROVIDER=N/s"),
+        (["--processor", "chunkq.core.demo:enrich", "--concurrency", "0"], "'--concurrency'"),
+        (["--processor", "chunkq.core.demo:enrich", "--timeout", "-1"], "'--timeout'"),
+        (["--processor", "chunkq.core.demo:enrich", "--job", "999"], "no job with id 999"),
     ],
 )
 def test_process_config_errors_exit_2_before_claiming(
@@ -254,7 +254,7 @@ def test_process_config_errors_exit_2_before_claiming(
 
 def test_processor_from_environment(cli: Cli, monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
     job_id = enqueue(cli, 3)
-    monkeypatch.setenv("CHUNKQ_PROCESSOR", "core.demo:enrich")
+    monkeypatch.setenv("CHUNKQ_PROCESSOR", "chunkq.core.demo:enrich")
     assert doc(cli("process", "--json"))["entities"] == 3
     assert get_job(db_url, job_id).status == "complete"
 
@@ -362,30 +362,30 @@ def fake_dashboard(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...
     import types
 
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    module = types.ModuleType("tui.app")
+    module = types.ModuleType("chunkq.tui.dashboard.app")
     module.run_dashboard = lambda *a, **kw: calls.append((a, kw))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tui.app", module)
-    monkeypatch.setattr("tui.cli._interactive", lambda: True)
+    monkeypatch.setitem(sys.modules, "chunkq.tui.dashboard.app", module)
+    monkeypatch.setattr("chunkq.tui.cli._interactive", lambda: True)
     return calls
 
 
 def test_tui_passes_the_processing_options(cli: Cli, db_url: str, fake_dashboard: list[Any]) -> None:
-    result = cli("tui", "--processor", "core.demo:enrich", "--concurrency", "3", "--timeout", "2",
+    result = cli("tui", "--processor", "chunkq.core.demo:enrich", "--concurrency", "3", "--timeout", "2",
                  "--rate", "clearbit=120/m", "--capture-locals")
     assert result.exit_code == 0, result.stderr
-    assert fake_dashboard == [((db_url, "core.demo:enrich"), {
+    assert fake_dashboard == [((db_url, "chunkq.core.demo:enrich"), {
         "capture_locals": True, "rate_limits": {"clearbit": 2.0}, "concurrency": 3, "timeout": 2.0})]
 
 
 def test_bare_chunkq_opens_the_dashboard(db_url: str, fake_dashboard: list[Any],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from tui.cli import cli as command
+    from chunkq.tui.cli import cli as command
 
     monkeypatch.setenv("CHUNKQ_DB", db_url)
-    monkeypatch.setenv("CHUNKQ_PROCESSOR", "core.demo:processor")
+    monkeypatch.setenv("CHUNKQ_PROCESSOR", "chunkq.core.demo:processor")
     result = CliRunner().invoke(command, [])
     assert result.exit_code == 0, result.stderr
-    assert fake_dashboard[0][0] == (db_url, "core.demo:processor")
+    assert fake_dashboard[0][0] == (db_url, "chunkq.core.demo:processor")
 
 
 def test_demo_seeds_once_then_opens_the_dashboard(
@@ -398,20 +398,20 @@ def test_demo_seeds_once_then_opens_the_dashboard(
     assert first["seeded"] is True and first["db"] == "chunkq-demo.db"
     assert (tmp_path / "chunkq-demo.db").exists() and not (tmp_path / "my-real-queue.db").exists()
     assert set(first) == {"db", "url", "seeded", "processor", "jobs"}
-    assert first["processor"] == "core.demo:processor" and all(set(j) == JOB_KEYS for j in first["jobs"])
+    assert first["processor"] == "chunkq.core.demo:processor" and all(set(j) == JOB_KEYS for j in first["jobs"])
     assert {j["name"] for j in first["jobs"]} >= {"Fortune 500 companies", "SKU catalogue"}
     again = cli("demo", "--no-ui")
     assert again.exit_code == 0 and again.stdout.startswith("chunkq-demo.db already has jobs; nothing seeded")
-    assert "process --until-empty --processor core.demo:processor" in again.stderr
+    assert "process --until-empty --processor chunkq.core.demo:processor" in again.stderr
     assert fake_dashboard == []
     assert cli("demo").exit_code == 0
-    assert fake_dashboard == [(("chunkq-demo.db", "core.demo:processor"), {
+    assert fake_dashboard == [(("chunkq-demo.db", "chunkq.core.demo:processor"), {
         "capture_locals": False, "rate_limits": None, "concurrency": None, "timeout": None})]
     assert len(list_jobs(str(tmp_path / "chunkq-demo.db"))) == len(first["jobs"])
 
 
 def test_tui_refuses_a_bad_processor_before_opening(cli: Cli, fake_dashboard: list[Any]) -> None:
-    result = cli("tui", "--processor", "core.demo:missing")
+    result = cli("tui", "--processor", "chunkq.core.demo:missing")
     assert result.exit_code == 2
     assert "has no attribute 'missing'" in one_line_error(result.stderr)
     assert fake_dashboard == []
@@ -426,18 +426,18 @@ def test_tui_without_a_terminal_says_so(cli: Cli) -> None:
 def test_serve_is_lazy_and_fails_clearly_when_missing(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    from tui.cli import cli as command
+    from chunkq.tui.cli import cli as command
 
-    monkeypatch.delitem(sys.modules, "tui.http", raising=False)
+    monkeypatch.delitem(sys.modules, "chunkq.tui.http", raising=False)
     help_text = cli("--help")
     assert "serve" in help_text.stdout and "HTTP trigger" in help_text.stdout
-    assert "tui.http" not in sys.modules, "the group's --help must not import the serve module"
+    assert "chunkq.tui.http" not in sys.modules, "the group's --help must not import the serve module"
 
     real_import = importlib.import_module
 
     def no_http(name: str, *a: Any) -> Any:
-        if name == "tui.http":
-            raise ModuleNotFoundError("No module named 'tui.http'", name="tui.http")
+        if name == "chunkq.tui.http":
+            raise ModuleNotFoundError("No module named 'chunkq.tui.http'", name="chunkq.tui.http")
         return real_import(name, *a)
 
     monkeypatch.setattr(importlib, "import_module", no_http)
@@ -450,11 +450,10 @@ def test_serve_loads_tui_http_serve_command(monkeypatch: pytest.MonkeyPatch) -> 
     import types
 
     import click
-
-    from tui.cli import cli as command
+    from chunkq.tui.cli import cli as command
 
     seen = []
-    module = types.ModuleType("tui.http")
+    module = types.ModuleType("chunkq.tui.http")
 
     @click.command("serve")
     @click.option("--port", type=int)
@@ -462,14 +461,14 @@ def test_serve_loads_tui_http_serve_command(monkeypatch: pytest.MonkeyPatch) -> 
         seen.append(port)
 
     module.serve_command = serve_command  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tui.http", module)
+    monkeypatch.setitem(sys.modules, "chunkq.tui.http", module)
     result = CliRunner().invoke(command, ["serve", "--port", "8787"])
     assert result.exit_code == 0, result.stderr
     assert seen == [8787]
 
 
 def test_version_and_help_mention_the_default_db(cli: Cli) -> None:
-    from tui.cli import cli as command
+    from chunkq.tui.cli import cli as command
 
     version = CliRunner().invoke(command, ["--version"])
     assert version.exit_code == 0 and version.stdout.startswith("chunkq, version ")

@@ -6,10 +6,9 @@ import io
 import types
 
 import pytest
-
-from core import InvalidInput, Processor, ProcessorError
-from tui.cli_input import IdSource
-from tui.cli_options import build_processor, parse_rate, parse_rates, processor_overrides
+from chunkq.core import InvalidInput, Processor, ProcessorError
+from chunkq.tui.cli.options import build_processor, parse_rate, parse_rates, processor_overrides
+from chunkq.tui.cli.sources import IdSource
 
 
 def ids(data: bytes, fmt: str = "lines", column: str | None = None, name: str = "ids.txt") -> list[str]:
@@ -124,9 +123,9 @@ def test_processor_overrides_only_what_was_given() -> None:
 
 
 def test_build_processor_applies_and_merges_overrides() -> None:
-    base = build_processor("core.demo:processor")
+    base = build_processor("chunkq.core.demo:processor")
     assert isinstance(base, Processor) and base.concurrency == 8 and base.timeout == 2.0
-    proc = build_processor("core.demo:processor", 2, 0.5, {"clearbit": 5.0}, True)
+    proc = build_processor("chunkq.core.demo:processor", 2, 0.5, {"clearbit": 5.0}, True)
     assert (proc.concurrency, proc.timeout, proc.capture_locals) == (2, 0.5, True)
     assert proc.rate_limits == {"clearbit": 5.0}
     assert proc.on_process is base.on_process
@@ -139,7 +138,7 @@ def test_build_processor_applies_and_merges_overrides() -> None:
         ("", InvalidInput, "no processor"),
         ("nocolon", ProcessorError, "must look like"),
         ("no_such_module_xyz:f", ProcessorError, "no module named 'no_such_module_xyz'"),
-        ("core.demo:nope", ProcessorError, "has no attribute 'nope'"),
+        ("chunkq.core.demo:nope", ProcessorError, "has no attribute 'nope'"),
     ],
 )
 def test_build_processor_errors(path: str, error: type[Exception], message: str) -> None:

@@ -16,9 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from chunkq.core import JobFailed, Processor, Queue
 from textual.pilot import Pilot
-
-from core import JobFailed, Processor, Queue
 
 FIXED_NOW = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
 SEED_AT = (FIXED_NOW - timedelta(hours=1)).timestamp()

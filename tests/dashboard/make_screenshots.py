@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from chunkq.tui.dashboard.app import ChunkqApp
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
 from tests.dashboard.conftest import FIXED_NOW, seed
-from tui.app import ChunkqApp
 
 SIZE = (160, 42)
 PROCESSOR = "enrich:process"
@@ -116,7 +116,7 @@ async def shoot(out: Path) -> list[Path]:
             await pilot.press("escape")
 
             try:
-                import tui.screens.detail  # noqa: F401
+                import chunkq.tui.dashboard.screens.detail  # noqa: F401
             except ImportError:
                 pass
             else:

@@ -6,16 +6,16 @@ import time
 from pathlib import Path
 
 import pytest
+from chunkq.core import Queue
+from chunkq.tui.dashboard.app import ChunkqApp
+from chunkq.tui.dashboard.screens import jobs as jobs_module
+from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
+from chunkq.tui.dashboard.screens.enqueue import EnqueueScreen
+from chunkq.tui.dashboard.screens.help import HelpScreen
+from chunkq.tui.dashboard.screens.jobs import PAGE_SIZE, JobsScreen
 from textual.widgets import DataTable, Input, Select, TextArea
 
-from core import Queue
 from tests.dashboard.conftest import NEVER, fixed_clock, refresh, settle
-from tui.app import ChunkqApp
-from tui.screens import jobs as jobs_module
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.enqueue import EnqueueScreen
-from tui.screens.help import HelpScreen
-from tui.screens.jobs import PAGE_SIZE, JobsScreen
 
 SIZE = (160, 45)
 
@@ -284,14 +284,14 @@ async def test_open_the_selected_job(seeded_url: str) -> None:
         await select_job(pilot, app, 4)
         await pilot.press("enter")
         await pilot.pause()
-        from tui.screens.detail import JobDetailScreen
+        from chunkq.tui.dashboard.screens.detail import JobDetailScreen
 
         assert isinstance(app.screen, JobDetailScreen)
         assert app.screen.job_id == 4
 
 
 async def test_help_lists_every_command(sqlite_url: str) -> None:
-    from tui.commands import COMMANDS
+    from chunkq.tui.dashboard.commands import COMMANDS
 
     app = make_app(sqlite_url)
     async with app.run_test(size=SIZE) as pilot:

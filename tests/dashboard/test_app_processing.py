@@ -12,15 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from chunkq.tui.dashboard.app import ChunkqApp, EntityDone
+from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
+from chunkq.tui.dashboard.screens.help import HelpScreen
+from chunkq.tui.dashboard.screens.jobs import JobsScreen
 from textual.message import Message
 from textual.widgets import RichLog
 
 from tests.dashboard.conftest import refresh, settle
 from tests.dashboard.test_app import SIZE, make_app, notes, select_job
-from tui.app import ChunkqApp, EntityDone
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.help import HelpScreen
-from tui.screens.jobs import JobsScreen
 
 FAILS_ON_3 = """
 def process(entity_id, job):
@@ -283,7 +283,7 @@ async def test_auto_run_waits_for_retries_that_fall_due_soon(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:
     path = make_processor("""
-        from core import Retry
+        from chunkq.core import Retry
         seen = set()
         def process(entity_id, job):
             if entity_id.endswith("1") and entity_id not in seen:

@@ -12,11 +12,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from chunkq.tui.dashboard.app import ChunkqApp
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
 from tests.dashboard.conftest import NEVER, fixed_clock, seed
-from tui.app import ChunkqApp
 
 SIZE = (160, 40)
 
@@ -29,7 +29,7 @@ def seeded_file(tmp_path: Path) -> str:
 
 
 def snapshot_app(url: str) -> ChunkqApp:
-    return ChunkqApp(url, processor="core.demo:processor", clock=fixed_clock, refresh_interval=NEVER)
+    return ChunkqApp(url, processor="chunkq.core.demo:processor", clock=fixed_clock, refresh_interval=NEVER)
 
 
 async def loaded(pilot: Pilot[None]) -> None:

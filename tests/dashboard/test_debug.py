@@ -10,12 +10,12 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
+from chunkq.core import Job, Processor
+from chunkq.tui.dashboard import debugging
 from textual.widgets import TabbedContent
 
-from core import Job, Processor
 from tests.dashboard.conftest import FIXED_NOW, settle
 from tests.dashboard.test_detail import install_processor, running, seed_job, select_error
-from tui import debugging
 
 
 @pytest.fixture

@@ -17,18 +17,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from chunkq.core import ErrorEntry, Job, Processor, Queue, load_processor
+from chunkq.tui.dashboard.app import ChunkqApp
+from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
+from chunkq.tui.dashboard.screens.detail import PAGE_SIZE, JobDetailScreen, lease_notice
+from chunkq.tui.dashboard.traceback_view import render_error
+from chunkq.tui.dashboard.widgets.detail_export import ExportScreen
 from rich.console import Console
 from textual.clock import MockClock
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
-from core import ErrorEntry, Job, Processor, Queue, load_processor
 from tests.dashboard.conftest import FIXED_NOW, NEVER, SEED_AT, fixed_clock, settle
-from tui.app import ChunkqApp
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.detail import PAGE_SIZE, JobDetailScreen, lease_notice
-from tui.traceback_view import render_error
-from tui.widgets.detail_export import ExportScreen
 
 SIZE = (160, 45)
 WORKER = "worker-a:4242:0badcafe"

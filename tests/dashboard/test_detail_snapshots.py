@@ -17,14 +17,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from chunkq.core import Job, Processor, Queue
+from chunkq.tui.dashboard.app import ChunkqApp
+from chunkq.tui.dashboard.screens.detail import JobDetailScreen
 from textual.clock import MockClock
 from textual.pilot import Pilot
 
-from core import Job, Processor, Queue
 from tests.dashboard.conftest import FIXED_NOW, NEVER, fixed_clock, settle
 from tests.dashboard.test_detail import install_processor, seed_job, wait_loaded
-from tui.app import ChunkqApp
-from tui.screens.detail import JobDetailScreen
 
 SIZE = (160, 45)
 

@@ -14,9 +14,8 @@ from .helpers import PROCESSOR_SOURCE, TOKEN, ServerProcess, serve_command
 @pytest.fixture
 def make_client(db_url: str) -> Iterator[Callable[..., Any]]:
     """``make_client(processor=None, token=TOKEN, **create_app_kwargs)`` -> an open TestClient."""
+    from chunkq.tui.http import create_app
     from starlette.testclient import TestClient
-
-    from tui.http import create_app
 
     opened: list[TestClient] = []
 
@@ -47,7 +46,7 @@ def start_server(processor_env: dict[str, str], tmp_path: Path) -> Iterator[Call
     """``start_server(db_url, *args, token=TOKEN, env=None)`` -> a started server; stopped afterwards.
 
     Started as `chunkq --db URL serve --port 0 ARGS`; with ``via_cli=False`` as
-    ``python -m tui.http`` with the database in CHUNKQ_DB.
+    ``python -m chunkq.tui.http`` with the database in CHUNKQ_DB.
     """
     started: list[ServerProcess] = []
 

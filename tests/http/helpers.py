@@ -130,11 +130,11 @@ def http_client(base_url: str, token: str | None = TOKEN) -> httpx.Client:
 def serve_command(db_url: str | None, args: list[str]) -> list[str]:
     """`chunkq --db URL serve ARGS` through the real CLI group (its lazy loading, its --db).
 
-    ``db_url=None``: ``python -m tui.http ARGS`` instead, the command alone, database from CHUNKQ_DB.
+    ``db_url=None``: ``python -m chunkq.tui.http ARGS`` instead, the command alone, database from CHUNKQ_DB.
     """
     if db_url is None:
-        return [sys.executable, "-m", "tui.http", *args]
-    return [sys.executable, "-m", "tui.cli", "--db", db_url, "serve", *args]
+        return [sys.executable, "-m", "chunkq.tui.http", *args]
+    return [sys.executable, "-m", "chunkq.tui.cli", "--db", db_url, "serve", *args]
 
 
 def run_serve(

@@ -8,8 +8,7 @@ import json
 from typing import Any
 
 import pytest
-
-import core
+from chunkq import core
 
 from .helpers import AUTH, job_body
 

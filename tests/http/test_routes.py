@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-import core
+from chunkq import core
 
 from .helpers import AUTH, TOKEN, job_body
 
@@ -92,7 +91,7 @@ def test_without_a_token_configured_no_auth_is_asked(make_client: Any) -> None:
 
 
 def test_a_blank_token_is_refused_by_create_app(db_url: str) -> None:
-    from tui.http import create_app
+    from chunkq.tui.http import create_app
 
     with pytest.raises(ValueError, match="blank"):
         create_app(db_url, None, token="  ")
@@ -364,10 +363,10 @@ def test_health_is_503_when_the_database_goes_away(pg_url: str) -> None:
     import asyncio
     import secrets
 
+    from chunkq.tui.http import create_app
     from starlette.testclient import TestClient
 
     from tests.conftest import PG_SERVER, _pg_admin
-    from tui.http import create_app
 
     name = f"chunkq_http_{secrets.token_hex(4)}"
     asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))

@@ -17,8 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-import core
+from chunkq import core
 
 from .helpers import TOKEN, http_client, job_body, read_log, run_serve
 
@@ -99,7 +98,7 @@ def test_a_busy_port_exits_2(processor_env: dict[str, str], tmp_path: Path) -> N
 
 
 def test_insecure_no_auth_serves_without_a_token(start_server: Any, sqlite_url: str) -> None:
-    # also the command alone (`python -m tui.http`), its database from CHUNKQ_DB
+    # also the command alone (`python -m chunkq.tui.http`), its database from CHUNKQ_DB
     server = start_server(sqlite_url, "--insecure-no-auth", token=None, via_cli=False)
     assert server.url.startswith("http://127.0.0.1:")  # loopback by default
     with http_client(server.url, token=None) as c:
@@ -310,7 +309,7 @@ def test_process_answers_the_same_document_as_the_cli(start_server: Any, process
         c.post("/jobs", json=job_body(["a", "b", "bad-c", "d"], chunk_size=3))
         over_http = c.post("/jobs/process").json()
     cli = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "--db", sqlite_url, "process", "--json", "--processor", PROCESSOR],
+        [sys.executable, "-m", "chunkq.tui.cli", "--db", sqlite_url, "process", "--json", "--processor", PROCESSOR],
         env=processor_env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
     assert cli.returncode == 0, cli.stderr
@@ -327,9 +326,9 @@ def test_serve_never_imports_textual(python_env: dict[str, str], tmp_path: Path)
     import subprocess
     import sys
 
-    code = ("import sys; from tui.cli import main; sys.argv = ['chunkq', 'serve', '--help']\n"
+    code = ("import sys; from chunkq.tui.cli import main; sys.argv = ['chunkq', 'serve', '--help']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "import tui.http\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'textual'))")
+            "import chunkq.tui.http\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'textual'))")
     r = subprocess.run([sys.executable, "-c", code], env=python_env, cwd=tmp_path, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr

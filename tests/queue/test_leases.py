@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from core import COMPLETE, PENDING, RUNNING, Queue
+from chunkq.core import COMPLETE, PENDING, RUNNING, Queue
 
 
 class FakeClock:
@@ -72,7 +72,7 @@ async def test_late_commit_is_fenced_off(db_url: str) -> None:
         r = await fast.process_next_chunk(lambda e, _j: None)
         assert r is not None and r.committed and r.status == COMPLETE
         # The slow worker finally finishes: its results must not be applied twice.
-        from core.runner import Outcome
+        from chunkq.core.runner import Outcome
 
         late = await slow._commit(claim, [Outcome(i, True) for i in claim.items], 1.0, None,
                                   __import__("core").Processor())
@@ -161,7 +161,7 @@ async def test_asyncio_workers_process_every_entity_exactly_once(db_url: str) ->
 WORKER_SCRIPT = textwrap.dedent(
     """
     import asyncio, os, sys
-    from core import Queue, Worker
+    from chunkq.core import Queue, Worker
 
     log = open(sys.argv[2], "a", buffering=1)
 
@@ -207,7 +207,7 @@ async def test_resume_keeps_running_status_while_a_chunk_is_leased(db_url: str) 
         assert claim is not None
         await q.pause(job.id)
         assert (await q.resume(job.id)).status == RUNNING
-        from core.runner import Outcome
+        from chunkq.core.runner import Outcome
 
         r = await q._commit(claim, [Outcome(i, True) for i in claim.items], 0.1, None, __import__("core").Processor())
         assert r.status == PENDING

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from core import (
+from chunkq.core import (
     COMPLETE,
     FAILED,
     PAUSED,
@@ -480,10 +479,9 @@ async def test_chunk_history_and_stats(queue: Queue) -> None:
 
 
 async def test_schema_version_newer_than_code_is_refused(db_url: str) -> None:
+    from chunkq.core import DatabaseUnavailable
+    from chunkq.core import schema as s
     from sqlalchemy import update
-
-    from core import DatabaseUnavailable
-    from core import schema as s
 
     async with Queue(db_url) as q, q.engine.begin() as conn:
         await conn.execute(update(s.meta).where(s.meta.c.key == "schema_version").values(value="999"))

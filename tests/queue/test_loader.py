@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from core import Processor, ProcessorError, ProcessorHandle, load_processor
+from chunkq.core import Processor, ProcessorError, ProcessorHandle, load_processor
 
 
 @pytest.fixture
@@ -41,7 +40,7 @@ def test_bad_processor_paths(modules: Path, source: str | None, path: str, messa
 
 def test_function_and_processor_objects(modules: Path) -> None:
     (modules / "cq_ok.py").write_text(
-        "from core import Processor\n"
+        "from chunkq.core import Processor\n"
         "def fn(e, j): return e\n"
         "async def batch(ids, j): return {}\n"
         "proc = Processor(on_chunk=batch, concurrency=3)\n"

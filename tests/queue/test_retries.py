@@ -8,8 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from core import COMPLETE, PAUSED, PENDING, Processor, Queue, Retry
+from chunkq.core import COMPLETE, PAUSED, PENDING, Processor, Queue, Retry
 
 from .test_leases import FakeClock, enqueue
 
@@ -191,7 +190,7 @@ async def test_dry_run_writes_nothing(db_url: str) -> None:
 RATE_WORKER = textwrap.dedent(
     """
     import asyncio, os, sys, time
-    from core import Processor, Queue, Worker
+    from chunkq.core import Processor, Queue, Worker
 
     log = open(sys.argv[2], "a")
 

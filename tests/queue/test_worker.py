@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from core import COMPLETE, Queue, Worker
+from chunkq.core import COMPLETE, Queue, Worker
 
 from .test_leases import enqueue
 

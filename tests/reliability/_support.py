@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import Queue
+from chunkq.core import Queue
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = max(1, int(os.environ.get("CHUNKQ_SOAK", "1") or "1"))

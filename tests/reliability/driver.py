@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any
 
-from core import DatabaseUnavailable, Processor, Queue, Retry, Worker
+from chunkq.core import DatabaseUnavailable, Processor, Queue, Retry, Worker
 
 POINTS = ("callback", "before_commit", "in_commit", "in_claim")
 

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from core import (
+from chunkq.core import (
     MAX_CHUNK_SIZE,
     ChunkqError,
     DatabaseUnavailable,

@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chunkq.core import DatabaseUnavailable, Processor, Queue
 from sqlalchemy import event
-
-from core import DatabaseUnavailable, Processor, Queue
 
 from ._support import check_at_least_once, check_complete, finish, read_records, spawn, wait_for
 
@@ -177,7 +176,7 @@ def test_a_claim_lost_in_a_server_crash_cannot_fence_in_another_workers_chunk(cl
     attempt number, possibly for different entities (here: a retry chunk where the
     lost claim held a fresh range). The old holder's commit must not land on it.
     """
-    from core import Retry
+    from chunkq.core import Retry
 
     def flaky(entity_id: str, _job: Any) -> None:
         if entity_id == "e0":

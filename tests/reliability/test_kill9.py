@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import Queue
+from chunkq.core import Queue
 
 from ._support import (
     SOAK,

@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from core import Queue
+from chunkq.core import Queue
 
 from ._support import SOAK, backend, check_complete, finish, read_records, spawn, wait_for
 

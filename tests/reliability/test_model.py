@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytest
+from chunkq.core import InvalidInput, InvalidTransition, Processor, Queue
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -32,8 +33,6 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-
-from core import InvalidInput, InvalidTransition, Processor, Queue
 
 from ._support import SOAK, backend
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from core import COMPLETE, Processor, Queue, Retry
+from chunkq.core import COMPLETE, Processor, Queue, Retry
 
 
 def flaky(entity_id: str, _job: Any) -> None:

@@ -7,7 +7,7 @@ be opened; the one-line message says which), 1 for anything unexpected.
 Per-entity callback errors are data in the queue, never a failed command.
 
 Heavy subcommands load lazily: `tui`/`demo` import the Textual dashboard only
-when they run, and `serve` (in ``tui.http``) is imported only when invoked, so
+when they run, and `serve` (in ``chunkq.tui.http``) is imported only when invoked, so
 `chunkq process` in a cron job never pays for, or breaks on, a UI library.
 """
 
@@ -28,9 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
-from click.core import ParameterSource
-
-from core import (
+from chunkq.core import (
     ACTIVE_STATUSES,
     MAX_CHUNK_SIZE,
     STATUSES,
@@ -43,17 +41,18 @@ from core import (
     RunSummary,
     Worker,
 )
+from click.core import ParameterSource
 
-from . import cli_output as out
-from .cli_input import FORMATS, IdSource
-from .cli_options import build_processor, processing_options
+from . import output as out
+from .options import build_processor, processing_options
+from .sources import FORMATS, IdSource
 
 log = logging.getLogger("chunkq.cli")
 
 T = TypeVar("T")
 DEFAULT_DB = "chunkq.db"
 DEFAULT_DEMO_DB = "chunkq-demo.db"
-DEMO_PROCESSOR = "core.demo:processor"
+DEMO_PROCESSOR = "chunkq.core.demo:processor"
 
 
 class CliError(click.ClickException):
@@ -233,7 +232,7 @@ def wants_json(ctx: click.Context, as_json: bool) -> bool:
     cls=ChunkqGroup,
     invoke_without_command=True,
     lazy_subcommands={
-        "serve": ("tui.http:serve_command",
+        "serve": ("chunkq.tui.http:serve_command",
                   "HTTP trigger for hosted schedulers: POST /jobs/process (needs chunkq[http])."),
     },
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -767,9 +766,10 @@ def open_dashboard(
         raise CliError("the dashboard needs an interactive terminal; for scripts use 'chunkq jobs', "
                        "'chunkq process' or --json")
     try:
-        from tui.app import run_dashboard
+        from chunkq.tui.dashboard.app import run_dashboard
     except ModuleNotFoundError as exc:
-        if exc.name in ("tui.app", "textual") or (exc.name or "").startswith("textual."):
+        name = exc.name or ""
+        if name.startswith(("chunkq.tui.dashboard", "textual")):
             raise CliError(f"the dashboard is not available: {exc}") from None
         raise
     run_dashboard(db, processor_path, capture_locals=bool(capture_locals), rate_limits=dict(rates) or None,
@@ -803,7 +803,7 @@ def demo(ctx: click.Context, demo_db: str | None, no_ui: bool, as_json: bool) ->
     Run it again to reopen the same database; it is seeded only once. With
     --json (or --no-ui) it only seeds and reports.
     """
-    from core.demo import seed
+    from chunkq.core.demo import seed
 
     root = ctx.find_root()
     if demo_db is None:
@@ -841,9 +841,6 @@ def demo(ctx: click.Context, demo_db: str | None, no_ui: bool, as_json: bool) ->
 
 
 def main() -> None:
-    """Console-script entry point (``chunkq = "tui.cli:main"``)."""
+    """Console-script entry point (``chunkq = "chunkq.tui.cli:main"``)."""
     cli.main(prog_name="chunkq")
 
-
-if __name__ == "__main__":
-    main()

@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import click
-
-from core import InvalidInput, Processor, load_processor
+from chunkq.core import InvalidInput, Processor, load_processor
 
 F = TypeVar("F", bound=Callable[..., Any])
 

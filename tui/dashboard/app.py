@@ -15,18 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from chunkq import core
+from chunkq.tui.dashboard import commands
+from chunkq.tui.dashboard.format import duration, until
+from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
+from chunkq.tui.dashboard.screens.help import HelpScreen
+from chunkq.tui.dashboard.screens.jobs import JobsScreen
 from textual import work
 from textual.app import App
 from textual.binding import BindingType
 from textual.message import Message
 from textual.worker import Worker, WorkerState
-
-import core
-from tui import commands
-from tui.format import duration, until
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.help import HelpScreen
-from tui.screens.jobs import JobsScreen
 
 #: auto-run waits at most this long for a retry to fall due before it stops
 AUTO_RUN_MAX_WAIT = 120.0

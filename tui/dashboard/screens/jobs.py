@@ -13,6 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from chunkq import core
+from chunkq.tui.dashboard import commands
+from chunkq.tui.dashboard import format as fmt
+from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from rich.style import Style
 from rich.text import Text
 from textual import on, work
@@ -26,13 +30,8 @@ from textual.widgets import DataTable, Footer, Header, Input, RichLog, Select, S
 from textual.widgets.data_table import RowDoesNotExist
 from textual.worker import Worker, WorkerState
 
-import core
-from tui import commands
-from tui import format as fmt
-from tui.screens.confirm import ConfirmScreen
-
 if TYPE_CHECKING:
-    from tui.app import ChunkqApp
+    from chunkq.tui.dashboard.app import ChunkqApp
 
 #: most jobs the table holds at once; DataTable pays for every row it holds
 PAGE_SIZE = 200
@@ -580,14 +579,14 @@ class JobsScreen(Screen[None]):
         if job is None:
             return
         try:
-            from tui.screens.detail import JobDetailScreen
+            from chunkq.tui.dashboard.screens.detail import JobDetailScreen
         except ImportError:
             self.notify("the job detail screen is not available in this build", severity="warning")
             return
         self.app.push_screen(JobDetailScreen(job.id))
 
     def action_new_job(self) -> None:
-        from tui.screens.enqueue import EnqueueScreen
+        from chunkq.tui.dashboard.screens.enqueue import EnqueueScreen
 
         def created(job: core.Job | None) -> None:
             if job is not None:
@@ -744,7 +743,7 @@ class JobsScreen(Screen[None]):
 
     def processing_event(self, message: Any) -> None:
         """Called by the app for each processing message (see ``tui.app``)."""
-        from tui.app import ActivityNote, ChunkDone, EntityDone
+        from chunkq.tui.dashboard.app import ActivityNote, ChunkDone, EntityDone
 
         if isinstance(message, EntityDone):
             self._log_entity(message)
@@ -785,6 +784,6 @@ class JobsScreen(Screen[None]):
 
 
 def _processor_hint() -> str:
-    from tui.app import PROCESSOR_HINT
+    from chunkq.tui.dashboard.app import PROCESSOR_HINT
 
     return PROCESSOR_HINT[0].upper() + PROCESSOR_HINT[1:] + "."

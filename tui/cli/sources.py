@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from typing import IO
 
-from core import InvalidInput, clean_entity_id
+from chunkq.core import InvalidInput, clean_entity_id
 
 log = logging.getLogger("chunkq.cli")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TextIO
 
-from core import Job, Processor
+from chunkq.core import Job, Processor
 
 #: Called with the traceback of the exception the callback raised; returns when the user leaves.
 Debugger = Callable[[TracebackType], None]

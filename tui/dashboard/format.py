@@ -18,7 +18,7 @@ from rich.text import Text
 from textual.color import Color
 
 if TYPE_CHECKING:
-    import core
+    from chunkq import core
 
 Palette = Mapping[str, str]
 

@@ -14,13 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import ClassVar
 
+from chunkq.core import ErrorEntry, Queue
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
-
-from core import ErrorEntry, Queue
 
 CSV_FIELDS = (
     "id",

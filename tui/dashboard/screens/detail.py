@@ -18,6 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+from chunkq import core
+from chunkq.core import ChunkInfo, ErrorEntry, ErrorGroup, Job
+from chunkq.tui.dashboard import debugging, format
+from chunkq.tui.dashboard.traceback_view import render_error, render_stacks
+from chunkq.tui.dashboard.widgets.detail_export import ExportScreen, export_errors
+from chunkq.tui.dashboard.widgets.detail_table import selected_key, sync_rows
 from rich.console import Group, RenderableType
 from rich.text import Text
 from textual import work
@@ -30,15 +36,8 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, Static, TabbedContent, TabPane
 
-import core
-from core import ChunkInfo, ErrorEntry, ErrorGroup, Job
-from tui import debugging, format
-from tui.traceback_view import render_error, render_stacks
-from tui.widgets.detail_export import ExportScreen, export_errors
-from tui.widgets.detail_table import selected_key, sync_rows
-
 if TYPE_CHECKING:
-    from tui.app import ChunkqApp
+    from chunkq.tui.dashboard.app import ChunkqApp
 
 #: Errors per page of the log; the table never holds more.
 PAGE_SIZE = 100
@@ -126,7 +125,7 @@ class DetailCommands(Provider):
 
     def _hits(self) -> list[tuple[str, str, str]]:
         # Actions the app's registry already offers for this screen (step, pause, …) are listed once, there.
-        from tui.commands import COMMANDS
+        from chunkq.tui.dashboard.commands import COMMANDS
 
         shared = {c.action for c in COMMANDS}
         return [
@@ -753,7 +752,7 @@ class JobDetailScreen(Screen[None]):
         self.reload()
 
     def action_cancel_job(self) -> None:
-        from tui.screens.confirm import ConfirmScreen
+        from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 
         def chosen(choice: str | None) -> None:
             if choice == "yes":
@@ -775,7 +774,7 @@ class JobDetailScreen(Screen[None]):
         self._confirm_failed_change("retry")
 
     def _confirm_failed_change(self, how: str) -> None:
-        from tui.screens.confirm import ConfirmScreen
+        from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 
         job = self.job
         if job is None:

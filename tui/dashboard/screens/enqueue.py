@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
 
+from chunkq import core
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -19,10 +20,8 @@ from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Button, Input, Label, Static, TextArea
 
-import core
-
 if TYPE_CHECKING:
-    from tui.app import ChunkqApp
+    from chunkq.tui.dashboard.app import ChunkqApp
 
 # form field id -> the name core uses in its messages
 FIELDS: dict[str, str] = {

@@ -18,13 +18,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from chunkq.core import ErrorEntry, TraceFrame, TraceStack
 from rich.console import Group, RenderableType
 from rich.pretty import Node
 from rich.table import Table
 from rich.text import Text
 from rich.traceback import Frame, Stack, Trace, Traceback
-
-from core import ErrorEntry, TraceFrame, TraceStack
 
 #: Frames of the chunkq machinery around the user's callback say nothing about the bug.
 _MACHINERY = (

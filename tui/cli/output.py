@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from chunkq.core import ChunkInfo, ErrorEntry, ErrorGroup, Job, RunSummary
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-
-from core import ChunkInfo, ErrorEntry, ErrorGroup, Job, RunSummary
 
 _HANDLER_TAG = "_chunkq_cli_handler"
 STATUS_STYLE = {

@@ -45,8 +45,8 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(f"chunkq serve needs the http extra: pip install 'chunkq[http]' ({_exc})") from _exc
 
-import core
-from tui.cli_options import build_processor, processing_options
+from chunkq import core
+from chunkq.tui.cli.options import build_processor, processing_options
 
 log = logging.getLogger("chunkq.http")
 
@@ -574,5 +574,3 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-if __name__ == "__main__":  # `python -m tui.http`: the same command without the rest of the CLI
-    serve_command(prog_name="chunkq serve")

@@ -1,0 +1,3 @@
+from chunkq.tui.cli import main
+
+main()
