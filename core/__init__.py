@@ -1,9 +1,15 @@
 """chunkq's queue: jobs of entity IDs processed chunk by chunk under leases.
 
 This package imports no CLI, terminal or web library; the dashboard and the
-command line (``tui``) build on it, never the reverse.
+command line (``tui``) build on it, never the reverse. The module map is in
+``queue.py``'s docstring; behaviour every front end shares lives here once:
+``Status`` (display rank), ``limits`` (every input bound), ``ProcessorOptions`` /
+``apply_overrides`` (the one merge rule), ``Worker(wait_for_retries=True)`` and
+``Worker.stop_on_signals()``, ``Queue.bulk`` and ``Queue.next_retry_due``.
 """
 
+from . import limits
+from .limits import FloatLimit, IntLimit, TextLimit
 from .loader import ProcessorHandle, load_processor
 from .models import (
     ACTIVE_STATUSES,
@@ -15,6 +21,7 @@ from .models import (
     PENDING,
     RUNNING,
     STATUSES,
+    BulkResult,
     ChunkInfo,
     ChunkqError,
     ChunkResult,
@@ -33,8 +40,11 @@ from .models import (
     TraceFrame,
     TraceStack,
 )
+from .options import ProcessorOptions, apply_overrides, parse_rate, parse_rates
 from .queue import MAX_CHUNK_SIZE, MAX_ID_LENGTH, Queue, clean_entity_id
 from .runner import Processor
+from .signals import SignalStop, stop_message
+from .status import Status
 from .worker import RunSummary, Worker
 
 __all__ = [
@@ -49,6 +59,7 @@ __all__ = [
     "PENDING",
     "RUNNING",
     "STATUSES",
+    "BulkResult",
     "ChunkInfo",
     "ChunkResult",
     "ChunkqError",
@@ -56,6 +67,8 @@ __all__ = [
     "EntityResult",
     "ErrorEntry",
     "ErrorGroup",
+    "FloatLimit",
+    "IntLimit",
     "InvalidInput",
     "InvalidTransition",
     "Job",
@@ -64,13 +77,22 @@ __all__ = [
     "Processor",
     "ProcessorError",
     "ProcessorHandle",
+    "ProcessorOptions",
     "Queue",
     "QueueStats",
     "Retry",
     "RunSummary",
+    "SignalStop",
+    "Status",
+    "TextLimit",
     "TraceFrame",
     "TraceStack",
     "Worker",
+    "apply_overrides",
     "clean_entity_id",
+    "limits",
     "load_processor",
+    "parse_rate",
+    "parse_rates",
+    "stop_message",
 ]

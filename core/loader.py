@@ -11,12 +11,14 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .models import ProcessorError
+from .errors import ProcessorError
+from .options import ProcessorOptions, apply_overrides
 from .runner import Processor
 
 _OWN_PACKAGES = ("chunkq",)
@@ -92,23 +94,24 @@ class ProcessorHandle:
 
     Reloading re-imports the processor's module and every already-imported module
     under the same top-level package or the current folder whose file changed on
-    disk. If anything fails, the previous processor stays in use.
+    disk. If anything fails, the previous processor stays in use. ``overrides``
+    apply on every load by the one rule of ``options.apply_overrides`` (rate limits
+    merge per provider).
     """
 
     path: str
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: ProcessorOptions | Mapping[str, Any] = field(default_factory=dict)
     processor: Processor = field(init=False)
     _mtimes: dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.overrides, ProcessorOptions):  # checked before anything is imported
+            self.overrides = ProcessorOptions.from_mapping({k: v for k, v in self.overrides.items() if v is not None})
         self.processor = self._with_overrides(load_processor(self.path))
         self._snapshot()
 
     def _with_overrides(self, proc: Processor) -> Processor:
-        if not self.overrides:
-            return proc
-        values = {k: v for k, v in self.overrides.items() if v is not None}
-        return Processor(**{**proc.__dict__, **values})
+        return apply_overrides(proc, self.overrides)
 
     def _project_modules(self) -> dict[str, ModuleType]:
         """The processor's module and its neighbours: modules under the same source root or cwd.

@@ -12,18 +12,35 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-PENDING = "pending"
-RUNNING = "running"
-PAUSED = "paused"
-COMPLETE = "complete"
-FAILED = "failed"
-CANCELLED = "cancelled"
+from .errors import (
+    ChunkqError,
+    DatabaseUnavailable,
+    InvalidInput,
+    InvalidTransition,
+    JobFailed,
+    JobNotFound,
+    ProcessorError,
+    Retry,
+)
+from .status import (
+    ACTIVE_STATUSES,
+    CANCELLED,
+    COMPLETE,
+    FAILED,
+    FINISHED_STATUSES,
+    PAUSED,
+    PENDING,
+    RUNNING,
+    STATUSES,
+    Status,
+)
 
-STATUSES: tuple[str, ...] = (PENDING, RUNNING, PAUSED, COMPLETE, FAILED, CANCELLED)
-#: Statuses a worker may still claim work from.
-ACTIVE_STATUSES: tuple[str, ...] = (PENDING, RUNNING)
-#: Statuses nothing ever leaves on its own.
-FINISHED_STATUSES: tuple[str, ...] = (COMPLETE, FAILED, CANCELLED)
+__all__ = [  # the errors and statuses are re-exported: ``from chunkq.core.models import PENDING`` keeps working
+    "ACTIVE_STATUSES", "CANCELLED", "COMPLETE", "FAILED", "FINISHED_STATUSES", "PAUSED", "PENDING", "RUNNING",
+    "STATUSES", "BulkResult", "ChunkInfo", "ChunkResult", "ChunkqError", "DatabaseUnavailable", "EntityResult",
+    "ErrorEntry", "ErrorGroup", "InvalidInput", "InvalidTransition", "Job", "JobFailed", "JobNotFound",
+    "ProcessorError", "QueueStats", "Retry", "Status", "TraceFrame", "TraceStack", "to_datetime",
+]
 
 
 def _json_ready(obj: Any) -> dict[str, Any]:
@@ -31,7 +48,11 @@ def _json_ready(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        out[f.name] = value.isoformat() if isinstance(value, datetime) else value
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Status):
+            value = value.value  # plain text: every JSON encoder takes it
+        out[f.name] = value
     return out
 
 
@@ -52,7 +73,7 @@ class Job:
     name: str | None
     entity_type: str
     provider: str
-    status: str
+    status: Status
     chunk_size: int
     priority: int
     total_count: int
@@ -89,7 +110,7 @@ class Job:
 
     @property
     def is_finished(self) -> bool:
-        return self.status in FINISHED_STATUSES
+        return Status(self.status).is_finished
 
     def eta_seconds(self, per_second: float | None, now: datetime | None = None) -> float | None:
         """Seconds until done at ``per_second``, or None when idle or finished.
@@ -211,7 +232,10 @@ class EntityResult:
     error_type: str | None = None
     message: str | None = None
     traceback: str | None = None
-    retry_at: float | None = None  # set when the failure was transient and a retry is scheduled
+    #: epoch seconds (the queue's clock) the entity's next attempt is due, when this failure scheduled one:
+    #: it was transient and attempts were left. The chunk's commit stores exactly this time (unless a
+    #: ``JobFailed`` then aborts the chunk, and with it the job).
+    retry_at: float | None = None
     duration: float = 0.0
     stacks: tuple[TraceStack, ...] = ()
 
@@ -222,11 +246,10 @@ class ChunkResult:
     chunk_index: int
     processed: int
     errors: int
-    status: str
+    status: Status
     duration: float
     retried: int = 0
     committed: bool = True  # False when the lease was lost and the results were discarded
-    results: tuple[EntityResult, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -235,7 +258,7 @@ class ChunkResult:
             "processed": self.processed,
             "errors": self.errors,
             "retried": self.retried,
-            "status": self.status,
+            "status": str(self.status),
             "duration": round(self.duration, 6),
             "committed": self.committed,
         }
@@ -255,47 +278,22 @@ class QueueStats:
         return dataclasses.asdict(self)
 
 
-# --------------------------------------------------------------------------- errors
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """What one action over every job matching a filter did.
 
-
-class ChunkqError(Exception):
-    """Base of every error chunkq raises on purpose; its message is for people."""
-
-
-class InvalidInput(ChunkqError, ValueError):
-    """The caller asked for something that cannot be done; nothing was written."""
-
-
-class JobNotFound(ChunkqError, LookupError):
-    def __init__(self, job_id: object) -> None:
-        super().__init__(f"no job with id {job_id!r}")
-        self.job_id = job_id
-
-
-class InvalidTransition(ChunkqError):
-    """E.g. resuming a complete job: the message says the job's current status."""
-
-
-class ProcessorError(ChunkqError):
-    """A processor import path that cannot be loaded into a callable."""
-
-
-class DatabaseUnavailable(ChunkqError):
-    """The database cannot be reached or written; the message says why."""
-
-
-class JobFailed(Exception):
-    """Raised by a callback to fail the whole job (bad API key, provider gone)."""
-
-
-class Retry(Exception):
-    """Raised by a callback for a transient failure: the entity is tried again later.
-
-    ``after`` is how many seconds the provider asked to wait (Retry-After); without
-    it chunkq backs off exponentially with jitter.
+    ``skipped`` says why the other matched jobs were left alone, and how many:
+    the status the action does not apply to (``{"complete": 3}`` for a pause), or
+    ``"no failed entities"`` for a retry or requeue of a job with nothing to redo.
+    ``job_ids`` are the jobs changed; for ``retry`` the new jobs it created.
     """
 
-    def __init__(self, reason: str = "retry requested", *, after: float | None = None) -> None:
-        super().__init__(reason)
-        self.after = after
-        self.reason = reason
+    action: str
+    matched: int
+    changed: int
+    skipped: dict[str, int]
+    job_ids: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "matched": self.matched, "changed": self.changed,
+                "skipped": dict(self.skipped), "job_ids": list(self.job_ids)}

@@ -1,8 +1,12 @@
 """Running the user's callback over one chunk, and nothing else.
 
-No database here: the queue claims, this module calls, the queue commits. That
-split is what keeps the user's (slow, flaky) code outside every write
-transaction.
+No database here: the queue claims, this module calls, the queue commits (the
+whole life of a chunk reads top to bottom in ``chunk.py``). That split is what
+keeps the user's (slow, flaky) code outside every write transaction.
+
+The runner also decides, as each entity fails, whether it will be tried again
+and when (``Outcome.retry_at``): the live report (``EntityResult.retry_at``)
+and the commit then agree on it, because there is only one decision.
 """
 
 from __future__ import annotations
@@ -12,19 +16,18 @@ import inspect
 import random
 import threading
 import time
-import traceback as tb_module
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models import EntityResult, InvalidInput, Job, JobFailed, Retry, TraceFrame, TraceStack
+from .errors import InvalidInput, JobFailed, Retry
+from .limits import CONCURRENCY
+from .models import EntityResult, Job, TraceStack
+from .tracebacks import capture_stacks, format_exception, type_name
 
 EntityCallback = Callable[[str, Job], Any]
 BatchCallback = Callable[[list[str], Job], Any]
 EntityHook = Callable[[EntityResult], None]
-
-_LOCALS_MAX = 20
-_LOCAL_REPR_MAX = 200
 
 
 @dataclass
@@ -54,10 +57,10 @@ class Processor:
     def __post_init__(self) -> None:
         if self.on_process is not None and self.on_chunk is not None:
             raise InvalidInput("give on_process or on_chunk, not both")
-        if self.concurrency < 1:
-            raise InvalidInput("concurrency must be at least 1")
+        if self.concurrency < CONCURRENCY.lo:
+            raise InvalidInput("concurrency must be at least 1", field="concurrency")
         if self.timeout is not None and self.timeout <= 0:
-            raise InvalidInput("timeout must be a positive number of seconds")
+            raise InvalidInput("timeout must be a positive number of seconds", field="timeout")
 
     @classmethod
     def coerce(cls, value: Processor | EntityCallback | None) -> Processor:
@@ -75,6 +78,10 @@ class Processor:
         return raw * (0.5 + random.random() / 2) if raw > 0 else 0.0
 
 
+#: what every "run this" API accepts: a ``Processor``, a bare per-entity callback, or None (do nothing)
+ProcessorLike = Processor | EntityCallback | None
+
+
 def _noop(entity_id: str, job: Job) -> None:
     return None
 
@@ -88,14 +95,15 @@ class Item:
 
 @dataclass(slots=True)
 class Outcome:
+    """One entity's result in one chunk; ``retry_at`` (epoch seconds) is set when a retry is scheduled."""
+
     item: Item
     ok: bool
     error_type: str = ""
     message: str = ""
     traceback: str = ""
     stacks: tuple[TraceStack, ...] = ()
-    transient: bool = False
-    retry_after: float | None = None
+    retry_at: float | None = None
     duration: float = 0.0
 
 
@@ -108,75 +116,16 @@ class ChunkAborted(Exception):
         self.outcomes = outcomes
 
 
-# --------------------------------------------------------------------------- tracebacks
-
-
-def capture_stacks(exc: BaseException, *, capture_locals: bool = False) -> tuple[TraceStack, ...]:
-    """A structured traceback, outermost exception first (like Rich and Python print it).
-
-    Stored so the dashboard can render file/line/function/source without the
-    exception object, and without keeping locals unless asked (they can hold secrets).
-    """
-    chain: list[tuple[BaseException, bool]] = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    is_cause = False
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        chain.append((current, is_cause))
-        if current.__cause__ is not None:
-            current, is_cause = current.__cause__, True
-        elif current.__context__ is not None and not current.__suppress_context__:
-            current, is_cause = current.__context__, False
-        else:
-            current = None
-    stacks = []
-    for e, cause in reversed(chain):
-        frames = []
-        for frame, lineno in tb_module.walk_tb(e.__traceback__):
-            code = frame.f_code
-            summary = tb_module.FrameSummary(code.co_filename, lineno, code.co_name)
-            loc = None
-            if capture_locals:
-                loc = {}
-                for k, v in list(frame.f_locals.items())[:_LOCALS_MAX]:
-                    try:
-                        text = repr(v)
-                    except Exception as repr_exc:
-                        text = f"<repr failed: {type(repr_exc).__name__}>"
-                    loc[k] = text[:_LOCAL_REPR_MAX]
-            frames.append(
-                TraceFrame(
-                    filename=code.co_filename,
-                    lineno=lineno or 0,
-                    name=code.co_name,
-                    line=(summary.line or "").strip(),
-                    locals=loc,
-                )
-            )
-        stacks.append(
-            TraceStack(exc_type=_type_name(e), exc_value=str(e), frames=tuple(frames), is_cause=cause)
-        )
-    # is_cause on a stack: it was the direct cause of the stack after it (else: "during handling").
-    return tuple(stacks)
-
-
-def _type_name(exc: BaseException) -> str:
-    t = type(exc)
-    if t.__module__ in ("builtins", "__main__") or t.__module__.startswith("chunkq.core."):
-        return t.__qualname__
-    return f"{t.__module__}.{t.__qualname__}"
-
-
-def format_exception(exc: BaseException) -> str:
-    return "".join(tb_module.format_exception(exc)).rstrip()
-
-
 # --------------------------------------------------------------------------- running
 
 
 class ChunkRunner:
-    """Runs one chunk's items through a processor, reporting each entity as it ends."""
+    """Runs one chunk's items through a processor, reporting each entity as it ends.
+
+    ``schedule_retries`` is the queue's clock when the outcomes will be committed:
+    a transient failure with attempts left then gets its ``retry_at``. Without it
+    (a dry run, a one-off retry of one entity) nothing is scheduled.
+    """
 
     def __init__(
         self,
@@ -185,11 +134,13 @@ class ChunkRunner:
         *,
         on_entity: EntityHook | None = None,
         before_call: Callable[[], Awaitable[None]] | None = None,
+        schedule_retries: Callable[[], float] | None = None,
     ) -> None:
         self.processor = processor
         self.job = job
         self.on_entity = on_entity
         self.before_call = before_call  # e.g. a shared rate limiter
+        self.clock = schedule_retries
         self.stop = threading.Event()  # set to stop a sync chunk loop between entities
 
     async def run(self, items: Sequence[Item]) -> list[Outcome]:
@@ -228,7 +179,7 @@ class ChunkRunner:
                     outcome = self._failure(item, exc, time.perf_counter() - t0, capture_locals)
                 out.append(outcome)
                 if hook is not None:
-                    loop.call_soon_threadsafe(hook, _result(outcome, self.processor))
+                    loop.call_soon_threadsafe(hook, _result(outcome))
             return out
 
         try:
@@ -271,7 +222,7 @@ class ChunkRunner:
                     outcome = self._failure(item, exc, time.perf_counter() - t0, self.processor.capture_locals)
                 results[i] = outcome
                 if self.on_entity is not None:
-                    self.on_entity(_result(outcome, self.processor))
+                    self.on_entity(_result(outcome))
 
         tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(items)]
         try:
@@ -333,37 +284,46 @@ class ChunkRunner:
     def _report(self, outcomes: list[Outcome]) -> None:
         if self.on_entity is not None:
             for o in outcomes:
-                self.on_entity(_result(o, self.processor))
+                self.on_entity(_result(o))
 
     def _failure(self, item: Item, exc: BaseException, duration: float, capture_locals: bool) -> Outcome:
-        transient = isinstance(exc, (Retry, *self.processor.retry_on))
-        if not transient and self.processor.is_transient is not None:
-            try:
-                transient = bool(self.processor.is_transient(exc))
-            except Exception:
-                transient = False
-        message = str(exc) or type(exc).__name__
         return Outcome(
             item,
             False,
-            error_type=_type_name(exc),
-            message=message,
+            error_type=type_name(exc),
+            message=str(exc) or type(exc).__name__,
             traceback=format_exception(exc),
             stacks=capture_stacks(exc, capture_locals=capture_locals),
-            transient=transient,
-            retry_after=exc.after if isinstance(exc, Retry) else None,
+            retry_at=self._retry_at(item, exc),
             duration=duration,
         )
 
+    def _retry_at(self, item: Item, exc: BaseException) -> float | None:
+        """When a transient failure with attempts left is tried again: the provider's
+        Retry-After, else the processor's back-off; None when it is final."""
+        if self.clock is None or item.attempt >= self.job.max_attempts:
+            return None
+        processor = self.processor
+        transient = isinstance(exc, (Retry, *processor.retry_on))
+        if not transient and processor.is_transient is not None:
+            try:
+                transient = bool(processor.is_transient(exc))
+            except Exception:
+                transient = False
+        if not transient:
+            return None
+        delay = exc.after if isinstance(exc, Retry) and exc.after is not None else processor.backoff(item.attempt)
+        return self.clock() + max(delay, 0.0)
 
-def _result(o: Outcome, processor: Processor) -> EntityResult:
+
+def _result(o: Outcome) -> EntityResult:
     return EntityResult(
         entity_id=o.item.entity_id,
         ok=o.ok,
         error_type=o.error_type or None,
         message=o.message or None,
         traceback=o.traceback or None,
-        retry_at=None,
+        retry_at=o.retry_at,
         duration=o.duration,
         stacks=o.stacks,
     )

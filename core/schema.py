@@ -25,7 +25,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    insert,
+    select,
 )
+from sqlalchemy.engine import Connection
+
+from .errors import DatabaseUnavailable
 
 SCHEMA_VERSION = 1
 
@@ -156,3 +161,20 @@ rate_limits = Table(
     Column("tokens", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+
+def ensure_schema(conn: Connection) -> None:
+    """Create missing tables and refuse a database written by a newer chunkq.
+
+    Runs inside the caller's write transaction, after the backend has made sure
+    no other process is creating the same tables at the same moment.
+    """
+    metadata.create_all(conn)
+    version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+    if version is None:
+        conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+    elif int(version) > SCHEMA_VERSION:
+        raise DatabaseUnavailable(
+            f"database schema version {version} is newer than this chunkq understands ({SCHEMA_VERSION}); "
+            "upgrade chunkq"
+        )

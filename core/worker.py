@@ -2,7 +2,14 @@
 
 Stopping is two-staged, like every well-behaved worker: a graceful stop finishes
 and commits the chunk in flight; an abort gives it up at once (its lease is
-released so another worker redoes it).
+released so another worker redoes it). ``stop_on_signals`` maps SIGINT/SIGTERM
+onto the two stages.
+
+"Run until empty" can mean two things: until nothing is claimable this second,
+or also waiting for entity retries that are scheduled but not yet due
+(``wait_for_retries``), so a job is not left at 99% because one entity's
+back-off had a second to go. Either way a chunk another worker holds is that
+worker's to finish. Both live here, once, for every front end.
 """
 
 from __future__ import annotations
@@ -15,9 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models import COMPLETE, ChunkResult, DatabaseUnavailable, EntityResult
-from .queue import ProcessorLike, Queue
-from .runner import Processor
+from .errors import DatabaseUnavailable
+from .models import ChunkResult, EntityResult
+from .queue import Queue
+from .runner import Processor, ProcessorLike
+from .signals import SignalHook, SignalStop
+from .status import ACTIVE_STATUSES, COMPLETE
+
+#: the shortest wait for a retry: a retry that is due but not claimable (its job's worker
+#: slots are all leased) is polled for, not spun on
+RETRY_POLL_SECONDS = 0.25
 
 log = logging.getLogger("chunkq.worker")
 
@@ -31,7 +45,11 @@ class RunSummary:
     discarded: int = 0
     jobs_completed: list[int] = field(default_factory=list)
     elapsed: float = 0.0
-    stopped_by: str = "empty"  # empty | max_chunks | max_seconds | signal | aborted | idle
+    #: empty | max_chunks | max_seconds | signal | aborted | retry_later (the next retry is due
+    #: after ``max_retry_wait``: see ``next_retry_at``)
+    stopped_by: str = "empty"
+    #: with stopped_by "retry_later": when the next retry is due (epoch seconds, the queue's clock)
+    next_retry_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +68,12 @@ class Worker:
     """Claims and runs chunks until told to stop or a limit is reached.
 
     ``forever=False`` (cron, HTTP): stop when nothing is claimable.
+    ``wait_for_retries=True`` (``process --until-empty``, the dashboard's auto-run): when
+    nothing is claimable but an active job (``job_id``'s, if given) has entities waiting
+    for a retry, sleep until the next is due and go on; stop once none waits. A stop or
+    ``max_seconds`` cuts the wait short; ``max_retry_wait`` stops instead of waiting
+    longer than that (``stopped_by="retry_later"``). ``on_wait(due)`` is told when a wait
+    starts (epoch seconds, the queue's clock) and ``on_wait(None)`` when it ends.
     ``forever=True`` (``chunkq worker``): poll, with jitter, until stopped.
     """
 
@@ -63,6 +87,9 @@ class Worker:
         max_seconds: float | None = None,
         forever: bool = False,
         poll_interval: float = 1.0,
+        wait_for_retries: bool = False,
+        max_retry_wait: float | None = None,
+        on_wait: Callable[[float | None], None] | None = None,
         on_chunk: Callable[[ChunkResult], None] | None = None,
         on_entity: Callable[[EntityResult], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -74,6 +101,9 @@ class Worker:
         self.max_seconds = max_seconds
         self.forever = forever
         self.poll_interval = poll_interval
+        self.wait_for_retries = wait_for_retries
+        self.max_retry_wait = max_retry_wait
+        self.on_wait = on_wait
         self.on_chunk = on_chunk
         self.on_entity = on_entity
         self._clock = clock
@@ -97,11 +127,17 @@ class Worker:
         if self._task is not None:
             self._task.cancel()
 
+    def stop_on_signals(self, on_signal: SignalHook | None = None) -> SignalStop:
+        """``with worker.stop_on_signals(): await worker.run()`` - first SIGINT/SIGTERM stops
+        gracefully, the second aborts; ``on_signal(sig, count)`` is the front end's cue to say so."""
+        return SignalStop(self, on_signal=on_signal)
+
     async def run(self) -> RunSummary:
         start = self._clock()
         deadline = start + self.max_seconds if self.max_seconds is not None else None
         db_backoff = 0.5
         s = self.summary
+        s.next_retry_at = None
         try:
             while not self._stop.is_set():
                 if self.max_chunks is not None and s.chunks >= self.max_chunks:
@@ -129,11 +165,13 @@ class Worker:
                     self._task = None
                 self._idle = result is None
                 if result is None:
-                    if not self.forever:
-                        s.stopped_by = "empty"
-                        break
-                    await self._sleep(self.poll_interval * (0.75 + random.random() / 2), deadline)
-                    continue
+                    if self.forever:
+                        await self._sleep(self.poll_interval * (0.75 + random.random() / 2), deadline)
+                        continue
+                    if self.wait_for_retries and await self._wait_for_retry(deadline):
+                        continue
+                    s.stopped_by = "empty" if s.next_retry_at is None else "retry_later"
+                    break
                 self._record(result)
             else:
                 if s.stopped_by not in ("aborted",):
@@ -149,10 +187,29 @@ class Worker:
             return None
         if self.job_id is not None:
             job = await self.queue.get_job(self.job_id)
-            if job.status not in ("pending", "running"):
+            if job.status not in ACTIVE_STATUSES:
                 return None
             return await self.queue.process_chunk(self.job_id, self.processor, on_entity=self.on_entity)
         return await self.queue.process_next_chunk(self.processor, on_entity=self.on_entity)
+
+    async def _wait_for_retry(self, deadline: float | None) -> bool:
+        """Sleep until the next entity retry is due; False when none waits (or it is too far off)."""
+        due = await self.queue.next_retry_due(self.job_id)
+        if due is None:
+            return False
+        wait = max(due - self.queue.now(), RETRY_POLL_SECONDS)
+        if self.max_retry_wait is not None and wait > self.max_retry_wait:
+            self.summary.next_retry_at = due
+            return False
+        log.debug("waiting %.1fs for entity retries that are not yet due", wait)
+        if self.on_wait is not None:
+            self.on_wait(due)
+        try:
+            await self._sleep(wait, deadline)
+        finally:
+            if self.on_wait is not None:
+                self.on_wait(None)
+        return True
 
     def _record(self, result: ChunkResult) -> None:
         s = self.summary

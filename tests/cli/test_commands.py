@@ -365,7 +365,7 @@ def fake_dashboard(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...
     module = types.ModuleType("chunkq.tui.dashboard.app")
     module.run_dashboard = lambda *a, **kw: calls.append((a, kw))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "chunkq.tui.dashboard.app", module)
-    monkeypatch.setattr("chunkq.tui.cli._interactive", lambda: True)
+    monkeypatch.setattr("chunkq.tui.cli.dashboard._interactive", lambda: True)
     return calls
 
 

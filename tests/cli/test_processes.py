@@ -359,3 +359,32 @@ def test_until_empty_on_a_terminal_draws_a_progress_bar(
     assert "process: 1" in text and "200 entities done" in text and "1 job completed (#1)" in text
     plain = run_chunkq(["--db", sqlite_url, "jobs"], env, tmp_path)
     assert "\x1b[" not in plain.stdout  # ... and none in a pipe
+
+
+def test_untrusted_text_on_a_terminal_is_shown_as_plain_text(
+    sqlite_url: str, env: dict[str, str], tmp_path: Path, write_processor: Callable[[str], str],
+) -> None:
+    """Job names and provider messages with markup and terminal escapes are printed, never interpreted."""
+    mod = write_processor("""
+        def fail(entity_id, job):
+            raise ValueError("\\x1b]2;pwned\\x07 [/x] [b]boom")
+    """)
+    res = run_chunkq(["--db", sqlite_url, "enqueue", "-", "-t", "[red]co", "-p", "p", "--name", "[/x] [b]import",
+                      "--max-attempts", "1"], env, tmp_path, input=b"a\nb\n")
+    assert res.returncode == 0, res.stderr
+    res = run_chunkq(["--db", sqlite_url, "process", "--until-empty", "--processor", f"{mod}:fail"],
+                     env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    import re
+
+    for args in (["jobs"], ["show", "1"], ["errors", "1"]):
+        code, screen = run_on_terminal(["--db", sqlite_url, *args], env, tmp_path)
+        assert code == 0, screen
+        assert "\x1b]2;" not in screen, f"{args}: a provider message retitled the terminal"
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+        if args == ["jobs"]:
+            assert "[/x] [b]import" in text and "[red]co" in text, text
+        else:  # the message, its escape made visible
+            assert "\\x1b]2;pwned\\x07 [/x] [b]boom" in text, text
+        if args == ["show", "1"]:
+            assert "[/x] [b]import" in text and "[red]co via p" in text and "max 1 worker at once" in text, text

@@ -115,17 +115,11 @@ async def shoot(out: Path) -> list[Path]:
             await save("cancel", open_confirm)
             await pilot.press("escape")
 
-            try:
-                import chunkq.tui.dashboard.screens.detail  # noqa: F401
-            except ImportError:
-                pass
-            else:
+            async def open_detail() -> None:
+                await pilot.press("enter")
+                await pilot.pause(0.5)
 
-                async def open_detail() -> None:
-                    await pilot.press("enter")
-                    await pilot.pause(0.5)
-
-                await save("detail", open_detail)
+            await save("detail", open_detail)
             await pilot.press("escape", "escape")
     return saved
 

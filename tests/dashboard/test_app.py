@@ -290,8 +290,8 @@ async def test_open_the_selected_job(seeded_url: str) -> None:
         assert app.screen.job_id == 4
 
 
-async def test_help_lists_every_command(sqlite_url: str) -> None:
-    from chunkq.tui.dashboard.commands import COMMANDS
+async def test_help_lists_every_command_of_the_jobs_list(sqlite_url: str) -> None:
+    from chunkq.tui.dashboard.commands import JOBS, available
 
     app = make_app(sqlite_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -299,8 +299,9 @@ async def test_help_lists_every_command(sqlite_url: str) -> None:
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
-        for c in COMMANDS:
+        for c in available(JOBS):
             assert f"`{c.display}` **{c.title}**" in app.screen.markdown
+        assert "Retry entity" not in app.screen.markdown, "the detail screen's keys are its own help's"
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, JobsScreen)

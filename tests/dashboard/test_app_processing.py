@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from chunkq.tui.dashboard.app import ChunkqApp, EntityDone
+from chunkq.tui.dashboard.app import ChunkqApp
+from chunkq.tui.dashboard.messages import EntityDone
 from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from chunkq.tui.dashboard.screens.help import HelpScreen
 from chunkq.tui.dashboard.screens.jobs import JobsScreen

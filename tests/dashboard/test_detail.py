@@ -20,9 +20,11 @@ import pytest
 from chunkq.core import ErrorEntry, Job, Processor, Queue, load_processor
 from chunkq.tui.dashboard.app import ChunkqApp
 from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
-from chunkq.tui.dashboard.screens.detail import PAGE_SIZE, JobDetailScreen, lease_notice
+from chunkq.tui.dashboard.screens.detail import PAGE_SIZE, JobDetailScreen
+from chunkq.tui.dashboard.screens.export import ExportScreen
+from chunkq.tui.dashboard.screens.help import HelpScreen
 from chunkq.tui.dashboard.traceback_view import render_error
-from chunkq.tui.dashboard.widgets.detail_export import ExportScreen
+from chunkq.tui.dashboard.widgets.job_summary import lease_notice
 from rich.console import Console
 from textual.clock import MockClock
 from textual.pilot import Pilot
@@ -111,7 +113,7 @@ async def open_detail(pilot: Pilot[None], job_id: int, **kwargs: object) -> JobD
 async def wait_loaded(pilot: Pilot[None], screen: JobDetailScreen, after: int = 0) -> None:
     for _ in range(200):
         await settle(pilot)
-        if screen.loads > after and not screen._loading:
+        if screen.loads > after and not screen.poller.busy:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the detail screen never finished loading")
@@ -305,6 +307,31 @@ async def test_error_log_pages(sqlite_url: str, make_processor: Callable[..., st
         await pilot.press("left_square_bracket")
         await wait_loaded(pilot, screen, before)
         assert len(errors.rows) == PAGE_SIZE and screen.page_offset == 0
+
+
+# ---------------------------------------------------------------------- keys: help and the palette
+
+
+async def test_help_and_the_palette_offer_this_screens_commands(sqlite_url: str, proc_path: str,
+                                                                   tmp_path: Path) -> None:
+    job = await seed_job(sqlite_url, proc_path)
+    async with running(sqlite_url, proc_path, job.id) as (app, pilot, screen):
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        text = app.screen.markdown
+        assert text.index("## Job detail") < text.index("`t` **Retry entity**") < text.index("`R` **Reload")
+        assert "New job" not in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"export")
+        await pilot.pause(0.3)  # the palette searches in a worker of its own
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ExportScreen), "the detail screen's command ran on the detail screen"
 
 
 # ---------------------------------------------------------------------- export

@@ -74,8 +74,7 @@ async def test_late_commit_is_fenced_off(db_url: str) -> None:
         # The slow worker finally finishes: its results must not be applied twice.
         from chunkq.core.runner import Outcome
 
-        late = await slow._commit(claim, [Outcome(i, True) for i in claim.items], 1.0, None,
-                                  __import__("core").Processor())
+        late = await slow._commit(claim, [Outcome(i, True) for i in claim.items], 1.0, None)
         assert late.committed is False
         j = await fast.get_job(job.id)
         assert (j.status, j.processed_count, j.succeeded_count) == (COMPLETE, 10, 10)
@@ -209,7 +208,7 @@ async def test_resume_keeps_running_status_while_a_chunk_is_leased(db_url: str) 
         assert (await q.resume(job.id)).status == RUNNING
         from chunkq.core.runner import Outcome
 
-        r = await q._commit(claim, [Outcome(i, True) for i in claim.items], 0.1, None, __import__("core").Processor())
+        r = await q._commit(claim, [Outcome(i, True) for i in claim.items], 0.1, None)
         assert r.status == PENDING
 
 

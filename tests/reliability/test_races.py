@@ -35,18 +35,18 @@ async def test_retry_scheduled_by_a_concurrent_commit_is_not_lost(db_url: str) -
 
         # Hold A's commit transaction open after all its statements, before COMMIT.
         reached, go = asyncio.Event(), asyncio.Event()
-        original = a._run_write_sync
+        original = a.backend.write
 
         async def held(fn: Any, what: str, **kw: Any) -> Any:
             if what != "committing a chunk":
                 return await original(fn, what, **kw)
-            async with a._write() as conn:
+            async with a.backend.write_connection() as conn:
                 result = await conn.run_sync(fn)
                 reached.set()
                 await go.wait()
             return result
 
-        a._run_write_sync = held  # type: ignore[method-assign]
+        a.backend.write = held  # type: ignore[method-assign]
         ta = asyncio.create_task(a._run_claim(ca, Processor(on_process=flaky), None))
         await asyncio.wait_for(reached.wait(), 10)
         tb = asyncio.create_task(b._run_claim(cb, Processor(on_process=lambda e, j: None), None))

@@ -132,6 +132,12 @@ class RateParam(click.ParamType):
 
 RATE = RateParam()
 
+#: ``--lease-seconds``, for every command that runs chunks (`process`, `worker`, `serve`)
+lease_seconds_option = click.option(
+    "--lease-seconds", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True, metavar="S",
+    help="How long a silent worker keeps its chunk before others may take it.",
+)
+
 
 def processing_options(*, processor_required: bool = True) -> Callable[[F], F]:
     """Decorate a click command with --processor/--concurrency/--timeout/--rate/--capture-locals.

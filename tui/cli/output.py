@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chunkq.core import ChunkInfo, ErrorEntry, ErrorGroup, Job, RunSummary
+from chunkq.tui import humanize
+from chunkq.tui.humanize import ago, duration, number, plural, timestamp
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -30,6 +32,7 @@ STATUS_STYLE = {
     "complete": "green",
     "failed": "red",
     "cancelled": "dim",
+    "stale": "bold red",
 }
 
 
@@ -126,43 +129,21 @@ def tsv(rows: Iterable[Sequence[Any]]) -> None:
 
 
 # ------------------------------------------------------------------ formatting
+# Numbers, durations and times come from chunkq.tui.humanize, the rules the dashboard uses too.
 
 
-def ago(when: datetime | None, now: datetime | None = None) -> str:
-    if when is None:
-        return "-"
-    secs = ((now or datetime.now(UTC)) - when).total_seconds()
-    if secs < 0:
-        return "in " + duration(-secs)
-    return duration(secs) + " ago"
+def plain(text: object) -> Text:
+    """User or provider text for a table cell: one line, no control characters, never markup."""
+    return Text(humanize.printable(text))
 
 
-def duration(secs: float | None) -> str:
-    if secs is None:
-        return "-"
-    if secs < 1:
-        return f"{secs * 1000:.0f}ms"
-    if secs < 60:
-        return f"{secs:.1f}s"
-    if secs < 3600:
-        return f"{int(secs // 60)}m{int(secs % 60):02d}s"
-    return f"{int(secs // 3600)}h{int(secs % 3600 // 60):02d}m"
-
-
-def stamp(when: datetime | None) -> str:
-    return when.strftime("%Y-%m-%d %H:%M:%SZ") if when else "-"
-
-
-def job_label(job: Job) -> str:
-    return f"job {job.id}" + (f" ({job.name})" if job.name else "")
-
-
-def status_text(status: str) -> Text:
-    return Text(status, style=STATUS_STYLE.get(status, ""))
+def status_text(status: str, *, stale: bool = False) -> Text:
+    word = humanize.status(status, stale=stale)
+    return Text(word, style=STATUS_STYLE.get(word, ""))
 
 
 def progress_text(job: Job) -> str:
-    return f"{job.processed_count:,}/{job.total_count:,} ({job.progress:.0%})"
+    return f"{number(job.processed_count)}/{number(job.total_count)} ({humanize.percent(job.progress)})"
 
 
 JOB_COLUMNS = ("id", "name", "type", "provider", "status", "done", "total", "failed", "waiting", "priority",
@@ -195,11 +176,10 @@ def jobs_table(jobs: Sequence[Job]) -> None:
     now = datetime.now(UTC)
     for j in jobs:
         table.add_row(
-            str(j.id), j.name or "", j.entity_type, j.provider,
-            status_text(j.status).append(" (stale)", style="dim") if j.lease_is_stale(now) else
-            status_text(j.status), progress_text(j),
-            Text(f"{j.failed_count:,}", style="red" if j.failed_count else "dim"),
-            f"{j.waiting_count:,}" if j.waiting_count else "", str(j.priority), ago(j.updated_at, now),
+            str(j.id), plain(j.name or ""), plain(j.entity_type), plain(j.provider),
+            status_text(j.status, stale=j.lease_is_stale(now)), progress_text(j),
+            Text(number(j.failed_count), style="red" if j.failed_count else "dim"),
+            number(j.waiting_count) if j.waiting_count else "", str(j.priority), ago(j.updated_at, now),
         )
     out.print(table)
 
@@ -238,47 +218,47 @@ def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> 
     tty = stdout_is_tty()
     out = console()
     rows: list[tuple[str, Any]] = [
-        ("job", f"{job.id}" + (f"  {job.name}" if job.name else "")),
-        ("status", status_text(job.status) if tty else job.status),
-        ("entities", f"{job.entity_type} via {job.provider}"),
+        ("job", plain(f"{job.id}" + (f"  {job.name}" if job.name else ""))),
+        ("status", status_text(job.status, stale=job.lease_is_stale(datetime.now(UTC))) if tty else job.status),
+        ("entities", plain(f"{job.entity_type} via {job.provider}")),
         ("progress", progress_text(job)),
-        ("succeeded", f"{job.succeeded_count:,}"),
-        ("failed", f"{job.failed_count:,}"),
-        ("waiting", f"{job.waiting_count:,}"
+        ("succeeded", number(job.succeeded_count)),
+        ("failed", number(job.failed_count)),
+        ("waiting", number(job.waiting_count)
          + (f" (next retry {ago(job.next_retry_at)})" if job.waiting_count and job.next_retry_at else "")),
-        ("chunk size", f"{job.chunk_size:,}  (max {job.max_workers} worker(s) at once)"),
+        ("chunk size", f"{number(job.chunk_size)}  (max {plural(job.max_workers, 'worker')} at once)"),
         ("priority", str(job.priority)),
-        ("attempts", f"up to {job.max_attempts} per entity"),
+        ("attempts", f"up to {number(job.max_attempts)} per entity"),
     ]
     if job.max_errors is not None or job.max_error_ratio is not None:
         parts = []
         if job.max_errors is not None:
-            parts.append(f"{job.max_errors:,} failures")
+            parts.append(plural(job.max_errors, "failure"))
         if job.max_error_ratio is not None:
             parts.append(f"{job.max_error_ratio:.0%} failed")
         rows.append(("error budget", "pause at " + " or ".join(parts)))
     if job.fail_reason:
-        rows.append(("reason", job.fail_reason))
+        rows.append(("reason", plain(job.fail_reason)))
     if job.parent_id:
         rows.append(("retry of", f"job {job.parent_id}"))
     rows += [
-        ("created", stamp(job.created_at)),
-        ("started", stamp(job.started_at)),
-        ("finished", stamp(job.finished_at)),
+        ("created", timestamp(job.created_at)),
+        ("started", timestamp(job.started_at)),
+        ("finished", timestamp(job.finished_at)),
     ]
     c = chunks
-    hist = f"{c['done']:,} done"
+    hist = f"{number(c['done'])} done"
     if c["leased"]:
-        hist += f", {c['leased']} in flight ({', '.join(c['leased_by'])})"
+        hist += f", {number(c['leased'])} in flight ({', '.join(c['leased_by'])})"
     if c["stale_leases"]:
-        hist += f" of which {c['stale_leases']} with an expired lease (the next worker redoes it)"
+        hist += f" of which {number(c['stale_leases'])} with an expired lease (the next worker redoes it)"
     if c["retry_chunks"]:
-        hist += f", {c['retry_chunks']} of them retries"
+        hist += f", {number(c['retry_chunks'])} of them retries"
     if c["avg_seconds"] is not None:
         hist += f"; {duration(c['avg_seconds'])} avg, {duration(c['max_seconds'])} max"
     if c["workers"]:
-        hist += f"; {len(c['workers'])} worker(s)"
-    rows.append(("chunks", hist))
+        hist += f"; {plural(len(c['workers']), 'worker')}"
+    rows.append(("chunks", plain(hist)))
     more = max(len(groups) - SHOW_GROUPS, 0)
     groups = groups[:SHOW_GROUPS]
     if not tty:
@@ -302,7 +282,7 @@ def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> 
         t.add_column("Type", style="red")
         t.add_column("Message", overflow="fold")
         for g in groups:
-            t.add_row(f"{g.count:,}", f"{g.entities:,}", g.error_type, g.message)
+            t.add_row(number(g.count), number(g.entities), plain(g.error_type), plain(g.message))
         out.print(t)
         if more:
             out.print(f"[dim]… and more; every error: chunkq errors {job.id}[/]")
@@ -346,23 +326,19 @@ def errors_table(errors: Sequence[ErrorEntry]) -> None:
     t.add_column("When", justify="right")
     now = datetime.now(UTC)
     for e in errors:
-        t.add_row(str(e.id), e.entity_id, e.error_type, e.message,
+        t.add_row(str(e.id), plain(e.entity_id), plain(e.error_type), plain(e.message),
                   f"{e.attempt}" + ("" if e.final else " (retried)"), ago(e.created_at, now))
     out.print(t)
 
 
 def summary_sentence(s: RunSummary) -> str:
     """One line for a person or a cron mail: what was done and why it stopped."""
-
-    def n(count: int, word: str, plural: str | None = None) -> str:
-        return f"{count:,} {word if count == 1 else (plural or word + 's')}"
-
-    errors = n(s.errors, "error") + (f" ({s.retried:,} to retry)" if s.retried else "")
-    parts = [n(s.chunks, "chunk"), n(s.entities, "entity", "entities") + " done", errors]
+    errors = plural(s.errors, "error") + (f" ({number(s.retried)} to retry)" if s.retried else "")
+    parts = [plural(s.chunks, "chunk"), plural(s.entities, "entity", "entities") + " done", errors]
     if s.discarded:
-        parts.append(f"{n(s.discarded, 'chunk')} discarded (lease lost)")
+        parts.append(f"{plural(s.discarded, 'chunk')} discarded (lease lost)")
     done = ", ".join(f"#{i}" for i in s.jobs_completed)
-    parts.append(n(len(s.jobs_completed), "job") + " completed" + (f" ({done})" if done else ""))
+    parts.append(plural(len(s.jobs_completed), "job") + " completed" + (f" ({done})" if done else ""))
     why = {
         "empty": "nothing left to do",
         "max_chunks": "reached --max-chunks",

@@ -1,81 +1,42 @@
 """The chunkq dashboard: a Textual app over one ``core.Queue``.
 
-The app owns the queue (opened on the app's own event loop when it mounts: an
-async engine belongs to one loop) and the processing — step, auto-run, dry run,
-reload — so every screen can start it and the quit dialog can see what is in
-flight. Screens own their views; processing reports back through messages.
+``ChunkqApp`` opens the queue on the app's own event loop when it mounts (an async
+engine belongs to one loop), shows the jobs screen, hands processing messages to
+the screens, and asks before quitting with a chunk in flight. The processing itself
+(step, auto-run, dry run, reload) is ``processing.ProcessingApp``, its base.
+
+Screens never import this module: they see the app as ``protocol.Dashboard``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import ClassVar
 
 from chunkq import core
 from chunkq.tui.dashboard import commands
-from chunkq.tui.dashboard.format import duration, until
+from chunkq.tui.dashboard.messages import ActivityNote, ChunkDone, EntityDone, ProcessingChanged, ProcessingMessage
+from chunkq.tui.dashboard.processing import ProcessingApp
+from chunkq.tui.dashboard.protocol import ProcessingListener
 from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from chunkq.tui.dashboard.screens.help import HelpScreen
 from chunkq.tui.dashboard.screens.jobs import JobsScreen
 from textual import work
 from textual.app import App
 from textual.binding import BindingType
-from textual.message import Message
-from textual.worker import Worker, WorkerState
-
-#: auto-run waits at most this long for a retry to fall due before it stops
-AUTO_RUN_MAX_WAIT = 120.0
-PROCESSOR_HINT = "start with --processor module:function to process from the dashboard"
 
 
-class EntityDone(Message):
-    """One entity finished (step, auto-run or dry run); sent as it happens."""
+class ChunkqApp(ProcessingApp):
+    """The dashboard; it satisfies ``protocol.Dashboard``, the only part screens rely on.
 
-    def __init__(self, job_id: int | None, result: core.EntityResult, *, dry_run: bool = False) -> None:
-        super().__init__()
-        self.job_id = job_id
-        self.result = result
-        self.dry_run = dry_run
-
-
-class ChunkDone(Message):
-    """A chunk was committed (or its results discarded after a lost lease)."""
-
-    def __init__(self, result: core.ChunkResult, *, source: str) -> None:
-        super().__init__()
-        self.result = result
-        self.source = source  # "step" or "auto-run"
-
-
-class ActivityNote(Message):
-    """A line for the activity log that is not an entity result (a summary, a warning)."""
-
-    def __init__(self, text: str, *, severity: str = "information") -> None:
-        super().__init__()
-        self.text = text
-        self.severity = severity
-
-
-class ProcessingChanged(Message):
-    """Stepping or auto-run started or stopped: headers and footers redraw."""
-
-
-class ChunkqApp(App[None]):
-    """The dashboard. Screens reach the queue and the processing through ``self.app``.
-
-    Contract used by every screen: ``queue`` (open once mounted), ``processor_handle``,
-    ``capture_locals``, ``now()``, ``require_processor()``, ``step(job_id)``,
-    ``dry_run(job_id)``; a screen that defines ``processing_event(message)`` receives
-    ``EntityDone``/``ChunkDone``/``ActivityNote``/``ProcessingChanged`` while on top.
+    Processing messages (``messages.py``) go to the jobs screen and to the screen on
+    top when it is a ``protocol.ProcessingListener``.
     """
 
     CSS_PATH = "app.tcss"
     TITLE = "chunkq"
-    BINDINGS: ClassVar[list[BindingType]] = commands.bindings("app")
+    BINDINGS: ClassVar[list[BindingType]] = commands.bindings(commands.APP)
     COMMANDS: ClassVar = App.COMMANDS | {commands.ChunkqCommands}
     ENABLE_COMMAND_PALETTE = True
 
@@ -91,35 +52,10 @@ class ChunkqApp(App[None]):
         clock: Callable[[], datetime] | None = None,
         refresh_interval: float = 0.5,
     ) -> None:
-        super().__init__()
-        self.db_url = db_url
-        self.processor_path = processor
-        self.capture_locals = capture_locals
-        self.refresh_interval = refresh_interval
-        self._clock = clock
-        # One clock for the display and the queue's stamps, so a frozen clock freezes both.
-        queue_clock = (lambda: clock().timestamp()) if clock is not None else None
-        self.queue = core.Queue(db_url, clock=queue_clock)
-        self.processor_handle: core.ProcessorHandle | None = None
-        if processor:
-            overrides: dict[str, Any] = {
-                "capture_locals": True if capture_locals else None,
-                "rate_limits": rate_limits or None,
-                "concurrency": concurrency,
-                "timeout": timeout,
-            }
-            # Raises ProcessorError before any screen exists: the CLI reports it as a usage error.
-            self.processor_handle = core.ProcessorHandle(processor, overrides=overrides)
-        self.auto_worker: core.Worker | None = None
-        self.stepping: int | None = None  # job id (0: next in line) of the step in flight
-        self._step_task: asyncio.Task[None] | None = None
-        #: epoch seconds auto-run sleeps until (a retry falls due), for the header
-        self.auto_waiting_until: float | None = None
-        self._auto_note = ""
-        self._auto_stop = asyncio.Event()  # wakes auto-run from a wait for retries
-        self._auto_task: asyncio.Task[core.RunSummary] | None = None
+        # Raises ProcessorError before any screen exists: the CLI reports it as a usage error.
+        super().__init__(db_url, processor=processor, capture_locals=capture_locals, rate_limits=rate_limits,
+                         concurrency=concurrency, timeout=timeout, clock=clock, refresh_interval=refresh_interval)
         self.jobs_screen: JobsScreen | None = None
-        self._quitting = False
         #: why the dashboard could not start (the database), re-raised by run_dashboard
         self.startup_error: core.ChunkqError | None = None
 
@@ -143,207 +79,15 @@ class ChunkqApp(App[None]):
         await self._wait_for_processing(grace=10)
         await self.queue.close()
 
-    def now(self) -> datetime:
-        """The dashboard's clock (UTC-aware); tests freeze it through ``clock=``."""
-        return self._clock() if self._clock is not None else datetime.now(UTC)
-
-    def require_processor(self) -> core.Processor | None:
-        if self.processor_handle is None:
-            self.notify(PROCESSOR_HINT, title="No processor", severity="warning")
-            return None
-        return self.processor_handle.processor
-
-    @property
-    def db_label(self) -> str:
-        """Where the queue lives, short enough for a header (and free of passwords)."""
-        url = self.queue.display_url
-        if url.startswith("sqlite"):
-            return Path(url.split("///", 1)[-1]).name or url
-        return url
-
-    @property
-    def processing(self) -> bool:
-        """A chunk may be in flight: a step, or auto-run."""
-        return self.stepping is not None or self.auto_worker is not None
-
-    def update_sub_title(self) -> None:
-        parts = [self.db_label]
-        if self.processor_handle is not None:
-            parts.append(f"processor {self.processor_handle.path}")
-        else:
-            parts.append("watching (no --processor)")
-        if self.auto_worker is not None:
-            s = self.auto_worker.summary
-            if self.auto_worker.stopping:
-                state = "stopping"
-            elif self.auto_waiting_until is not None:
-                state = "waiting for retries"
-            else:
-                state = "running"
-            parts.append(f"▶ auto-run {state}: {s.chunks} chunks, {s.entities:,} entities")
-        elif self.stepping is not None:
-            parts.append("▶ stepping")
-        self.sub_title = " · ".join(parts)
-
-    # ------------------------------------------------------------------ processing
-
-    def _entity_hook(
-        self, job_id: int | None, *, dry_run: bool = False, failures_only: bool = False
-    ) -> Callable[[core.EntityResult], None]:
-        # core calls this on the event loop (sync callbacks hand results back thread-safely)
-        def hook(result: core.EntityResult) -> None:
-            if not (failures_only and result.ok):
-                self.post_message(EntityDone(job_id, result, dry_run=dry_run))
-
-        return hook
-
-    def step(self, job_id: int | None) -> None:
-        """Process one chunk of ``job_id`` (None: the next job in line), reporting live."""
-        processor = self.require_processor()
-        if processor is None:
-            return
-        if self.auto_worker is not None:
-            self.notify("auto-run is processing; press a to stop it before stepping", severity="warning")
-            return
-        if self.stepping is not None:
-            self.notify("a chunk is already in flight; wait for it to commit", severity="warning")
-            return
-        self.stepping = job_id or 0
-        self.update_sub_title()
-        self.post_message(ProcessingChanged())
-        self._step(job_id, processor)
-
-    @work(group="processing", exit_on_error=False)
-    async def _step(self, job_id: int | None, processor: core.Processor) -> None:
-        # The chunk runs in a task of our own, so quitting can cancel it (core then releases
-        # the lease) and wait until that release has really happened.
-        self._step_task = asyncio.ensure_future(self._step_once(job_id, processor))
-        try:
-            await self._step_task
-        except asyncio.CancelledError:
-            self.post_message(ActivityNote("step abandoned: the chunk was released for another worker",
-                                           severity="warning"))
-        except core.ChunkqError as exc:
-            self.post_message(ActivityNote(str(exc), severity="error"))
-        finally:
-            self._step_task = None
-            self.stepping = None
-            self.update_sub_title()
-            self.post_message(ProcessingChanged())
-
-    async def _step_once(self, job_id: int | None, processor: core.Processor) -> None:
-        if job_id is None:
-            result = await self.queue.process_next_chunk(processor, on_entity=self._entity_hook(None))
-            if result is None:
-                self.post_message(ActivityNote("nothing to process: no job has a claimable chunk"))
-        else:
-            result = await self.queue.process_chunk(job_id, processor, on_entity=self._entity_hook(job_id))
-            if result is None:
-                job = await self.queue.get_job(job_id)
-                why = "its chunks are leased by other workers"
-                if job.waiting_count and job.next_retry_at is not None:
-                    why = (f"{job.waiting_count} entities wait for a retry, "
-                           f"next {until(job.next_retry_at, self.now())}")
-                self.post_message(ActivityNote(f"job {job_id} has nothing claimable right now: {why}"))
-        if result is not None:
-            self.post_message(ChunkDone(result, source="step"))
-
-    def action_toggle_auto_run(self) -> None:
-        if self.auto_worker is not None:
-            if not self.auto_worker.stopping:
-                self.auto_worker.stop()
-                self._auto_stop.set()
-                self.notify("auto-run stops after the chunk in flight commits")
-                self.update_sub_title()
-            return
-        processor = self.require_processor()
-        if processor is None:
-            return
-        if self.stepping is not None:
-            self.notify("a step is in flight; start auto-run once it commits", severity="warning")
-            return
-        self._auto_stop = asyncio.Event()
-        self.auto_worker = core.Worker(
-            self.queue, processor, forever=False,
-            on_chunk=lambda r: self.post_message(ChunkDone(r, source="auto-run")),
-            on_entity=self._entity_hook(None, failures_only=True),  # successes: one line per chunk
-        )
-        self.update_sub_title()
-        self.post_message(ProcessingChanged())
-        self._auto_run(self.auto_worker)
-
-    @work(group="auto-run", exit_on_error=False)
-    async def _auto_run(self, worker: core.Worker) -> None:
-        # Stopped with worker.stop()/abort(), never by cancelling a Textual worker mid-commit.
-        self._auto_task = asyncio.ensure_future(self._auto_loop(worker))
-        try:
-            summary = await self._auto_task
-            why = {"empty": "nothing left to claim", "signal": "stopped", "aborted": "aborted, chunk released"}.get(
-                summary.stopped_by, summary.stopped_by)
-            if self._auto_note:
-                why = self._auto_note
-            self.post_message(ActivityNote(
-                f"auto-run ended ({why}): {summary.chunks} chunks, {summary.entities:,} entities, "
-                f"{summary.errors:,} errors in {duration(summary.elapsed)}"))
-            if not self._quitting:
-                self.notify(f"auto-run ended: {why}; {summary.chunks} chunks, {summary.entities:,} entities")
-        except core.ChunkqError as exc:
-            self.post_message(ActivityNote(f"auto-run stopped: {exc}", severity="error"))
-            self.notify(str(exc), title="Auto-run stopped", severity="error")
-        finally:
-            self._auto_task = None
-            self.auto_worker = None
-            self.update_sub_title()
-            self.post_message(ProcessingChanged())
-
-    async def _auto_loop(self, worker: core.Worker) -> core.RunSummary:
-        """Run until nothing is claimable, waiting for retries that fall due soon.
-
-        A transient failure is retried after a back-off; stopping while a job still has
-        entities waiting a second or two would leave it at 99% for no reason.
-        """
-        started = time.monotonic()
-        self._auto_note = ""
-        while True:
-            summary = await worker.run()
-            if summary.stopped_by != "empty" or worker.stopping:
-                break
-            due = await self._next_retry_due()
-            if due is None:
-                break
-            wait = due - self.queue.now()
-            if wait > AUTO_RUN_MAX_WAIT:
-                self._auto_note = f"the next retry is due in {duration(wait)}; press a again then"
-                break
-            self.auto_waiting_until = due
-            self.update_sub_title()
-            try:
-                await asyncio.wait_for(self._auto_stop.wait(), max(wait, 0.01))
-            except TimeoutError:
-                pass
-            self.auto_waiting_until = None
-            self.update_sub_title()
-            if worker.stopping:
-                break
-        summary.elapsed = time.monotonic() - started
-        return summary
-
-    async def _next_retry_due(self) -> float | None:
-        """Epoch seconds of the earliest retry due among active jobs (None: nothing waits)."""
-        jobs = await self.queue.list_jobs(list(core.ACTIVE_STATUSES), limit=1000)
-        due = [j.next_retry_at.timestamp() for j in jobs if j.waiting_count and j.next_retry_at is not None]
-        return min(due) if due else None
-
     # Processing messages reach the jobs screen (it keeps the activity log) and the screen
-    # on top, if it wants them: any screen may define ``processing_event(message)``.
-    def _forward(self, message: Message) -> None:
-        targets: list[Any] = [self.jobs_screen]
+    # on top, if it listens (``protocol.ProcessingListener``).
+    def _forward(self, message: ProcessingMessage) -> None:
+        targets: list[object] = [self.jobs_screen]
         if self.screen is not self.jobs_screen:
             targets.append(self.screen)
         for target in targets:
-            handler = getattr(target, "processing_event", None)
-            if handler is not None:
-                handler(message)
+            if isinstance(target, ProcessingListener):
+                target.processing_event(message)
 
     def on_entity_done(self, message: EntityDone) -> None:
         self._forward(message)
@@ -358,54 +102,13 @@ class ChunkqApp(App[None]):
     def on_processing_changed(self, message: ProcessingChanged) -> None:
         self._forward(message)
 
-    def dry_run(self, job_id: int) -> None:
-        """Run ``job_id``'s next chunk through the callback; nothing is written."""
-        processor = self.require_processor()
-        if processor is None:
-            return
-        self._dry_run(job_id, processor)
-
-    @work(group="dry-run", exit_on_error=False)
-    async def _dry_run(self, job_id: int, processor: core.Processor) -> None:
-        self.post_message(ActivityNote(f"dry run of job {job_id}'s next chunk (nothing is written)…"))
-        try:
-            results = await self.queue.dry_run(job_id, processor,
-                                               on_entity=self._entity_hook(job_id, dry_run=True))
-        except core.ChunkqError as exc:
-            self.post_message(ActivityNote(str(exc), severity="error"))
-            self.notify(str(exc), title="Dry run", severity="error")
-            return
-        failed = sum(1 for r in results if not r.ok)
-        text = (f"dry run of job {job_id}: {len(results) - failed} ok, {failed} failed; "
-                "the job is unchanged")
-        self.post_message(ActivityNote(text, severity="error" if failed else "information"))
-        self.notify(text, title="Dry run")
-
-    def action_reload_processor(self) -> None:
-        if self.processor_handle is None:
-            self.notify(PROCESSOR_HINT, title="No processor", severity="warning")
-            return
-        try:
-            reloaded = self.processor_handle.reload()
-        except core.ProcessorError as exc:
-            self.post_message(ActivityNote(f"{exc} (the previous callback stays in use)", severity="error"))
-            self.notify(f"{exc}\nThe previous callback stays in use.", title="Reload failed",
-                        severity="error", timeout=10)
-            return
-        if self.auto_worker is not None:
-            # The worker reads .processor before each chunk: the next one uses the new code.
-            self.auto_worker.processor = self.processor_handle.processor
-        names = ", ".join(reloaded) or "nothing changed"
-        self.post_message(ActivityNote(f"reloaded {self.processor_handle.path}: {names}"))
-        self.notify(f"reloaded: {names}", title="Processor reloaded")
-
     # ------------------------------------------------------------------ app commands
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        extra = getattr(self.screen, "HELP_EXTRA", ())
-        self.push_screen(HelpScreen(commands.help_markdown(extra)))
+        scope = commands.screen_scope(self.screen) or commands.JOBS
+        self.push_screen(HelpScreen(commands.help_markdown(scope)))
 
     async def action_quit(self) -> None:
         if not self.processing:
@@ -440,24 +143,6 @@ class ChunkqApp(App[None]):
             self._abandon()
         await self._wait_for_processing()
         self.exit()
-
-    def _abandon(self) -> None:
-        """Give up the chunk in flight: core releases its lease so another worker redoes it."""
-        if self.auto_worker is not None:
-            self.auto_worker.abort()
-            self._auto_stop.set()
-        if self._step_task is not None:
-            self._step_task.cancel()
-
-    async def _wait_for_processing(self, grace: float | None = None) -> None:
-        tasks = [t for t in (self._step_task, self._auto_task) if t is not None and not t.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR and event.worker.group in ("processing", "auto-run", "dry-run"):
-            error = event.worker.error
-            self.notify(f"{type(error).__name__}: {error}", title="Processing failed", severity="error")
 
 
 def run_dashboard(

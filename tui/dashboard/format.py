@@ -13,6 +13,12 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+# Plain-text rules shared with the CLI (chunkq.tui.humanize); re-exported for the screens.
+from chunkq.tui.humanize import age as age
+from chunkq.tui.humanize import count as count
+from chunkq.tui.humanize import duration as duration
+from chunkq.tui.humanize import rate as rate
+from chunkq.tui.humanize import until as until
 from rich.style import Style
 from rich.text import Text
 from textual.color import Color
@@ -109,38 +115,6 @@ def percent(fraction: float) -> str:
     return "100%"
 
 
-def count(n: int | None) -> str:
-    """1,234 up to a million, then 1.2M: a column stays narrow and exact where it matters."""
-    if n is None:
-        return DASH
-    if abs(n) < 1_000_000:
-        return f"{n:,}"
-    if abs(n) < 1_000_000_000:
-        return f"{n / 1_000_000:.1f}M"
-    return f"{n / 1_000_000_000:.1f}G"
-
-
-def duration(seconds: float | None) -> str:
-    """Short human duration: 12ms, 0.4s, 12s, 4m05s, 2h03m, 3d04h."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return DASH
-    if seconds < 0.1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    if h < 24:
-        return f"{h}h{m:02d}m"
-    d, h = divmod(h, 24)
-    return f"{d}d{h:02d}h"
-
-
 def table_age(then: datetime | None, now: datetime) -> str:
     """A job's age in the jobs table: minutes at the finest.
 
@@ -150,36 +124,6 @@ def table_age(then: datetime | None, now: datetime) -> str:
     if then is not None and (now - then).total_seconds() < 60:
         return "<1m"
     return age(then, now)
-
-
-def age(then: datetime | None, now: datetime) -> str:
-    """How long ago, coarse (12s, 5m, 3h, 2d): ages are read at a glance."""
-    if then is None:
-        return DASH
-    seconds = max((now - then).total_seconds(), 0.0)
-    if seconds < 60:
-        return f"{int(seconds)}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)}h"
-    return f"{int(seconds // 86400)}d"
-
-
-def until(when: datetime | None, now: datetime) -> str:
-    """Time left before ``when`` ("now" once due)."""
-    if when is None:
-        return DASH
-    seconds = (when - now).total_seconds()
-    return "now" if seconds <= 0 else f"in {duration(seconds)}"
-
-
-def rate(per_second: float | None) -> str:
-    if not per_second or per_second <= 0:
-        return DASH
-    if per_second < 10:
-        return f"{per_second:.1f}/s"
-    return f"{per_second:,.0f}/s"
 
 
 def eta(job: core.Job, per_second: float | None, now: datetime | None = None) -> str:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from chunkq import core
+from chunkq.tui.dashboard.protocol import Dashboard, dashboard
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -19,9 +20,6 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Button, Input, Label, Static, TextArea
-
-if TYPE_CHECKING:
-    from chunkq.tui.dashboard.app import ChunkqApp
 
 # form field id -> the name core uses in its messages
 FIELDS: dict[str, str] = {
@@ -70,8 +68,8 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
         self.submitting = False
 
     @property
-    def chunkq(self) -> ChunkqApp:
-        return cast("ChunkqApp", self.app)
+    def dashboard(self) -> Dashboard:
+        return dashboard(self)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="enqueue-dialog"):
@@ -206,7 +204,7 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
     @work(group="enqueue", exclusive=True, exit_on_error=False)
     async def _enqueue(self, ids: object, **kwargs: object) -> None:
         try:
-            job = await self.chunkq.queue.enqueue_job(ids, **kwargs)  # type: ignore[arg-type]
+            job = await self.dashboard.queue.enqueue_job(ids, **kwargs)  # type: ignore[arg-type]
         except (core.InvalidInput, UnicodeDecodeError, OSError) as exc:
             self.submitting = False
             self._place_error(str(exc))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from chunkq.core import ErrorEntry, Queue
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -95,17 +96,6 @@ class ExportScreen(ModalScreen[Path | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Back", id="export.back")]
 
-    DEFAULT_CSS = """
-    ExportScreen { align: center middle; }
-    ExportScreen > #export-dialog {
-        width: 80; height: auto; padding: 1 2; background: $panel; border: thick $primary;
-    }
-    ExportScreen #export-title { text-style: bold; margin-bottom: 1; }
-    ExportScreen #export-problem { color: $error; height: auto; }
-    ExportScreen #export-buttons { height: auto; margin-top: 1; align-horizontal: right; }
-    ExportScreen #export-buttons Button { margin-left: 2; }
-    """
-
     def __init__(self, job_id: int, count: int, default: str) -> None:
         super().__init__()
         self.job_id = job_id
@@ -131,7 +121,7 @@ class ExportScreen(ModalScreen[Path | None]):
         try:
             path = check_export_path(self.query_one("#export-path", Input).value)
         except ValueError as exc:
-            self.query_one("#export-problem", Static).update(str(exc))
+            self.query_one("#export-problem", Static).update(Text(str(exc)))  # paths are not markup
             return
         self.dismiss(path)
 

@@ -1,0 +1,93 @@
+"""The life of one chunk, top to bottom: claim, run, commit.
+
+1. **Claim** - one short write transaction leases the best chunk (or takes over
+   one whose worker went silent). ``claims.py``
+2. **Run** - the user's callback runs outside any transaction, through the
+   shared rate limiter (``ratelimit.py``), while a heartbeat renews the lease.
+   ``runner.py``
+3. **Commit** - one short write transaction stores the outcomes, fenced by the
+   claim's attempt number so a late worker's results never land twice.
+   ``commit.py``
+
+If the run is cancelled (the worker aborts, the dashboard quits), the lease is
+released at once so another worker redoes the chunk instead of waiting for the
+lease to expire.
+
+Claim and commit are reached through the queue's ``_claim`` and ``_commit``:
+the reliability suite wraps those two to kill a worker at each step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .claims import Claim, Claims
+from .errors import DatabaseUnavailable, InvalidTransition
+from .models import ChunkResult
+from .runner import ChunkAborted, ChunkRunner, EntityHook, Processor
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+log = logging.getLogger("chunkq")
+
+
+async def process(
+    queue: Queue, processor: Processor, *, job_id: int | None = None, on_entity: EntityHook | None = None
+) -> ChunkResult | None:
+    """Claim a chunk (of ``job_id``, or the best of any job), run it and commit it; None when none is claimable.
+
+    With ``job_id``, a job that cannot run (paused, finished) is an ``InvalidTransition``.
+    """
+    if job_id is not None:
+        job = await queue.get_job(job_id)
+        if not job.status.is_active:
+            raise InvalidTransition(f"job {job_id} is {job.status}; nothing to process")
+    # 1. Claim.
+    claim = await queue._claim(job_id)
+    if claim is None:
+        return None
+    return await run_claimed(queue, claim, processor, on_entity)
+
+
+async def run_claimed(
+    queue: Queue, claim: Claim, processor: Processor, on_entity: EntityHook | None = None
+) -> ChunkResult:
+    """Steps 2 and 3 for a chunk already claimed."""
+    # 2. Run, under the rate limiter and a heartbeat.
+    runner = ChunkRunner(processor, claim.job, on_entity=on_entity, schedule_retries=queue.now,
+                         before_call=queue.rate_limiter.for_job(processor, claim.job))
+    heartbeat = asyncio.create_task(keep_leased(queue.claims, claim))
+    t0 = time.perf_counter()
+    abort: str | None = None
+    try:
+        outcomes = await runner.run(claim.items)
+    except ChunkAborted as exc:  # the callback raised JobFailed: the job fails with what is done so far
+        outcomes, abort = exc.outcomes, exc.reason
+    except BaseException:
+        heartbeat.cancel()
+        try:
+            await asyncio.shield(queue.claims.release(claim))
+        except Exception as exc:  # the lease will expire on its own
+            log.warning("could not release chunk %s of job %s: %s", claim.chunk_index, claim.job.id, exc)
+        raise
+    finally:
+        heartbeat.cancel()
+    # 3. Commit, fenced.
+    return await queue._commit(claim, outcomes, time.perf_counter() - t0, abort)
+
+
+async def keep_leased(claims: Claims, claim: Claim) -> None:
+    """Renew the lease while the chunk runs; once it is lost, the fenced commit will say so."""
+    interval = max(claims.lease_seconds / 3, 0.05)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if not await claims.renew(claim):
+                log.warning("lost the lease on chunk %s of job %s", claim.chunk_index, claim.job.id)
+                return
+        except DatabaseUnavailable as exc:
+            log.warning("could not renew lease: %s", exc)

@@ -1,0 +1,285 @@
+"""Leases: claiming a chunk, taking over an expired one, renewing and releasing.
+
+A claim is one short write transaction that hands a worker a chunk under a lease
+of ``lease_seconds``. The lease lives on the chunk row, so several workers can
+share a job (up to its ``max_workers``); a worker that stops renewing loses its
+chunk to the next worker that looks, and its late commit is fenced off
+(``commit.py``) by the attempt number bumped here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import BigInteger, Float, Text, and_, bindparam, case, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from . import rows
+from . import schema as s
+from .backend import Backend
+from .models import Job
+from .runner import Item
+from .sql import claimable, expired_lease, next_retry_subquery
+from .status import RUNNING
+
+log = logging.getLogger("chunkq")
+
+#: how often a busy worker also looks for expired leases (at most; half a lease when that is shorter)
+STALE_CHECK_SECONDS = 5.0
+
+
+def make_owner() -> str:
+    """``host:pid:random`` - unique per process even across machines and PID reuse."""
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+
+
+@dataclass
+class Claim:
+    """A leased chunk: what a worker holds between its claim and its commit."""
+
+    job: Job
+    chunk_index: int
+    kind: str  # "range" (fresh positions) or "retry" (entities whose retry fell due)
+    attempt: int  # fencing token
+    owner: str
+    items: list[Item]
+    started: float
+
+
+@dataclass(frozen=True)
+class ClaimStatements:
+    """The claim's statements, built once per queue; a chunk's own values are bound parameters.
+
+    Building a SQLAlchemy expression and its cache key costs more CPU than SQLite
+    takes to run it, so the hot path never rebuilds these.
+    """
+
+    claim: Any  # the best claimable job of any: advance it and return it
+    claim_job: Any  # the same, for one given job
+    claim_wait: Any | None  # like ``claim`` but waiting for locked rows (None: no row locks)
+    claim_job_wait: Any | None
+    range_items: Any  # a chunk's entity IDs by position
+    lease: Any  # the chunk row
+
+    @classmethod
+    def build(cls, backend: Backend) -> ClaimStatements:
+        e = s.entities.c
+
+        def claim(one_job: bool, skip_locked: bool) -> Any:
+            j = s.jobs.c
+            now = bindparam("p_now", type_=Float)
+            cand = select(j.id).where(claimable(now))
+            if one_job:
+                cand = cand.where(j.id == bindparam("p_job", type_=BigInteger))
+            cand = backend.lock_rows(cand.order_by(j.priority.desc(), j.id).limit(1), skip_locked=skip_locked)
+            retry_due = and_(j.next_retry_at.is_not(None), j.next_retry_at <= now)
+            return (
+                update(s.jobs)
+                .where(j.id == cand.scalar_subquery(), claimable(now))
+                .values(
+                    next_pos=case((retry_due, j.next_pos), else_=j.next_pos + j.chunk_size),
+                    next_chunk=j.next_chunk + 1,
+                    leased_chunks=j.leased_chunks + 1,
+                    status=RUNNING,
+                    started_at=func.coalesce(j.started_at, now),
+                    updated_at=now,
+                    lease_owner=bindparam("p_owner", type_=Text),
+                    lease_expires_at=bindparam("p_until", type_=Float),
+                    heartbeat_at=now,
+                )
+                .returning(*s.jobs.c, case((retry_due, 1), else_=0).label("is_retry"))
+            )
+
+        return cls(
+            claim=claim(False, True),
+            claim_job=claim(True, True),
+            claim_wait=claim(False, False) if backend.row_locks else None,
+            claim_job_wait=claim(True, False) if backend.row_locks else None,
+            range_items=(
+                select(e.pos, e.entity_id)
+                .where(e.job_id == bindparam("p_job", type_=BigInteger),
+                       e.pos >= bindparam("p_start", type_=BigInteger), e.pos < bindparam("p_end", type_=BigInteger))
+                .order_by(e.pos)
+            ),
+            lease=insert(s.chunks),
+        )
+
+
+class Claims:
+    """Hands out, renews and takes back one queue's leases."""
+
+    def __init__(self, backend: Backend, *, owner: str, lease_seconds: float, now: Callable[[], float]) -> None:
+        self.backend = backend
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.now = now
+        self._next_stale_check = 0.0
+
+    @cached_property
+    def statements(self) -> ClaimStatements:
+        """Built on first use: a ``Queue`` that only reads never pays for them."""
+        return ClaimStatements.build(self.backend)
+
+    async def claim(self, job_id: int | None = None) -> Claim | None:
+        """Lease the best claimable chunk (of ``job_id`` only, if given); None when there is none.
+
+        Expired leases are looked for at most every few seconds (and whenever there
+        is nothing fresh), so a busy worker does not pay for that query per chunk.
+        """
+
+        def tx(conn: Connection) -> Claim | None:
+            self.backend.relax_durability(conn)
+            now = self.now()
+            checked_stale = False
+            if job_id is not None or now >= self._next_stale_check:
+                checked_stale = True
+                self._next_stale_check = now + min(self.lease_seconds / 2, STALE_CHECK_SECONDS)
+                claim = self._reclaim_expired(conn, now, job_id)
+                if claim is not None:
+                    return claim
+            claim = self._claim_fresh(conn, now, job_id)
+            if claim is None and not checked_stale:
+                self._next_stale_check = now + min(self.lease_seconds / 2, STALE_CHECK_SECONDS)
+                claim = self._reclaim_expired(conn, now, job_id)
+            return claim
+
+        return await self.backend.write(tx, "claiming a chunk", undo=self._release_claimed)
+
+    def _claim_fresh(self, conn: Connection, now: float, job_id: int | None) -> Claim | None:
+        st = self.statements
+        params = {"p_now": now, "p_owner": self.owner, "p_until": now + self.lease_seconds, "p_job": job_id}
+        row = conn.execute(st.claim if job_id is None else st.claim_job, params).first()
+        wait = st.claim_wait if job_id is None else st.claim_job_wait
+        if row is None and wait is not None:
+            # Every candidate was locked by a worker in mid-transaction (SKIP LOCKED passed it
+            # by): wait for that transaction rather than report that there is no work.
+            row = conn.execute(wait, params).first()
+        if row is None:
+            return None
+        job = rows.job(row)
+        index = row.next_chunk - 1
+        if row.is_retry:
+            r = s.retries.c
+            pick = (
+                select(r.pos)
+                .where(r.job_id == job.id, r.chunk_index.is_(None), r.due_at <= now)
+                .order_by(r.due_at, r.pos)
+                .limit(row.chunk_size)
+            )
+            picked = conn.execute(
+                update(s.retries).where(r.job_id == job.id, r.pos.in_(pick)).values(chunk_index=index)
+                .returning(r.pos, r.entity_id, r.attempt)
+            ).all()
+            items = sorted((Item(p.pos, p.entity_id, p.attempt) for p in picked), key=lambda i: i.pos)
+            conn.execute(update(s.jobs).where(s.jobs.c.id == job.id).values(next_retry_at=next_retry_subquery(job.id)))
+            start = end = None
+        else:
+            end = min(row.next_pos, row.total_count)
+            start = row.next_pos - row.chunk_size
+            items = self.range_items(conn, job.id, start, end)
+        kind = "retry" if row.is_retry else "range"
+        conn.execute(st.lease, {
+            "job_id": job.id, "chunk_index": index, "kind": kind, "start_pos": start, "end_pos": end,
+            "size": len(items), "state": "leased", "owner": self.owner, "attempt": 1,
+            "lease_expires_at": now + self.lease_seconds, "started_at": now, "ok": 0, "errors": 0,
+        })
+        return Claim(job, index, kind, 1, self.owner, items, now)
+
+    def _reclaim_expired(self, conn: Connection, now: float, job_id: int | None) -> Claim | None:
+        """Take over a chunk whose worker stopped renewing its lease: nothing stays stuck."""
+        c, j = s.chunks.c, s.jobs.c
+        q = (
+            select(c.job_id, c.chunk_index, c.attempt)
+            .select_from(s.chunks.join(s.jobs, j.id == c.job_id))
+            .where(expired_lease(now))
+            .order_by(j.priority.desc(), j.id, c.chunk_index)
+            .limit(1)
+        )
+        if job_id is not None:
+            q = q.where(c.job_id == job_id)
+        found = conn.execute(self.backend.lock_rows(q, of=s.chunks, skip_locked=True)).first()
+        if found is None:
+            return None
+        until = now + self.lease_seconds
+        chunk = conn.execute(
+            update(s.chunks)
+            .where(c.job_id == found.job_id, c.chunk_index == found.chunk_index,
+                   c.state == "leased", c.attempt == found.attempt)
+            .values(owner=self.owner, attempt=c.attempt + 1, lease_expires_at=until, started_at=now)
+            .returning(*s.chunks.c)
+        ).first()
+        if chunk is None:
+            return None
+        row = conn.execute(
+            update(s.jobs).where(j.id == found.job_id)
+            .values(status=RUNNING, updated_at=now, lease_owner=self.owner, lease_expires_at=until, heartbeat_at=now)
+            .returning(*s.jobs.c)
+        ).first()
+        assert row is not None
+        if chunk.kind == "retry":
+            r = s.retries.c
+            held = conn.execute(
+                select(r.pos, r.entity_id, r.attempt)
+                .where(r.job_id == chunk.job_id, r.chunk_index == chunk.chunk_index).order_by(r.pos)
+            ).all()
+            items = [Item(p.pos, p.entity_id, p.attempt) for p in held]
+        else:
+            items = self.range_items(conn, chunk.job_id, chunk.start_pos, chunk.end_pos)
+        log.info("reclaimed chunk %s of job %s (lease of a silent worker expired)", chunk.chunk_index, chunk.job_id)
+        return Claim(rows.job(row), chunk.chunk_index, chunk.kind, chunk.attempt, self.owner, items, now)
+
+    def range_items(self, conn: Connection, job_id: int, start: int, end: int) -> list[Item]:
+        """Entities ``start`` to ``end`` (exclusive) of a job, read by position through the primary key."""
+        found = conn.execute(self.statements.range_items, {"p_job": job_id, "p_start": start, "p_end": end}).all()
+        return [Item(p, eid, 1) for p, eid in found]
+
+    async def renew(self, claim: Claim) -> bool:
+        """Extend the lease; False when it was lost (another worker took the chunk)."""
+
+        def tx(conn: Connection) -> bool:
+            now = self.now()
+            c = s.chunks.c
+            got = conn.execute(
+                update(s.chunks)
+                .where(c.job_id == claim.job.id, c.chunk_index == claim.chunk_index,
+                       c.attempt == claim.attempt, c.state == "leased")
+                .values(lease_expires_at=now + self.lease_seconds)
+                .returning(c.chunk_index)
+            ).first()
+            if got is not None:
+                conn.execute(
+                    update(s.jobs).where(s.jobs.c.id == claim.job.id)
+                    .values(lease_owner=self.owner, lease_expires_at=now + self.lease_seconds, heartbeat_at=now)
+                )
+            return got is not None
+
+        return bool(await self.backend.write(tx, "renewing a lease"))
+
+    async def release(self, claim: Claim) -> None:
+        """Give a chunk back at once (expire its lease) so any worker redoes it."""
+
+        def tx(conn: Connection) -> None:
+            c = s.chunks.c
+            conn.execute(
+                update(s.chunks)
+                .where(c.job_id == claim.job.id, c.chunk_index == claim.chunk_index,
+                       c.attempt == claim.attempt, c.state == "leased")
+                .values(lease_expires_at=0.0)
+            )
+            conn.execute(
+                update(s.jobs).where(s.jobs.c.id == claim.job.id).values(lease_expires_at=0.0, updated_at=self.now())
+            )
+
+        await self.backend.write(tx, "releasing a lease")
+        self._next_stale_check = 0.0  # our own released chunk is the first thing to take next
+
+    async def _release_claimed(self, claim: Claim | None) -> None:
+        if claim is not None:
+            await self.release(claim)

@@ -1,0 +1,271 @@
+"""What a person does to jobs: pause, resume, cancel (one job or every job a filter matches),
+and redo failures (as a new job, in place, one entity now, or a dry run that writes nothing).
+
+A status change is one conditional ``UPDATE``: it applies only from the statuses
+it allows, so it never races a worker's commit into a state nobody asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, insert, literal, select, union, update
+from sqlalchemy.engine import Connection
+
+from . import rows
+from . import schema as s
+from .backend import Backend
+from .enqueue import new_job_row
+from .errors import InvalidInput, InvalidTransition
+from .limits import check_id
+from .models import BulkResult, EntityResult, Job
+from .reads import Reads
+from .runner import ChunkAborted, ChunkRunner, EntityHook, Item, Processor
+from .sql import job_filter, next_retry_subquery
+from .status import CANCELLED, COMPLETE, FAILED, PAUSED, PENDING, RUNNING, Status
+
+NO_FAILURES = "no failed entities"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A status change: the statuses it applies from, and what it sets."""
+
+    verb: str
+    allowed: tuple[Status, ...]
+    values: Callable[[float], dict[str, Any]]
+
+
+_j = s.jobs.c
+TRANSITIONS = {
+    "pause": Transition("pause", (PENDING, RUNNING), lambda now: {"status": PAUSED, "fail_reason": None}),
+    "resume": Transition("resume", (PAUSED,), lambda now: {
+        "status": case((_j.leased_chunks > 0, RUNNING), else_=PENDING), "dead_chunks": 0, "fail_reason": None}),
+    "cancel": Transition("cancel", (PENDING, RUNNING, PAUSED), lambda now: {"status": CANCELLED, "finished_at": now}),
+}
+#: what ``Queue.bulk`` can do: the status changes, plus a redo of each job's failures
+BULK_ACTIONS = (*TRANSITIONS, "retry", "requeue")
+
+
+class Control:
+    def __init__(self, backend: Backend, reads: Reads, now: Callable[[], float]) -> None:
+        self.backend = backend
+        self.reads = reads
+        self.now = now
+
+    async def transition(self, job_id: int, verb: str) -> Job:
+        t = TRANSITIONS[verb]
+        check_id(job_id)
+
+        def tx(conn: Connection) -> bool:
+            now = self.now()
+            got = conn.execute(
+                update(s.jobs).where(_j.id == job_id, _j.status.in_(t.allowed))
+                .values(updated_at=now, **t.values(now)).returning(_j.id)
+            ).first()
+            return got is not None
+
+        if not await self.backend.write(tx, f"{verb} job {job_id}"):
+            job = await self.reads.get_job(job_id)  # raises JobNotFound
+            raise InvalidTransition(f"cannot {verb} job {job_id}: it is {job.status}")
+        return await self.reads.get_job(job_id)
+
+    async def bulk(self, action: str, status: str | Sequence[str] | None, search: str | None) -> BulkResult:
+        """``action`` on every job the filter matches.
+
+        A status change is one transaction: the matched jobs are counted by status
+        and the allowed ones changed in one ``UPDATE``. A retry or requeue redoes
+        each job's failures in its own transaction (each is a job's worth of rows).
+        """
+        where = job_filter(status, search)
+        if action in TRANSITIONS:
+            t = TRANSITIONS[action]
+
+            def tx(conn: Connection) -> BulkResult:
+                by_status = dict(conn.execute(select(_j.status, func.count()).where(*where).group_by(_j.status)).all())
+                now = self.now()
+                changed = conn.execute(
+                    update(s.jobs).where(*where, _j.status.in_(t.allowed))
+                    .values(updated_at=now, **t.values(now)).returning(_j.id)
+                ).scalars().all()
+                skipped = {st: int(n) for st, n in sorted(by_status.items()) if st not in t.allowed}
+                return BulkResult(action, sum(by_status.values()), len(changed), skipped, tuple(sorted(changed)))
+
+            return await self.backend.write(tx, f"{action} of every matching job")
+        if action not in ("retry", "requeue"):
+            raise InvalidInput(f"unknown action {action!r}; expected one of {', '.join(BULK_ACTIONS)}",
+                               field="action")
+        matched = await self.backend.read(
+            lambda conn: list(conn.execute(select(_j.id).where(*where).order_by(_j.id)).scalars()),
+            "listing matching jobs")
+        done: list[int] = []
+        skipped: dict[str, int] = {}
+        for job_id in matched:
+            try:
+                done.append((await self.retry_failed(job_id)).id if action == "retry" else
+                            (await self.requeue_failed(job_id)).id)
+            except InvalidInput:  # the job has nothing to redo
+                skipped[NO_FAILURES] = skipped.get(NO_FAILURES, 0) + 1
+            except InvalidTransition:  # requeue: the job was cancelled
+                skipped[CANCELLED] = skipped.get(CANCELLED, 0) + 1
+        return BulkResult(action, len(matched), len(done), skipped, tuple(done))
+
+    async def retry_failed(self, job_id: int) -> Job:
+        """A new job (``parent_id`` = this one) of every entity that did not succeed.
+
+        That is the entities that failed for good and, for a failed or cancelled
+        job, those never finished. Only first-time errors are counted once.
+        """
+        job = await self.reads.get_job(job_id)
+        e, er, c, r = s.entities.c, s.errors.c, s.chunks.c, s.retries.c
+
+        def tx(conn: Connection) -> int:
+            parts: list[Any] = [select(er.pos, er.entity_id)
+                                .where(er.job_id == job_id, er.final.is_(True), er.resolved_at.is_(None))]
+            if job.status in (FAILED, CANCELLED):
+                next_pos = conn.execute(select(_j.next_pos).where(_j.id == job_id)).scalar()
+                parts.append(select(e.pos, e.entity_id).where(e.job_id == job_id, e.pos >= next_pos))
+                parts.append(
+                    select(e.pos, e.entity_id)
+                    .select_from(s.entities.join(
+                        s.chunks, and_(c.job_id == e.job_id, e.pos >= c.start_pos, e.pos < c.end_pos)))
+                    .where(e.job_id == job_id, c.kind == "range", c.state.in_(("leased", "aborted")))
+                )
+                parts.append(select(r.pos, r.entity_id).where(r.job_id == job_id))
+            src = union(*parts).subquery() if len(parts) > 1 else parts[0].distinct().subquery()
+            new_id = conn.execute(insert(s.jobs).values(**new_job_row(
+                self.now(), name=f"retry of {job.name or '#' + str(job.id)}"[:200], entity_type=job.entity_type,
+                provider=job.provider, chunk_size=job.chunk_size, priority=job.priority,
+                max_workers=job.max_workers, max_attempts=job.max_attempts, max_errors=job.max_errors,
+                max_error_ratio=job.max_error_ratio, parent_id=job.id, params=job.params,
+            )).returning(_j.id)).scalar_one()
+            conn.execute(insert(s.entities).from_select(
+                ["job_id", "pos", "entity_id"],
+                select(literal(new_id), func.row_number().over(order_by=src.c.pos) - 1, src.c.entity_id),
+            ))
+            total = conn.execute(select(func.count()).where(e.job_id == new_id)).scalar()
+            if not total:
+                raise InvalidInput(f"job {job_id} has {NO_FAILURES} to retry")
+            conn.execute(update(s.jobs).where(_j.id == new_id).values(total_count=total))
+            return int(new_id)
+
+        return await self.reads.get_job(await self.backend.write(tx, f"retrying job {job_id}"))
+
+    async def requeue_failed(self, job_id: int) -> Job:
+        """Put a job's failed entities back into the same job, due now, with fresh attempts."""
+        job = await self.reads.get_job(job_id)
+        if job.status == CANCELLED:
+            raise InvalidTransition(f"cannot requeue failures of job {job_id}: it is cancelled")
+
+        def tx(conn: Connection) -> int:
+            now = self.now()
+            er = s.errors.c
+            failed = conn.execute(
+                select(er.pos, func.min(er.entity_id).label("entity_id"))
+                .where(er.job_id == job_id, er.final.is_(True), er.resolved_at.is_(None)).group_by(er.pos)
+            ).all()
+            if not failed:
+                raise InvalidInput(f"job {job_id} has {NO_FAILURES} to retry")
+            conn.execute(insert(s.retries), [
+                {"job_id": job_id, "pos": p.pos, "entity_id": p.entity_id, "attempt": 1, "due_at": now}
+                for p in failed
+            ])
+            conn.execute(update(s.errors).where(er.job_id == job_id, er.final.is_(True), er.resolved_at.is_(None))
+                         .values(final=False))
+            n = len(failed)
+            conn.execute(update(s.jobs).where(_j.id == job_id).values(
+                failed_count=_j.failed_count - n, processed_count=_j.processed_count - n,
+                waiting_count=_j.waiting_count + n, next_retry_at=now, dead_chunks=0,
+                status=case((_j.status.in_((COMPLETE, FAILED)), PENDING), else_=_j.status),
+                fail_reason=case((_j.status == FAILED, None), else_=_j.fail_reason),
+                finished_at=None, updated_at=now,
+            ))
+            return n
+
+        await self.backend.write(tx, f"requeueing failures of job {job_id}")
+        return await self.reads.get_job(job_id)
+
+    async def retry_entity(self, error_id: int, processor: Processor, on_entity: EntityHook | None) -> EntityResult:
+        """Run the callback on one failed entity now; on success its errors are marked resolved."""
+        err = await self.reads.get_error(error_id)
+        job = await self.reads.get_job(err.job_id)
+        item = Item(await self.reads.error_pos(error_id), err.entity_id, err.attempt + 1)
+        try:
+            (outcome,) = await ChunkRunner(processor, job, on_entity=on_entity).run([item])
+        except ChunkAborted as exc:
+            raise InvalidTransition(f"the callback raised JobFailed: {exc.reason}") from None
+
+        def tx(conn: Connection) -> None:
+            now = self.now()
+            er, r = s.errors.c, s.retries.c
+            if not outcome.ok:
+                conn.execute(insert(s.errors).values(
+                    job_id=job.id, pos=item.pos, entity_id=item.entity_id, error_type=outcome.error_type,
+                    message=outcome.message[:rows.MESSAGE_MAX], traceback=outcome.traceback[:rows.TRACEBACK_MAX],
+                    stacks=rows.stacks_json(outcome.stacks), chunk_index=-1, attempt=item.attempt,
+                    final=err.final, created_at=now,
+                ))
+                conn.execute(update(s.jobs).where(_j.id == job.id)
+                             .values(error_count=_j.error_count + 1, updated_at=now))
+                return
+            finals = conn.execute(
+                update(s.errors).where(er.job_id == job.id, er.pos == item.pos, er.resolved_at.is_(None))
+                .values(resolved_at=now).returning(er.final)
+            ).scalars().all()
+            waiting = conn.execute(
+                delete(s.retries).where(r.job_id == job.id, r.pos == item.pos, r.chunk_index.is_(None))
+                .returning(r.pos)
+            ).first()
+            values: dict[str, Any] = {"updated_at": now}
+            if any(finals):
+                values.update(failed_count=_j.failed_count - 1, succeeded_count=_j.succeeded_count + 1)
+            elif waiting is not None:
+                values.update(waiting_count=_j.waiting_count - 1, processed_count=_j.processed_count + 1,
+                              succeeded_count=_j.succeeded_count + 1)
+            conn.execute(update(s.jobs).where(_j.id == job.id).values(**values))
+            if waiting is not None:
+                # Once the job row is locked (see commit.py: a subquery in the UPDATE above could
+                # read a snapshot from before the lock wait on PostgreSQL).
+                conn.execute(update(s.jobs).where(_j.id == job.id).values(next_retry_at=next_retry_subquery(job.id)))
+
+        await self.backend.write(tx, "recording a retry")
+        return EntityResult(item.entity_id, outcome.ok, outcome.error_type or None, outcome.message or None,
+                            outcome.traceback or None, None, outcome.duration, outcome.stacks)
+
+    async def dry_run(self, job_id: int, processor: Processor, on_entity: EntityHook | None) -> list[EntityResult]:
+        """Run the job's next chunk through the callback and write nothing at all.
+
+        For callbacks that are safe to repeat: the job does not advance and no error is stored.
+        """
+        job = await self.reads.get_job(job_id)
+        r = s.retries.c
+
+        def read(conn: Connection) -> list[Item]:
+            row = conn.execute(select(_j.next_pos, _j.total_count).where(_j.id == job_id)).one()
+            due = conn.execute(
+                select(r.pos, r.entity_id, r.attempt)
+                .where(r.job_id == job_id, r.chunk_index.is_(None), r.due_at <= self.now())
+                .order_by(r.due_at, r.pos).limit(job.chunk_size)
+            ).all()
+            if due:
+                return [Item(p.pos, p.entity_id, p.attempt) for p in due]
+            e = s.entities.c
+            end = min(row.next_pos + job.chunk_size, row.total_count)
+            found = conn.execute(select(e.pos, e.entity_id)
+                                 .where(e.job_id == job_id, e.pos >= row.next_pos, e.pos < end).order_by(e.pos)).all()
+            return [Item(p, eid, 1) for p, eid in found]
+
+        items = await self.backend.read(read, "reading the next chunk")
+        if not items:
+            raise InvalidTransition(f"job {job_id} has no chunk left to run")
+        try:
+            outcomes = await ChunkRunner(processor, job, on_entity=on_entity).run(items)
+        except ChunkAborted as exc:
+            outcomes = exc.outcomes
+        return [
+            EntityResult(o.item.entity_id, o.ok, o.error_type or None, o.message or None, o.traceback or None,
+                         None, o.duration, o.stacks)
+            for o in outcomes
+        ]

@@ -1,0 +1,136 @@
+"""Creating a job: every setting checked, every ID validated, all or nothing.
+
+IDs may come from any iterable, including a generator over a file of millions of
+lines: they are validated and inserted in batches inside one transaction, so a
+bad ID on the millionth line leaves the database exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from . import schema as s
+from .backend import Backend
+from .db import describe_db_error
+from .errors import DatabaseUnavailable, InvalidInput
+from .limits import (
+    CHUNK_SIZE,
+    ENTITY_TYPE,
+    MAX_ATTEMPTS,
+    MAX_ERROR_RATIO,
+    MAX_ERRORS,
+    MAX_WORKERS,
+    NAME,
+    PRIORITY,
+    PROVIDER,
+    clean_entity_id,
+)
+from .status import PENDING
+
+#: entity rows handed to the driver at once
+INSERT_BATCH = 5_000
+
+
+def new_job_row(now: float, **values: Any) -> dict[str, Any]:
+    """A job row with every counter at zero (a job created by enqueue or by ``retry_failed``)."""
+    return {
+        "status": PENDING, "total_count": 0, "next_pos": 0, "next_chunk": 0, "leased_chunks": 0,
+        "processed_count": 0, "succeeded_count": 0, "failed_count": 0, "waiting_count": 0, "error_count": 0,
+        "dead_chunks": 0, "created_at": now, "updated_at": now, **values,
+    }
+
+
+def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``enqueue_job``'s keyword arguments, checked and normalised (raises ``InvalidInput`` naming the field)."""
+    out = dict(settings)
+    out["entity_type"] = ENTITY_TYPE.check_required(settings["entity_type"])
+    out["provider"] = PROVIDER.check_required(settings["provider"])
+    out["chunk_size"] = CHUNK_SIZE.check(settings["chunk_size"])
+    out["priority"] = PRIORITY.check(settings["priority"])
+    out["max_workers"] = MAX_WORKERS.check(settings["max_workers"])
+    out["max_attempts"] = MAX_ATTEMPTS.check(settings["max_attempts"])
+    out["max_errors"] = MAX_ERRORS.check_optional(settings["max_errors"])
+    out["max_error_ratio"] = MAX_ERROR_RATIO.check_optional(settings["max_error_ratio"])
+    out["name"] = NAME.check(settings["name"])
+    params = settings["params"]
+    if params is not None and not isinstance(params, dict):
+        raise InvalidInput("params must be a JSON object (a dict)", field="params")
+    if params:
+        try:  # caught here, not as a driver error with the SQL in it (PostgreSQL also rejects NaN)
+            json.dumps(params, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"params must be plain JSON (no NaN/Infinity): {exc}", field="params") from None
+    out["params"] = params or {}
+    return out
+
+
+def checked_ids(entity_ids: Iterable[str]) -> Iterator[str]:
+    """The IDs, each validated; a list is checked whole before any lock is taken, a stream as it is read."""
+    if isinstance(entity_ids, str | bytes):
+        raise InvalidInput("entity_ids must be a list of IDs, not a single string", field="entity_ids")
+    try:
+        iterator = iter(entity_ids)
+    except TypeError:
+        raise InvalidInput(
+            f"entity_ids must be a list of strings, got {type(entity_ids).__name__}", field="entity_ids"
+        ) from None
+    if isinstance(entity_ids, list | tuple):
+        cleaned = [clean_entity_id(v, i) for i, v in enumerate(entity_ids, 1)]
+        if not cleaned:
+            raise InvalidInput("no entity IDs: a job needs at least one", field="entity_ids")
+        return iter(cleaned)
+    # A stream is validated as it is inserted: the first bad ID rolls everything back.
+    return (clean_entity_id(v, i) for i, v in enumerate(iterator, 1))
+
+
+async def enqueue(
+    backend: Backend, now: Callable[[], float], entity_ids: Iterable[str], *, dedupe: bool,
+    parent_id: int | None, **settings: Any,
+) -> int:
+    """Create the job; returns its id."""
+    job = check_settings(settings)
+    ids = checked_ids(entity_ids)
+
+    def tx(conn: Connection) -> int:
+        job_id = conn.execute(
+            insert(s.jobs).values(**new_job_row(now(), parent_id=parent_id, **job)).returning(s.jobs.c.id)
+        ).scalar_one()
+        total = _insert_ids(backend, conn, job_id, ids, dedupe)
+        if total == 0:
+            raise InvalidInput("no entity IDs: a job needs at least one", field="entity_ids")
+        conn.execute(update(s.jobs).where(s.jobs.c.id == job_id).values(total_count=total))
+        return int(job_id)
+
+    # Not retried: a generator cannot be replayed.
+    try:
+        return await backend.write_once(tx)
+    except DBAPIError as exc:  # an OSError from the caller's own ID source is theirs to report
+        if isinstance(exc, IntegrityError):
+            raise
+        raise DatabaseUnavailable(f"enqueue failed, nothing was created: {describe_db_error(exc)}") from exc
+
+
+def _insert_ids(backend: Backend, conn: Connection, job_id: int, ids: Iterable[str], dedupe: bool) -> int:
+    """Insert already-validated IDs in batches; returns how many were kept."""
+    seen: set[str] | None = set() if dedupe else None
+    batch: list[tuple[int, int, str]] = []
+    pos = 0
+    for v in ids:
+        if seen is not None:
+            if v in seen:
+                continue
+            seen.add(v)
+        batch.append((job_id, pos, v))
+        pos += 1
+        if len(batch) >= INSERT_BATCH:
+            backend.insert_entities(conn, batch)
+            batch = []
+    if batch:
+        backend.insert_entities(conn, batch)
+    return pos

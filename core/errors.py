@@ -1,0 +1,66 @@
+"""The errors chunkq raises on purpose, and the two a callback raises to steer it.
+
+Errors carry structure, not just prose: ``InvalidInput.field`` names the input a
+message is about, so a form can put it next to the right box and an HTTP client
+can read it without matching message prefixes.
+"""
+
+from __future__ import annotations
+
+
+class ChunkqError(Exception):
+    """Base of every error chunkq raises on purpose; its message is for people."""
+
+
+class InvalidInput(ChunkqError, ValueError):
+    """The caller asked for something that cannot be done; nothing was written.
+
+    ``field`` is the keyword argument (or query parameter) at fault, e.g.
+    ``"chunk_size"`` or ``"entity_ids"``; None when no single input is to blame.
+    For one bad entity ID, ``number`` is its 1-based position (a file's line)
+    and ``reason`` the message without the "entity ID #N" prefix, so a front end
+    can phrase its own "line 7: the ID is blank".
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, number: int | None = None, reason: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.number = number
+        self.reason = reason
+
+
+class JobNotFound(ChunkqError, LookupError):
+    def __init__(self, job_id: object) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class InvalidTransition(ChunkqError):
+    """E.g. resuming a complete job: the message says the job's current status."""
+
+
+class ProcessorError(ChunkqError):
+    """A processor import path that cannot be loaded into a callable."""
+
+
+class DatabaseUnavailable(ChunkqError):
+    """The database cannot be reached or written; the message says why."""
+
+
+class JobFailed(Exception):
+    """Raised by a callback to fail the whole job (bad API key, provider gone)."""
+
+
+class Retry(Exception):
+    """Raised by a callback for a transient failure: the entity is tried again later.
+
+    ``after`` is how many seconds the provider asked to wait (Retry-After); without
+    it chunkq backs off exponentially with jitter.
+    """
+
+    def __init__(self, reason: str = "retry requested", *, after: float | None = None) -> None:
+        super().__init__(reason)
+        self.after = after
+        self.reason = reason

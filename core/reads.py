@@ -1,0 +1,217 @@
+"""Everything the front ends read: jobs, errors, chunk history, rates and totals.
+
+Each read is one short read transaction; none takes a write lock, so a
+dashboard polling twice a second never slows the workers. Lists are ordered and
+paged in SQL, so their cost does not grow with the number of jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.engine import Connection
+
+from . import rows
+from . import schema as s
+from .backend import Backend
+from .errors import InvalidInput, JobNotFound
+from .limits import ERRORS_PAGE, JOBS_PAGE, OFFSET, check_id
+from .models import ChunkInfo, ErrorEntry, ErrorGroup, Job, QueueStats
+from .sql import claimable, expired_lease, job_filter, status_in
+from .status import ACTIVE_STATUSES, STATUSES, Status
+
+#: list_jobs' order: what needs attention first (``Status.rank``), newest first within a status
+_RANK = case({st.value: st.rank for st in Status}, value=s.jobs.c.status)
+
+
+class Reads:
+    def __init__(self, backend: Backend, now: Callable[[], float]) -> None:
+        self.backend = backend
+        self.now = now
+
+    async def _all(self, q: Any, what: str) -> list[Any]:
+        return await self.backend.read(lambda conn: list(conn.execute(q).all()), what)
+
+    async def _first(self, q: Any, what: str) -> Any:
+        return await self.backend.read(lambda conn: conn.execute(q).first(), what)
+
+    async def _scalar(self, q: Any, what: str) -> Any:
+        return await self.backend.read(lambda conn: conn.execute(q).scalar(), what)
+
+    async def get_job(self, job_id: int) -> Job:
+        check_id(job_id)
+        row = await self._first(select(s.jobs).where(s.jobs.c.id == job_id), "reading a job")
+        if row is None:
+            raise JobNotFound(job_id)
+        return rows.job(row)
+
+    async def list_jobs(
+        self, status: str | Sequence[str] | None = None, *, limit: int = 100, offset: int = 0,
+        changed_since: float | None = None, search: str | None = None,
+    ) -> list[Job]:
+        JOBS_PAGE.check(limit)
+        OFFSET.check(offset)
+        j = s.jobs.c
+        q = select(s.jobs).where(*job_filter(status, search))
+        if changed_since is not None:
+            q = q.where(j.updated_at >= float(changed_since)).order_by(j.updated_at, j.id)
+        else:
+            q = q.order_by(_RANK, j.id.desc())
+        return [rows.job(r) for r in await self._all(q.limit(limit).offset(offset), "listing jobs")]
+
+    async def count_jobs(self, status: str | Sequence[str] | None = None, *, search: str | None = None) -> int:
+        q = select(func.count()).select_from(s.jobs).where(*job_filter(status, search))
+        return int(await self._scalar(q, "counting jobs"))
+
+    async def list_errors(
+        self, job_id: int, *, limit: int = 100, offset: int = 0, error_type: str | None = None,
+        message: str | None = None, include_resolved: bool = True,
+    ) -> list[ErrorEntry]:
+        check_id(job_id)
+        ERRORS_PAGE.check(limit)
+        OFFSET.check(offset)
+        er = s.errors.c
+        q = select(s.errors).where(er.job_id == job_id)
+        if error_type is not None:
+            q = q.where(er.error_type == error_type)
+        if message is not None:
+            q = q.where(er.message == message)
+        if not include_resolved:
+            q = q.where(er.resolved_at.is_(None))
+        q = q.order_by(er.id).limit(limit).offset(offset)
+
+        def read(conn: Connection) -> list[Any]:
+            found = list(conn.execute(q).all())
+            if not found and not conn.execute(select(s.jobs.c.id).where(s.jobs.c.id == job_id)).scalar():
+                raise JobNotFound(job_id)
+            return found
+
+        return [rows.error(r) for r in await self.backend.read(read, "listing errors")]
+
+    async def iter_errors(self, job_id: int, *, page: int = 1000) -> AsyncIterator[ErrorEntry]:
+        """Every error of a job, paged by id, for exports that must not hold them all."""
+        er = s.errors.c
+        last = 0
+        await self.get_job(job_id)
+        while True:
+            q = select(s.errors).where(er.job_id == job_id, er.id > last).order_by(er.id).limit(page)
+            found = await self._all(q, "exporting errors")
+            for r in found:
+                yield rows.error(r)
+            if len(found) < page:
+                return
+            last = found[-1].id
+
+    async def get_error(self, error_id: int) -> ErrorEntry:
+        check_id(error_id, "error id")
+        row = await self._first(select(s.errors).where(s.errors.c.id == error_id), "reading an error")
+        if row is None:
+            raise InvalidInput(f"no error with id {error_id}", field="error_id")
+        return rows.error(row)
+
+    async def error_pos(self, error_id: int) -> int:
+        """The position in its job of the entity an error is about."""
+        return int(await self._scalar(select(s.errors.c.pos).where(s.errors.c.id == error_id), "reading an error"))
+
+    async def group_errors(self, job_id: int, *, limit: int = 100, include_resolved: bool = False) -> list[ErrorGroup]:
+        """Failures grouped by exception type and message, biggest group first."""
+        check_id(job_id)
+        er = s.errors.c
+        q = (
+            select(
+                er.error_type, er.message, func.count().label("n"), func.count(er.pos.distinct()).label("ents"),
+                func.min(er.created_at).label("first"), func.max(er.created_at).label("last"),
+            )
+            .where(er.job_id == job_id)
+            .group_by(er.error_type, er.message)
+            .order_by(func.count().desc(), er.error_type, er.message)
+            .limit(limit)
+        )
+        if not include_resolved:
+            q = q.where(er.resolved_at.is_(None))
+        found = await self._all(q, "grouping errors")
+        if not found:
+            await self.get_job(job_id)  # an unknown job is an error, not an empty list
+        return [rows.error_group(r) for r in found]
+
+    async def list_chunks(self, job_id: int, *, limit: int = 200) -> list[ChunkInfo]:
+        """The job's chunk history, newest last (the latest ``limit`` chunks)."""
+        check_id(job_id)
+        c = s.chunks.c
+        q = select(s.chunks).where(c.job_id == job_id).order_by(c.chunk_index.desc()).limit(limit)
+        found = await self._all(q, "listing chunks")
+        if not found:
+            await self.get_job(job_id)  # an unknown job is an error, not an empty list
+        return [rows.chunk(r) for r in reversed(found)]
+
+    async def entity_ids(self, job_id: int, *, limit: int = 1000, offset: int = 0) -> list[str]:
+        e = s.entities.c
+        q = select(e.entity_id).where(e.job_id == job_id, e.pos >= offset, e.pos < offset + limit).order_by(e.pos)
+        return await self.backend.read(lambda conn: list(conn.execute(q).scalars().all()), "reading entity ids")
+
+    async def rate(self, job_id: int, *, window: float = 60.0) -> float:
+        """Entities per second over the job's recent chunks (0 when idle)."""
+        return (await self.job_rates([job_id], window=window)).get(job_id, 0.0)
+
+    async def job_rates(self, job_ids: Sequence[int], *, window: float = 60.0) -> dict[int, float]:
+        """Entities/s per job over the last ``window`` seconds of chunk history, in one query."""
+        if not job_ids:
+            return {}
+        c = s.chunks.c
+        q = (
+            select(c.job_id, func.sum(c.size), func.min(c.started_at), func.max(c.finished_at))
+            .where(c.job_id.in_(list(job_ids)), c.state == "done", c.finished_at >= self.now() - window)
+            .group_by(c.job_id)
+        )
+        found = await self._all(q, "computing rates")
+        return {r[0]: float(r[1]) / max(r[3] - r[2], 1e-3) for r in found if r[1] and r[2] is not None}
+
+    async def stats(self, *, window: float = 60.0) -> QueueStats:
+        def read(conn: Connection) -> QueueStats:
+            j, c = s.jobs.c, s.chunks.c
+            now = self.now()
+            by_status = {k.value: 0 for k in STATUSES}
+            for st, n in conn.execute(select(j.status, func.count()).group_by(j.status)).all():
+                by_status[st] = int(n)
+            tot = conn.execute(
+                select(func.coalesce(func.sum(j.total_count), 0), func.coalesce(func.sum(j.processed_count), 0),
+                       func.coalesce(func.sum(j.error_count), 0), func.coalesce(func.sum(j.waiting_count), 0))
+            ).one()
+            recent = conn.execute(
+                select(func.coalesce(func.sum(c.size), 0), func.min(c.started_at))
+                .where(c.state == "done", c.finished_at >= now - window)
+            ).one()
+            rate = float(recent[0]) / max(now - recent[1], 1e-3) if recent[1] is not None and recent[0] else 0.0
+            workers = conn.execute(
+                select(func.count(c.owner.distinct())).where(c.state == "leased", c.lease_expires_at >= now)
+            ).scalar()
+            return QueueStats(by_status, int(tot[0]), int(tot[1]), int(tot[2]), int(tot[3]), rate, int(workers or 0))
+
+        return await self.backend.read(read, "reading stats")
+
+    async def has_claimable(self) -> bool:
+        """Cheap check used by idle workers before they take the write lock."""
+        now = self.now()
+        j, c = s.jobs.c, s.chunks.c
+        fresh = select(j.id).where(claimable(now)).limit(1)
+        expired = (select(c.job_id).select_from(s.chunks.join(s.jobs, j.id == c.job_id))
+                   .where(expired_lease(now)).limit(1))
+        return bool(await self.backend.read(
+            lambda conn: conn.execute(fresh).first() is not None or conn.execute(expired).first() is not None,
+            "polling for work"))
+
+    async def next_retry_due(self, job_id: int | None = None) -> float | None:
+        """When the earliest entity retry of an active job falls due (epoch seconds, the queue's clock).
+
+        None when no active job (or not ``job_id``) has an entity waiting. One
+        aggregate over the job rows, which keep their own earliest due time.
+        """
+        j = s.jobs.c
+        q = select(func.min(j.next_retry_at)).where(
+            status_in(ACTIVE_STATUSES), j.waiting_count > 0, j.next_retry_at.is_not(None))
+        if job_id is not None:
+            q = q.where(j.id == check_id(job_id))
+        due = await self._scalar(q, "looking for due retries")
+        return None if due is None else float(due)

@@ -1,0 +1,90 @@
+"""The dashboard's shape: no import cycle, one command registry, the app keeps its promise to screens.
+
+The layers (app > screens > widgets > shared parts) are an import-linter contract in
+pyproject.toml (checked by tests/test_boundaries.py); here each screen and widget
+module is imported on its own in a fresh interpreter, which fails if any of them
+still needs the app.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from chunkq.tui.dashboard import commands
+from chunkq.tui.dashboard.app import ChunkqApp
+from chunkq.tui.dashboard.protocol import Dashboard, ProcessingListener
+from chunkq.tui.dashboard.screens.detail import JobDetailScreen
+from chunkq.tui.dashboard.screens.jobs import JobsScreen
+
+from tests.conftest import ROOT
+
+DASHBOARD = ROOT / "tui" / "dashboard"
+SCREEN_AND_WIDGET_MODULES = sorted(
+    "chunkq.tui.dashboard." + ".".join(p.relative_to(DASHBOARD).with_suffix("").parts)
+    for folder in ("screens", "widgets") for p in (DASHBOARD / folder).glob("*.py") if p.stem != "__init__"
+)
+
+
+@pytest.mark.parametrize("module", SCREEN_AND_WIDGET_MODULES)
+def test_screens_and_widgets_import_without_the_app(module: str, python_env: dict[str, str]) -> None:
+    code = f"import sys, {module}; print('chunkq.tui.dashboard.app' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=python_env,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "False", f"importing {module} loaded the app"
+
+
+def test_the_app_is_what_screens_are_promised(tmp_path) -> None:
+    app = ChunkqApp(f"sqlite:///{tmp_path / 'q.db'}")
+    assert isinstance(app, Dashboard)
+    for name in ("queue", "processor_handle", "capture_locals", "refresh_interval", "processing", "now",
+                 "require_processor", "step", "dry_run"):
+        assert hasattr(app, name), name
+    assert issubclass(JobsScreen, ProcessingListener)
+
+
+# ---------------------------------------------------------------------- the command registry
+
+
+def _action_name(action: str) -> str:
+    return re.match(r"\w+", action).group(0)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("scope", "owner"), [
+    (commands.APP, ChunkqApp), (commands.JOBS, JobsScreen), (commands.DETAIL, JobDetailScreen)])
+def test_every_command_has_its_action(scope: commands.Scope, owner: type) -> None:
+    for c in commands.commands(scope):
+        assert hasattr(owner, f"action_{_action_name(c.action)}"), f"{c.id} has no action on {owner.__name__}"
+
+
+def test_screens_bind_exactly_their_scope() -> None:
+    assert [b.id for b in JobsScreen.BINDINGS] == [c.id for c in commands.commands(commands.JOBS)]  # type: ignore[union-attr]
+    assert [b.id for b in JobDetailScreen.BINDINGS] == [c.id for c in commands.commands(commands.DETAIL)]  # type: ignore[union-attr]
+    assert [b.id for b in ChunkqApp.BINDINGS] == [c.id for c in commands.commands(commands.APP)]  # type: ignore[union-attr]
+    assert JobsScreen.COMMAND_SCOPE == commands.JOBS and JobDetailScreen.COMMAND_SCOPE == commands.DETAIL
+
+
+@pytest.mark.parametrize("scope", [commands.JOBS, commands.DETAIL])
+def test_no_key_means_two_things_on_one_screen(scope: commands.Scope) -> None:
+    keys = [c.key for c in commands.available(scope)]
+    assert len(keys) == len(set(keys))
+    ids = [c.id for c in commands.COMMANDS]
+    assert len(ids) == len(set(ids))
+
+
+def test_help_on_the_detail_screen_lists_its_keys_first_then_the_app_wide_ones() -> None:
+    text = commands.help_markdown(commands.DETAIL)
+    listed = re.findall(r"^- `([^`]+)` \*\*([^*]+)\*\*", text.split("## Everywhere")[0], re.M)
+    detail = [(c.display, c.title) for c in commands.commands(commands.DETAIL)]
+    app = [(c.display, c.title) for c in commands.commands(commands.APP)]
+    assert listed == detail + app
+    assert "## Job detail" in text and "`R` **Reload processor**" in text and "`t` **Retry entity**" in text
+    assert "**New job**" not in text, "the jobs list's keys do not work here"
+
+
+def test_help_on_the_jobs_list_keeps_the_app_wide_keys_among_its_own() -> None:
+    screen_section = commands.help_markdown(commands.JOBS).split("## Everywhere")[0]
+    listed = re.findall(r"^- `([^`]+)` \*\*", screen_section, re.M)
+    assert listed == ["enter", "n", "s", "a", "p", "c", "r", "/", "f", "ctrl+a", "S", "R", "]", "[", "?", "q"]

@@ -1,0 +1,65 @@
+"""The `chunkq` command itself: the group's options, where each subcommand lives, and ``main``.
+
+Heavy subcommands load lazily: `tui`/`demo` import the Textual dashboard only
+when they run, and `serve` (in ``chunkq.tui.http``) is imported only when
+invoked, so `chunkq process` in a cron job never pays for, or breaks on, a UI
+library.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from . import output as out
+from .context import DEFAULT_DB, Settings, set_verbosity
+from .dashboard import demo, open_dashboard, tui_command
+from .enqueue import enqueue
+from .group import ChunkqGroup
+from .manage import cancel, errors, jobs_command, pause, resume, retry, show
+from .processing import process, worker
+
+
+@click.group(
+    cls=ChunkqGroup,
+    invoke_without_command=True,
+    lazy_subcommands={
+        "serve": ("chunkq.tui.http:serve_command",
+                  "HTTP trigger for hosted schedulers: POST /jobs/process (needs chunkq[http])."),
+    },
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option("--db", envvar="CHUNKQ_DB", default=DEFAULT_DB, show_default=True, show_envvar=True,
+              metavar="URL", help="SQLite file path, sqlite:///path, or postgresql://user@host/db.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout (any command).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv: every library's debug log).")
+@click.option("-q", "--quiet", count=True, help="Less log output (-q: warnings only, -qq: errors only).")
+@click.version_option(package_name="chunkq", prog_name="chunkq")
+@click.pass_context
+def cli(ctx: click.Context, db: str, as_json: bool, verbose: int, quiet: int) -> None:
+    """Push long lists of entity IDs through a slow, flaky callback, in chunks, from a database queue.
+
+    \b
+    Typical use:
+      chunkq enqueue ids.txt --entity-type company --provider clearbit
+      chunkq process --until-empty --processor myjobs:enrich     # from cron
+      chunkq worker --processor myjobs:enrich                     # long-running
+      chunkq                                                      # the dashboard
+      chunkq demo                                                 # try it all on demo data
+    """
+    set_verbosity(verbose)
+    out.setup_logging(verbose, quiet)
+    ctx.obj = Settings(db=db, json=as_json, verbose=verbose, quiet=quiet)
+    if ctx.invoked_subcommand is None:
+        open_dashboard(db, os.environ.get("CHUNKQ_PROCESSOR") or None)
+
+
+for _command in (enqueue, process, worker, jobs_command, show, errors, pause, resume, cancel, retry,
+                 tui_command, demo):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """Console-script entry point (``chunkq = "chunkq.tui.cli:main"``)."""
+    cli.main(prog_name="chunkq")

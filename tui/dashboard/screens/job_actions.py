@@ -1,0 +1,109 @@
+"""Acting on jobs from the dashboard: the questions asked first, and the bulk action over a filter.
+
+Both screens act on jobs (the list on the selected one or on every match, the
+detail screen on its own); the dialogs' wording and the walk over every matching
+job live here once, next to the ``ConfirmScreen`` they use.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from chunkq import core
+from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
+
+Verb = Literal["pause", "resume", "cancel", "retry"]
+VERBS: tuple[str, ...] = get_args(Verb)
+PAST = {"pause": "paused", "resume": "resumed", "cancel": "cancelled", "retry": "retried"}
+#: jobs listed per query while collecting the ids a bulk action applies to
+BULK_PAGE = 1000
+
+
+async def change(queue: core.Queue, verb: Verb, job_id: int) -> core.Job:
+    """Pause, resume or cancel ``job_id`` (retry makes a new job: ``queue.retry_failed``)."""
+    if verb == "pause":
+        return await queue.pause(job_id)
+    if verb == "resume":
+        return await queue.resume(job_id)
+    if verb == "cancel":
+        return await queue.cancel(job_id)
+    raise ValueError(f"{verb!r} does not change a job in place")
+
+
+async def apply_to_matching(queue: core.Queue, verb: Verb, status: str | None, search: str | None) -> str:
+    """Apply ``verb`` to every job the filter matches; says how many it changed and skipped."""
+    ids: list[int] = []
+    offset = 0
+    while True:  # collect first: acting changes statuses, hence the order of the listing
+        page = await queue.list_jobs(status, search=search, limit=BULK_PAGE, offset=offset)
+        ids += [j.id for j in page]
+        if len(page) < BULK_PAGE:
+            break
+        offset += BULK_PAGE
+    done = skipped = 0
+    for job_id in ids:
+        try:
+            if verb == "retry":
+                await queue.retry_failed(job_id)
+            else:
+                await change(queue, verb, job_id)
+            done += 1
+        except (core.InvalidTransition, core.InvalidInput, core.JobNotFound):
+            skipped += 1
+    msg = f"{PAST[verb]} {done:,} of {len(ids):,} jobs"
+    if skipped:
+        msg += f" ({skipped:,} skipped: the action did not apply to them)"
+    return msg
+
+
+def bulk_dialog(n: int, filter_label: str) -> ConfirmScreen:
+    """Which action to apply to all ``n`` matching jobs (dismisses with a ``Verb`` or None)."""
+    jobs = "job" if n == 1 else "jobs"
+    return ConfirmScreen(
+        f"Apply to all {n:,} matching {jobs}?",
+        f"Every job matching {filter_label} — {n:,} {jobs}, not just the ones on this page. "
+        "Jobs the action does not apply to are skipped.",
+        choices=[("pause", f"Pause {n:,}", "warning"), ("resume", f"Resume {n:,}", "primary"),
+                 ("cancel", f"Cancel {n:,}", "error"), ("retry", f"Retry failed of {n:,}", "default"),
+                 ("back", "Back", "default")],
+    )
+
+
+def cancel_from_list(job: core.Job) -> ConfirmScreen:
+    """Cancel the job selected in the list? (dismisses with "cancel" or None)."""
+    left = job.remaining_count
+    return ConfirmScreen(
+        f"Cancel job {job.id}?",
+        f"{job.name or job.entity_type + ' for ' + job.provider}: {left:,} of {job.total_count:,} "
+        "entities are not processed yet and never will be. A chunk in flight still commits.",
+        choices=[("cancel", "Cancel the job", "error"), ("back", "Keep it", "default")],
+    )
+
+
+def cancel_from_detail(job_id: int) -> ConfirmScreen:
+    """Cancel the job on the detail screen? (dismisses with "yes" or None)."""
+    return ConfirmScreen(
+        f"Cancel job {job_id}?",
+        "No further chunks will be handed out; a chunk in flight still "
+        "commits. This cannot be undone (retry creates a new job).",
+    )
+
+
+def failed_dialog(job: core.Job, how: Literal["requeue", "retry"]) -> ConfirmScreen:
+    """Requeue the failed entities into ``job``, or retry them as a new job? (dismisses with "yes" or None)."""
+    n = job.failed_count
+    if how == "requeue":
+        return ConfirmScreen(
+            f"Requeue the failed entities of job {job.id}?",
+            f"{n:,} entities that failed for good go back into job {job.id}, due now, with fresh "
+            "attempts. Their errors stay in the log.",
+            choices=[("yes", "Requeue", "primary"), ("no", "Cancel", "default")],
+        )
+    unfinished = job.status in (core.FAILED, core.CANCELLED)
+    return ConfirmScreen(
+        f"Retry the failed entities of job {job.id} as a new job?",
+        f"A new job (retry of #{job.id}) is created with the {n:,} entities that failed for good"
+        + (" and the ones never finished" if unfinished else "")
+        + f"; job {job.id} stays as it is.",
+        choices=[("yes", "Create job", "primary"), ("no", "Cancel", "default")],
+    )

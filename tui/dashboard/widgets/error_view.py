@@ -1,0 +1,88 @@
+"""The right half of the Errors tab: one error's traceback, and the outcome of retrying it.
+
+Shows the error the log's cursor is on (``error``) with, above it, what the last
+``t`` (retry entity) did (``note``); moving to another error clears that note.
+"""
+
+from __future__ import annotations
+
+from chunkq import core
+from chunkq.core import ErrorEntry
+from chunkq.tui.dashboard import format as fmt
+from chunkq.tui.dashboard.traceback_view import render_error, render_stacks
+from chunkq.tui.dashboard.widgets.error_tables import error_state
+from rich.console import Group, RenderableType
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.reactive import reactive
+from textual.widgets import Static
+
+PLACEHOLDER = "Select an error to see its traceback."
+
+
+def error_heading(error: ErrorEntry, state: Text) -> Text:
+    """Which error, which entity and attempt, where it happened and where it stands now."""
+    head = Text.assemble(
+        (f"error #{error.id}", "bold"),
+        f"  entity {error.entity_id}  ·  attempt {error.attempt}",
+        f"  ·  chunk {error.chunk_index}" if error.chunk_index >= 0 else "  ·  manual retry",
+        f"  ·  {error.created_at:%Y-%m-%d %H:%M:%S} UTC",
+    )
+    head.append("  ·  ")
+    head.append_text(state)
+    if error.resolved_at is not None:
+        head.append(f" at {error.resolved_at:%H:%M:%S} UTC")
+    return head
+
+
+def retry_outcome(error: ErrorEntry, outcome: core.EntityResult | core.ChunkqError, *, show_locals: bool = False,
+                  palette: fmt.Palette | None = None) -> RenderableType:
+    """What retrying ``error``'s entity did: succeeded, failed again (with the new traceback), or not done."""
+    if isinstance(outcome, core.ChunkqError):
+        return Text(f"retry of {error.entity_id} not done: {outcome}", style=fmt.theme_color("error", palette))
+    if outcome.ok:
+        return Text(f"✓ {error.entity_id} succeeded on retry ({fmt.duration(outcome.duration)}); "
+                    "its errors are marked resolved, the log keeps them",
+                    style=f"bold {fmt.theme_color('success', palette)}")
+    head = Text(f"✗ {error.entity_id} failed again: {outcome.error_type}: {outcome.message}",
+                style=f"bold {fmt.theme_color('error', palette)}")
+    trace = render_stacks(outcome.stacks, show_locals=show_locals) if outcome.stacks else Text(outcome.traceback or "")
+    return Group(head, trace, Text("─" * 20 + " the stored error:", style="dim"))
+
+
+class ErrorView(VerticalScroll):
+    """A stored error drawn like a live traceback (locals only when ``show_locals``)."""
+
+    error: reactive[ErrorEntry | None] = reactive(None, init=False)
+    """The error shown (None: the placeholder)."""
+
+    note: reactive[RenderableType | None] = reactive(None, init=False, always_update=True)
+    """What retrying the shown error's entity did, above its traceback."""
+
+    def __init__(self, *, show_locals: bool = False, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.show_locals = show_locals
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="detail-retry-result")
+        yield Static(Text(PLACEHOLDER, style="dim"), id="detail-traceback")
+
+    def show(self, error: ErrorEntry | None) -> None:
+        """Show ``error``; the retry note stays only while it is the same error."""
+        if error == self.error:
+            return
+        if error is None or self.error is None or error.id != self.error.id:
+            self.note = None
+        self.error = error
+
+    def watch_note(self, note: RenderableType | None) -> None:
+        self.query_one("#detail-retry-result", Static).update(note or "")
+
+    def watch_error(self, error: ErrorEntry | None) -> None:
+        pane = self.query_one("#detail-traceback", Static)
+        if error is None:
+            pane.update(Text(PLACEHOLDER, style="dim"))
+            return
+        state = error_state(error, self.app.theme_variables)
+        pane.update(Group(error_heading(error, state), Text(""), render_error(error, show_locals=self.show_locals)))

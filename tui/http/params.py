@@ -1,0 +1,146 @@
+"""Reading a request: query parameters, path ids and JSON bodies, each mistake a ``BadRequest``.
+
+Every check a person can fail lives here, so a route reads as "parse, call core,
+answer". Values core validates itself (chunk sizes, attempts, ID lengths, …) are
+passed through and its ``InvalidInput`` becomes a 422; this module only checks
+what core cannot see: the shape of the request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+#: one request may process for at most this long: an HTTP call held open for hours helps nobody
+MAX_PROCESS_SECONDS = 3600.0
+MAX_PAGE = 1000
+MAX_OFFSET = 2**62
+
+#: the fields POST /jobs accepts: enqueue_job's keyword arguments (core checks every value)
+JOB_FIELDS = (
+    "entity_ids", "entity_type", "provider", "chunk_size", "priority", "name", "dedupe",
+    "max_workers", "max_attempts", "max_errors", "max_error_ratio", "params",
+)
+_REQUIRED_JOB_FIELDS = ("entity_ids", "entity_type", "provider")
+
+
+class BadRequest(Exception):
+    """A request a person got wrong: answered with ``status`` and the message, nothing written."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Every error the API gives is ``{"error": "..."}``: one shape for scripts to read."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def only_params(request: Request, allowed: tuple[str, ...]) -> None:
+    # A typo such as ?max_second=60 would otherwise be ignored silently and do something else.
+    unknown = sorted(set(request.query_params.keys()) - set(allowed))
+    if unknown:
+        expected = ", ".join(allowed) if allowed else "none"
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}; expected: {expected}")
+
+
+def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, got {raw!r:.60}") from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be between {lo:,} and {hi:,}, got {value:,}")
+    return value
+
+
+def page(request: Request) -> tuple[int, int]:
+    """``?limit=&offset=``: at most ``MAX_PAGE`` rows a request."""
+    return int_param(request, "limit", 100, 0, MAX_PAGE), int_param(request, "offset", 0, 0, MAX_OFFSET)
+
+
+def statuses(request: Request) -> list[str]:
+    """``?status=a&status=b`` and ``?status=a,b`` both work; core rejects an unknown status."""
+    found = [s.strip() for raw in request.query_params.getlist("status") for s in raw.split(",")]
+    return [s for s in found if s]
+
+
+def max_seconds(request: Request) -> float | None:
+    """``?max_seconds=``: how long ``POST /jobs/process`` may keep starting chunks (None: one chunk)."""
+    raw = request.query_params.get("max_seconds")
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise BadRequest(f"max_seconds must be a number of seconds, got {raw!r:.60}") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_PROCESS_SECONDS:
+        raise BadRequest(f"max_seconds must be more than 0 and at most {MAX_PROCESS_SECONDS:g}, got {raw!r:.60}")
+    return value
+
+
+def job_id(request: Request) -> int:
+    raw = request.path_params["job_id"]
+    # ASCII digits only (int() would also take " 7", "٧" or "1_000"), and no 5,000-digit numbers
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 1 <= int(raw) <= MAX_OFFSET:
+        return int(raw)
+    raise BadRequest(f"job id must be a positive whole number, got {raw!r:.60}")
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    body = b"".join([chunk async for chunk in request.stream()])
+    if not body.strip():
+        raise BadRequest("the request body is empty; send a JSON object", 400)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the request body is not UTF-8 text (byte {exc.start})", 400) from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno}", 400) from None
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}", 400) from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"the request body must be a JSON object, got {json_type(data)}", 400)
+    return data
+
+
+def json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def job_request(data: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """A ``POST /jobs`` body -> ``(entity_ids, enqueue_job keyword arguments)``."""
+    unknown = sorted(set(data) - set(JOB_FIELDS))
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; expected some of: {', '.join(JOB_FIELDS)}")
+    for required in _REQUIRED_JOB_FIELDS:
+        if required not in data:
+            raise BadRequest(f"{required} is required")
+    data = dict(data)
+    ids = data.pop("entity_ids")
+    if not isinstance(ids, list):
+        raise BadRequest(f"entity_ids must be a JSON array of strings, got {json_type(ids)}")
+    if "dedupe" in data and not isinstance(data["dedupe"], bool):
+        raise BadRequest(f"dedupe must be true or false, got {data['dedupe']!r:.60}")
+    if data.get("name") is not None and not isinstance(data["name"], str):
+        raise BadRequest(f"name must be a string, got {json_type(data['name'])}")
+    # None means "the default" for optional numbers, as if the field were left out.
+    kwargs = {k: v for k, v in data.items() if v is not None or k in ("max_errors", "max_error_ratio")}
+    return ids, kwargs
