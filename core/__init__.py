@@ -9,8 +9,10 @@ command line (``tui``) build on it, never the reverse. The module map is in
 """
 
 from . import limits
+from .errors import NoDatabase, SchemaMismatch
 from .limits import FloatLimit, IntLimit, TextLimit
 from .loader import ProcessorHandle, load_processor
+from .migrations import SchemaState, SchemaUpgrade, schema_status, upgrade_schema
 from .models import (
     ACTIVE_STATUSES,
     CANCELLED,
@@ -74,6 +76,7 @@ __all__ = [
     "Job",
     "JobFailed",
     "JobNotFound",
+    "NoDatabase",
     "Processor",
     "ProcessorError",
     "ProcessorHandle",
@@ -82,6 +85,9 @@ __all__ = [
     "QueueStats",
     "Retry",
     "RunSummary",
+    "SchemaMismatch",
+    "SchemaState",
+    "SchemaUpgrade",
     "SignalStop",
     "Status",
     "TextLimit",
@@ -94,5 +100,7 @@ __all__ = [
     "load_processor",
     "parse_rate",
     "parse_rates",
+    "schema_status",
     "stop_message",
+    "upgrade_schema",
 ]

@@ -15,36 +15,56 @@ synchronous SQLAlchemy ``Connection``, and hands it to ``backend.write`` (or
   locked, not the database, so claims skip rows other workers hold
   (``SKIP LOCKED``), and advisory locks serialise what has no row to lock yet.
 
+Opening reads the schema first, without writing (SQLite: through a read-only
+connection), and changes it only when asked to create or upgrade; the change
+runs in one process at a time, in one transaction (``migration``; the steps
+themselves are in ``migrations/``).
+
 Adding a backend means one subclass here; nothing else in core asks which
-database it talks to.
+database it talks to (which is why this module is longer than most: every
+difference, opening and schema changes included, is here).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql import Select
 
 from . import schema as s
-from .db import DEFAULT_DB_FILE, display_url, normalize_url, with_retries
+from .db import DEFAULT_DB_FILE, connect_timeout, display_url, normalize_url, with_retries, without_connect_timeout
 from .errors import InvalidInput
 
 T = TypeVar("T")
 Rows = Sequence[tuple[int, int, str]]  # (job_id, pos, entity_id)
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: the SQLite backend's own transaction threads (a process rarely has more than 3 transactions in flight)
+TRANSACTION_THREADS = 4
 PING_IDLE_SECONDS = 1.0
+#: the advisory lock that serialises schema changes on PostgreSQL (chunkq 0.1.0 took the same one
+#: to create its tables, so an 0.1.0 process opening mid-migration waits, then refuses the newer schema)
+SCHEMA_LOCK = 7270351
+#: SQLite's answers when a read-only connection cannot set up WAL's shared memory (read-only folder)
+_SQLITE_READONLY_WAL = {1288, 1544}  # SQLITE_READONLY_CANTINIT, SQLITE_READONLY_DIRECTORY
+
+log = logging.getLogger("chunkq.db")
 
 
 class _Abandoned(Exception):
@@ -61,14 +81,27 @@ class Backend:
     name: ClassVar[str]
     #: row-level locks exist (claims skip locked candidates, then wait for them)
     row_locks: ClassVar[bool] = False
+    #: ``write_blocking`` works: a transaction can run from a plain thread, off the event loop
+    blocking_writes: ClassVar[bool] = False
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: AsyncEngine | None = None
+        #: never create nor change the schema; on SQLite the file is opened read-only
+        self.readonly = False
+        #: the schema found (and brought up to date, if asked) by ``open``
+        self.schema: s.SchemaState | None = None
+        #: the schema this process migrated from, under the lock (None: it changed nothing)
+        self.migrated_from: s.SchemaState | None = None
 
     @property
     def display_url(self) -> str:
         return display_url(self.url)
+
+    @property
+    def where(self) -> str:
+        """The database as messages name it: a file path, or the URL without password or driver."""
+        return self.display_url.replace("+asyncpg", "")
 
     @property
     def engine(self) -> AsyncEngine:
@@ -80,15 +113,56 @@ class Backend:
     def is_open(self) -> bool:
         return self._engine is not None
 
-    async def open(self) -> None:
-        """Create the engines and the schema (retrying a database that is still starting)."""
-        self._create_engines()
+    async def open(self, *, create: bool = True, upgrade: bool = False, readonly: bool = False) -> s.SchemaState:
+        """Create the engines and check the schema; create it (``create``: a missing or empty
+        database) or migrate it (``upgrade``: an older one) only where asked.
 
-        def create(conn: Connection) -> None:
-            self.lock_schema(conn)
-            s.ensure_schema(conn)
+        Anything else that is not the current schema raises ``NoDatabase`` or
+        ``SchemaMismatch`` before a single write, leaving the database as it was.
+        """
+        self.readonly = readonly
+        state = await self.read_schema()
+        s.refuse(state, self.where, create=create, upgrade=upgrade, readonly=readonly, writable=self.writable())
+        if state.needs_upgrade:
+            state = await self.migrate(create=create, upgrade=upgrade)
+        self.schema = state
+        return state
 
-        await self.write(create, f"opening {self.display_url}", attempts=3)
+    async def read_schema(self) -> s.SchemaState:
+        """The schema as it is, read without writing anything (creates the engines, connects)."""
+        if self._engine is None:
+            self._create_engines()
+
+        async def once() -> s.SchemaState:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(s.read_state)
+
+        return await with_retries(once, attempts=3, what=f"reading the schema of {self.where}")
+
+    def writable(self) -> bool:
+        """Whether this user may write the database at all (advice in messages; never a permission check)."""
+        return True
+
+    async def migrate(self, *, create: bool = True, upgrade: bool = True, target: str | None = None) -> s.SchemaState:
+        """Bring the schema to ``target`` (default: the newest revision): one process at a time, one transaction.
+
+        Whoever gets the lock reads the schema again, so a process that waited
+        finds the work done and changes nothing.
+        """
+        from .migrations.runner import migrate  # Alembic is loaded only when a schema changes
+
+        def run(conn: Connection) -> tuple[s.SchemaState, s.SchemaState]:
+            return migrate(conn, self.where, create=create, upgrade=upgrade, target=target)
+
+        before, after = await with_retries(lambda: self.migration(run), attempts=3,
+                                           what=f"upgrading the schema of {self.where}")
+        if before.kind != after.kind or before.revision != after.revision:
+            self.migrated_from = before
+        return after
+
+    async def migration(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` alone: under the schema lock, in one transaction that a failure rolls back whole."""
+        raise NotImplementedError
 
     def _create_engines(self) -> None:
         raise NotImplementedError
@@ -126,6 +200,10 @@ class Backend:
         async with self.write_connection() as conn:
             return await conn.run_sync(fn)
 
+    def write_blocking(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one write transaction from the calling (non-loop) thread; once, errors raised."""
+        raise NotImplementedError(f"{self.name} has no blocking writes")
+
     async def read(self, fn: Callable[[Connection], T], what: str) -> T:
         """Run ``fn`` in a read-only transaction on the async engine (one consistent snapshot)."""
 
@@ -152,9 +230,6 @@ class Backend:
     def relax_durability(self, conn: Connection) -> None:
         """Let this transaction commit without waiting for its flush to disk (a claim: see PostgreSQL)."""
 
-    def lock_schema(self, conn: Connection) -> None:
-        """Keep two processes from creating the tables at the same moment."""
-
     def lock_bucket(self, conn: Connection, provider: str) -> None:
         """Serialise updates of one provider's token bucket (its row may not exist yet)."""
 
@@ -172,24 +247,41 @@ class Backend:
 
 
 class SqliteBackend(Backend):
-    """One file, many processes: WAL, a long busy timeout, writes in one thread hand-off."""
+    """One file, many processes: WAL, a long busy timeout, writes in one thread hand-off.
+
+    Those threads are the backend's own executor, not asyncio's default pool: a
+    user's callback (or anything else on the default pool) can never keep a
+    claim or a commit waiting for a thread.
+    """
 
     name = "sqlite"
+    blocking_writes = True
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.thread_engine: Engine | None = None  # hot transactions run whole in a worker thread
+        self._executor: ThreadPoolExecutor | None = None
+        self.path = Path(make_url(url).database or DEFAULT_DB_FILE).expanduser()
+        #: read-only in a read-only folder: WAL's shared memory cannot be set up, so the file is read
+        #: as immutable (changes another process makes meanwhile may not be seen)
+        self._immutable = False
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def _create_engines(self) -> None:
-        database = make_url(self.url).database or DEFAULT_DB_FILE
-        parent = Path(database).expanduser().resolve().parent
-        if not parent.is_dir():
-            raise InvalidInput(
-                f"cannot create SQLite database {database!r}: folder {str(parent)!r} does not exist", field="url"
-            )
+        url = make_url(self.url)
+        if self.readonly:
+            url = _readonly_url(url, self.path, immutable=self._immutable)
+        else:
+            parent = self.path.resolve().parent
+            if not parent.is_dir():
+                raise InvalidInput(f"cannot create SQLite database {str(self.path)!r}: folder {str(parent)!r} "
+                                   "does not exist", field="url")
         timeout = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        self._engine = create_async_engine(self.url, connect_args=timeout)
-        _sqlite_connection_settings(self._engine.sync_engine)
+        self._engine = create_async_engine(url, connect_args=timeout)
+        _sqlite_connection_settings(self._engine.sync_engine, readonly=self.readonly)
 
         @event.listens_for(self._engine.sync_engine, "begin")
         def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
@@ -198,12 +290,37 @@ class SqliteBackend(Backend):
 
         # Same file and settings, synchronous driver; the write path says BEGIN IMMEDIATE itself (no
         # "begin" listener: with no engine events SQLAlchemy takes its faster path for every statement).
-        self.thread_engine = create_sync_engine(
-            make_url(self.url).set(drivername="sqlite+pysqlite"), connect_args=timeout)
-        _sqlite_connection_settings(self.thread_engine)
+        self.thread_engine = create_sync_engine(url.set(drivername="sqlite+pysqlite"), connect_args=timeout)
+        _sqlite_connection_settings(self.thread_engine, readonly=self.readonly)
+        # A claim, a commit, a heartbeat's renewal and a rate-limit token can be in flight at once.
+        self._executor = ThreadPoolExecutor(max_workers=TRANSACTION_THREADS, thread_name_prefix="chunkq-db")
+
+    async def read_schema(self) -> s.SchemaState:
+        # Not through the engines: their connections switch the file to WAL, and a file that is not
+        # chunkq's (or is newer) must be left byte for byte as it was. A missing file stays missing.
+        if self.path.exists():
+            state, self._immutable = await asyncio.get_running_loop().run_in_executor(
+                None, _read_file_schema, self.path)
+        else:
+            state = s.SchemaState("missing")
+        if self._engine is None:
+            self._create_engines()
+        return state
+
+    def writable(self) -> bool:
+        folder = self.path.resolve().parent
+        return not self._immutable and os.access(folder, os.W_OK) and (
+            not self.path.exists() or os.access(self.path, os.W_OK))
+
+    async def migration(self, fn: Callable[[Connection], T]) -> T:
+        _engine, executor = self._threaded()
+        return await asyncio.get_running_loop().run_in_executor(executor, _sqlite_migration, self, fn)
 
     async def close(self) -> None:
         await super().close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
         if self.thread_engine is not None:
             self.thread_engine.dispose()
             self.thread_engine = None
@@ -216,19 +333,30 @@ class SqliteBackend(Backend):
         undo: Callable[[T], Awaitable[Any]] | None = None,
         attempts: int = 8,
     ) -> T:
-        engine = self.thread_engine
-        assert engine is not None, "the queue is not open"
-        return await with_retries(lambda: _in_thread(engine, fn, undo), attempts=attempts, what=what)
+        engine, executor = self._threaded()
+        return await with_retries(lambda: _in_thread(executor, engine, fn, undo), attempts=attempts, what=what)
 
     async def write_once(self, fn: Callable[[Connection], T]) -> T:
-        engine = self.thread_engine
-        assert engine is not None, "the queue is not open"
-        return await _in_thread(engine, fn, None)
+        engine, executor = self._threaded()
+        return await _in_thread(executor, engine, fn, None)
+
+    def write_blocking(self, fn: Callable[[Connection], T]) -> T:
+        engine, _executor = self._threaded()
+        return _transaction(engine, fn, threading.Event())
+
+    def _threaded(self) -> tuple[Engine, ThreadPoolExecutor]:
+        engine, executor = self.thread_engine, self._executor
+        if engine is None or executor is None:
+            raise RuntimeError("the queue is not open: use 'async with Queue(...)' or 'await queue.open()'")
+        return engine, executor
 
 
-async def _in_thread(engine: Engine, fn: Callable[[Connection], T], undo: Callable[[T], Awaitable[Any]] | None) -> T:
+async def _in_thread(
+    executor: ThreadPoolExecutor, engine: Engine, fn: Callable[[Connection], T],
+    undo: Callable[[T], Awaitable[Any]] | None,
+) -> T:
     cancelled = threading.Event()
-    done = asyncio.get_running_loop().run_in_executor(None, _transaction, engine, fn, cancelled)
+    done = asyncio.get_running_loop().run_in_executor(executor, _transaction, engine, fn, cancelled)
     try:
         return await asyncio.shield(done)
     except asyncio.CancelledError:
@@ -252,17 +380,75 @@ def _transaction(engine: Engine, fn: Callable[[Connection], T], cancelled: threa
         return result
 
 
-def _sqlite_connection_settings(engine: Engine) -> None:
+def _sqlite_connection_settings(engine: Engine, *, readonly: bool = False, foreign_keys: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
         # Take transaction control from the driver so we can say BEGIN IMMEDIATE.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = NORMAL")
-        cur.execute("PRAGMA foreign_keys = ON")
+        if not readonly:  # both are writes (to the file's header, to the connection's journal)
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         cur.close()
+
+
+def _readonly_url(url: Any, path: Path, *, immutable: bool) -> Any:
+    """``file:PATH?mode=ro`` as a SQLAlchemy URL: SQLite itself refuses every write on it."""
+    query = {"mode": "ro", "uri": "true"} | ({"immutable": "1"} if immutable else {})
+    return url.set(database="file:" + quote(str(path.resolve()), safe="/"), query=query)
+
+
+def _read_file_schema(path: Path) -> tuple[s.SchemaState, bool]:
+    """The schema of a SQLite file, read on a read-only connection; and whether it had to be immutable."""
+    for immutable in (False, True):
+        url = _readonly_url(make_url("sqlite+pysqlite://"), path, immutable=immutable)
+        engine = create_sync_engine(url, poolclass=NullPool, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        try:
+            with engine.connect() as conn:
+                return s.read_state(conn), immutable
+        except OperationalError as exc:
+            if immutable or getattr(exc.orig, "sqlite_errorcode", None) not in _SQLITE_READONLY_WAL:
+                raise
+            log.debug("%s: read-only folder, reading the database as immutable", path)
+        finally:
+            engine.dispose()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sqlite_migration(backend: SqliteBackend, fn: Callable[[Connection], T]) -> T:
+    """``fn`` in one ``BEGIN IMMEDIATE`` transaction (the file's write lock: one migrating process at a time).
+
+    SQLite's own recipe for schema changes: foreign keys off for the connection
+    (a table rebuilt by a batch migration must not cascade-delete its children),
+    checked before the commit. A connection of its own, closed after, so no
+    pooled connection keeps them off.
+    """
+    engine = create_sync_engine(make_url(backend.url).set(drivername="sqlite+pysqlite"), poolclass=NullPool,
+                                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    _sqlite_connection_settings(engine, foreign_keys=False)
+    try:
+        with engine.connect() as conn:
+            with conn.begin():
+                # Say so when another process holds the lock (it may be migrating), then wait for it.
+                conn.exec_driver_sql("PRAGMA busy_timeout = 0")
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                except OperationalError as exc:
+                    if getattr(exc.orig, "sqlite_errorcode", None) != 5:  # SQLITE_BUSY
+                        raise
+                    log.info("waiting for another process to finish changing the schema of %s", backend.where)
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+                result = fn(conn)
+                orphans = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if orphans:
+                    raise RuntimeError(f"the migration left rows whose parent row is gone: {orphans[:3]}")
+            return result
+    finally:
+        engine.dispose()
 
 
 class PostgresBackend(Backend):
@@ -280,12 +466,16 @@ class PostgresBackend(Backend):
             import asyncpg  # noqa: F401
         except ImportError:  # pragma: no cover - depends on the environment
             raise InvalidInput("PostgreSQL support is not installed: pip install 'chunkq[postgres]'") from None
+        timeout = connect_timeout(self.url)
         self._engine = create_async_engine(
-            self.url,
+            without_connect_timeout(self.url),
             pool_size=self.pool_size,
             max_overflow=self.pool_size,
             pool_use_lifo=True,  # the busy connection stays busy; spare ones go idle (and get pinged)
-            connect_args={"server_settings": {"application_name": "chunkq"}},
+            # a server that accepts TCP but never answers must not hold a command for asyncpg's 60 s;
+            # waiting for a free pooled connection is not connecting, so it keeps its own (longer) bound
+            pool_timeout=max(30.0, timeout),
+            connect_args={"server_settings": {"application_name": "chunkq"}, "timeout": timeout},
         )
         _ping_when_idle(self._engine)
 
@@ -297,9 +487,26 @@ class PostgresBackend(Backend):
         # commit (synchronous) flushes the WAL up to and past it: no need to wait for a flush.
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
-    def lock_schema(self, conn: Connection) -> None:
-        # Two processes creating the schema at once would collide on pg_type.
-        conn.execute(text("SELECT pg_advisory_xact_lock(7270351)"))
+    async def migration(self, fn: Callable[[Connection], T]) -> T:
+        # A session-level advisory lock on one connection, held across the whole migration; the
+        # migration itself is one transaction there (PostgreSQL's DDL is transactional).
+        # Whatever goes wrong before the unlock (an error, a cancellation mid-statement), the
+        # connection is closed rather than pooled: ending the session is what releases the lock then.
+        async with self.engine.connect() as conn:
+            try:
+                got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": SCHEMA_LOCK})).scalar()
+                if not got:
+                    log.info("waiting for another process to finish changing the schema of %s", self.where)
+                    await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK})
+                await conn.commit()
+                async with conn.begin():
+                    result = await conn.run_sync(fn)
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK})
+                await conn.commit()
+            except BaseException:
+                await conn.invalidate()
+                raise
+            return result
 
     def lock_bucket(self, conn: Connection, provider: str) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:p))"), {"p": "chunkq:" + provider})

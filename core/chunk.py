@@ -3,7 +3,8 @@
 1. **Claim** - one short write transaction leases the best chunk (or takes over
    one whose worker went silent). ``claims.py``
 2. **Run** - the user's callback runs outside any transaction, through the
-   shared rate limiter (``ratelimit.py``), while a heartbeat renews the lease.
+   shared rate limiter (``ratelimit.py``), while a heartbeat renews the lease
+   (``heartbeat.py``); once the lease is known lost, no further entity starts.
    ``runner.py``
 3. **Commit** - one short write transaction stores the outcomes, fenced by the
    claim's attempt number so a late worker's results never land twice.
@@ -24,8 +25,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .claims import Claim, Claims
-from .errors import DatabaseUnavailable, InvalidTransition
+from .claims import Claim
+from .errors import InvalidTransition
+from .heartbeat import Heartbeat
 from .models import ChunkResult
 from .runner import ChunkAborted, ChunkRunner, EntityHook, Processor
 
@@ -57,37 +59,23 @@ async def run_claimed(
     queue: Queue, claim: Claim, processor: Processor, on_entity: EntityHook | None = None
 ) -> ChunkResult:
     """Steps 2 and 3 for a chunk already claimed."""
-    # 2. Run, under the rate limiter and a heartbeat.
+    # 2. Run, under the rate limiter and a heartbeat; once the lease is known lost, no entity starts.
+    heartbeat = Heartbeat(queue.claims, claim)
     runner = ChunkRunner(processor, claim.job, on_entity=on_entity, schedule_retries=queue.now,
-                         before_call=queue.rate_limiter.for_job(processor, claim.job))
-    heartbeat = asyncio.create_task(keep_leased(queue.claims, claim))
+                         before_call=queue.rate_limiter.for_job(processor, claim.job), lease=heartbeat)
+    heartbeat.on_lost = runner.stop.set
     t0 = time.perf_counter()
     abort: str | None = None
     try:
-        outcomes = await runner.run(claim.items)
+        async with heartbeat:
+            outcomes = await runner.run(claim.items)
     except ChunkAborted as exc:  # the callback raised JobFailed: the job fails with what is done so far
         outcomes, abort = exc.outcomes, exc.reason
     except BaseException:
-        heartbeat.cancel()
         try:
             await asyncio.shield(queue.claims.release(claim))
         except Exception as exc:  # the lease will expire on its own
             log.warning("could not release chunk %s of job %s: %s", claim.chunk_index, claim.job.id, exc)
         raise
-    finally:
-        heartbeat.cancel()
-    # 3. Commit, fenced.
+    # 3. Commit, fenced (a chunk whose lease was lost is refused here, whatever ran of it).
     return await queue._commit(claim, outcomes, time.perf_counter() - t0, abort)
-
-
-async def keep_leased(claims: Claims, claim: Claim) -> None:
-    """Renew the lease while the chunk runs; once it is lost, the fenced commit will say so."""
-    interval = max(claims.lease_seconds / 3, 0.05)
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            if not await claims.renew(claim):
-                log.warning("lost the lease on chunk %s of job %s", claim.chunk_index, claim.job.id)
-                return
-        except DatabaseUnavailable as exc:
-            log.warning("could not renew lease: %s", exc)

@@ -16,25 +16,27 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BigInteger, Float, Text, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from . import rows
+from . import poison, rows
 from . import schema as s
 from .backend import Backend
 from .models import Job
+from .poison import ISOLATE_AFTER, SETTLED_PER_CLAIM
 from .runner import Item
 from .sql import claimable, expired_lease, next_retry_subquery
 from .status import RUNNING
+
+if TYPE_CHECKING:
+    from .commit import Committer
 
 log = logging.getLogger("chunkq")
 
 #: how often a busy worker also looks for expired leases (at most; half a lease when that is shorter)
 STALE_CHECK_SECONDS = 5.0
-
-
 def make_owner() -> str:
     """``host:pid:random`` - unique per process even across machines and PID reuse."""
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
@@ -51,6 +53,8 @@ class Claim:
     owner: str
     items: list[Item]
     started: float
+    #: one entity of a chunk that lost its lease too often, run alone to find the one that kills workers
+    isolated: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,14 +117,38 @@ class ClaimStatements:
 
 
 class Claims:
-    """Hands out, renews and takes back one queue's leases."""
+    """Hands out, renews and takes back one queue's leases.
 
-    def __init__(self, backend: Backend, *, owner: str, lease_seconds: float, now: Callable[[], float]) -> None:
+    **Poison chunks** (``poison.py``). A lease that *expired* (its worker died, froze, or blocked
+    its event loop for longer than the lease) is counted on the chunk row
+    (``lost_leases``) when the chunk is taken over; a lease given back on
+    purpose (``release``: an aborted worker) is not a death and is not counted.
+    A chunk taken over for the ``isolate_after``-th time without a commit is
+    *isolated*: in the same transaction it is split into one-entity chunks
+    (state ``split``; its entities' new chunks are free to claim at once), so the
+    one entity that takes workers down is found while every other one completes.
+    A one-entity chunk that reaches the bound is not run again: the entity is
+    recorded as failed for good (``WorkerLost``) and the job goes on. Good
+    entities of a poison chunk are thus called at most ``isolate_after + 1``
+    times, and a job finishes without human help given a supervisor that
+    restarts crashed workers.
+    """
+
+    def __init__(
+        self, backend: Backend, *, owner: str, lease_seconds: float, now: Callable[[], float],
+        committer: Committer | None = None, isolate_after: int = ISOLATE_AFTER,
+    ) -> None:
         self.backend = backend
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.now = now
+        self.committer = committer  # records a poison entity's failure inside the claim transaction
+        self.isolate_after = isolate_after
         self._next_stale_check = 0.0
+        #: a blocked event loop let a lease lapse and the operator was told (once: ``heartbeat.py``)
+        self.warned_blocked_loop = False
+        #: the thread renewing this queue's leases off the event loop, where the backend allows (``heartbeat.py``)
+        self.beater: Any = None
 
     @cached_property
     def statements(self) -> ClaimStatements:
@@ -193,12 +221,38 @@ class Claims:
         return Claim(job, index, kind, 1, self.owner, items, now)
 
     def _reclaim_expired(self, conn: Connection, now: float, job_id: int | None) -> Claim | None:
-        """Take over a chunk whose worker stopped renewing its lease: nothing stays stuck."""
+        """Take over a chunk whose worker stopped renewing its lease: nothing stays stuck.
+
+        A poison chunk (see the class) is isolated or settled here instead of
+        handed out, and the next expired chunk is looked for.
+        """
+        for _ in range(SETTLED_PER_CLAIM):
+            claim, lost = self._take_over(conn, now, job_id)
+            if claim is None:
+                return None
+            if lost < self.isolate_after or self.committer is None:
+                log.info("reclaimed chunk %s of job %s (lease of a silent worker expired)",
+                         claim.chunk_index, claim.job.id)
+                return claim
+            if len(claim.items) > 1:
+                poison.isolate(conn, claim, lost, now)
+            else:
+                poison.give_up(conn, self.committer, claim, lost)
+        return None
+
+    def _take_over(self, conn: Connection, now: float, job_id: int | None) -> tuple[Claim | None, int]:
+        """Lease the best expired chunk to this worker; (claim, leases it has lost so far)."""
         c, j = s.chunks.c, s.jobs.c
+        live = s.chunks.alias("live")
+        # Chunks run one entity at a time after a split can outnumber the job's worker slots:
+        # take one over only while the job has a free slot, as a fresh claim would.
+        busy = (select(func.count()).select_from(live)
+                .where(live.c.job_id == c.job_id, live.c.state == "leased", live.c.lease_expires_at >= now)
+                .scalar_subquery())
         q = (
             select(c.job_id, c.chunk_index, c.attempt)
             .select_from(s.chunks.join(s.jobs, j.id == c.job_id))
-            .where(expired_lease(now))
+            .where(expired_lease(now), busy < j.max_workers)
             .order_by(j.priority.desc(), j.id, c.chunk_index)
             .limit(1)
         )
@@ -206,17 +260,19 @@ class Claims:
             q = q.where(c.job_id == job_id)
         found = conn.execute(self.backend.lock_rows(q, of=s.chunks, skip_locked=True)).first()
         if found is None:
-            return None
+            return None, 0
         until = now + self.lease_seconds
         chunk = conn.execute(
             update(s.chunks)
             .where(c.job_id == found.job_id, c.chunk_index == found.chunk_index,
                    c.state == "leased", c.attempt == found.attempt)
-            .values(owner=self.owner, attempt=c.attempt + 1, lease_expires_at=until, started_at=now)
+            # a lease given back on purpose expires at 0 (``release``): that is no death
+            .values(owner=self.owner, attempt=c.attempt + 1, lease_expires_at=until, started_at=now,
+                    lost_leases=c.lost_leases + case((c.lease_expires_at > 0, 1), else_=0))
             .returning(*s.chunks.c)
         ).first()
         if chunk is None:
-            return None
+            return None, 0
         row = conn.execute(
             update(s.jobs).where(j.id == found.job_id)
             .values(status=RUNNING, updated_at=now, lease_owner=self.owner, lease_expires_at=until, heartbeat_at=now)
@@ -232,8 +288,16 @@ class Claims:
             items = [Item(p.pos, p.entity_id, p.attempt) for p in held]
         else:
             items = self.range_items(conn, chunk.job_id, chunk.start_pos, chunk.end_pos)
-        log.info("reclaimed chunk %s of job %s (lease of a silent worker expired)", chunk.chunk_index, chunk.job_id)
-        return Claim(rows.job(row), chunk.chunk_index, chunk.kind, chunk.attempt, self.owner, items, now)
+        if chunk.kind == "retry":
+            isolated = chunk.start_pos is not None  # a retry chunk has no range, unless a split gave it one
+        else:
+            isolated = chunk.size == 1 and conn.execute(
+                select(c.chunk_index).where(c.job_id == chunk.job_id, c.state == "split", c.kind == "range",
+                                            c.start_pos <= chunk.start_pos, c.end_pos > chunk.start_pos).limit(1)
+            ).first() is not None
+        claim = Claim(rows.job(row), chunk.chunk_index, chunk.kind, chunk.attempt, self.owner, items, now,
+                      isolated=isolated)
+        return claim, int(chunk.lost_leases)
 
     def range_items(self, conn: Connection, job_id: int, start: int, end: int) -> list[Item]:
         """Entities ``start`` to ``end`` (exclusive) of a job, read by position through the primary key."""
@@ -242,7 +306,13 @@ class Claims:
 
     async def renew(self, claim: Claim) -> bool:
         """Extend the lease; False when it was lost (another worker took the chunk)."""
+        return bool(await self.backend.write(self._renew_tx(claim), "renewing a lease"))
 
+    def renew_blocking(self, claim: Claim) -> bool:
+        """``renew`` from a plain thread, off the event loop (backends with ``blocking_writes``)."""
+        return bool(self.backend.write_blocking(self._renew_tx(claim)))
+
+    def _renew_tx(self, claim: Claim) -> Callable[[Connection], bool]:
         def tx(conn: Connection) -> bool:
             now = self.now()
             c = s.chunks.c
@@ -260,7 +330,7 @@ class Claims:
                 )
             return got is not None
 
-        return bool(await self.backend.write(tx, "renewing a lease"))
+        return tx
 
     async def release(self, claim: Claim) -> None:
         """Give a chunk back at once (expire its lease) so any worker redoes it."""

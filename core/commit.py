@@ -45,6 +45,7 @@ from .models import ChunkResult
 from .runner import Outcome
 from .sql import next_retry_subquery, status_in
 from .status import COMPLETE, FAILED, PAUSED, PENDING, RUNNING, Status
+from .text import storable
 
 log = logging.getLogger("chunkq")
 
@@ -153,6 +154,21 @@ class Committer:
         An outcome carrying ``retry_at`` had a retry scheduled by the runner (a
         transient failure with attempts left): it is stored due at exactly that time.
         """
+        result = await self.backend.write(lambda conn: self.apply(conn, claim, outcomes, duration, abort),
+                                          "committing a chunk")
+        if not result.committed:
+            log.warning("chunk %s of job %s was taken over by another worker; results discarded",
+                        claim.chunk_index, claim.job.id)
+        return result
+
+    def apply(
+        self, conn: Connection, claim: Claim, outcomes: Sequence[Outcome], duration: float, abort: str | None
+    ) -> ChunkResult:
+        """``commit``'s transaction, inside the caller's (a claim settling a poison entity runs it too).
+
+        A chunk run entity by entity to find a poison entity (``Claim.isolated``)
+        feeds no circuit breaker: one entity says nothing about the provider.
+        """
         job = claim.job
         ok = sum(1 for o in outcomes if o.ok)
         failures = [o for o in outcomes if not o.ok]
@@ -167,62 +183,57 @@ class Committer:
         processed = ok + final_fail
         # Only fresh ranges feed the circuit breaker: a retry chunk of one stubborn entity says
         # nothing about the provider as a whole.
-        dead = abort is None and claim.kind == "range" and n_items > 0 and ok == 0 and len(failures) == n_items
+        dead = (abort is None and claim.kind == "range" and not claim.isolated and n_items > 0 and ok == 0
+                and len(failures) == n_items)
         st = self.statements
-
-        def tx(conn: Connection) -> ChunkResult:
-            now = self.now()
-            j = s.jobs.c
-            fenced = conn.execute(st.fence, {
-                "p_job": job.id, "p_index": claim.chunk_index, "p_attempt": claim.attempt,
-                "p_state": "aborted" if abort else "done", "p_now": now, "p_duration": duration,
-                "p_ok": ok, "p_errors": len(failures), "p_owner": self.owner,
-            }).first()
-            if fenced is None:
-                # Another worker took this chunk over: its results win, ours are dropped.
-                current = conn.execute(select(j.status).where(j.id == job.id)).scalar()
-                return ChunkResult(job.id, claim.chunk_index, 0, 0, Status(current or job.status), duration,
-                                   committed=False)
-            if failures:
-                conn.execute(insert(s.errors), [{
-                    "job_id": job.id, "pos": o.item.pos, "entity_id": o.item.entity_id,
-                    "error_type": o.error_type, "message": o.message[:rows.MESSAGE_MAX],
-                    "traceback": o.traceback[:rows.TRACEBACK_MAX], "stacks": rows.stacks_json(o.stacks),
-                    "chunk_index": claim.chunk_index, "attempt": o.item.attempt,
-                    "final": o.retry_at is None, "created_at": now,
-                } for o in failures])
-            if claim.kind == "retry" and abort is None:
-                r = s.retries.c
-                conn.execute(delete(s.retries).where(r.job_id == job.id, r.chunk_index == claim.chunk_index))
-                recovered = [o.item.pos for o in outcomes if o.ok]
-                if recovered:
-                    # The entity got through after all: its earlier transient errors are history,
-                    # no longer part of "what is broken" (the log keeps them, marked resolved).
-                    er = s.errors.c
-                    conn.execute(update(s.errors)
-                                 .where(er.job_id == job.id, er.pos.in_(recovered), er.resolved_at.is_(None))
-                                 .values(resolved_at=now))
-            if to_retry:
-                conn.execute(insert(s.retries), [
-                    {"job_id": job.id, "pos": o.item.pos, "entity_id": o.item.entity_id,
-                     "attempt": o.item.attempt + 1, "due_at": o.retry_at}
-                    for o in to_retry
-                ])
-            new = conn.execute(st.book, {
-                "p_job": job.id, "p_now": now, "p_ok": ok, "p_errors": len(failures), "p_failed": final_fail,
-                "p_processed": processed, "p_dwait": dwait, "p_dead": dead, "p_retry_chunk": claim.kind == "retry",
-                "p_aborted": abort is not None, "p_reason": f"JobFailed: {abort}",
-            }).scalar_one()
-            if to_retry or claim.kind == "retry":
-                # Its own statement, run once the job row's lock is ours: on PostgreSQL a subquery
-                # inside the UPDATE above reads a snapshot from before it waited for that lock, so it
-                # missed retries a concurrent chunk of this job had just committed, and set NULL.
-                conn.execute(update(s.jobs).where(j.id == job.id).values(next_retry_at=next_retry_subquery(job.id)))
-            return ChunkResult(job.id, claim.chunk_index, processed, len(failures), Status(new), duration,
-                               retried=len(to_retry))
-
-        result = await self.backend.write(tx, "committing a chunk")
-        if not result.committed:
-            log.warning("chunk %s of job %s was taken over by another worker; results discarded",
-                        claim.chunk_index, job.id)
-        return result
+        now = self.now()
+        j = s.jobs.c
+        fenced = conn.execute(st.fence, {
+            "p_job": job.id, "p_index": claim.chunk_index, "p_attempt": claim.attempt,
+            "p_state": "aborted" if abort else "done", "p_now": now, "p_duration": duration,
+            "p_ok": ok, "p_errors": len(failures), "p_owner": self.owner,
+        }).first()
+        if fenced is None:
+            # Another worker took this chunk over: its results win, ours are dropped.
+            current = conn.execute(select(j.status).where(j.id == job.id)).scalar()
+            return ChunkResult(job.id, claim.chunk_index, 0, 0, Status(current or job.status), duration,
+                               committed=False)
+        if failures:
+            conn.execute(insert(s.errors), [{
+                "job_id": job.id, "pos": o.item.pos, "entity_id": o.item.entity_id,
+                # storable already (the runner made it so); again here, the one door to the error log
+                "error_type": storable(o.error_type), "message": storable(o.message[:rows.MESSAGE_MAX]),
+                "traceback": storable(o.traceback[:rows.TRACEBACK_MAX]), "stacks": rows.stacks_json(o.stacks),
+                "chunk_index": claim.chunk_index, "attempt": o.item.attempt,
+                "final": o.retry_at is None, "created_at": now,
+            } for o in failures])
+        if claim.kind == "retry" and abort is None:
+            r = s.retries.c
+            conn.execute(delete(s.retries).where(r.job_id == job.id, r.chunk_index == claim.chunk_index))
+            recovered = [o.item.pos for o in outcomes if o.ok]
+            if recovered:
+                # The entity got through after all: its earlier transient errors are history,
+                # no longer part of "what is broken" (the log keeps them, marked resolved).
+                er = s.errors.c
+                conn.execute(update(s.errors)
+                             .where(er.job_id == job.id, er.pos.in_(recovered), er.resolved_at.is_(None))
+                             .values(resolved_at=now))
+        if to_retry:
+            conn.execute(insert(s.retries), [
+                {"job_id": job.id, "pos": o.item.pos, "entity_id": o.item.entity_id,
+                 "attempt": o.item.attempt + 1, "due_at": o.retry_at}
+                for o in to_retry
+            ])
+        new = conn.execute(st.book, {
+            "p_job": job.id, "p_now": now, "p_ok": ok, "p_errors": len(failures), "p_failed": final_fail,
+            "p_processed": processed, "p_dwait": dwait, "p_dead": dead,
+            "p_retry_chunk": claim.kind == "retry" or claim.isolated,
+            "p_aborted": abort is not None, "p_reason": f"JobFailed: {abort}",
+        }).scalar_one()
+        if to_retry or claim.kind == "retry":
+            # Its own statement, run once the job row's lock is ours: on PostgreSQL a subquery
+            # inside the UPDATE above reads a snapshot from before it waited for that lock, so it
+            # missed retries a concurrent chunk of this job had just committed, and set NULL.
+            conn.execute(update(s.jobs).where(j.id == job.id).values(next_retry_at=next_retry_subquery(job.id)))
+        return ChunkResult(job.id, claim.chunk_index, processed, len(failures), Status(new), duration,
+                           retried=len(to_retry))

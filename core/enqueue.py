@@ -29,6 +29,7 @@ from .limits import (
     NAME,
     PRIORITY,
     PROVIDER,
+    check_params,
     clean_entity_id,
 )
 from .status import PENDING
@@ -58,15 +59,15 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     out["max_errors"] = MAX_ERRORS.check_optional(settings["max_errors"])
     out["max_error_ratio"] = MAX_ERROR_RATIO.check_optional(settings["max_error_ratio"])
     out["name"] = NAME.check(settings["name"])
-    params = settings["params"]
-    if params is not None and not isinstance(params, dict):
-        raise InvalidInput("params must be a JSON object (a dict)", field="params")
+    params = check_params(settings["params"])
     if params:
         try:  # caught here, not as a driver error with the SQL in it (PostgreSQL also rejects NaN)
             json.dumps(params, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"params must be plain JSON (no NaN/Infinity): {exc}", field="params") from None
-    out["params"] = params or {}
+        except RecursionError:
+            raise InvalidInput("params are nested too deeply to store", field="params") from None
+    out["params"] = params
     return out
 
 

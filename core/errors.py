@@ -49,6 +49,22 @@ class DatabaseUnavailable(ChunkqError):
     """The database cannot be reached or written; the message says why."""
 
 
+class NoDatabase(DatabaseUnavailable):
+    """A command that does not create databases found none: no SQLite file, or no chunkq tables."""
+
+
+class SchemaMismatch(DatabaseUnavailable):
+    """The database's schema is not the one this chunkq uses: older (run ``chunkq db upgrade``), newer
+    (upgrade chunkq), or not chunkq's at all. Nothing was changed.
+
+    ``state`` is the ``schema.SchemaState`` that was found.
+    """
+
+    def __init__(self, message: str, state: object = None) -> None:
+        super().__init__(message)
+        self.state = state
+
+
 class JobFailed(Exception):
     """Raised by a callback to fail the whole job (bad API key, provider gone)."""
 

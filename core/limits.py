@@ -9,7 +9,9 @@ whose ``InvalidInput`` names the field.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InvalidInput
 
@@ -66,9 +68,39 @@ class FloatLimit:
         return None if value is None else self.check(value)
 
 
+#: characters a terminal acts on (C0, DEL, C1): never part of an ID or a one-line label
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: halves of a UTF-16 pair alone: what ``surrogateescape`` makes of undecodable bytes; not UTF-8
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def text_problem(text: str, *, controls: bool = True) -> str | None:
+    """Why ``text`` cannot be stored and shown back as it is (None: it can).
+
+    A lone surrogate cannot be encoded as UTF-8 (SQLite's driver and JSON
+    responses fail on it); PostgreSQL refuses NUL in text and JSON; and a control
+    character in a label or an ID could drive the terminal of whoever lists it.
+    ``controls=False`` allows controls other than NUL (free text in ``params``).
+    """
+    if text.isascii():
+        if text.isprintable() or (not controls and "\x00" not in text):
+            return None
+    elif (m := _SURROGATE.search(text)) is not None:
+        return f"is not valid UTF-8 text (a lone surrogate U+{ord(m.group()):04X} at position {m.start() + 1})"
+    if "\x00" in text:
+        return "contains a NUL byte"
+    if controls and (m := _CONTROL.search(text)) is not None:
+        return f"contains a control character (U+{ord(m.group()):04X} at position {m.start() + 1})"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class TextLimit:
-    """A one-line label: at most ``max_length`` characters, no NUL; ``required`` ones may not be blank."""
+    """A one-line label: at most ``max_length`` characters of storable, printable text.
+
+    No NUL, no lone surrogate, no control character (see ``text_problem``);
+    ``required`` ones may not be blank.
+    """
 
     field: str
     max_length: int = 200
@@ -83,10 +115,13 @@ class TextLimit:
                 raise InvalidInput(f"{self.field} is required (a non-empty string)", field=self.field)
             raise InvalidInput(f"{self.field} must be a string, got {type(value).__name__}", field=self.field)
         text = value.strip()
-        if len(text) > self.max_length or "\x00" in text:
+        if len(text) > self.max_length:
             raise InvalidInput(
-                f"{self.field} must be at most {self.max_length} characters with no NUL bytes", field=self.field
+                f"{self.field} must be at most {self.max_length} characters, got {len(text):,}", field=self.field
             )
+        problem = text_problem(text)
+        if problem is not None:
+            raise InvalidInput(f"{self.field} {problem}", field=self.field)
         return text or None
 
     def check_required(self, value: object) -> str:
@@ -108,6 +143,11 @@ MAX_ERRORS = IntLimit("max_errors", 0, MAX_ROW_ID, None)
 MAX_ERROR_RATIO = FloatLimit("max_error_ratio", 0.0, 1.0, "a fraction in (0, 1]")
 #: the longest entity ID, in characters
 ENTITY_ID_LENGTH = 2048
+#: the longest line of an ID file a front end reads, in characters (an ID plus whatever else a CSV row
+#: or a JSON object holds); a longer one is refused as it is read, so memory stays bounded
+INPUT_LINE_LENGTH = 1 << 20
+#: the most `chunkq enqueue -` copies from stdin (IDs read from a file are never copied)
+STDIN_BYTES = 2 << 30
 
 # --------------------------------------------------------------------------- processing
 
@@ -133,6 +173,33 @@ JOB_SETTINGS: dict[str, IntLimit | FloatLimit | TextLimit] = {
 }
 
 
+def check_params(params: object) -> dict[str, Any]:
+    """A job's ``params``: a JSON object whose every key and string can be stored and read back.
+
+    Checked all the way down (without recursion, so no nesting depth breaks the
+    check itself); the message says where, e.g. ``params['headers'][2]``.
+    """
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidInput("params must be a JSON object (a dict)", field="params")
+    stack: list[tuple[str, object]] = [("params", params)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            problem = text_problem(value, controls=False)
+            if problem is not None:
+                raise InvalidInput(f"{where} {problem}", field="params")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and (problem := text_problem(key, controls=False)) is not None:
+                    raise InvalidInput(f"a key of {where} {problem}", field="params")
+                stack.append((f"{where}[{key!r}]", item))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+    return params
+
+
 def clean_entity_id(value: object, number: int) -> str:
     """Validate one ID; ``number`` counts from 1 so the message matches a file's line."""
     if not isinstance(value, str):
@@ -142,13 +209,10 @@ def clean_entity_id(value: object, number: int) -> str:
         _bad_id(number, "is blank")
     if len(v) > ENTITY_ID_LENGTH:
         _bad_id(number, f"is {len(v):,} characters long; the limit is {ENTITY_ID_LENGTH:,}")
-    if "\x00" in v:
-        _bad_id(number, "contains a NUL byte")
-    if not v.isascii():
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError:
-            _bad_id(number, "is not valid UTF-8 text")
+    if not (v.isascii() and v.isprintable()):  # the common case costs one C call
+        problem = text_problem(v)
+        if problem is not None:
+            _bad_id(number, problem)
     return v
 
 

@@ -5,6 +5,9 @@
 * ``backend.py`` - the database: engines, the transaction executor, every SQLite/PostgreSQL difference
 * ``enqueue.py`` - creating a job;  ``claims.py`` - leases;  ``commit.py`` - the fenced commit
 * ``chunk.py`` - the life of one chunk, top to bottom;  ``runner.py`` - calling the user's callback
+  (``callbacks.py`` - what it returns and raises; ``threads.py`` - the threads sync ones run on;
+  ``text.py`` - its text made storable);  ``heartbeat.py`` - keeping a lease;  ``poison.py`` - chunks
+  whose workers keep dying
 * ``ratelimit.py`` - shared token buckets;  ``control.py`` - pause/resume/cancel, bulk actions, redoing failures
 * ``reads.py`` - jobs, errors, chunks, rates, stats
 
@@ -48,6 +51,12 @@ class Queue:
 
     ``async with Queue(url) as queue`` opens the engine and creates the schema on
     first use. One ``Queue`` belongs to one event loop (the async engine does).
+
+    Opening checks the schema before writing anything: ``create=False`` refuses a
+    missing or empty database (``NoDatabase``) instead of making one; an older
+    schema is refused (``SchemaMismatch``: run ``chunkq db upgrade``) unless
+    ``upgrade=True``; a newer one always is. ``readonly=True`` never writes (a
+    SQLite file is opened read-only), for commands that only read.
     """
 
     def __init__(
@@ -58,16 +67,22 @@ class Queue:
         breaker_chunks: int = 5,
         owner: str | None = None,
         clock: Callable[[], float] | None = None,
+        create: bool = True,
+        upgrade: bool = False,
+        readonly: bool = False,
     ) -> None:
         self.backend: Backend = backend_for(url)
+        self._open_options = {"create": create and not readonly, "upgrade": upgrade and not readonly,
+                              "readonly": readonly}
         self.url = self.backend.url
         self.lease_seconds = LEASE_SECONDS.check(lease_seconds)
         self.breaker_chunks = breaker_chunks
         self.owner = owner or make_owner()
         self._clock = clock or time.time
         self._offset = 0.0
-        self.claims = Claims(self.backend, owner=self.owner, lease_seconds=self.lease_seconds, now=self.now)
         self.committer = Committer(self.backend, owner=self.owner, breaker_chunks=breaker_chunks, now=self.now)
+        self.claims = Claims(self.backend, owner=self.owner, lease_seconds=self.lease_seconds, now=self.now,
+                             committer=self.committer)
         self.rate_limiter = RateLimiter(self.backend, self.now)
         self.reads = Reads(self.backend, self.now)
         self.control = Control(self.backend, self.reads, self.now)
@@ -90,7 +105,7 @@ class Queue:
         if self.backend.is_open:
             return self
         try:
-            await self.backend.open()
+            await self.backend.open(**self._open_options)
             if self._clock is time.time:
                 self._offset = await self.backend.clock_offset()
         except BaseException as exc:

@@ -6,6 +6,7 @@ caller ever holds a live row.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,20 +18,40 @@ MESSAGE_MAX = 10_000
 TRACEBACK_MAX = 100_000
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def readable(value: Any) -> Any:
+    """``value`` with every lone surrogate replaced by U+FFFD, dicts and lists included.
+
+    Enqueue refuses such text now, but a row written before it did (a JSON
+    column on SQLite keeps ``\\ud800`` as an escape) must still read back as
+    something UTF-8 can encode, or one bad job breaks every listing for everyone.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if not value.isascii() else value
+    if isinstance(value, dict):
+        return {readable(k): readable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [readable(v) for v in value]
+    return value
+
+
 def job(row: Any) -> Job:
     m = row._mapping
     return Job(
-        id=m["id"], name=m["name"], entity_type=m["entity_type"], provider=m["provider"],
+        id=m["id"], name=readable(m["name"]), entity_type=readable(m["entity_type"]),
+        provider=readable(m["provider"]),
         status=Status(m["status"]), chunk_size=m["chunk_size"], priority=m["priority"],
         total_count=m["total_count"], processed_count=m["processed_count"], error_count=m["error_count"],
         created_at=to_datetime(m["created_at"]), updated_at=to_datetime(m["updated_at"]),  # type: ignore[arg-type]
         started_at=to_datetime(m["started_at"]), finished_at=to_datetime(m["finished_at"]),
         lease_owner=m["lease_owner"], lease_expires_at=to_datetime(m["lease_expires_at"]),
-        fail_reason=m["fail_reason"], parent_id=m["parent_id"], max_workers=m["max_workers"],
+        fail_reason=readable(m["fail_reason"]), parent_id=m["parent_id"], max_workers=m["max_workers"],
         succeeded_count=m["succeeded_count"], failed_count=m["failed_count"], waiting_count=m["waiting_count"],
         next_retry_at=to_datetime(m["next_retry_at"]), heartbeat_at=to_datetime(m["heartbeat_at"]),
         leased_chunks=m["leased_chunks"], max_attempts=m["max_attempts"], max_errors=m["max_errors"],
-        max_error_ratio=m["max_error_ratio"], params=dict(m["params"] or {}),
+        max_error_ratio=m["max_error_ratio"], params=readable(dict(m["params"] or {})),
     )
 
 
@@ -42,18 +63,20 @@ def error(row: Any) -> ErrorEntry:
             frames=tuple(TraceFrame(f["filename"], f["lineno"], f["name"], f.get("line", ""), f.get("locals"))
                          for f in st.get("frames", [])),
         )
-        for st in (m["stacks"] or [])
+        for st in readable(m["stacks"] or [])
     )
     return ErrorEntry(
-        id=m["id"], job_id=m["job_id"], entity_id=m["entity_id"], error_type=m["error_type"], message=m["message"],
-        traceback=m["traceback"], chunk_index=m["chunk_index"], attempt=m["attempt"],
+        id=m["id"], job_id=m["job_id"], entity_id=m["entity_id"], error_type=readable(m["error_type"]),
+        message=readable(m["message"]), traceback=readable(m["traceback"]), chunk_index=m["chunk_index"],
+        attempt=m["attempt"],
         created_at=to_datetime(m["created_at"]), final=bool(m["final"]),  # type: ignore[arg-type]
         resolved_at=to_datetime(m["resolved_at"]), stacks=stacks,
     )
 
 
 def error_group(r: Any) -> ErrorGroup:
-    return ErrorGroup(r.error_type, r.message, int(r.n), int(r.ents), to_datetime(r.first), to_datetime(r.last))  # type: ignore[arg-type]
+    return ErrorGroup(readable(r.error_type), readable(r.message), int(r.n), int(r.ents),
+                      to_datetime(r.first), to_datetime(r.last))  # type: ignore[arg-type]
 
 
 def chunk(r: Any) -> ChunkInfo:

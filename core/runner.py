@@ -12,18 +12,21 @@ and the commit then agree on it, because there is only one decision.
 from __future__ import annotations
 
 import asyncio
-import inspect
+import math
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from .callbacks import batch_failures, being_cancelled, captured, is_async, needs_settling, settle
 from .errors import InvalidInput, JobFailed, Retry
 from .limits import CONCURRENCY
 from .models import EntityResult, Job, TraceStack
-from .tracebacks import capture_stacks, format_exception, type_name
+from .text import safe_str, storable
+from .threads import CALLBACK_THREADS, CallbackThreads
+from .tracebacks import capture_stacks, format_exception, message, type_name
 
 EntityCallback = Callable[[str, Job], Any]
 BatchCallback = Callable[[list[str], Job], Any]
@@ -72,6 +75,13 @@ class Processor:
             raise TypeError(f"a processor must be callable, got {type(value).__name__}")
         return cls(on_process=value)
 
+    @property
+    def threads(self) -> CallbackThreads:
+        """The daemon threads sync callbacks run on (``threads.py``): one pool per process, so a
+        processor made per call (``queue.process_next_chunk(fn)`` in a loop) leaves no idle threads
+        behind; how many run at once is the runner's ``concurrency``."""
+        return CALLBACK_THREADS
+
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before attempt ``attempt + 1``: exponential, capped, jittered."""
         raw = min(self.backoff_cap, self.backoff_base * (2 ** max(attempt - 1, 0)))
@@ -116,6 +126,25 @@ class ChunkAborted(Exception):
         self.outcomes = outcomes
 
 
+class LeaseGate(Protocol):
+    """What the runner asks before it starts an entity: is the chunk still ours? (``heartbeat.py``)
+
+    ``held`` is the cheap answer, from any thread: not known lost, and renewed
+    recently enough. When it says no, ``confirm`` (on the loop) asks the
+    database. Either says False only when the lease is *known* lost, so the
+    commit of what did run is certain to be refused: a chunk is never
+    committed with entities skipped.
+    """
+
+    def held(self) -> bool: ...
+
+    async def confirm(self) -> bool: ...
+
+
+class _TimedOut(Exception):
+    """The processor's timeout ran out (not a ``TimeoutError`` the callback raised itself)."""
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -124,7 +153,10 @@ class ChunkRunner:
 
     ``schedule_retries`` is the queue's clock when the outcomes will be committed:
     a transient failure with attempts left then gets its ``retry_at``. Without it
-    (a dry run, a one-off retry of one entity) nothing is scheduled.
+    (a dry run, a one-off retry of one entity) nothing is scheduled. ``lease``,
+    when given, is asked before each entity starts: once the chunk is known to
+    belong to another worker, no more of its entities are started (``stop`` is
+    set too, for the thread that runs a sync chunk).
     """
 
     def __init__(
@@ -135,12 +167,14 @@ class ChunkRunner:
         on_entity: EntityHook | None = None,
         before_call: Callable[[], Awaitable[None]] | None = None,
         schedule_retries: Callable[[], float] | None = None,
+        lease: LeaseGate | None = None,
     ) -> None:
         self.processor = processor
         self.job = job
         self.on_entity = on_entity
         self.before_call = before_call  # e.g. a shared rate limiter
         self.clock = schedule_retries
+        self.lease = lease
         self.stop = threading.Event()  # set to stop a sync chunk loop between entities
 
     async def run(self, items: Sequence[Item]) -> list[Outcome]:
@@ -148,7 +182,7 @@ class ChunkRunner:
             return await self._run_batch(items)
         fn = self.processor.on_process or _noop
         if (
-            not _is_async(fn)
+            not is_async(fn)
             and self.processor.concurrency == 1
             and self.processor.timeout is None
             and self.before_call is None
@@ -163,18 +197,34 @@ class ChunkRunner:
         job = self.job
         capture_locals = self.processor.capture_locals
         stop = self.stop
+        lease = self.lease
+
+        def on_loop(coro: Any) -> Any:  # from the thread: run a coroutine on the loop, wait, raise what it raised
+            ok, value = asyncio.run_coroutine_threadsafe(captured(coro), loop).result()
+            if ok:
+                return value
+            raise value
+
+        def may_start() -> bool:
+            if stop.is_set():
+                return False
+            if lease is None or lease.held():
+                return True
+            return bool(on_loop(lease.confirm()))
 
         def work() -> list[Outcome]:
             out: list[Outcome] = []
             for item in items:
-                if stop.is_set():
+                if not may_start():
                     break
                 t0 = time.perf_counter()
                 try:
-                    fn(item.entity_id, job)
+                    result = fn(item.entity_id, job)
+                    if needs_settling(result):  # a sync wrapper around an async callback
+                        on_loop(settle(result))
                     outcome = Outcome(item, True, duration=time.perf_counter() - t0)
                 except JobFailed as exc:
-                    raise ChunkAborted(str(exc) or "JobFailed", out) from exc
+                    raise ChunkAborted(message(exc, empty="JobFailed"), out) from exc
                 except BaseException as exc:
                     outcome = self._failure(item, exc, time.perf_counter() - t0, capture_locals)
                 out.append(outcome)
@@ -183,43 +233,49 @@ class ChunkRunner:
             return out
 
         try:
-            return await asyncio.to_thread(work)
+            return await self.processor.threads.call(work)
         except asyncio.CancelledError:
             stop.set()
             raise
 
     async def _run_each(self, fn: EntityCallback, items: Sequence[Item]) -> list[Outcome]:
-        is_async = _is_async(fn)
+        on_loop = is_async(fn)
         sem = asyncio.Semaphore(self.processor.concurrency)
         results: list[Outcome | None] = [None] * len(items)
         abort: list[str] = []
+        capture_locals = self.processor.capture_locals
+
+        async def may_start() -> bool:
+            if abort or self.stop.is_set():
+                return False
+            if self.lease is None or self.lease.held():
+                return True
+            return await self.lease.confirm()
 
         async def one(i: int, item: Item) -> None:
             async with sem:
-                if abort:
+                if not await may_start():
                     return
                 if self.before_call is not None:
                     await self.before_call()
+                    if not await may_start():
+                        return
                 t0 = time.perf_counter()
                 try:
-                    call = fn(item.entity_id, self.job) if is_async else asyncio.to_thread(fn, item.entity_id, self.job)
-                    if inspect.isawaitable(call):
-                        if self.processor.timeout is not None:
-                            await asyncio.wait_for(call, self.processor.timeout)
-                        else:
-                            await call
+                    await self._invoke(fn, (item.entity_id, self.job), on_loop)
                     outcome = Outcome(item, True, duration=time.perf_counter() - t0)
-                except asyncio.CancelledError:
-                    raise
                 except JobFailed as exc:
-                    abort.append(str(exc) or "JobFailed")
+                    abort.append(message(exc, empty="JobFailed"))
                     return
-                except TimeoutError:
-                    if self.processor.timeout is not None and time.perf_counter() - t0 >= self.processor.timeout:
-                        exc = TimeoutError(f"entity timed out after {self.processor.timeout:g}s")
-                    outcome = self._failure(item, exc, time.perf_counter() - t0, self.processor.capture_locals)
-                except BaseException as exc:
-                    outcome = self._failure(item, exc, time.perf_counter() - t0, self.processor.capture_locals)
+                except _TimedOut:
+                    exc = TimeoutError(f"entity timed out after {self.processor.timeout:g}s")
+                    outcome = self._failure(item, exc, time.perf_counter() - t0, False)
+                except asyncio.CancelledError as exc:
+                    if being_cancelled():  # the worker is stopping: not the entity's doing
+                        raise
+                    outcome = self._failure(item, exc, time.perf_counter() - t0, capture_locals)
+                except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the entity's error
+                    outcome = self._failure(item, exc, time.perf_counter() - t0, capture_locals)
                 results[i] = outcome
                 if self.on_entity is not None:
                     self.on_entity(_result(outcome))
@@ -228,6 +284,7 @@ class ChunkRunner:
         try:
             await asyncio.gather(*tasks)
         except BaseException:
+            self.stop.set()
             for t in tasks:
                 t.cancel()
             raise
@@ -241,34 +298,26 @@ class ChunkRunner:
         fn = self.processor.on_chunk
         ids = [item.entity_id for item in items]
         t0 = time.perf_counter()
-        failures: Mapping[str, Any] | None
+        capture_locals = self.processor.capture_locals
         try:
             if self.before_call is not None:
                 await self.before_call()
-            call = fn(ids, self.job) if _is_async(fn) else asyncio.to_thread(fn, ids, self.job)
-            failures = await (asyncio.wait_for(call, self.processor.timeout) if self.processor.timeout else call)
-        except asyncio.CancelledError:
-            raise
+            if self.lease is not None and not self.lease.held() and not await self.lease.confirm():
+                return []  # lost before it started: the commit will be refused
+            returned = await self._invoke(fn, (ids, self.job), is_async(fn))
+            failures = batch_failures(returned)
         except JobFailed as exc:
-            raise ChunkAborted(str(exc) or "JobFailed", []) from exc
+            raise ChunkAborted(message(exc, empty="JobFailed"), []) from exc
+        except asyncio.CancelledError as exc:
+            if being_cancelled():
+                raise
+            return self._all_failed(items, exc, t0, capture_locals)
+        except _TimedOut:
+            exc = TimeoutError(f"batch timed out after {self.processor.timeout:g}s")
+            return self._all_failed(items, exc, t0, False)
         except BaseException as exc:
-            if isinstance(exc, TimeoutError) and self.processor.timeout is not None:
-                exc = TimeoutError(f"batch timed out after {self.processor.timeout:g}s")
-            duration = time.perf_counter() - t0
-            out = [self._failure(item, exc, duration, self.processor.capture_locals) for item in items]
-            self._report(out)
-            return out
+            return self._all_failed(items, exc, t0, capture_locals)
         duration = (time.perf_counter() - t0) / max(len(items), 1)
-        if failures is not None and not isinstance(failures, Mapping):
-            # A contract bug in the callback: visible on every entity of the chunk, not a crashed worker.
-            exc = TypeError(
-                f"on_chunk returned {type(failures).__name__}; it must return a dict "
-                "{entity_id: error} of the failed entities (or None when all succeeded)"
-            )
-            out = [self._failure(item, exc, duration, False) for item in items]
-            self._report(out)
-            return out
-        failures = failures or {}
         out = []
         for item in items:
             err = failures.get(item.entity_id)
@@ -277,7 +326,32 @@ class ChunkRunner:
             elif isinstance(err, BaseException):
                 out.append(self._failure(item, err, duration, False))
             else:
-                out.append(Outcome(item, False, "Error", str(err), str(err), duration=duration))
+                text = storable(safe_str(err))
+                out.append(Outcome(item, False, "Error", text, text, duration=duration))
+        self._report(out)
+        return out
+
+    async def _invoke(self, fn: Callable[..., Any], args: tuple[Any, ...], on_loop: bool) -> Any:
+        """Call ``fn``, within the processor's timeout: async on the loop, sync on a callback
+        thread; what it returns is awaited when awaitable. ``_TimedOut`` when the timeout ran out."""
+        timeout = self.processor.timeout
+        if timeout is None:
+            return await self._call(fn, args, on_loop)
+        try:
+            async with asyncio.timeout(timeout) as limit:
+                return await self._call(fn, args, on_loop)
+        except TimeoutError:
+            if limit.expired():
+                raise _TimedOut from None
+            raise
+
+    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], on_loop: bool) -> Any:
+        result = fn(*args) if on_loop else await self.processor.threads.call(fn, *args)
+        return await settle(result)
+
+    def _all_failed(self, items: Sequence[Item], exc: BaseException, t0: float, capture_locals: bool) -> list[Outcome]:
+        duration = time.perf_counter() - t0
+        out = [self._failure(item, exc, duration, capture_locals) for item in items]
         self._report(out)
         return out
 
@@ -287,16 +361,23 @@ class ChunkRunner:
                 self.on_entity(_result(o))
 
     def _failure(self, item: Item, exc: BaseException, duration: float, capture_locals: bool) -> Outcome:
-        return Outcome(
-            item,
-            False,
-            error_type=type_name(exc),
-            message=str(exc) or type(exc).__name__,
-            traceback=format_exception(exc),
-            stacks=capture_stacks(exc, capture_locals=capture_locals),
-            retry_at=self._retry_at(item, exc),
-            duration=duration,
-        )
+        """The entity's error, whatever the exception does: a ``__str__`` that raises, text
+        neither database can store, a traceback that cannot be walked."""
+        try:
+            return Outcome(
+                item,
+                False,
+                error_type=type_name(exc),
+                message=message(exc),
+                traceback=format_exception(exc),
+                stacks=capture_stacks(exc, capture_locals=capture_locals),
+                retry_at=self._retry_at(item, exc),
+                duration=duration,
+            )
+        except Exception as broken:  # capturing the traceback failed: keep what can be kept
+            return Outcome(item, False, error_type=type_name(exc), message=message(exc),
+                           traceback=f"(no traceback: capturing it raised {type_name(broken)}: {message(broken)})",
+                           duration=duration)
 
     def _retry_at(self, item: Item, exc: BaseException) -> float | None:
         """When a transient failure with attempts left is tried again: the provider's
@@ -312,7 +393,13 @@ class ChunkRunner:
                 transient = False
         if not transient:
             return None
-        delay = exc.after if isinstance(exc, Retry) and exc.after is not None else processor.backoff(item.attempt)
+        delay = processor.backoff(item.attempt)
+        if isinstance(exc, Retry) and exc.after is not None:
+            try:
+                after = float(exc.after)
+            except (TypeError, ValueError):
+                after = math.nan
+            delay = after if math.isfinite(after) else delay
         return self.clock() + max(delay, 0.0)
 
 
@@ -327,10 +414,3 @@ def _result(o: Outcome) -> EntityResult:
         duration=o.duration,
         stacks=o.stacks,
     )
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
-    return call is not None and inspect.iscoroutinefunction(call)

@@ -1,4 +1,4 @@
-"""The tables, declared once for SQLite and PostgreSQL.
+"""The tables, declared once for SQLite and PostgreSQL, and how to tell which version a database holds.
 
 Layout choices that keep a chunk's cost flat as a job grows:
 
@@ -8,9 +8,25 @@ Layout choices that keep a chunk's cost flat as a job grows:
 * the lease lives on the chunk, not the job, so several workers can share one job.
 
 Times are epoch seconds (``Float``): one comparable type on both backends.
+
+These declarations are what the queries use and what the newest migration
+(``migrations/versions``) produces; a test compares the two on both backends.
+Changing a table means adding a revision there and raising ``SCHEMA_VERSION``.
+
+Versions: revision ``NNNN`` is schema version ``N``. Every migration also
+writes that number to ``chunkq_meta.schema_version``, which is what chunkq 0.1.0
+reads (it refuses a number above its own), so an older chunkq refuses a newer
+database instead of misreading it. ``read_state`` reads both without writing
+anything and says what the database is: missing, empty, 0.1.0 (tables and
+``schema_version`` 1 but no revision table), older, current, newer, or not
+chunkq's at all.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -25,14 +41,22 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    insert,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Connection
 
-from .errors import DatabaseUnavailable
+from .errors import NoDatabase, SchemaMismatch
 
-SCHEMA_VERSION = 1
+#: the number of the newest revision in migrations/versions (tests/migrations checks they agree)
+SCHEMA_VERSION = 2
+#: chunkq 0.1.0: tables made by ``create_all``, ``schema_version`` 1, no revision table
+LEGACY_VERSION = 1
+#: Alembic's version table under a chunkq name, so an application's own Alembic in the same
+#: PostgreSQL database never mistakes it for its own
+VERSION_TABLE = "chunkq_alembic_version"
+META_KEY = "schema_version"
 
 metadata = MetaData()
 
@@ -82,6 +106,8 @@ jobs = Table(
     Column("fail_reason", Text),
     Column("parent_id", _BigId, ForeignKey("chunkq_jobs.id", ondelete="SET NULL")),
     Column("params", JSON),
+    # the processor (queue) the job is routed to; NULL: any worker may run it (revision 0002)
+    Column("processor", Text),
 )
 Index("ix_chunkq_jobs_claim", jobs.c.status, jobs.c.priority, jobs.c.id)
 Index("ix_chunkq_jobs_updated", jobs.c.updated_at)
@@ -114,6 +140,9 @@ chunks = Table(
     Column("duration", Float),
     Column("ok", Integer, nullable=False, default=0),
     Column("errors", Integer, nullable=False, default=0),
+    # leases of this chunk that ran out with no commit (a worker died or froze on it): a chunk
+    # that keeps killing workers is isolated entity by entity (revision 0002)
+    Column("lost_leases", Integer, nullable=False, default=0, server_default=text("0")),
     sqlite_with_rowid=False,
 )
 Index("ix_chunkq_chunks_lease", chunks.c.state, chunks.c.lease_expires_at)
@@ -162,19 +191,144 @@ rate_limits = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+#: what chunkq 0.1.0 created (revision 0001)
+LEGACY_TABLES = frozenset({meta.name, jobs.name, entities.name, chunks.name, retries.name, errors.name,
+                           rate_limits.name})
 
-def ensure_schema(conn: Connection) -> None:
-    """Create missing tables and refuse a database written by a newer chunkq.
 
-    Runs inside the caller's write transaction, after the backend has made sure
-    no other process is creating the same tables at the same moment.
+def revision_of(version: int) -> str:
+    """Revision ``NNNN`` for schema version ``N``."""
+    return f"{version:04d}"
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """What a database holds, as read without changing anything.
+
+    ``kind`` is one of ``missing`` (no SQLite file), ``empty`` (no chunkq table),
+    ``legacy`` (chunkq 0.1.0: no revision table yet), ``older``, ``current``,
+    ``newer`` or ``foreign`` (chunkq tables chunkq did not make, or a version it
+    cannot read: ``problem`` says what).
     """
-    metadata.create_all(conn)
-    version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-    if version is None:
-        conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-    elif int(version) > SCHEMA_VERSION:
-        raise DatabaseUnavailable(
-            f"database schema version {version} is newer than this chunkq understands ({SCHEMA_VERSION}); "
-            "upgrade chunkq"
-        )
+
+    kind: str
+    revision: str | None = None
+    version: int | None = None
+    problem: str | None = None
+    #: the database, as messages name it (filled in by whoever knows it)
+    where: str | None = None
+
+    @property
+    def needs_upgrade(self) -> bool:
+        return self.kind in ("missing", "empty", "legacy", "older")
+
+    @property
+    def pending(self) -> list[str]:
+        """The revisions an upgrade would apply, oldest first."""
+        if not self.needs_upgrade:
+            return []
+        done = (self.version or 0) if self.kind in ("legacy", "older") else 0
+        return [revision_of(n) for n in range(done + 1, SCHEMA_VERSION + 1)]
+
+    def refusal(self, where: str | None = None) -> str | None:
+        """Why even ``chunkq db upgrade`` cannot use this database (newer, not chunkq's); None if it can."""
+        if self.kind not in ("newer", "foreign"):
+            return None
+        try:
+            refuse(self, where or self.where or "the database", create=True, upgrade=True, readonly=False)
+        except SchemaMismatch as exc:
+            return str(exc)
+        return None  # pragma: no cover - refuse raises for both kinds
+
+    @property
+    def label(self) -> str:
+        """``revision 0002 (version 2)``, as messages name a schema."""
+        if self.kind == "legacy":
+            return f"version {self.version} (chunkq 0.1.0, no revision table)"
+        if self.revision is None:
+            return f"version {self.version}" if self.version is not None else "no version"
+        return f"revision {self.revision} (version {self.version})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"database": self.where, "state": self.kind, "revision": self.revision, "version": self.version,
+                "problem": self.problem, "head_revision": revision_of(SCHEMA_VERSION), "head_version": SCHEMA_VERSION,
+                "pending": self.pending}
+
+
+def _version_number(raw: object) -> int | None:
+    text_ = str(raw).strip()
+    return int(text_) if re.fullmatch(r"[0-9]{1,9}", text_) else None
+
+
+def read_state(conn: Connection) -> SchemaState:
+    """Which schema the database holds; only reads (run it on a read-only connection where possible)."""
+    ours = {n for n in inspect(conn).get_table_names() if n.startswith("chunkq_")}
+    if not ours:
+        return SchemaState("empty")
+    version: int | None = None
+    if meta.name in ours:
+        raw = conn.execute(select(meta.c.value).where(meta.c.key == META_KEY)).scalar()
+        if raw is not None:
+            version = _version_number(raw)
+            if version is None:
+                return SchemaState("foreign", problem=f"{meta.name}.{META_KEY} holds {str(raw)[:40]!r}, not a "
+                                   "version number (the database was not written by chunkq, or edited by hand)")
+    if VERSION_TABLE not in ours:
+        if version is None:
+            found = ", ".join(sorted(ours))
+            return SchemaState("foreign", problem=f"it has tables named like chunkq's ({found}) but no "
+                               f"{meta.name}.{META_KEY}: they were not made by chunkq")
+        if version > SCHEMA_VERSION:
+            return SchemaState("newer", version=version)
+        missing = LEGACY_TABLES - ours
+        if version != LEGACY_VERSION or missing:
+            why = f"tables {', '.join(sorted(missing))} are missing" if missing else "it has no revision table"
+            return SchemaState("foreign", version=version,
+                               problem=f"{META_KEY} is {version} but {why}: not a schema chunkq made")
+        return SchemaState("legacy", version=version)
+    stamped = [str(r) for r in conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()]
+    if len(stamped) != 1 or _version_number(stamped[0]) is None:
+        return SchemaState("foreign", version=version, problem=f"{VERSION_TABLE} holds {stamped[:3]!r}, not one "
+                           "chunkq revision")
+    revision = stamped[0]
+    number = _version_number(revision) or 0
+    version = max(number, version or 0)
+    if version > SCHEMA_VERSION:
+        return SchemaState("newer", revision, version)
+    if number < SCHEMA_VERSION:
+        return SchemaState("older", revision, version)
+    missing = set(metadata.tables) - ours
+    if missing:
+        return SchemaState("foreign", revision, version,
+                           problem=f"it is stamped {revision} but tables {', '.join(sorted(missing))} are missing")
+    return SchemaState("current", revision, version)
+
+
+def refuse(
+    state: SchemaState, where: str, *, create: bool, upgrade: bool, readonly: bool, writable: bool = True
+) -> None:
+    """Raise, saying what to do, unless a queue opened with these options may use ``state`` (or bring it
+    up to date: ``create`` a missing or empty database, ``upgrade`` an older one). ``writable=False``:
+    this user cannot write the database, so the advice says who can."""
+    kind = state.kind
+    if kind == "current":
+        return
+    if kind in ("missing", "empty"):
+        if create and not readonly:
+            return
+        if kind == "missing":
+            raise NoDatabase(f"no chunkq database at {where}; `chunkq enqueue` or `chunkq db upgrade` creates one")
+        raise NoDatabase(f"{where} has no chunkq tables; `chunkq enqueue` or `chunkq db upgrade` creates them")
+    if kind in ("legacy", "older"):
+        if upgrade and not readonly:
+            return
+        todo = ("it is read-only for this user: run `chunkq db upgrade` as one who may write to it, or read it "
+                "with the older chunkq" if not writable else
+                "run `chunkq db upgrade` (workers of the older chunkq keep running after it)")
+        raise SchemaMismatch(f"{where}: database schema is at {state.label}, older than this chunkq "
+                             f"(version {SCHEMA_VERSION}); {todo}", state)
+    if kind == "newer":
+        raise SchemaMismatch(f"{where}: database schema is at {state.label}, newer than this chunkq understands "
+                             f"(version {SCHEMA_VERSION}); upgrade chunkq", state)
+    raise SchemaMismatch(f"{where} is not a database this chunkq can use: {state.problem}; nothing was changed",
+                         state)

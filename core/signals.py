@@ -5,12 +5,23 @@ give that chunk up now (its lease is released, so another worker redoes it).
 This is what systemd, supervisor and a container runtime expect, and what a
 person pressing Ctrl-C twice means. Core prints nothing: ``on_signal`` lets the
 front end say so in its own voice (``stop_message`` is the sentence the CLI uses).
+
+A process must also *end* after the second signal, whatever user code does: a
+thread that never returns (a callback's own ``asyncio.to_thread``, a hung
+socket in a library) would keep the interpreter from exiting. With
+``hard_exit_after`` set (the CLI's commands; never a dashboard, which must put
+the terminal back first) the process ends with ``os._exit(128 + signal)`` that
+many seconds after the second signal if it has not ended by then (time for the
+chunk's lease to be released), and at once on a third.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -44,9 +55,11 @@ class SignalStop:
         *,
         on_signal: SignalHook | None = None,
         signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+        hard_exit_after: float | None = None,
     ) -> None:
         self._worker = worker
         self.on_signal = on_signal
+        self.hard_exit_after = hard_exit_after
         self.signals = tuple(signals)
         self.count = 0
         self.aborted_by: int | None = None
@@ -89,3 +102,20 @@ class SignalStop:
             self.on_signal(sig, self.count)
         if self._worker is not None:
             self._worker.stop() if self.count == 1 else self._worker.abort()
+        if self.hard_exit_after is not None and self.count >= 2:
+            if self.count == 2:
+                timer = threading.Timer(self.hard_exit_after, _hard_exit, (128 + int(sig),))
+                timer.daemon = True
+                timer.start()
+            else:
+                _hard_exit(128 + int(sig))
+
+
+def _hard_exit(status: int) -> None:
+    """End the process now, even with threads that never return (flushing what was printed)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed pipe: nothing more to say
+            pass
+    os._exit(status)

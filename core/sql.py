@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import and_, func, literal_column, or_, select
 
 from . import schema as s
+from .errors import InvalidInput
+from .limits import text_problem
 from .status import ACTIVE_STATUSES, Status
 
 
@@ -55,6 +57,8 @@ def job_filter(status: str | Sequence[str] | None, search: str | None) -> list[A
         wanted = [status] if isinstance(status, str) else list(status)
         where.append(j.status.in_([Status.parse(x).value for x in wanted]))
     if search:
+        if (problem := text_problem(search, controls=False)) is not None:
+            raise InvalidInput(f"search {problem}", field="search")
         like = f"%{search.strip().lower()}%"
         where.append(or_(func.lower(j.name).like(like), func.lower(j.provider).like(like),
                          func.lower(j.entity_type).like(like)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import traceback as tb_module
 
 from .models import TraceFrame, TraceStack
+from .text import safe_repr, safe_str, storable
 
 _LOCALS_MAX = 20
 _LOCAL_REPR_MAX = 200
@@ -44,33 +45,55 @@ def capture_stacks(exc: BaseException, *, capture_locals: bool = False) -> tuple
             if capture_locals:
                 loc = {}
                 for k, v in list(frame.f_locals.items())[:_LOCALS_MAX]:
-                    try:
-                        text = repr(v)
-                    except Exception as repr_exc:
-                        text = f"<repr failed: {type(repr_exc).__name__}>"
-                    loc[k] = text[:_LOCAL_REPR_MAX]
+                    loc[storable(k)] = storable(safe_repr(v)[:_LOCAL_REPR_MAX])
             frames.append(
                 TraceFrame(
-                    filename=code.co_filename,
+                    filename=storable(code.co_filename),
                     lineno=lineno or 0,
-                    name=code.co_name,
-                    line=(summary.line or "").strip(),
+                    name=storable(code.co_name),
+                    line=storable(_source_line(summary)),
                     locals=loc,
                 )
             )
         stacks.append(
-            TraceStack(exc_type=type_name(e), exc_value=str(e), frames=tuple(frames), is_cause=cause)
+            TraceStack(exc_type=type_name(e), exc_value=message(e, empty=""), frames=tuple(frames), is_cause=cause)
         )
     # is_cause on a stack: it was the direct cause of the stack after it (else: "during handling").
     return tuple(stacks)
 
 
+def _source_line(summary: tb_module.FrameSummary) -> str:
+    try:
+        return (summary.line or "").strip()
+    except Exception:  # linecache reading a file that changed or cannot be decoded
+        return ""
+
+
 def type_name(exc: BaseException) -> str:
     t = type(exc)
-    if t.__module__ in ("builtins", "__main__") or t.__module__.startswith("chunkq.core."):
-        return t.__qualname__
-    return f"{t.__module__}.{t.__qualname__}"
+    module, qualname = getattr(t, "__module__", None), getattr(t, "__qualname__", None)
+    if not isinstance(qualname, str):
+        qualname = "BaseException"
+    if not isinstance(module, str) or module in ("builtins", "__main__") or module.startswith("chunkq.core."):
+        return storable(qualname)
+    return storable(f"{module}.{qualname}")
+
+
+def message(exc: BaseException, *, empty: str | None = None) -> str:
+    """What an exception says, storable; ``<unprintable T>`` when its ``__str__`` raises.
+
+    An empty message is ``empty`` (the type's name when None), so a list of errors never shows a blank.
+    """
+    text = safe_str(exc)
+    if not text:
+        return type_name(exc) if empty is None else empty
+    return storable(text)
 
 
 def format_exception(exc: BaseException) -> str:
-    return "".join(tb_module.format_exception(exc)).rstrip()
+    """The traceback as Python prints it, storable; never raises, whatever the exception does."""
+    try:
+        text = "".join(tb_module.format_exception(exc)).rstrip()
+    except BaseException:  # a broken __str__ inside the chain, a traceback that cannot be walked
+        text = f"{type_name(exc)}: {message(exc)}"
+    return storable(text)

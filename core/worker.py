@@ -22,12 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import threads
 from .errors import DatabaseUnavailable
 from .models import ChunkResult, EntityResult
 from .queue import Queue
 from .runner import Processor, ProcessorLike
 from .signals import SignalHook, SignalStop
 from .status import ACTIVE_STATUSES, COMPLETE
+from .threads import ABANDONED_THREADS_MAX
 
 #: the shortest wait for a retry: a retry that is due but not claimable (its job's worker
 #: slots are all leased) is polled for, not spun on
@@ -46,7 +48,8 @@ class RunSummary:
     jobs_completed: list[int] = field(default_factory=list)
     elapsed: float = 0.0
     #: empty | max_chunks | max_seconds | signal | aborted | retry_later (the next retry is due
-    #: after ``max_retry_wait``: see ``next_retry_at``)
+    #: after ``max_retry_wait``: see ``next_retry_at``) | wedged (too many callback threads are
+    #: still running past their timeout: a supervisor should start a fresh process; see ``Worker``)
     stopped_by: str = "empty"
     #: with stopped_by "retry_later": when the next retry is due (epoch seconds, the queue's clock)
     next_retry_at: float | None = None
@@ -75,6 +78,16 @@ class Worker:
     longer than that (``stopped_by="retry_later"``). ``on_wait(due)`` is told when a wait
     starts (epoch seconds, the queue's clock) and ``on_wait(None)`` when it ends.
     ``forever=True`` (``chunkq worker``): poll, with jitter, until stopped.
+
+    A sync callback that outlives the processor's ``timeout`` is abandoned: its
+    thread runs on (Python cannot stop a thread). Once more than
+    ``max_abandoned`` are still running (default: 16, or twice the concurrency
+    if that is more) while there is work to claim, the worker says so in one
+    line and stops with ``stopped_by="wedged"``: the process should exit
+    non-zero so its supervisor starts a clean one. Work already done is never
+    a reason: a run with nothing left to claim ends as usual. Without a
+    ``timeout`` a hung sync callback cannot be abandoned, only aborted with its
+    chunk (the second signal).
     """
 
     def __init__(
@@ -93,6 +106,7 @@ class Worker:
         on_chunk: Callable[[ChunkResult], None] | None = None,
         on_entity: Callable[[EntityResult], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_abandoned: int | None = None,
     ) -> None:
         self.queue = queue
         self.processor = Processor.coerce(processor)
@@ -107,6 +121,8 @@ class Worker:
         self.on_chunk = on_chunk
         self.on_entity = on_entity
         self._clock = clock
+        self.max_abandoned = (max(ABANDONED_THREADS_MAX, 2 * self.processor.concurrency)
+                              if max_abandoned is None else max_abandoned)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[Any] | None = None
         self._idle = False
@@ -127,10 +143,13 @@ class Worker:
         if self._task is not None:
             self._task.cancel()
 
-    def stop_on_signals(self, on_signal: SignalHook | None = None) -> SignalStop:
+    def stop_on_signals(
+        self, on_signal: SignalHook | None = None, *, hard_exit_after: float | None = None
+    ) -> SignalStop:
         """``with worker.stop_on_signals(): await worker.run()`` - first SIGINT/SIGTERM stops
-        gracefully, the second aborts; ``on_signal(sig, count)`` is the front end's cue to say so."""
-        return SignalStop(self, on_signal=on_signal)
+        gracefully, the second aborts; ``on_signal(sig, count)`` is the front end's cue to say so.
+        ``hard_exit_after``: see ``signals.py`` (a command line's guarantee that the process ends)."""
+        return SignalStop(self, on_signal=on_signal, hard_exit_after=hard_exit_after)
 
     async def run(self) -> RunSummary:
         start = self._clock()
@@ -145,6 +164,9 @@ class Worker:
                     break
                 if deadline is not None and self._clock() >= deadline:
                     s.stopped_by = "max_seconds"
+                    break
+                if await self._wedged():
+                    s.stopped_by = "wedged"
                     break
                 try:
                     self._task = asyncio.ensure_future(self._one())
@@ -179,6 +201,16 @@ class Worker:
         finally:
             s.elapsed = self._clock() - start
         return s
+
+    async def _wedged(self) -> bool:
+        """Too many abandoned callback threads, and work this worker would otherwise claim."""
+        stuck = threads.abandoned()
+        if stuck <= self.max_abandoned or not (self.forever or await self.queue.has_claimable()):
+            return False
+        log.error("%d callback threads are still running after their timeout (more than %d): this worker "
+                  "claims no more chunks and stops, so that its supervisor can start a fresh process",
+                  stuck, self.max_abandoned)
+        return True
 
     async def _one(self) -> ChunkResult | None:
         if self._idle and not await self.queue.has_claimable():

@@ -94,10 +94,11 @@ async def _reset_pg(url: str) -> None:
     db = url.rsplit("/", 1)[1]
     conn = await asyncpg.connect(database=db, timeout=5, **_pg_connect_args())
     try:
-        await conn.execute(
-            "DROP TABLE IF EXISTS chunkq_errors, chunkq_retries, chunkq_chunks, chunkq_entities, "
-            "chunkq_rate_limits, chunkq_jobs, chunkq_meta CASCADE"
-        )
+        # every chunkq table, whatever revision made it (the revision table included)
+        names = [r[0] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'chunkq%'")]
+        if names:
+            await conn.execute(f"DROP TABLE IF EXISTS {', '.join(names)} CASCADE")
     finally:
         await conn.close()
 

@@ -99,7 +99,9 @@ def test_status_word() -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("plain [b]name[/b]", "plain [b]name[/b]"),          # markup is the renderer's business, kept as is
-    ("two\nlines\tand\r\nmore", "two lines and  more"),
+    ("two\nlines\tand\r\nmore", "two lines and more"),  # CRLF is one break
+    ("lone \ud800 surrogate, bidi \u202eoverride", "lone \\ud800 surrogate, bidi \\u202eoverride"),
+    ("emoji 👩\u200d👩\u200d👧 and مرحبا stay", "emoji 👩\u200d👩\u200d👧 and مرحبا stay"),
     ("\x1b]2;pwned\x07title", "\\x1b]2;pwned\\x07title"),  # OSC: would retitle the terminal
     ("a\u2028b\x7f\x9b", "a b\\x7f\\x9b"),
     (42, "42"),
@@ -111,7 +113,7 @@ def test_printable(text: object, expected: str) -> None:
 # ------------------------------------------------------------- one formatter for both front ends
 
 
-SHARED = ("count", "duration", "age", "until", "rate")
+SHARED = ("count", "duration", "age", "until", "rate", "percent", "number", "plural", "timestamp", "DASH")
 
 
 @pytest.mark.parametrize("name", SHARED)
@@ -142,3 +144,15 @@ def test_cli_output_keeps_no_formatter_of_its_own() -> None:
     for name in ("duration", "ago", "timestamp", "number", "plural"):
         assert getattr(output, name) is getattr(h, name)
     assert not hasattr(output, "stamp") and not hasattr(output, "job_label")
+
+
+def test_the_dashboard_defines_no_formatter_of_its_own() -> None:
+    """format.py styles (colours, bars); every plain-text rule it offers is humanize's, re-exported."""
+    pytest.importorskip("textual")
+    import inspect
+
+    from chunkq.tui.dashboard import format as dashboard_format
+
+    own = {name for name, fn in inspect.getmembers(dashboard_format, inspect.isfunction)
+           if fn.__module__ == dashboard_format.__name__}
+    assert own.isdisjoint(set(SHARED) | {"ago", "status", "printable"}), own

@@ -35,11 +35,16 @@ The rules:
 - **Timestamps** are UTC to the second: ``2024-05-01 12:00:00 UTC``.
 - **Statuses**: a running job whose worker has gone silent (an expired lease)
   is shown as ``stale``; every other status as it is.
-- **Untrusted text** (names, IDs, provider messages) shown on one line has its
-  line breaks and tabs turned into spaces and other control characters
-  escaped (``\\x1b``), so a message cannot move the cursor or retitle the
-  terminal. (Markup is the renderer's business: wrap the result in
-  ``rich.text.Text``.)
+- **Untrusted text** (names, IDs, params, provider messages, tracebacks) goes
+  through ``printable`` before any front end shows it: control characters (C0,
+  DEL, C1 such as ``\\x9b``), the bidirectional overrides that can reorder
+  what a reader sees (U+202A–U+202E, U+2066–U+2069) and lone surrogates are
+  escaped visibly (``\\x1b``, ``\\u202e``, ``\\udcff``), so a job name cannot
+  move the cursor, retitle the terminal or pose as other text. On one line,
+  line breaks and tabs become spaces; ``lines=True`` keeps ``\\n`` (a
+  traceback). Everything else, emoji ZWJ sequences and right-to-left scripts
+  included, is left alone. (Markup is the renderer's business: wrap the result
+  in ``rich.text.Text``, never parse it.)
 """
 
 from __future__ import annotations
@@ -51,8 +56,12 @@ from datetime import UTC, datetime
 DASH = "–"
 
 _COMPACT_UNITS = ((10**12, "T"), (10**9, "G"), (10**6, "M"))
-_BREAKS = re.compile(r"[\t\n\r\v\f\u2028\u2029]")
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BREAKS = re.compile(r"\r\n|[\t\n\r\v\f\u2028\u2029]")
+_LINE_BREAKS = re.compile(r"\r\n|[\r\v\f\u2028\u2029]")
+#: what a terminal would act on or a reader be misled by: C0 and C1 controls, DEL, bidi overrides
+#: and isolates, and lone surrogates (text decoded with ``surrogateescape``; unencodable as UTF-8)
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_KEEP_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def number(n: int | None) -> str:
@@ -177,7 +186,27 @@ def status(value: str, *, stale: bool = False) -> str:
     return "stale" if stale and value == "running" else value
 
 
-def printable(text: object) -> str:
-    """``text`` on one line, safe for a terminal: breaks become spaces, other controls ``\\xNN``."""
-    one_line = _BREAKS.sub(" ", str(text))
-    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", one_line)
+def printable(text: object, *, lines: bool = False) -> str:
+    """``text`` made safe for a terminal: controls, bidi overrides and lone surrogates escaped (``\\x1b``).
+
+    One line by default (breaks and tabs become spaces); ``lines=True`` keeps line
+    breaks as ``\\n`` (and tabs), for tracebacks and multi-line messages. The one
+    function every front end uses before it shows user or provider text; a value
+    whose ``str()`` fails is shown as ``<unprintable TypeName>``.
+    """
+    if isinstance(text, str):
+        raw = text
+    else:
+        try:
+            raw = str(text)
+        except Exception:
+            return f"<unprintable {type(text).__name__}>"
+    if lines:
+        raw = _LINE_BREAKS.sub("\n", raw)
+        return _UNSAFE_KEEP_LINES.sub(_escape, raw)
+    return _UNSAFE.sub(_escape, _BREAKS.sub(" ", raw))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

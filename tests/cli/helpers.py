@@ -29,6 +29,13 @@ def list_jobs(url: str) -> list[Any]:
     return run_async(_jobs(url))
 
 
+def create_db(url: str) -> None:
+    """What `chunkq db upgrade` does: commands that only read or process refuse a missing database."""
+    from chunkq.core import upgrade_schema
+
+    run_async(upgrade_schema(url))
+
+
 async def _job(url: str, job_id: int) -> Any:
     from chunkq.core import Queue
 

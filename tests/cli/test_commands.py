@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chunkq.core import ProcessorOptions, Worker
 from click.testing import CliRunner, Result
 
-from tests.cli.helpers import get_job, list_chunks, list_jobs, log_lines, one_line_error
+from tests.cli.helpers import create_db, get_job, list_chunks, list_jobs, log_lines, one_line_error
 
 Cli = Callable[..., Result]
 
@@ -79,6 +80,7 @@ def test_enqueue_json_shape_and_job_options(cli: Cli, db_url: str) -> None:
 
 
 def test_global_json_flag_works_too(cli: Cli) -> None:
+    assert cli("db", "upgrade").exit_code == 0
     result = cli("--json", "jobs")
     assert doc(result) == {"jobs": []}
 
@@ -118,7 +120,9 @@ BAD_INPUTS = [
     pytest.param(["--format", "csv", "--column", "url"], b"name,domain\nx,y\n",
                  "has no column 'url'; its columns are 'name', 'domain'", id="unknown-column"),
     pytest.param(["--chunk-size", "0"], b"a\n", "'--chunk-size': 0 is not in the range", id="chunk-size-0"),
-    pytest.param(["--priority", "-2000000"], b"a\n", "priority must be between", id="priority-out-of-range"),
+    # click's range is core's limit (limits.PRIORITY), so the bound is found before the file is read
+    pytest.param(["--priority", "-2000000"], b"a\n", "'--priority': -2000000 is not in the range -1000000<=x<=1000000",
+                 id="priority-out-of-range"),
     pytest.param(["--max-workers", "0"], b"a\n", "'--max-workers'", id="max-workers-0"),
     pytest.param(["--max-error-ratio", "1.5"], b"a\n", "'--max-error-ratio'", id="ratio-above-1"),
     pytest.param(["--format", "xml"], b"a\n", "'--format'", id="unknown-format"),
@@ -169,6 +173,7 @@ def test_process_one_chunk_by_default_then_until_empty(
 
 
 def test_process_nothing_to_do_exits_0(cli: Cli) -> None:
+    assert cli("db", "upgrade").exit_code == 0
     summary = doc(cli("process", "--processor", "chunkq.core.demo:processor", "--until-empty", "--json"))
     assert (summary["chunks"], summary["stopped_by"]) == (0, "empty")
 
@@ -345,6 +350,7 @@ def test_retry_prints_the_new_job_id(cli: Cli, db_url: str, write_processor: Cal
 
 @pytest.mark.parametrize("command", ["show", "errors", "pause", "resume", "cancel", "retry"])
 def test_unknown_job_id_exits_2(cli: Cli, command: str) -> None:
+    assert cli("db", "upgrade").exit_code == 0
     result = cli(command, "4242")
     assert result.exit_code == 2
     assert one_line_error(result.stderr) == "Error: no job with id 4242"
@@ -364,17 +370,61 @@ def fake_dashboard(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     module = types.ModuleType("chunkq.tui.dashboard.app")
     module.run_dashboard = lambda *a, **kw: calls.append((a, kw))  # type: ignore[attr-defined]
+    module.DashboardCrashed = type("DashboardCrashed", (Exception,), {})  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "chunkq.tui.dashboard.app", module)
     monkeypatch.setattr("chunkq.tui.cli.dashboard._interactive", lambda: True)
     return calls
 
 
 def test_tui_passes_the_processing_options(cli: Cli, db_url: str, fake_dashboard: list[Any]) -> None:
+    assert cli("db", "upgrade").exit_code == 0
     result = cli("tui", "--processor", "chunkq.core.demo:enrich", "--concurrency", "3", "--timeout", "2",
                  "--rate", "clearbit=120/m", "--capture-locals")
     assert result.exit_code == 0, result.stderr
-    assert fake_dashboard == [((db_url, "chunkq.core.demo:enrich"), {
-        "capture_locals": True, "rate_limits": {"clearbit": 2.0}, "concurrency": 3, "timeout": 2.0})]
+    assert fake_dashboard == [((db_url, "chunkq.core.demo:enrich"), {"options": ProcessorOptions(
+        capture_locals=True, rate_limits={"clearbit": 2.0}, concurrency=3, timeout=2.0)})]
+
+
+OWN_RATE_LIMITS = """
+from chunkq.core import Processor
+def lookup(entity_id, job):
+    record(entity_id)
+processor = Processor(on_process=lookup, rate_limits={"clearbit": 5.0})
+"""
+
+
+def test_tui_and_process_merge_rate_with_the_processors_own_limits_alike(
+    cli: Cli, write_processor: Callable[[str], str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`chunkq tui --rate hunter=2/s` used to drop the processor's own {"clearbit": 5}; `process` kept it.
+
+    The dashboard is launched for real (its ``run_dashboard`` builds the app; only the
+    terminal loop is left out), and `process` runs its worker for real.
+    """
+    app_module = pytest.importorskip("chunkq.tui.dashboard.app")
+    launched: list[Any] = []
+    monkeypatch.setattr(app_module.ChunkqApp, "run", lambda self, *a, **kw: launched.append(self))
+    monkeypatch.setattr("chunkq.tui.cli.dashboard._interactive", lambda: True)
+    workers: list[Worker] = []
+
+    class RecordingWorker(Worker):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            workers.append(self)
+
+    monkeypatch.setattr("chunkq.tui.cli.processing.Worker", RecordingWorker)
+    path = f"{write_processor(OWN_RATE_LIMITS)}:processor"
+
+    assert cli("db", "upgrade").exit_code == 0
+    assert cli("tui", "--processor", path, "--rate", "hunter=2/s").exit_code == 0
+    (app,) = launched
+    enqueue(cli, 1)
+    assert cli("process", "--processor", path, "--rate", "hunter=2/s").exit_code == 0
+    (worker,) = workers
+    both = {"clearbit": 5.0, "hunter": 2.0}
+    assert app.processor_handle.processor.rate_limits == worker.processor.rate_limits == both
+    app.processor_handle.reload()
+    assert app.processor_handle.processor.rate_limits == both, "a reload in the dashboard keeps the rule"
 
 
 def test_bare_chunkq_opens_the_dashboard(db_url: str, fake_dashboard: list[Any],
@@ -383,6 +433,7 @@ def test_bare_chunkq_opens_the_dashboard(db_url: str, fake_dashboard: list[Any],
 
     monkeypatch.setenv("CHUNKQ_DB", db_url)
     monkeypatch.setenv("CHUNKQ_PROCESSOR", "chunkq.core.demo:processor")
+    create_db(db_url)
     result = CliRunner().invoke(command, [])
     assert result.exit_code == 0, result.stderr
     assert fake_dashboard[0][0] == (db_url, "chunkq.core.demo:processor")
@@ -405,8 +456,7 @@ def test_demo_seeds_once_then_opens_the_dashboard(
     assert "process --until-empty --processor chunkq.core.demo:processor" in again.stderr
     assert fake_dashboard == []
     assert cli("demo").exit_code == 0
-    assert fake_dashboard == [(("chunkq-demo.db", "chunkq.core.demo:processor"), {
-        "capture_locals": False, "rate_limits": None, "concurrency": None, "timeout": None})]
+    assert fake_dashboard == [(("chunkq-demo.db", "chunkq.core.demo:processor"), {"options": ProcessorOptions()})]
     assert len(list_jobs(str(tmp_path / "chunkq-demo.db"))) == len(first["jobs"])
 
 
@@ -486,8 +536,11 @@ def test_unknown_command_and_option_are_one_line(cli: Cli) -> None:
 def test_bad_database_url_exits_2(cli: Cli, tmp_path: Path) -> None:
     for db, message in [
         ("mysql://x/y", "unsupported database 'mysql'"),
-        (str(tmp_path / "no" / "such" / "dir" / "q.db"), "does not exist"),
+        (str(tmp_path / "no" / "such" / "dir" / "q.db"), "no chunkq database at"),
     ]:
         result = cli("jobs", db=db)
         assert result.exit_code == 2
         assert message in one_line_error(result.stderr)
+    result = cli("enqueue", "-", "-t", "x", "-p", "y", input="a\n", db=str(tmp_path / "no" / "such" / "q.db"))
+    assert result.exit_code == 2
+    assert "does not exist" in one_line_error(result.stderr)

@@ -1,13 +1,16 @@
-"""Reading IDs (cli_input) and the shared processing options (cli_options), without a database."""
+"""Reading IDs (cli/sources.py) and the processing options' click glue (cli/options.py), without a database."""
 
 from __future__ import annotations
 
 import io
 import types
 
+import click
 import pytest
-from chunkq.core import InvalidInput, Processor, ProcessorError
-from chunkq.tui.cli.options import build_processor, parse_rate, parse_rates, processor_overrides
+from chunkq import core
+from chunkq.core import InvalidInput, Processor, ProcessorError, ProcessorOptions, parse_rate
+from chunkq.tui.cli import options
+from chunkq.tui.cli.options import RATE, build_processor
 from chunkq.tui.cli.sources import IdSource
 
 
@@ -95,39 +98,29 @@ def test_column_with_lines_is_refused() -> None:
         ("clear bit=1/S", ("clear bit", 1.0)),
     ],
 )
-def test_parse_rate(text: str, expected: tuple[str, float]) -> None:
-    assert parse_rate(text) == expected
+def test_rate_option_parses_with_cores_parser(text: str, expected: tuple[str, float]) -> None:
+    assert RATE.convert(text, None, None) == expected == parse_rate(text)
 
 
 @pytest.mark.parametrize("text", ["", "prospeo", "=10/s", "p=0/s", "p=-1/s", "p=10/d", "p=ten/s", "p=1/s/s"])
-def test_parse_rate_rejects(text: str) -> None:
-    with pytest.raises(InvalidInput, match="rate"):
-        parse_rate(text)
+def test_rate_option_rejects_as_a_usage_error(text: str) -> None:
+    with pytest.raises(click.BadParameter, match="rate"):
+        RATE.convert(text, None, None)
 
 
-def test_parse_rates_accepts_a_mapping_and_strings() -> None:
-    assert parse_rates(["a=1/s", "b=60/m", "a=2/s"]) == {"a": 2.0, "b": 1.0}
-    assert parse_rates({"a": 3}) == {"a": 3.0}
-    with pytest.raises(InvalidInput):
-        parse_rates({"a": 0})
-
-
-def test_processor_overrides_only_what_was_given() -> None:
-    assert processor_overrides() == {}
-    assert processor_overrides(4, 1.5, ["p=10/s"], True) == {
-        "concurrency": 4, "timeout": 1.5, "rate_limits": {"p": 10.0}, "capture_locals": True}
-    with pytest.raises(InvalidInput):
-        processor_overrides(concurrency=0)
-    with pytest.raises(InvalidInput):
-        processor_overrides(timeout=-1)
+def test_the_cli_keeps_no_option_rules_of_its_own() -> None:
+    """Parsing and merging are core's (chunkq.core.options); the CLI had its own copies that drifted."""
+    for name in ("parse_rate", "parse_rates", "processor_overrides"):
+        assert getattr(options, name, None) in (None, getattr(core, name, None)), name
 
 
 def test_build_processor_applies_and_merges_overrides() -> None:
     base = build_processor("chunkq.core.demo:processor")
     assert isinstance(base, Processor) and base.concurrency == 8 and base.timeout == 2.0
-    proc = build_processor("chunkq.core.demo:processor", 2, 0.5, {"clearbit": 5.0}, True)
+    proc = build_processor("chunkq.core.demo:processor", ProcessorOptions(
+        concurrency=2, timeout=0.5, rate_limits={"clearbit": 5.0}, capture_locals=True))
     assert (proc.concurrency, proc.timeout, proc.capture_locals) == (2, 0.5, True)
-    assert proc.rate_limits == {"clearbit": 5.0}
+    assert proc.rate_limits == {**base.rate_limits, "clearbit": 5.0}
     assert proc.on_process is base.on_process
     assert base.concurrency == 8, "the module's own processor must not be changed in place"
 

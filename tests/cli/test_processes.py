@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import (
+    create_db,
     get_job,
     list_chunks,
     list_jobs,
@@ -66,6 +67,7 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str
 
 def test_exit_codes(env: dict[str, str], tmp_path: Path, sqlite_url: str,
                     write_processor: Callable[[str], str]) -> None:
+    create_db(sqlite_url)
     ok = run_chunkq(["--db", sqlite_url, "process", "--processor", "chunkq.core.demo:enrich"], env, tmp_path)
     assert (ok.returncode, ok.stderr) == (0, "")
     assert "0 chunks, 0 entities done" in ok.stdout and "nothing left to do" in ok.stdout
@@ -78,12 +80,14 @@ def test_exit_codes(env: dict[str, str], tmp_path: Path, sqlite_url: str,
     assert config.returncode == 2
     assert "no module named 'nowhere_mod'" in one_line_error(config.stderr)
 
-    # Something no per-entity error handler can take (an async callback cancelling its own task)
-    # is an unexpected failure: exit 1, one line, the traceback only with -v.
+    # Something no per-entity error handler can take (an async callback cancelling its own task;
+    # raising CancelledError itself is just that entity's error) is an unexpected failure: exit 1,
+    # one line, the traceback only with -v.
     mod = write_processor("""
         import asyncio
         async def fn(entity_id, job):
-            raise asyncio.CancelledError()
+            asyncio.current_task().cancel()
+            await asyncio.sleep(0)
     """)
     job_id = enqueue(sqlite_url, 3, env, tmp_path)
     crash = run_chunkq(["--db", sqlite_url, "process", "--processor", f"{mod}:fn"], env, tmp_path)
@@ -108,7 +112,7 @@ BAD = [
     (["enqueue", "c.csv", "--format", "csv"], "c.csv has 2 columns ('name', 'domain'); pick one with --column"),
     (["enqueue", "ok.txt", "--chunk-size", "0"], "Invalid value for '--chunk-size': 0 is not in the range"),
     (["enqueue", "ok.txt", "--chunk-size", "10001"], "'--chunk-size': 10001 is not in the range"),
-    (["enqueue", "ok.txt", "--priority", "1000001"], "priority must be between -1,000,000 and 1,000,000"),
+    (["enqueue", "ok.txt", "--priority", "1000001"], "'--priority': 1000001 is not in the range -1000000<=x<=1000000"),
     (["enqueue", "ok.txt", "--priority", "high"], "'--priority': 'high' is not a valid integer"),
     (["enqueue", "ok.txt", "--entity-type", " "], "entity_type is required"),
     (["enqueue", "ok.txt", "--max-attempts", "0"], "'--max-attempts'"),
@@ -139,6 +143,7 @@ def test_every_bad_input_exits_2_with_one_line_and_creates_nothing(
 
 
 def test_unknown_job_ids_exit_2(env: dict[str, str], tmp_path: Path, sqlite_url: str) -> None:
+    create_db(sqlite_url)
     for command in (["show", "77"], ["errors", "77"], ["cancel", "77"], ["retry", "77"],
                     ["process", "--job", "77", "--processor", "chunkq.core.demo:enrich"]):
         res = run_chunkq(["--db", sqlite_url, *command], env, tmp_path)

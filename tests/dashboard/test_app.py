@@ -256,6 +256,16 @@ async def test_filter_by_status_and_search(seeded_url: str) -> None:
         assert "no jobs match" in str(screen.query_one("#page-info").render())
 
 
+async def bulk(pilot, app: ChunkqApp, question: str, choice: str) -> None:
+    """ctrl+a, check the dialog's question, choose, and show the result."""
+    await pilot.press("ctrl+a")
+    await settle(pilot)
+    assert isinstance(app.screen, ConfirmScreen)
+    assert app.screen.title_text == question
+    await pilot.click(f"#choice-{choice}")
+    await refresh(pilot, full=True)
+
+
 async def test_bulk_action_applies_to_every_matching_job_after_saying_how_many(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -265,16 +275,31 @@ async def test_bulk_action_applies_to_every_matching_job_after_saying_how_many(s
         assert any("set a status filter" in n for n in notes(app)), "no filter: nothing to apply to"
         await pilot.press("f")  # pending: jobs 1 and 2
         await refresh(pilot)
-        await pilot.press("ctrl+a")
-        await settle(pilot)
-        dialog = app.screen
-        assert isinstance(dialog, ConfirmScreen)
-        assert dialog.title_text == "Apply to all 2 matching jobs?"
-        await pilot.click("#choice-pause")
-        await refresh(pilot)
+        await bulk(pilot, app, "Apply to all 2 matching jobs?", "pause")
         assert [(await app.queue.get_job(i)).status for i in (1, 2)] == ["paused", "paused"]
         assert "paused 2 of 2 jobs" in notes(app)
         assert shown_ids(app) == []
+
+
+async def test_bulk_action_reaches_every_match_beyond_the_page_and_says_what_it_skipped(sqlite_url: str) -> None:
+    """The bulk action is core's ``Queue.bulk`` over the filter, not a walk over what the table holds."""
+    app = make_app(sqlite_url)
+    async with app.run_test(size=SIZE) as pilot:
+        for i in range(PAGE_SIZE + 50):
+            await app.queue.enqueue_job([f"e{i}"], entity_type="company", provider="p", name=f"bulk {i}")
+        for i in range(2):
+            job = await app.queue.enqueue_job(["x"], entity_type="company", provider="p", name=f"bulk done {i}")
+            await app.queue.cancel(job.id)
+        await app.queue.enqueue_job(["y"], entity_type="company", provider="p", name="other")
+        await refresh(pilot, full=True)
+        await pilot.press("slash", *"bulk", "enter")
+        await refresh(pilot, full=True)
+        assert len(shown_ids(app)) == PAGE_SIZE, "the table holds one page of the 252 matches"
+        await bulk(pilot, app, "Apply to all 252 matching jobs?", "pause")
+        assert await app.queue.count_jobs("paused", search="bulk") == PAGE_SIZE + 50
+        assert await app.queue.count_jobs("cancelled") == 2
+        assert [j.status for j in await app.queue.list_jobs(search="other")] == ["pending"]
+        assert "paused 250 of 252 jobs (skipped: 2 cancelled)" in notes(app)
 
 
 async def test_open_the_selected_job(seeded_url: str) -> None:

@@ -8,15 +8,19 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from chunkq.core import Queue
 from chunkq.tui.dashboard.app import ChunkqApp
 from chunkq.tui.dashboard.messages import EntityDone
 from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from chunkq.tui.dashboard.screens.help import HelpScreen
 from chunkq.tui.dashboard.screens.jobs import JobsScreen
+from sqlalchemy import insert
 from textual.message import Message
 from textual.widgets import RichLog
 
@@ -80,7 +84,8 @@ async def test_step_runs_one_chunk_of_the_selected_job_and_shows_each_entity(
         lines = activity(app)
         assert any("✓ job 1 id-000" in line for line in lines)
         assert any("✗ job 1 id-003  ValueError: bad id-003" in line for line in lines)
-        assert any("step: job 1 chunk 0: 4 processed, 1 error in" in line for line in lines)
+        assert any(re.search(r"step: job 1 chunk 0 took \S+: 4 processed, 1 error \(job pending\)", line)
+                   for line in lines), lines
         await refresh(pilot)
         assert app.jobs_screen.table.get_cell(str(first), "done").plain == "4/10"
         assert app.stepping is None and "stepping" not in app.sub_title
@@ -300,3 +305,93 @@ async def test_auto_run_waits_for_retries_that_fall_due_soon(
         job = await app.queue.get_job(job_id)
         assert (job.status, job.processed_count, job.waiting_count, job.failed_count) == ("complete", 30, 0, 0)
         assert any("auto-run ended: nothing left to claim" in n for n in notes(app))
+
+
+# ---------------------------------------------------------------------- auto-run is core's Worker
+
+RETRY_R0_ONCE = """
+from chunkq.core import Retry
+seen = set()
+def process(entity_id, job):
+    if entity_id == "r0" and entity_id not in seen:
+        seen.add(entity_id)
+        raise Retry("429 Too Many Requests", after=1.0)
+"""
+
+
+async def _jobs_held_by_another_worker(q: Queue, n: int) -> None:
+    """``n`` running jobs whose one chunk another worker holds under a live lease: nothing to claim.
+
+    Written in one transaction (enqueueing and claiming 1,499 jobs one by one would take long).
+    """
+    from chunkq.core import schema as s
+    from chunkq.core.enqueue import new_job_row
+
+    def tx(conn: Any) -> None:
+        now = q.now()
+        lease = {"lease_owner": "elsewhere:1:abc", "lease_expires_at": now + 3600}
+        ids = conn.execute(insert(s.jobs).returning(s.jobs.c.id), [
+            new_job_row(now, entity_type="company", provider="p", chunk_size=1, priority=0, max_workers=1,
+                        max_attempts=3, total_count=1, params={}, status="running", next_pos=1, next_chunk=1,
+                        leased_chunks=1, started_at=now, heartbeat_at=now, **lease) for _ in range(n)
+        ]).scalars().all()
+        conn.execute(insert(s.entities), [{"job_id": i, "pos": 0, "entity_id": f"x{i}"} for i in ids])
+        conn.execute(insert(s.chunks), [
+            {"job_id": i, "chunk_index": 0, "kind": "range", "start_pos": 0, "end_pos": 1, "size": 1,
+             "state": "leased", "owner": lease["lease_owner"], "attempt": 1,
+             "lease_expires_at": lease["lease_expires_at"], "started_at": now} for i in ids
+        ])
+
+    await q.backend.write(tx, "test jobs")
+
+
+async def test_auto_run_finds_a_retry_due_on_the_1500th_active_job(
+    sqlite_url: str, make_processor: Callable[[str], str]
+) -> None:
+    """The dashboard's own loop looked at the first 1,000 active jobs and said "nothing left"."""
+    app = make_app(sqlite_url, processor=make_processor(RETRY_R0_ONCE))
+    async with app.run_test(size=SIZE) as pilot:
+        waiting = await app.queue.enqueue_job(["r0"], entity_type="company", provider="p")
+        await _jobs_held_by_another_worker(app.queue, 1_499)
+        await app.queue.process_chunk(waiting.id, app.processor_handle.processor)  # type: ignore[union-attr]
+        assert (await app.queue.get_job(waiting.id)).waiting_count == 1
+        assert await app.queue.count_jobs(["pending", "running"]) == 1_500
+        first_1000 = await app.queue.list_jobs(["pending", "running"], limit=1000)
+        assert waiting.id not in {j.id for j in first_1000}, "the waiting job lies beyond the first 1,000"
+        await refresh(pilot, full=True)
+        waits: list[float | None] = []
+        wait_hook = app._auto_waiting
+        app._auto_waiting = lambda due: (waits.append(due), wait_hook(due))  # type: ignore[method-assign]
+        await pilot.press("a")
+        for _ in range(500):
+            if app.auto_worker is None:
+                break
+            await asyncio.sleep(0.02)
+        await settle(pilot)
+        job = await app.queue.get_job(waiting.id)
+        assert (job.status, job.succeeded_count, job.waiting_count) == ("complete", 1, 0)
+        assert waits and waits[0] is not None and waits[-1] is None, "auto-run waited for the retry"
+        assert any("auto-run ended: nothing left to claim; 1 chunk, 1 entity" in n for n in notes(app))
+
+
+async def test_auto_run_stops_when_the_next_retry_is_too_far_off(
+    sqlite_url: str, make_processor: Callable[[str], str]
+) -> None:
+    path = make_processor("""
+        from chunkq.core import Retry
+        def process(entity_id, job):
+            raise Retry("429 Too Many Requests", after=3600)
+    """)
+    app = make_app(sqlite_url, processor=path)
+    async with app.run_test(size=SIZE) as pilot:
+        await enqueue(app, 2, 2)
+        await refresh(pilot, full=True)
+        await pilot.press("a")
+        await settle(pilot)
+        assert app.auto_worker is None
+        an_hour = r"(1h00m|59m5\ds)"  # the retry's delay, not how long the chunk took
+        assert any(re.search(f"auto-run ended: the next retry is due in {an_hour}; press a again then", n)
+                   for n in notes(app)), notes(app)
+        retried = [line for line in activity(app) if "↻ " in line]
+        assert len(retried) == 2 and all(re.search(f"429 Too Many Requests  to retry in {an_hour}$", line)
+                                         for line in retried), activity(app)

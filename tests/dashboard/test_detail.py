@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from chunkq.core import ErrorEntry, Job, Processor, Queue, load_processor
+from chunkq.core import ErrorEntry, Job, Processor, ProcessorOptions, Queue, load_processor
 from chunkq.tui.dashboard.app import ChunkqApp
 from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from chunkq.tui.dashboard.screens.detail import PAGE_SIZE, JobDetailScreen
@@ -97,8 +97,8 @@ def proc_path(make_processor: Callable[..., str], tmp_path: Path, monkeypatch: p
 
 
 def detail_app(url: str, processor: str | None, *, capture_locals: bool = False) -> ChunkqApp:
-    return ChunkqApp(url, processor=processor, capture_locals=capture_locals, clock=fixed_clock,
-                     refresh_interval=NEVER)
+    options = ProcessorOptions(capture_locals=capture_locals or None)
+    return ChunkqApp(url, processor=processor, options=options, clock=fixed_clock, refresh_interval=NEVER)
 
 
 async def open_detail(pilot: Pilot[None], job_id: int, **kwargs: object) -> JobDetailScreen:

@@ -150,15 +150,25 @@ def test_entity_lines() -> None:
     dry = entity_line(EntityDone(None, result("[red]x", ok=False, error_type="ValueError", message="bad"),
                                  dry_run=True), NOW)
     assert dry.plain == "12:00:00 dry ✗ [red]x  ValueError: bad"
-    retry = entity_line(EntityDone(4, result(ok=False, error_type="chunkq.Retry", message="429")), NOW)
-    assert retry.plain.startswith("12:00:00 ↻ job 4 acme")
+
+
+def test_will_be_retried_is_cores_decision_and_says_when() -> None:
+    """``EntityResult.retry_at``, not the exception's name; the delay shown is the retry's, not the chunk's."""
+    due = NOW.timestamp() + 90
+    retry = entity_line(EntityDone(4, result(ok=False, error_type="chunkq.Retry", message="429", retry_at=due)), NOW)
+    assert retry.plain == "12:00:00 ↻ job 4 acme  chunkq.Retry: 429  to retry in 1m30s"
+    retry_on = entity_line(EntityDone(4, result(ok=False, error_type="ConnectionError", message="reset",
+                                                retry_at=due)), NOW)
+    assert retry_on.plain.startswith("12:00:00 ↻ job 4 acme"), "a retry_on exception is retried too"
+    last_try = entity_line(EntityDone(4, result(ok=False, error_type="chunkq.Retry", message="429")), NOW)
+    assert last_try.plain == "12:00:00 ✗ job 4 acme  chunkq.Retry: 429", "no attempts left: not retried"
 
 
 @pytest.mark.parametrize(("chunk", "expected"), [
     (core.ChunkResult(job_id=1, chunk_index=2, processed=10, errors=1, status="running", duration=2.0, retried=3),
-     (f"step: job 1 chunk 2: 10 processed, 1 error, 3 to retry in {fmt.duration(2.0)} (job running)", "error")),
-    (core.ChunkResult(job_id=1, chunk_index=2, processed=10, errors=0, status="complete", duration=2.0),
-     (f"step: job 1 chunk 2: 10 processed, 0 errors in {fmt.duration(2.0)} (job complete)", "information")),
+     ("step: job 1 chunk 2 took 2.0s: 10 processed, 1 error, 3 to retry (job running)", "error")),
+    (core.ChunkResult(job_id=1, chunk_index=2, processed=1200, errors=0, status="complete", duration=2.0),
+     ("step: job 1 chunk 2 took 2.0s: 1,200 processed, 0 errors (job complete)", "information")),
     (core.ChunkResult(job_id=1, chunk_index=2, processed=0, errors=0, status="running", duration=2.0,
                       committed=False),
      ("step: job 1 chunk 2: lease lost, results discarded (another worker redoes it)", "warning")),
@@ -173,3 +183,53 @@ def test_note_lines_colour_by_severity() -> None:
     assert line.plain == "12:00:00 auto-run stopped"
     assert line.spans[-1].style != note_line("slow", "warning", NOW).spans[-1].style
     assert note_line("fine", "information", NOW).spans == [], "plain news takes the line's dim style"
+
+
+# ---------------------------------------------------------------------- totals, bulk results, the enqueue form
+
+
+def test_totals_count_every_status_with_separators() -> None:
+    """``2111 pending`` stood next to ``2,111 jobs``: every number in the line is humanize's now."""
+    from chunkq.tui.dashboard.widgets.totals import totals_text
+
+    stats = core.QueueStats({"pending": 2111, "running": 1, "paused": 0, "complete": 1_234_567, "failed": 0,
+                             "cancelled": 0}, 10_000, 5_000, 12_345, 0, 2.5, 1)
+    line = totals_text(stats).plain
+    assert line.startswith("1.2M jobs  1 running  2,111 pending  0 paused  0 failed  1.2M complete")
+    assert "errors 12,345" in line
+
+
+def test_bulk_result_says_what_changed_and_why_the_rest_did_not() -> None:
+    from chunkq.tui.dashboard.screens.job_actions import bulk_summary
+
+    assert bulk_summary(core.BulkResult("pause", 2, 2, {})) == "paused 2 of 2 jobs"
+    assert bulk_summary(core.BulkResult("cancel", 1_300, 1_200, {"cancelled": 40, "complete": 60})) == (
+        "cancelled 1,200 of 1,300 jobs (skipped: 40 cancelled, 60 complete)")
+    assert bulk_summary(core.BulkResult("retry", 3, 1, {"no failed entities": 2}, (9,))) == (
+        "retried 1 of 3 jobs (skipped: 2 no failed entities)")
+
+
+@pytest.mark.parametrize(("name", "raw", "expected"), [
+    ("chunk_size", " 20 ", 20), ("priority", "-5", -5), ("max_workers", "1000", 1000),
+    ("entity_type", " company ", "company"), ("name", "   ", None),
+])
+def test_the_form_reads_its_boxes_with_cores_limits(name: str, raw: str, expected: object) -> None:
+    from chunkq.tui.dashboard.screens.enqueue import check_setting
+
+    assert check_setting(name, raw) == expected
+
+
+@pytest.mark.parametrize(("name", "raw", "message"), [
+    ("chunk_size", "0", f"chunk_size must be between 1 and {core.limits.CHUNK_SIZE.hi:,}, got 0"),
+    ("max_workers", "", "max_workers must be a whole number, got ''"),
+    ("priority", "1e3", "priority must be a whole number, got '1e3'"),
+    ("provider", " ", "provider is required"),
+    ("name", "x" * 201, "name must be at most 200 characters"),
+])
+def test_the_forms_errors_are_cores_and_name_their_field(name: str, raw: str, message: str) -> None:
+    from chunkq.tui.dashboard.screens.enqueue import SETTINGS, check_setting
+
+    assert set(SETTINGS) <= set(core.limits.JOB_SETTINGS), "every box is one of core's job settings"
+    with pytest.raises(core.InvalidInput) as err:
+        check_setting(name, raw)
+    assert str(err.value).startswith(message) and err.value.field == name

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chunkq.core import upgrade_schema
 
 from .helpers import PROCESSOR_SOURCE, TOKEN, ServerProcess, serve_command
 
@@ -57,6 +59,8 @@ def start_server(processor_env: dict[str, str], tmp_path: Path) -> Iterator[Call
             e["CHUNKQ_TOKEN"] = token
         if not via_cli:
             e["CHUNKQ_DB"] = db_url
+        # as a deployment does before `serve`: serve refuses a missing database rather than make one
+        asyncio.run(upgrade_schema(db_url))
         server = ServerProcess(serve_command(db_url if via_cli else None, ["--port", "0", *args]), e, tmp_path)
         started.append(server)
         server.wait_started()

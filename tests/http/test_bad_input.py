@@ -51,7 +51,7 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
     ("entity-type-number", job_body(["a"], entity_type=3), 422, "entity_type is required"),
     ("provider-missing", {"entity_ids": ["a"], "entity_type": "c"}, 422, "provider is required"),
     ("provider-too-long", job_body(["a"], provider="p" * 201), 422, "provider must be at most 200"),
-    ("name-nul", job_body(["a"], name="x\x00y"), 422, "name must be at most 200 characters with no NUL"),
+    ("name-nul", job_body(["a"], name="x\x00y"), 422, "name contains a NUL byte"),
     ("name-number", job_body(["a"], name=5), 422, "name must be a string"),
     ("dedupe-string", job_body(["a"], dedupe="true"), 422, "dedupe must be true or false"),
     ("params-list", job_body(["a"], params=["x"]), 422, "params must be a JSON object"),

@@ -138,7 +138,9 @@ def test_job_settings_registry_covers_every_checked_enqueue_argument() -> None:
 @pytest.mark.parametrize(
     ("value", "number", "reason"),
     [(5, 2, "is int 5, not a string"), ("  ", 2, "is blank"), ("a\x00b", 2, "contains a NUL byte"),
-     ("x" * 2049, 2, "is 2,049 characters long; the limit is 2,048"), ("bad\udcff", 2, "is not valid UTF-8 text")],
+     ("x" * 2049, 2, "is 2,049 characters long; the limit is 2,048"),
+     ("bad\udcff", 2, "is not valid UTF-8 text (a lone surrogate U+DCFF at position 4)"),
+     ("a\x1bb", 2, "contains a control character (U+001B at position 2)")],
 )
 def test_entity_id_errors_carry_field_number_and_reason(value: object, number: int, reason: str) -> None:
     with pytest.raises(InvalidInput) as err:
@@ -159,7 +161,7 @@ ENQUEUE_CASES = [
     ({"max_attempts": 101}, "max_attempts", "max_attempts must be between"),
     ({"max_errors": -1}, "max_errors", "max_errors must be between"),
     ({"max_error_ratio": 2.0}, "max_error_ratio", "max_error_ratio must be a fraction"),
-    ({"name": "x\x00"}, "name", "name must be at most 200 characters with no NUL"),
+    ({"name": "x\x00"}, "name", "name contains a NUL byte"),
     ({"name": 7}, "name", "name must be a string"),
     ({"params": ["x"]}, "params", "params must be a JSON object"),
     ({"params": {"x": math.nan}}, "params", "params must be plain JSON"),

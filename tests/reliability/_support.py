@@ -203,7 +203,8 @@ async def check_complete(q: Queue, job_ids: list[int]) -> dict[str, int]:
         assert j.succeeded_count + j.failed_count == j.total_count
         assert (j.leased_chunks, j.waiting_count) == (0, 0)
         chunks = await q.list_chunks(jid, limit=1_000_000)
-        assert all(c.state == "done" for c in chunks), [c for c in chunks if c.state != "done"]
+        # "split": a chunk that lost its lease 3 times, closed and rerun one entity per chunk (issue 13)
+        assert all(c.state in ("done", "split") for c in chunks), [c for c in chunks if c.state != "done"]
         assert sum(c.ok for c in chunks) == j.succeeded_count, "a chunk's successes were counted twice"
         reclaimed += sum(1 for c in chunks if c.attempt > 1)
     return {"reclaimed_chunks": reclaimed}

@@ -6,6 +6,11 @@ callback appends one line per entity it handled to ``--record`` with
 and every claim/commit is appended to ``--claims``, so the test can tell which
 chunk was in flight when the process died.
 
+Entity IDs can carry a hostile behaviour for the callback (issue 13): ``!exit``
+(``os._exit``), ``!segv`` (a segfault), ``!kill`` (SIGKILL from inside, as the
+OOM killer would), each recorded first; ``!block`` (``time.sleep(--block-ms)``,
+which blocks the event loop when the callback is async: ``--async``).
+
 ``--hook POINT:N`` makes the process stop at the N-th occurrence of POINT, print
 ``AT POINT`` on stdout and hold there until it is killed (or, with
 ``--release-file``, until that file appears): ``callback`` (inside the user
@@ -19,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -88,6 +95,8 @@ async def main() -> int:
     ap.add_argument("--flags-dir", help="for '!retry' IDs: a transient failure the first time only")
     ap.add_argument("--start-file", help="wait for this file before starting (a start barrier)")
     ap.add_argument("--deadline", type=float, default=90.0)
+    ap.add_argument("--async", dest="use_async", action="store_true", help="an async callback even at concurrency 1")
+    ap.add_argument("--block-ms", type=float, default=1500.0, help="how long a '!block' ID blocks")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -114,8 +123,20 @@ async def main() -> int:
         where = f"{c.job.id}\t{c.chunk_index}\t{c.attempt}" if c is not None else "-\t-\t-"
         append(rec_fd, f"{entity_id}\t{pid}\t{where}")
 
+    def hostile(entity_id: str) -> None:
+        if "!exit" in entity_id or "!segv" in entity_id or "!kill" in entity_id:
+            record(entity_id)
+            if "!exit" in entity_id:
+                os._exit(70)
+            if "!segv" in entity_id:
+                ctypes.string_at(0)
+            os.kill(os.getpid(), signal.SIGKILL)
+        if "!block" in entity_id:
+            time.sleep(args.block_ms / 1000)  # inside an async callback: the whole event loop stops
+
     def sync_cb(entity_id: str, job: Any) -> None:
         time.sleep(work)
+        hostile(entity_id)
         outcome(entity_id)
         record(entity_id)
         if hooks.due("callback"):
@@ -124,13 +145,14 @@ async def main() -> int:
 
     async def async_cb(entity_id: str, job: Any) -> None:
         await asyncio.sleep(work)
+        hostile(entity_id)
         outcome(entity_id)
         record(entity_id)
         if hooks.due("callback"):
             hooks.announce("callback")
             await hooks.hold()
 
-    if args.concurrency > 1:
+    if args.concurrency > 1 or args.use_async:
         proc = Processor(on_process=async_cb, concurrency=args.concurrency)
     else:
         proc = Processor(on_process=sync_cb)

@@ -102,6 +102,15 @@ ENQUEUE_CASES: list[tuple[str, Call, type[ChunkqError], str]] = [
     ("params not a dict", _enqueue(["a"], params=["x"]), InvalidInput, "params"),
     ("params not JSON", _enqueue(["a"], params={"client": object()}), InvalidInput, "params"),
     ("params with NaN", _enqueue(["a"], params={"rate": math.nan}), InvalidInput, "params"),
+    # untrusted text (tests/reliability/test_untrusted_text.py fuzzes every entry point)
+    ("escape sequence in an ID", _enqueue(["a", "b\x1b]2;x\x07"]), InvalidInput, "#2 contains a control"),
+    ("C1 control in an ID", _enqueue(["a\x9bb"]), InvalidInput, "#1 contains a control"),
+    ("escape sequence in name", _enqueue(["a"], name="\x1b[31mred"), InvalidInput, "name contains a control"),
+    ("lone surrogate in provider", _enqueue(["a"], provider="p\ud800"), InvalidInput, "provider is not valid"),
+    ("lone surrogate in entity type", _enqueue(["a"], entity_type=SURROGATE), InvalidInput, "entity_type"),
+    ("lone surrogate in params", _enqueue(["a"], params={"k": ["\udcff"]}), InvalidInput, "params['k'][0]"),
+    ("lone surrogate in a params key", _enqueue(["a"], params={"\ud800": 1}), InvalidInput, "a key of params"),
+    ("NUL in params", _enqueue(["a"], params={"k": "a\x00b"}), InvalidInput, "params['k'] contains a NUL"),
 ]
 
 UNKNOWN = 987_654

@@ -6,9 +6,13 @@ crash (claim a chunk with the internal ``_claim`` and abandon it) / late commit
 over) / advancing an injected clock past the lease / cancel / pause / resume /
 retry_failed, and after every step checks that ``get_job``, ``list_jobs``,
 ``list_errors`` and ``list_chunks`` agree with the model. Claims are checked too:
-a claim must return the oldest expired lease or the next range of the best
-claimable job, never anything else. Deterministic (``derandomize``), bounded
-examples, run on SQLite and PostgreSQL.
+the model predicts each one exactly - the oldest expired lease of a job with a
+free worker slot (looked for first at most every few seconds, and whenever
+nothing fresh is left) or the next range of the best claimable job - including
+what a claim does to a poison chunk on the way (a chunk taken over for the
+third time without a commit is split into one-entity chunks; a one-entity chunk
+taken over for the third time is recorded as ``WorkerLost``). Deterministic
+(``derandomize``), bounded examples, run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any, ClassVar
 
 import pytest
 from chunkq.core import InvalidInput, InvalidTransition, Processor, Queue
+from chunkq.core.claims import STALE_CHECK_SECONDS
+from chunkq.core.poison import ISOLATE_AFTER
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -37,6 +43,7 @@ from hypothesis.stateful import (
 from ._support import SOAK, backend
 
 LEASE = 30.0
+STALE_EVERY = min(LEASE / 2, STALE_CHECK_SECONDS)
 MAX_EXAMPLES = 20 * SOAK
 STEPS = 25
 # Shrinking a failing run replays it hundreds of times (minutes, past pytest's timeout): CI reports
@@ -59,6 +66,7 @@ class MChunk:
     attempt: int = 1
     state: str = "leased"
     expires: float = 0.0
+    lost: int = 0  # leases that expired under a worker (a split's new chunks start released, at 0)
 
 
 @dataclass
@@ -109,6 +117,8 @@ class QueueModel(RuleBasedStateMachine):
         self.bad: set[str] = set()
         self.abandoned: list[Any] = []
         self.serial = 0
+        self.next_stale = 0.0  # the queue's own schedule of looks for expired leases
+        self.poisoned = False
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(asyncio.wait_for(coro, 60))
@@ -134,45 +144,95 @@ class QueueModel(RuleBasedStateMachine):
 
         return cb, seen
 
-    def _options(self) -> tuple[tuple[MJob, MChunk] | None, MJob | None]:
-        """What a claim may return: the first expired lease, or the next range of the best job."""
-        now = self.clock()
-        live = [j for j in self.jobs.values() if j.status in ("pending", "running")]
-        order = sorted(live, key=lambda j: (-j.priority, j.id))
-        expired = [(j, c) for j in order for c in sorted(j.chunks.values(), key=lambda c: c.index)
-                   if c.state == "leased" and c.expires < now]
-        fresh = [j for j in order if j.leased < j.max_workers and j.next_pos < len(j.entities)]
-        return (expired[0] if expired else None), (fresh[0] if fresh else None)
+    def _live(self) -> list[MJob]:
+        return sorted((j for j in self.jobs.values() if j.status in ("pending", "running")),
+                      key=lambda j: (-j.priority, j.id))
 
-    def _apply_claim(
-        self, job_id: int, index: int, attempt: int | None, items: list[str]
-    ) -> tuple[MJob, MChunk]:
-        """Check a claim against the model and record it (``attempt`` None: not reported)."""
-        reclaim, fresh = self._options()
-        if reclaim is not None and (reclaim[0].id, reclaim[1].index) == (job_id, index):
-            job, chunk = reclaim
-            self.stats["reclaimed"] += 1
-            assert attempt in (None, chunk.attempt + 1), "a reclaim must bump the fencing token"
+    def _expired(self) -> tuple[MJob, MChunk] | None:
+        """The first expired lease of a job with a free worker slot (leases alive count against it)."""
+        now = self.clock()
+        for j in self._live():
+            busy = sum(1 for c in j.chunks.values() if c.state == "leased" and c.expires >= now)
+            if busy >= j.max_workers:
+                continue
+            for c in sorted(j.chunks.values(), key=lambda c: c.index):
+                if c.state == "leased" and c.expires < now:
+                    return j, c
+        return None
+
+    def _fresh(self) -> MJob | None:
+        fresh = [j for j in self._live() if j.leased < j.max_workers and j.next_pos < len(j.entities)]
+        return fresh[0] if fresh else None
+
+    def _reclaim(self) -> tuple[MJob, MChunk] | None:
+        """Take over the first expired lease, settling poison chunks on the way (as the claim transaction does)."""
+        while (found := self._expired()) is not None:
+            job, chunk = found
             chunk.attempt += 1
-        else:
-            assert fresh is not None and (fresh.id, fresh.next_chunk) == (job_id, index), (
-                f"claimed chunk {index} of job {job_id}; allowed: "
-                f"{reclaim and (reclaim[0].id, reclaim[1].index)} or {fresh and (fresh.id, fresh.next_chunk)}")
-            job = fresh
-            chunk = MChunk(index, list(range(job.next_pos, min(job.next_pos + job.chunk_size, len(job.entities)))))
-            job.chunks[index] = chunk
-            job.next_pos += job.chunk_size
-            job.next_chunk += 1
-            assert attempt in (None, 1)
-        assert items == job.ids(chunk), f"chunk {index} of job {job_id} held {items}, expected {job.ids(chunk)}"
+            chunk.lost += chunk.expires > 0
+            chunk.expires = self.clock() + LEASE
+            job.status = "running"
+            if chunk.lost < ISOLATE_AFTER:
+                self.stats["reclaimed"] += 1
+                return job, chunk
+            if len(chunk.positions) > 1:  # isolated: one released chunk per entity
+                self.stats["isolated"] += 1
+                chunk.state = "split"
+                for p in chunk.positions:
+                    job.chunks[job.next_chunk] = MChunk(job.next_chunk, [p])
+                    job.next_chunk += 1
+            else:  # its entity took down ISOLATE_AFTER workers: failed for good
+                self.stats["worker lost"] += 1
+                self._apply_commit(job, chunk, heal=False, lost=True)
+        return None
+
+    def _expect_claim(self) -> tuple[MJob, MChunk] | None:
+        """What the next claim returns, and what it does on the way (the queue's own order of looks)."""
+        now = self.clock()
+        if now >= self.next_stale:
+            self.next_stale = now + STALE_EVERY
+            found = self._reclaim()
+            if found is not None:
+                return found
+            return self._take_fresh()
+        found = self._take_fresh()
+        if found is None:
+            self.next_stale = now + STALE_EVERY
+            found = self._reclaim()
+        return found
+
+    def _take_fresh(self) -> tuple[MJob, MChunk] | None:
+        job = self._fresh()
+        if job is None:
+            return None
+        chunk = MChunk(job.next_chunk, list(range(job.next_pos, min(job.next_pos + job.chunk_size,
+                                                                    len(job.entities)))))
+        job.chunks[chunk.index] = chunk
+        job.next_pos += job.chunk_size
+        job.next_chunk += 1
         chunk.expires = self.clock() + LEASE
         job.status = "running"
         return job, chunk
 
-    def _apply_commit(self, job: MJob, chunk: MChunk, heal: bool) -> None:
+    def _apply_claim(
+        self, job_id: int | None, index: int | None, attempt: int | None, items: list[str]
+    ) -> tuple[MJob, MChunk] | None:
+        """Check a claim (None: nothing was claimed) against the model's prediction and record it."""
+        expected = self._expect_claim()
+        if expected is None:
+            assert job_id is None, f"claimed chunk {index} of job {job_id}; the model expected nothing"
+            return None
+        job, chunk = expected
+        assert (job.id, chunk.index) == (job_id, index), (
+            f"claimed chunk {index} of job {job_id}; the model expected chunk {chunk.index} of job {job.id}")
+        assert attempt in (None, chunk.attempt), "a reclaim must bump the fencing token"
+        assert items == job.ids(chunk), f"chunk {index} of job {job_id} held {items}, expected {job.ids(chunk)}"
+        return job, chunk
+
+    def _apply_commit(self, job: MJob, chunk: MChunk, heal: bool, lost: bool = False) -> None:
         chunk.state = "done"
         ids = job.ids(chunk)
-        fails = [(p, e) for p, e in zip(chunk.positions, ids, strict=True) if not heal and e in self.bad]
+        fails = [(p, e) for p, e in zip(chunk.positions, ids, strict=True) if lost or (not heal and e in self.bad)]
         job.processed += len(ids)
         job.failed += len(fails)
         job.succeeded += len(ids) - len(fails)
@@ -212,10 +272,12 @@ class QueueModel(RuleBasedStateMachine):
         cb, seen = self._callback(heal)
         r = self.run(self.q.process_next_chunk(cb))
         if r is None:
-            assert self._options() == (None, None), "work was claimable but nothing was claimed"
+            assert self._apply_claim(None, None, None, seen) is None
             assert not seen
             return
-        job, chunk = self._apply_claim(r.job_id, r.chunk_index, None, seen)
+        claimed = self._apply_claim(r.job_id, r.chunk_index, None, seen)
+        assert claimed is not None
+        job, chunk = claimed
         assert r.committed
         self._apply_commit(job, chunk, heal)
         assert (r.processed, r.status) == (len(seen), job.status)
@@ -226,7 +288,7 @@ class QueueModel(RuleBasedStateMachine):
     def crash(self, advance: bool) -> None:
         claim = self.run(self.q._claim())
         if claim is None:
-            assert self._options() == (None, None)
+            assert self._apply_claim(None, None, None, []) is None
         else:
             self._apply_claim(claim.job.id, claim.chunk_index, claim.attempt, [i.entity_id for i in claim.items])
             self.abandoned.append(claim)
@@ -237,6 +299,15 @@ class QueueModel(RuleBasedStateMachine):
     @rule()
     def advance_clock(self) -> None:
         self.clock.t += LEASE + 1
+
+    @precondition(lambda self: not self.poisoned and len(self.jobs) >= 2)
+    @rule()
+    def poison(self) -> None:
+        """A callback that kills every worker that runs it: the same chunk is lost again and again
+        (once per run: the other rules get their turns)."""
+        self.poisoned = True
+        for _ in range(ISOLATE_AFTER):
+            self.crash(advance=True)
 
     @precondition(lambda self: self.abandoned)
     @rule(data=st.data(), heal=st.booleans())
@@ -352,6 +423,6 @@ def test_queue_agrees_with_the_model(db_url: str) -> None:
         suppress_health_check=list(HealthCheck), print_blob=False, phases=PHASES))
     # The run must have reached the interesting states, or it proved little.
     for what in ("chunks", "crashes", "reclaimed", "late commit accepted", "fenced off while re-leased",
-                 "retry jobs", "cancelled", "completed jobs"):
+                 "retry jobs", "cancelled", "completed jobs", "isolated", "worker lost"):
         assert stats[what] > 0, f"the model run never exercised {what!r}: {dict(stats)}"
     print(f"\n[model {backend(db_url)}] {MAX_EXAMPLES} examples x up to {STEPS} steps: {dict(sorted(stats.items()))}")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
 
 import click
-from chunkq.core import Job, Queue
+from chunkq.core import Job, ProcessorOptions, Queue
+from chunkq.core.db import mask_password
 from chunkq.tui import humanize
 from click.core import ParameterSource
 
@@ -33,39 +33,45 @@ def _interactive() -> bool:
         return False
 
 
-def open_dashboard(
-    db: str, processor_path: str | None, *, concurrency: int | None = None, timeout: float | None = None,
-    rates: Sequence[tuple[str, float]] = (), capture_locals: bool | None = None,
-) -> None:
-    """Check everything that can be checked cheaply, then import and run the Textual dashboard."""
+def open_dashboard(db: str, processor_path: str | None, options: ProcessorOptions | None = None) -> None:
+    """Check everything that can be checked cheaply, then import and run the Textual dashboard.
+
+    The dashboard gets the same ``ProcessorOptions`` that `chunkq process` would
+    apply, and applies them by the same rule (``core.apply_overrides``).
+    """
+    options = options or ProcessorOptions()
     Queue(db)  # a malformed URL is a usage error now, not inside the UI
     if processor_path:
-        build_processor(processor_path, concurrency, timeout, dict(rates), capture_locals)
+        build_processor(processor_path, options)
     if not _interactive():
         raise CliError("the dashboard needs an interactive terminal; for scripts use 'chunkq jobs', "
                        "'chunkq process' or --json")
+    run(_check_database(db))  # missing, older, newer: one line here, not a crash inside the UI
     try:
-        from chunkq.tui.dashboard.app import run_dashboard
+        from chunkq.tui.dashboard.app import DashboardCrashed, run_dashboard
     except ModuleNotFoundError as exc:
         name = exc.name or ""
         if name.startswith(("chunkq.tui.dashboard", "textual")):
             raise CliError(f"the dashboard is not available: {exc}") from None
         raise
-    run_dashboard(db, processor_path, capture_locals=bool(capture_locals), rate_limits=dict(rates) or None,
-                  concurrency=concurrency, timeout=timeout)
+    try:
+        run_dashboard(db, processor_path, options=options)
+    except DashboardCrashed as exc:  # Textual printed the traceback; exit 1, as for anything unexpected
+        raise click.ClickException(str(exc)) from None
+
+
+async def _check_database(db: str) -> None:
+    async with Queue(db, create=False):
+        pass
 
 
 @click.command("tui")
 @processing_options(processor_required=False)
 @log_options
 @click.pass_context
-def tui_command(
-    ctx: click.Context, processor_path: str | None, concurrency: int | None, timeout: float | None,
-    rates: tuple[tuple[str, float], ...], capture_locals: bool | None,
-) -> None:
+def tui_command(ctx: click.Context, processor_path: str | None, options: ProcessorOptions) -> None:
     """Open the dashboard (also what plain `chunkq` does)."""
-    open_dashboard(settings(ctx).db, processor_path, concurrency=concurrency, timeout=timeout, rates=rates,
-                   capture_locals=capture_locals)
+    open_dashboard(settings(ctx).db, processor_path, options)
 
 
 @click.command()
@@ -90,30 +96,31 @@ def demo(ctx: click.Context, demo_db: str | None, no_ui: bool, as_json: bool) ->
         given = root.get_parameter_source("db") == ParameterSource.COMMANDLINE
         demo_db = settings(ctx).db if given else DEFAULT_DEMO_DB
     as_json = wants_json(ctx, as_json)
+    shown_db = humanize.printable(mask_password(demo_db))  # it may be a postgresql:// URL with a password
 
     async def go() -> tuple[bool, list[Job], str]:
         async with Queue(demo_db) as q:
             if await q.count_jobs() == 0:
                 if not as_json:
                     log.info("seeding %s with demo jobs (a few seconds: one demo ID hangs until its timeout)",
-                             demo_db)
+                             shown_db)
                 return True, await seed(q), out.where(q.display_url)
             return False, await q.list_jobs(limit=100), out.where(q.display_url)
 
     seeded, jobs, where = run(go())
     if as_json:
-        out.emit_json({"db": demo_db, "url": where, "seeded": seeded, "processor": DEMO_PROCESSOR,
+        out.emit_json({"db": mask_password(demo_db), "url": where, "seeded": seeded, "processor": DEMO_PROCESSOR,
                        "jobs": [j.to_dict() for j in jobs]})
     elif no_ui:
-        what = f"Seeded {demo_db} with {humanize.plural(len(jobs), 'demo job')}" if seeded else \
-            f"{demo_db} already has jobs; nothing seeded"
+        what = f"Seeded {shown_db} with {humanize.plural(len(jobs), 'demo job')}" if seeded else \
+            f"{shown_db} already has jobs; nothing seeded"
         if out.stdout_is_tty():
             out.console().print(what + ":", markup=False)
             out.jobs_table(jobs)
         else:
             click.echo(what)
             out.jobs_table(jobs)
-        hint = f"chunkq --db {demo_db} process --until-empty --processor {DEMO_PROCESSOR}"
+        hint = f"chunkq --db {shown_db} process --until-empty --processor {DEMO_PROCESSOR}"
         click.echo(f"Open the dashboard with 'chunkq demo', or process headless with '{hint}'.", err=True)
     if not no_ui and not as_json:
         open_dashboard(demo_db, DEMO_PROCESSOR)

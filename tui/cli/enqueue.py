@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from typing import Any
 
 import click
-from chunkq.core import MAX_CHUNK_SIZE, Job, Queue
+from chunkq.core import Job, Queue, limits
 from chunkq.tui import humanize
 from rich.text import Text
 
 from . import output as out
 from .context import CliError, json_option, run, settings, wants_json
-from .sources import FORMATS, IdSource
+from .options import float_range, int_range
+from .sources import FORMATS, IdSource, spool_stdin
 
 
 def _open_source(source: str | None) -> tuple[Any, str]:
@@ -30,10 +29,7 @@ def _open_source(source: str | None) -> tuple[Any, str]:
             raise CliError("no input: give a FILE of IDs, or '-' and pipe them on stdin")
         source = "-"
     if source == "-":
-        spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned open; closed by the caller
-        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
-        spool.seek(0)
-        return spool, "stdin"
+        return spool_stdin(sys.stdin.buffer), "stdin"  # bounded: see sources.spool_stdin
     try:
         return open(source, "rb"), source  # closed by the caller
     except OSError as exc:
@@ -44,22 +40,24 @@ def _open_source(source: str | None) -> tuple[Any, str]:
 @click.argument("source", required=False, metavar="[FILE|-]")
 @click.option("--entity-type", "-t", required=True, help="What the IDs are: company, person, url…")
 @click.option("--provider", "-p", required=True, help="Who is called for them (also the rate-limit key).")
-@click.option("--chunk-size", type=click.IntRange(1, MAX_CHUNK_SIZE), default=50, show_default=True,
+@click.option("--chunk-size", type=int_range(limits.CHUNK_SIZE), default=limits.CHUNK_SIZE.default, show_default=True,
               help="IDs per chunk (one lease, one commit).")
-@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--priority", type=int_range(limits.PRIORITY), default=limits.PRIORITY.default, show_default=True,
+              help="Higher runs first.")
 @click.option("--name", help="A label shown in lists and the dashboard.")
 @click.option("--dedupe", is_flag=True, help="Drop repeated IDs (keeps the first).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="lines", show_default=True,
               help="lines: one ID per line; csv: a column (header row required); "
               "jsonl: one JSON value per line.")
 @click.option("--column", metavar="NAME", help="CSV column or JSON key holding the ID.")
-@click.option("--max-workers", type=click.IntRange(1, 1000), default=1, show_default=True,
-              help="Chunks of this job that may run at once.")
-@click.option("--max-attempts", type=click.IntRange(1, 100), default=3, show_default=True,
-              help="Tries per entity for transient failures (core.Retry).")
-@click.option("--max-errors", type=click.IntRange(min=0), default=None, metavar="N",
+@click.option("--max-workers", type=int_range(limits.MAX_WORKERS), default=limits.MAX_WORKERS.default,
+              show_default=True, help="Chunks of this job that may run at once.")
+@click.option("--max-attempts", type=int_range(limits.MAX_ATTEMPTS), default=limits.MAX_ATTEMPTS.default,
+              show_default=True, help="Tries per entity for transient failures (chunkq.core.Retry).")
+@click.option("--max-errors", type=int_range(limits.MAX_ERRORS), default=limits.MAX_ERRORS.default, metavar="N",
               help="Pause the job once more than N of its entities have failed.")
-@click.option("--max-error-ratio", type=click.FloatRange(0, 1, min_open=True), default=None, metavar="F",
+@click.option("--max-error-ratio", type=float_range(limits.MAX_ERROR_RATIO), default=limits.MAX_ERROR_RATIO.default,
+              metavar="F",
               help="Pause the job once more than this fraction of its processed entities failed "
               "(0 < F <= 1; checked after the first chunk's worth).")
 @json_option

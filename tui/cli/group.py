@@ -5,6 +5,10 @@ was asked (including "nothing to do"), 2 when the request itself is wrong (bad
 usage, bad input, a processor that does not load, a database URL that cannot
 be opened; the one-line message says which), 1 for anything unexpected.
 Per-entity callback errors are data in the queue, never a failed command.
+
+Every message is printed through ``humanize.printable`` (a message may quote a
+job name, a path or a driver's error: no control character reaches the
+terminal) and ``core.mask_password`` (no database password reaches a log).
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from typing import Any
 
 import click
 from chunkq.core import ChunkqError
+from chunkq.core.db import mask_password
+from chunkq.tui.humanize import printable
 
 from .context import CliError, set_verbosity, verbosity
 
 
 def _one_line(text: object) -> str:
-    return " ".join(str(text).split()) or "(no message)"
+    return mask_password(" ".join(printable(text).split())) or "(no message)"
 
 
 class ChunkqGroup(click.Group):

@@ -6,20 +6,19 @@ import sys
 from typing import Any
 
 import click
-from chunkq.core import STATUSES, Job, Queue
+from chunkq.core import STATUSES, Job, Queue, limits
 from chunkq.tui import humanize
 
 from . import output as out
 from .context import json_option, run, settings, wants_json
-
-JOB_ID = click.IntRange(min=1)
+from .options import JOB_ID
 
 
 @click.command("jobs")
 @click.option("--status", "statuses", type=click.Choice([str(s) for s in STATUSES]), multiple=True,
               help="Only jobs in this status (repeatable).")
 @click.option("--search", metavar="TEXT", help="Only jobs whose name, provider or entity type contains TEXT.")
-@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True, metavar="N")
+@click.option("--limit", type=click.IntRange(1, limits.JOBS_PAGE.hi), default=50, show_default=True, metavar="N")
 @json_option
 @click.pass_context
 def jobs_command(ctx: click.Context, statuses: tuple[str, ...], search: str | None, limit: int,
@@ -28,7 +27,7 @@ def jobs_command(ctx: click.Context, statuses: tuple[str, ...], search: str | No
     cfg = settings(ctx)
 
     async def go() -> list[Job]:
-        async with Queue(cfg.db) as q:
+        async with Queue(cfg.db, readonly=True) as q:
             return await q.list_jobs(list(statuses) or None, limit=limit, search=search)
 
     jobs = run(go())
@@ -47,7 +46,7 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
     cfg = settings(ctx)
 
     async def go() -> tuple[Job, Any, Any]:
-        async with Queue(cfg.db) as q:
+        async with Queue(cfg.db, readonly=True) as q:
             job = await q.get_job(job_id)
             return job, await q.list_chunks(job_id, limit=10_000), await q.group_errors(job_id, limit=20)
 
@@ -69,8 +68,9 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
 
 @click.command()
 @click.argument("job_id", type=JOB_ID, metavar="ID")
-@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
-              help="At most N errors (default: 100 for the table and --json, all for csv/jsonl).")
+@click.option("--limit", type=click.IntRange(1, limits.ERRORS_PAGE.hi), default=None, metavar="N",
+              help=f"At most N errors (default: {limits.ERRORS_PAGE.default} for the table and --json, "
+              "all for csv/jsonl).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "jsonl"]), default="table",
               show_default=True, help="csv and jsonl stream every attempt of every entity, for export.")
 @json_option
@@ -82,9 +82,9 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, as_json
     export = fmt in ("csv", "jsonl") and not as_json
 
     async def go() -> list[Any]:
-        async with Queue(cfg.db) as q:
+        async with Queue(cfg.db, readonly=True) as q:
             if not export:
-                return await q.list_errors(job_id, limit=limit or 100)
+                return await q.list_errors(job_id, limit=limit or limits.ERRORS_PAGE.default)
             emit = out.error_writer(fmt)
             if limit is not None:
                 for e in await q.list_errors(job_id, limit=limit):
@@ -113,7 +113,7 @@ def _job_action(name: str, verb: str, doc: str) -> click.Command:
         cfg = settings(ctx)
 
         async def go() -> Job:
-            async with Queue(cfg.db) as q:
+            async with Queue(cfg.db, create=False) as q:
                 return await getattr(q, verb)(job_id)
 
         job = run(go())

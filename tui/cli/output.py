@@ -4,20 +4,29 @@ Convention (the Unix one): results go to stdout, progress and diagnostics go to
 stderr through ``logging``. So ``JOB=$(chunkq enqueue ids.txt ...)`` captures
 just the id, ``--json`` output is exactly one document on stdout, and a cron
 mail shows timestamped log lines without colour codes or progress bars.
+
+Text a user or a provider wrote (names, IDs, messages) is shown through
+``humanize.printable`` in every human output (Rich tables, TSV, log lines), so
+it can neither drive the terminal nor be parsed as markup; JSON output, CSV and
+JSON Lines exports stay exact (JSON escapes control characters itself).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from chunkq.core import ChunkInfo, ErrorEntry, ErrorGroup, Job, RunSummary
+from chunkq.core.db import mask_password
 from chunkq.tui import humanize
 from chunkq.tui.humanize import ago, duration, number, plural, timestamp
 from rich.console import Console
@@ -60,6 +69,13 @@ def where(display_url: str) -> str:
     return display_url.replace("+aiosqlite", "").replace("+asyncpg", "")
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines quote callbacks' exceptions and IDs: controls escaped, passwords masked, lines kept."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_password(humanize.printable(super().format(record), lines=True))
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever sys.stderr is *now* (test runners and daemons swap it)."""
 
@@ -89,10 +105,10 @@ def setup_logging(verbose: int, quiet: int) -> int:
 
         handler = RichHandler(console=console(stderr=True), show_path=False, rich_tracebacks=False,
                               log_time_format="[%H:%M:%S]")
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_PrintableFormatter("%(message)s"))
     else:
         handler = _StderrHandler()
-        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        fmt = _PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
         fmt.converter = time.gmtime
         handler.setFormatter(fmt)
     setattr(handler, _HANDLER_TAG, True)
@@ -104,6 +120,38 @@ def setup_logging(verbose: int, quiet: int) -> int:
     root.setLevel(logging.DEBUG if verbose >= 2 else max(level, logging.WARNING))
     logging.getLogger("chunkq").setLevel(level)
     return level
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(active: bool = True) -> Iterator[None]:
+    """While active, whatever the callbacks print goes to stderr: stdout stays one JSON document.
+
+    Both levels are redirected: file descriptor 1 (``dup2``, for C extensions and
+    subprocesses that write to it directly) and ``sys.stdout`` (for ``print``).
+    When stdout is not a real file (a test runner's capture), only the latter.
+    """
+    if not active:
+        yield
+        return
+    old = sys.stdout
+    old.flush()
+    saved: int | None = None
+    try:
+        fd = old.fileno()
+        saved = os.dup(fd)
+        os.dup2(sys.stderr.fileno(), fd)
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        saved = None
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        sys.stdout = old
+        if saved is not None:
+            os.dup2(saved, fd)
+            os.close(saved)
 
 
 def emit_json(document: Any) -> None:
@@ -123,7 +171,7 @@ def tsv(rows: Iterable[Sequence[Any]]) -> None:
     """Tab-separated rows for `| cut`, `| sort` and friends when stdout is not a terminal."""
     out = sys.stdout
     for row in rows:
-        cells = ("" if v is None else str(v).replace("\t", " ").replace("\n", " ") for v in row)
+        cells = ("" if v is None else humanize.printable(v) for v in row)  # no tab, break or control
         out.write("\t".join(cells) + "\n")
     out.flush()
 
@@ -345,6 +393,7 @@ def summary_sentence(s: RunSummary) -> str:
         "max_seconds": "reached --max-seconds",
         "signal": "stopped by a signal",
         "aborted": "aborted, chunk in flight given up",
+        "wedged": "stopped: too many callbacks hung past --timeout (exit 3; start it again)",
         "idle": "idle",
     }.get(s.stopped_by, s.stopped_by)
     return f"{', '.join(parts)} in {duration(s.elapsed)}; {why}"

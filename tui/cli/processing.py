@@ -1,10 +1,10 @@
 """`chunkq process` and `chunkq worker`: running the callback over the queue, under signal handling.
 
-Everything about *running* lives here, in one place: the two-stage stop
-(``StopOnSignals``), "until empty" including the wait for retries that are not
-yet due (``run_processing``, ``_next_retry_in``), and the progress bar. The
-dashboard has its own copy of the run-until-empty loop for now; both are meant
-to move into core, and this module is where the CLI will switch over.
+The running itself is core's ``Worker``, the same loop the dashboard's auto-run
+and the HTTP trigger use: "until empty" including the wait for retries that are
+not yet due (``wait_for_retries``), and the two-stage stop on SIGINT/SIGTERM
+(``Worker.stop_on_signals``). This module only says what happens, in the CLI's
+voice: a log line per chunk, the progress bar, the summary and the exit code.
 """
 
 from __future__ import annotations
@@ -13,74 +13,70 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 from chunkq.core import (
     ACTIVE_STATUSES,
     ChunkResult,
+    DatabaseUnavailable,
     EntityResult,
     Processor,
+    ProcessorOptions,
     Queue,
     RunSummary,
     Worker,
+    limits,
+    stop_message,
 )
+from chunkq.core.worker import RETRY_POLL_SECONDS
 from chunkq.tui import humanize
 
 from . import output as out
 from .context import CliError, json_option, run, settings, wants_json
-from .options import build_processor, lease_seconds_option, processing_options
+from .options import (
+    JOB_ID,
+    NO_PROCESSOR,
+    build_processor,
+    float_range,
+    int_range,
+    lease_seconds_option,
+    processing_options,
+)
 
 log = logging.getLogger("chunkq.cli")
 
-
-class StopOnSignals:
-    """First SIGTERM/SIGINT: finish and commit the chunk in flight. Second: give it up now."""
-
-    def __init__(self) -> None:
-        self.worker: Worker | None = None
-        self.count = 0
-        self.aborted_by: int | None = None
-        self.event = asyncio.Event()
-        self._installed: list[signal.Signals] = []
-
-    def __enter__(self) -> StopOnSignals:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._handle, sig)
-                self._installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / not POSIX
-                pass
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in self._installed:
-            loop.remove_signal_handler(sig)
-
-    def _handle(self, sig: signal.Signals) -> None:
-        self.count += 1
-        self.event.set()
-        if self.count == 1:
-            log.warning("%s: finishing the chunk in flight, then stopping (send it again to give it up now)",
-                        sig.name)
-            if self.worker is not None:
-                self.worker.stop()
-        else:
-            log.warning("%s again: giving up the chunk in flight; its lease is released for another worker",
-                        sig.name)
-            self.aborted_by = int(sig)
-            if self.worker is not None:
-                self.worker.abort()
+#: exit status of a worker that stopped itself because too many callback threads hung past --timeout
+#: (``RunSummary.stopped_by == "wedged"``): not a failure of the command, a request to be restarted
+EXIT_WEDGED = 3
+#: after a second SIGINT/SIGTERM the process ends within this many seconds, whatever user code holds
+HARD_EXIT_SECONDS = 3.0
 
 
-def _load(processor_path: str | None, concurrency: int | None, timeout: float | None,
-          rates: Sequence[tuple[str, float]], capture_locals: bool | None) -> Processor:
+def _load(processor_path: str | None, options: ProcessorOptions) -> Processor:
     if not processor_path:
-        raise CliError("no processor: give --processor module:function (or set CHUNKQ_PROCESSOR)")
-    return build_processor(processor_path, concurrency, timeout, dict(rates), capture_locals)
+        raise CliError(NO_PROCESSOR)
+    return build_processor(processor_path, options)
+
+
+async def _open_within(q: Queue, max_seconds: float | None) -> None:
+    """Opening the database counts toward ``--max-seconds``: a server that accepts connections
+    and never answers must not hold a cron run past its budget."""
+    if max_seconds is None:
+        await q.open()
+        return
+    try:
+        await asyncio.wait_for(q.open(), max_seconds)
+    except TimeoutError:
+        raise DatabaseUnavailable(
+            f"the database {out.where(q.display_url)} did not answer within --max-seconds {max_seconds:g}; "
+            "nothing was processed") from None
+
+
+def _say_stop(sig: signal.Signals, count: int) -> None:
+    log.warning("%s", stop_message(sig, count))
 
 
 def _log_chunk(
@@ -110,40 +106,17 @@ def _report(summary: RunSummary, as_json: bool, what: str) -> None:
         out.plain_line(f"chunkq {what}: {out.summary_sentence(summary)}")
 
 
-def _merge(total: RunSummary, part: RunSummary) -> None:
-    total.chunks += part.chunks
-    total.entities += part.entities
-    total.errors += part.errors
-    total.retried += part.retried
-    total.discarded += part.discarded
-    total.jobs_completed += [j for j in part.jobs_completed if j not in total.jobs_completed]
-    total.stopped_by = part.stopped_by
-
-
-async def _next_retry_in(q: Queue, job_id: int | None) -> float | None:
-    """Seconds until the earliest scheduled entity retry of an active job; None when none waits."""
-    jobs = [await q.get_job(job_id)] if job_id is not None else await q.list_jobs(
-        list(ACTIVE_STATUSES), limit=100_000)
-    due = [j.next_retry_at.timestamp() for j in jobs
-           if j.status in ACTIVE_STATUSES and j.waiting_count > 0 and j.next_retry_at is not None]
-    return max(min(due) - q.now(), 0.25) if due else None
-
-
 async def run_processing(
     q: Queue, processor: Processor, *, job_id: int | None = None, max_chunks: int | None = None,
     max_seconds: float | None = None, until_empty: bool = False, forever: bool = False,
     poll_interval: float = 1.0, bar_total: int | None = None,
 ) -> tuple[RunSummary, int | None]:
-    """Run workers under signal handling; returns the summary and the signal that aborted, if any.
+    """Run a ``Worker`` under signal handling; returns the summary and the signal that aborted, if any.
 
     ``until_empty`` also waits for entity retries that are scheduled but not yet
     due, so "empty" means every active job is finished, not just that nothing is
     claimable this very second.
     """
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    deadline = started + max_seconds if max_seconds is not None else None
-    summary = RunSummary()
     on_entity: Callable[[EntityResult], None] | None = None
     on_bar_chunk: Callable[[ChunkResult], None] | None = None
     chunk_level = logging.INFO
@@ -176,44 +149,29 @@ async def run_processing(
 
         progress_cm = progress
 
-    with StopOnSignals() as stopper, progress_cm:
-        while True:
-            left_chunks = None if max_chunks is None else max_chunks - summary.chunks
-            left_seconds = None if deadline is None else max(deadline - loop.time(), 0.0)
-            worker = Worker(q, processor, job_id=job_id, max_chunks=left_chunks, max_seconds=left_seconds,
-                            forever=forever, poll_interval=poll_interval,
-                            on_chunk=_log_chunk(chunk_level, on_bar_chunk), on_entity=on_entity)
-            stopper.worker = worker
-            if stopper.count:
-                worker.stop()
-            _merge(summary, await worker.run())
-            if summary.stopped_by != "empty" or not until_empty or stopper.count:
-                break
-            wait = await _next_retry_in(q, job_id)
-            if wait is None:
-                break
-            if deadline is not None:
-                wait = min(wait, max(deadline - loop.time(), 0.0))
-            log.log(chunk_level, "waiting %s for entity retries that are not yet due", humanize.duration(wait))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopper.event.wait(), wait)
-            if stopper.count:
-                summary.stopped_by = "signal"
-                break
-    summary.elapsed = loop.time() - started
-    if stopper.aborted_by is not None:
-        summary.stopped_by = "aborted"
+    def on_wait(due: float | None) -> None:
+        if due is not None:
+            log.log(chunk_level, "waiting %s for entity retries that are not yet due",
+                    humanize.duration(max(due - q.now(), RETRY_POLL_SECONDS)))
+
+    worker = Worker(q, processor, job_id=job_id, max_chunks=max_chunks, max_seconds=max_seconds,
+                    forever=forever, poll_interval=poll_interval, wait_for_retries=until_empty,
+                    on_wait=on_wait, on_chunk=_log_chunk(chunk_level, on_bar_chunk), on_entity=on_entity)
+    # After a second signal the process ends within HARD_EXIT_SECONDS even if user code holds a
+    # thread that never returns (e.g. a callback's own asyncio.to_thread): see core/signals.py.
+    with worker.stop_on_signals(on_signal=_say_stop, hard_exit_after=HARD_EXIT_SECONDS) as stopper, progress_cm:
+        summary = await worker.run()
     return summary, stopper.aborted_by
 
 
 @click.command()
 @click.option("--until-empty", is_flag=True,
               help="Keep going until every job is done, waiting for scheduled retries (default: one chunk).")
-@click.option("--max-chunks", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--max-chunks", type=int_range(limits.MAX_CHUNKS), default=None, metavar="N",
               help="Stop after N chunks.")
-@click.option("--max-seconds", type=click.FloatRange(0, min_open=True), default=None, metavar="S",
+@click.option("--max-seconds", type=float_range(limits.MAX_SECONDS), default=None, metavar="S",
               help="Start no chunk after S seconds (a chunk in flight still finishes).")
-@click.option("--job", "job_id", type=click.IntRange(min=1), default=None, metavar="ID",
+@click.option("--job", "job_id", type=JOB_ID, default=None, metavar="ID",
               help="Only this job.")
 @lease_seconds_option
 @processing_options()
@@ -221,24 +179,27 @@ async def run_processing(
 @click.pass_context
 def process(
     ctx: click.Context, until_empty: bool, max_chunks: int | None, max_seconds: float | None,
-    job_id: int | None, lease_seconds: float, processor_path: str | None, concurrency: int | None,
-    timeout: float | None, rates: tuple[tuple[str, float], ...], capture_locals: bool | None, as_json: bool,
+    job_id: int | None, lease_seconds: float, processor_path: str | None, options: ProcessorOptions,
+    as_json: bool,
 ) -> None:
     """Process pending chunks, then exit: the cron entry point.
 
     By default one chunk; --until-empty, --max-chunks and --max-seconds run
     more. Exits 0 when nothing is pending. Overlapping runs are safe: each
-    chunk is leased to one process.
+    chunk is leased to one process. Exits 3 when too many callbacks hung past
+    --timeout (their threads cannot be stopped): run it again.
     """
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
-    processor = _load(processor_path, concurrency, timeout, rates, capture_locals)
+    started = time.monotonic()
     if not (until_empty or max_seconds is not None or max_chunks is not None):
         max_chunks = 1
     show_bar = until_empty and not as_json and out.stdout_is_tty()
 
     async def go() -> tuple[RunSummary, int | None]:
-        async with Queue(cfg.db, lease_seconds=lease_seconds) as q:
+        q = Queue(cfg.db, lease_seconds=lease_seconds, create=False)
+        await _open_within(q, max_seconds)
+        async with q:
             total = None
             if job_id is not None:
                 job = await q.get_job(job_id)  # an unknown id is a usage error, found before any claim
@@ -246,20 +207,26 @@ def process(
                 if job.status not in ACTIVE_STATUSES:
                     log.warning("job %s is %s: nothing to process", job_id, job.status)
             elif show_bar:
-                active = await q.list_jobs(list(ACTIVE_STATUSES), limit=100_000)
+                active = await q.list_jobs(list(ACTIVE_STATUSES), limit=limits.JOBS_PAGE.hi)
                 total = sum(j.remaining_count for j in active)
+            left = None if max_seconds is None else max(max_seconds - (time.monotonic() - started), 0.001)
             return await run_processing(q, processor, job_id=job_id, max_chunks=max_chunks,
-                                        max_seconds=max_seconds, until_empty=until_empty,
+                                        max_seconds=left, until_empty=until_empty,
                                         bar_total=total if show_bar else None)
 
-    summary, aborted_by = run(go())
+    with out.stdout_to_stderr(as_json):  # a callback's print() must not break the JSON document
+        processor = _load(processor_path, options)
+        summary, aborted_by = run(go())
     _report(summary, as_json, "process")
     if aborted_by is not None:
         ctx.exit(128 + aborted_by)
+    if summary.stopped_by == "wedged":
+        ctx.exit(EXIT_WEDGED)
 
 
 @click.command()
-@click.option("--poll-interval", type=click.FloatRange(0.01), default=1.0, show_default=True, metavar="S",
+@click.option("--poll-interval", type=float_range(limits.POLL_INTERVAL), default=limits.POLL_INTERVAL.default,
+              show_default=True, metavar="S",
               help="Seconds between looks for work when idle (jittered).")
 @lease_seconds_option
 @processing_options()
@@ -267,26 +234,31 @@ def process(
 @click.pass_context
 def worker(
     ctx: click.Context, poll_interval: float, lease_seconds: float, processor_path: str | None,
-    concurrency: int | None, timeout: float | None, rates: tuple[tuple[str, float], ...],
-    capture_locals: bool | None, as_json: bool,
+    options: ProcessorOptions, as_json: bool,
 ) -> None:
     """Process chunks until stopped (systemd, supervisor, a container).
 
     The first SIGTERM/SIGINT finishes and commits the chunk in flight, then
     exits 0; a second gives that chunk up at once (its lease is released, so
-    another worker redoes it) and exits 128+signal.
+    another worker redoes it) and exits 128+signal. Exits 3 when too many
+    callbacks hung past --timeout (Python cannot stop their threads): let the
+    supervisor start a fresh worker. Without --timeout a hung sync callback
+    cannot be abandoned; the second signal still ends the process.
     """
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
-    processor = _load(processor_path, concurrency, timeout, rates, capture_locals)
 
     async def go() -> tuple[RunSummary, int | None]:
-        async with Queue(cfg.db, lease_seconds=lease_seconds) as q:
+        async with Queue(cfg.db, lease_seconds=lease_seconds, create=False) as q:
             log.info("worker %s on %s with %s; stop with Ctrl-C or SIGTERM", q.owner,
                      out.where(q.display_url), processor_path)
             return await run_processing(q, processor, forever=True, poll_interval=poll_interval)
 
-    summary, aborted_by = run(go())
+    with out.stdout_to_stderr(as_json):  # a callback's print() must not break the JSON document
+        processor = _load(processor_path, options)
+        summary, aborted_by = run(go())
     _report(summary, as_json, "worker")
     if aborted_by is not None:
         ctx.exit(128 + aborted_by)
+    if summary.stopped_by == "wedged":
+        ctx.exit(EXIT_WEDGED)

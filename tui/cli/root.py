@@ -15,6 +15,7 @@ import click
 from . import output as out
 from .context import DEFAULT_DB, Settings, set_verbosity
 from .dashboard import demo, open_dashboard, tui_command
+from .db import db_group
 from .enqueue import enqueue
 from .group import ChunkqGroup
 from .manage import cancel, errors, jobs_command, pause, resume, retry, show
@@ -56,7 +57,7 @@ def cli(ctx: click.Context, db: str, as_json: bool, verbose: int, quiet: int) ->
 
 
 for _command in (enqueue, process, worker, jobs_command, show, errors, pause, resume, cancel, retry,
-                 tui_command, demo):
+                 tui_command, demo, db_group):
     cli.add_command(_command)
 
 

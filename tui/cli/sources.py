@@ -6,25 +6,98 @@ transaction, so a million-line file streams through and a bad line anywhere
 leaves nothing behind. Every problem is an ``InvalidInput`` that names the file
 and the line, because that is what a person needs to fix it.
 
-Bytes are decoded here (strictly, as UTF-8) rather than by Python's text layer,
-so an undecodable byte is reported with its line instead of as a traceback.
+Bytes are decoded here (as UTF-8, an undecodable byte reported with its line
+and column instead of as a traceback), and lines are read with a bound: a line
+longer than ``limits.INPUT_LINE_LENGTH`` characters is refused once that many
+have been read, so a 300 MB line or ``/dev/zero`` costs a megabyte or so of
+memory, not all of it. Line endings are universal: ``\n``, ``\r\n`` and a lone
+``\r`` (old Mac exports) each end a line. ``spool_stdin`` copies a pipe to a
+temporary file under the same bound and a total size cap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import logging
+import os
 import re
+import tempfile
 from collections.abc import Iterator
 from typing import IO
 
-from chunkq.core import InvalidInput, clean_entity_id
+from chunkq.core import InvalidInput, clean_entity_id, limits
 
 log = logging.getLogger("chunkq.cli")
 
 FORMATS = ("lines", "csv", "jsonl")
 _CORE_PREFIX = re.compile(r"^entity ID #\d+ ")
+#: what ``surrogateescape`` makes of a byte that is not UTF-8
+_BAD_BYTE = re.compile(r"[\udc80-\udcff]")
+STDIN_LIMIT_ENV = "CHUNKQ_STDIN_MAX_BYTES"
+_SPOOL_BLOCK = 1 << 20
+
+
+def too_long(where: str, limit: int) -> InvalidInput:
+    return InvalidInput(
+        f"{where}: longer than {limit:,} characters (an entity ID is at most {limits.ENTITY_ID_LENGTH:,}); "
+        "is this a file of IDs, one a line?")
+
+
+def stdin_limit() -> int:
+    """The stdin spool's cap in bytes: ``CHUNKQ_STDIN_MAX_BYTES``, else ``limits.STDIN_BYTES``."""
+    raw = os.environ.get(STDIN_LIMIT_ENV, "").strip()
+    if not raw:
+        return limits.STDIN_BYTES
+    if not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+        raise InvalidInput(f"{STDIN_LIMIT_ENV} must be a positive whole number of bytes, got {raw!r:.40}")
+    return int(raw)
+
+
+def spool_stdin(source: IO[bytes], *, max_bytes: int | None = None,
+                line_length: int = limits.INPUT_LINE_LENGTH) -> IO[bytes]:
+    """``source`` copied to a temporary file (returned at its start), refusing what cannot be IDs.
+
+    Enqueueing holds the database's write transaction while it reads, so a slow
+    producer on a pipe must not keep the write lock: the pipe is drained first.
+    The copy stops, with the line's number, at a run of more than
+    ``line_length * 4`` bytes without a line break (no line of IDs is that long;
+    ``/dev/zero`` is), and at ``max_bytes`` in all (``stdin_limit()``).
+    """
+    cap = stdin_limit() if max_bytes is None else max_bytes
+    run_cap = line_length * 4  # UTF-8 needs at most 4 bytes a character
+    size = min(_SPOOL_BLOCK, run_cap)  # so no line that starts and ends inside one block can be too long
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned open; closed by the caller
+    total = run = 0  # run: bytes since the last line break
+    line = 1
+    after_cr = False  # the previous block ended in CR: a LF starting this one is the same break
+    try:
+        while block := source.read(size):
+            total += len(block)
+            if total > cap:
+                raise InvalidInput(
+                    f"stdin holds more than {cap:,} bytes; save the IDs to a file and pass its path "
+                    f"(a file is read in place, not copied), or raise {STDIN_LIMIT_ENV}")
+            first = min((i for i in (block.find(b"\n"), block.find(b"\r")) if i >= 0), default=len(block))
+            if run + first > run_cap:
+                raise too_long(f"stdin, line {line}", line_length)
+            last = max(block.rfind(b"\n"), block.rfind(b"\r"))
+            run = run + len(block) if last < 0 else len(block) - last - 1
+            line += _count_breaks(block, after_cr)
+            after_cr = block.endswith(b"\r")
+            spool.write(block)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _count_breaks(block: bytes, after_cr: bool) -> int:
+    n = block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+    return n - 1 if after_cr and block.startswith(b"\n") else n
 
 
 class IdSource:
@@ -53,18 +126,27 @@ class IdSource:
     # ------------------------------------------------------------------ reading
 
     def _decoded_lines(self) -> Iterator[str]:
-        """The input's lines as text, newline kept (csv needs it for quoted fields)."""
-        for raw in self.stream:
-            self._lineno += 1
-            if self._lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a UTF-8 byte-order mark, as Excel writes
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InvalidInput(
-                    f"{self.where()}: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} "
-                    "is not valid UTF-8 (save the file as UTF-8)"
-                ) from None
+        """The input's lines as text, ``\n`` kept (csv needs it for quoted fields), each bounded."""
+        limit = limits.INPUT_LINE_LENGTH
+        text = io.TextIOWrapper(self.stream, encoding="utf-8", errors="surrogateescape",  # type: ignore[type-var]
+                                newline=None)
+        try:
+            while line := text.readline(limit + 1):
+                self._lineno += 1
+                if len(line) > limit and not line.endswith("\n"):
+                    raise too_long(self.where(), limit)
+                if self._lineno == 1 and line.startswith("\ufeff"):
+                    line = line[1:]  # a UTF-8 byte-order mark, as Excel writes
+                if not line.isascii() and (bad := _BAD_BYTE.search(line)) is not None:
+                    column = len(line[:bad.start()].encode("utf-8", "surrogateescape")) + 1
+                    raise InvalidInput(
+                        f"{self.where()}: byte 0x{ord(bad.group()) - 0xDC00:02x} at column {column} "
+                        "is not valid UTF-8 (save the file as UTF-8)"
+                    )
+                yield line
+        finally:
+            with contextlib.suppress(ValueError):  # already closed by its owner
+                text.detach()  # the caller closes the stream it opened, not this wrapper
 
     def where(self, lineno: int | None = None) -> str:
         return f"{self.name}, line {self._lineno if lineno is None else lineno}"

@@ -6,12 +6,16 @@ the screens, and asks before quitting with a chunk in flight. The processing its
 (step, auto-run, dry run, reload) is ``processing.ProcessingApp``, its base.
 
 Screens never import this module: they see the app as ``protocol.Dashboard``.
+
+Two things are made safe here once for every screen: a notification's text and
+the header's title are plain (``notify`` would parse markup; a job name or a
+provider's message may hold brackets or escape sequences), and a dashboard that
+stops on an unexpected error says so to its caller (``DashboardCrashed``)
+instead of looking like a normal quit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
 from typing import ClassVar
 
 from chunkq import core
@@ -22,9 +26,25 @@ from chunkq.tui.dashboard.protocol import ProcessingListener
 from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from chunkq.tui.dashboard.screens.help import HelpScreen
 from chunkq.tui.dashboard.screens.jobs import JobsScreen
+from chunkq.tui.humanize import printable
+from rich.segment import Segment, Segments
 from textual import work
 from textual.app import App
 from textual.binding import BindingType
+from textual.content import Content
+from textual.notifications import SeverityLevel
+
+
+class DashboardCrashed(Exception):
+    """The dashboard stopped on an unexpected error (Textual has printed its traceback)."""
+
+
+def _printable_segments(renderable: object) -> object:
+    """Pre-rendered ``Segments`` with every text made printable (controls escaped); else as is."""
+    if not isinstance(renderable, Segments):
+        return renderable
+    return Segments([Segment(printable(s.text, lines=True), s.style, s.control) if not s.control else s
+                     for s in renderable.segments])
 
 
 class ChunkqApp(ProcessingApp):
@@ -40,24 +60,36 @@ class ChunkqApp(ProcessingApp):
     COMMANDS: ClassVar = App.COMMANDS | {commands.ChunkqCommands}
     ENABLE_COMMAND_PALETTE = True
 
-    def __init__(
-        self,
-        db_url: str,
-        *,
-        processor: str | None = None,
-        capture_locals: bool = False,
-        rate_limits: dict[str, float] | None = None,
-        concurrency: int | None = None,
-        timeout: float | None = None,
-        clock: Callable[[], datetime] | None = None,
-        refresh_interval: float = 0.5,
+    # Constructed as ``ProcessingApp`` is (``ChunkqApp(db_url, processor=…, options=…)``); a bad
+    # processor raises ProcessorError before any screen exists, which the CLI reports as a usage error.
+    #: the home screen, once mounted
+    jobs_screen: JobsScreen | None = None
+    #: why the dashboard could not start (the database), re-raised by run_dashboard
+    startup_error: core.ChunkqError | None = None
+
+    # ------------------------------------------------------------------ plain text, everywhere
+
+    def notify(
+        self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+        timeout: float | None = None, markup: bool = True,
     ) -> None:
-        # Raises ProcessorError before any screen exists: the CLI reports it as a usage error.
-        super().__init__(db_url, processor=processor, capture_locals=capture_locals, rate_limits=rate_limits,
-                         concurrency=concurrency, timeout=timeout, clock=clock, refresh_interval=refresh_interval)
-        self.jobs_screen: JobsScreen | None = None
-        #: why the dashboard could not start (the database), re-raised by run_dashboard
-        self.startup_error: core.ChunkqError | None = None
+        """Every toast is plain text: its messages quote job names, IDs, paths and exceptions.
+
+        ``markup`` is accepted for Textual's signature and ignored: no caller may
+        turn parsing back on for text it does not control.
+        """
+        super().notify(printable(message, lines=True), title=printable(title), severity=severity,
+                       timeout=timeout, markup=False)
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        # the sub-title names the database and the processor; a screen title may name a job
+        return super().format_title(printable(title), printable(sub_title))
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Textual pre-renders the crash's traceback for printing after exit, with the exception's
+        # message as it is: escape its text too (Textual is pinned; the shapes are checked).
+        super()._handle_exception(error)
+        self._exit_renderables[:] = [_printable_segments(r) for r in self._exit_renderables]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -138,7 +170,6 @@ class ChunkqApp(ProcessingApp):
             self.notify("finishing the chunk in flight, then quitting…")
             if self.auto_worker is not None:
                 self.auto_worker.stop()
-                self._auto_stop.set()
         else:
             self._abandon()
         await self._wait_for_processing()
@@ -149,18 +180,22 @@ def run_dashboard(
     db_url: str,
     processor: str | None = None,
     *,
-    capture_locals: bool = False,
-    rate_limits: dict[str, float] | None = None,
-    concurrency: int | None = None,
-    timeout: float | None = None,
+    options: core.ProcessorOptions | None = None,
 ) -> None:
     """Run the dashboard until the user quits (``chunkq tui`` / ``chunkq demo``).
 
-    Raises ``core.ProcessorError`` for a bad ``processor`` before the screen opens,
-    and ``core.DatabaseUnavailable`` when the database cannot be opened.
+    ``options`` are the command line's overrides, applied to the processor by
+    ``core.apply_overrides``, exactly as `chunkq process` applies them. Raises
+    ``core.ProcessorError`` for a bad ``processor`` before the screen opens,
+    ``core.DatabaseUnavailable`` when the database cannot be opened, and
+    ``DashboardCrashed`` when an unexpected exception ended it.
     """
-    app = ChunkqApp(db_url, processor=processor, capture_locals=capture_locals, rate_limits=rate_limits,
-                    concurrency=concurrency, timeout=timeout)
+    app = ChunkqApp(db_url, processor=processor, options=options)
     app.run()
     if app.startup_error is not None:
         raise app.startup_error
+    if app.return_code:  # an unhandled exception: never a quiet exit with status 0
+        error = app._exception
+        what = (f"an unexpected {type(error).__name__}: {printable(error)}" if error is not None
+                else f"exit status {app.return_code}")
+        raise DashboardCrashed(f"the dashboard stopped on {what}") from error

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from chunkq.core import Job, Processor
+from chunkq.tui.humanize import printable
 
 #: Called with the traceback of the exception the callback raised; returns when the user leaves.
 Debugger = Callable[[TracebackType], None]
@@ -117,13 +118,14 @@ def post_mortem(
         write("chunkq: the callback succeeded; nothing to debug.\n")
         return DebugOutcome(entity_id, True, False, f"{entity_id} succeeded this time; nothing to debug")
     name = type(exc).__name__
+    said = printable(exc)  # the provider's message, on the real terminal: escaped like everywhere else
     if exc.__traceback__ is None:
-        write(f"chunkq: {name}: {exc} (no traceback to debug)\n")
+        write(f"chunkq: {name}: {said} (no traceback to debug)\n")
         return DebugOutcome(
             entity_id, False, False, f"{entity_id}: {name}: {exc} (no traceback to debug)", exc
         )
     write(
-        f"chunkq: {name}: {exc}\nchunkq: entering the debugger at the exception; "
+        f"chunkq: {name}: {said}\nchunkq: entering the debugger at the exception; "
         "quit it (q) to return to the dashboard.\n"
     )
     try:

@@ -1,4 +1,10 @@
-"""How the dashboard shows numbers, times and statuses, shared by every screen.
+"""How the dashboard shows numbers, times, statuses and untrusted text, shared by every screen.
+
+Every string that came from a user or a provider (a job name, an entity ID, a
+provider's error message, a traceback, a path) is shown through ``plain``: a
+``rich.text.Text``, so brackets are never parsed as markup, with control
+characters, bidi overrides and lone surrogates escaped by
+``humanize.printable``, so nothing reaches the terminal raw.
 
 Colours come from the running Textual theme (``app.theme_variables``) rather than
 fixed names, so a status reads the same way in every theme. Functions that take
@@ -14,10 +20,16 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 # Plain-text rules shared with the CLI (chunkq.tui.humanize); re-exported for the screens.
+from chunkq.tui.humanize import DASH as DASH
 from chunkq.tui.humanize import age as age
 from chunkq.tui.humanize import count as count
 from chunkq.tui.humanize import duration as duration
+from chunkq.tui.humanize import number as number
+from chunkq.tui.humanize import percent as percent
+from chunkq.tui.humanize import plural as plural
+from chunkq.tui.humanize import printable as printable
 from chunkq.tui.humanize import rate as rate
+from chunkq.tui.humanize import timestamp as timestamp
 from chunkq.tui.humanize import until as until
 from rich.style import Style
 from rich.text import Text
@@ -50,7 +62,6 @@ _FALLBACK: dict[str, str] = {
     "panel": "#24292F",
 }
 
-DASH = "–"
 BAR_FULL = "━"
 BAR_EMPTY = "─"
 
@@ -68,6 +79,15 @@ def _rich_color(value: str, background: str) -> str:
         except Exception:
             color = color.with_alpha(1)
     return color.hex6
+
+
+def plain(text: object, style: str | Style = "", *, lines: bool = False, end: str = "") -> Text:
+    """User or provider text as a ``Text``: never markup, never a raw control character.
+
+    One line by default; ``lines=True`` keeps line breaks (a traceback, a message
+    of several lines).
+    """
+    return Text(printable(text, lines=lines), style=style, end=end)
 
 
 def theme_color(name: str, palette: Palette | None = None) -> str:
@@ -104,15 +124,6 @@ def progress_bar(
     text.append(BAR_FULL * filled, style=Style(color=done_color))
     text.append(BAR_EMPTY * (width - filled), style=Style(color=rest_color, dim=True))
     return text
-
-
-def percent(fraction: float) -> str:
-    fraction = min(max(fraction, 0.0), 1.0)
-    if 0 < fraction < 0.001:
-        return "<0.1%"
-    if fraction < 1.0:
-        return f"{min(fraction * 100, 99.9):.1f}%"
-    return "100%"
 
 
 def table_age(then: datetime | None, now: datetime) -> str:

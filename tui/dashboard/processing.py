@@ -13,15 +13,13 @@ that core releases cleanly when cancelled.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from chunkq import core
+from chunkq.tui import humanize
 from chunkq.tui.dashboard.commands import PROCESSOR_HINT
-from chunkq.tui.dashboard.format import duration, until
 from chunkq.tui.dashboard.messages import ActivityNote, ChunkDone, EntityDone, ProcessingChanged
 from textual import work
 from textual.app import App
@@ -39,17 +37,17 @@ class ProcessingApp(App[None]):
         db_url: str,
         *,
         processor: str | None = None,
-        capture_locals: bool = False,
-        rate_limits: dict[str, float] | None = None,
-        concurrency: int | None = None,
-        timeout: float | None = None,
+        options: core.ProcessorOptions | None = None,
         clock: Callable[[], datetime] | None = None,
         refresh_interval: float = 0.5,
     ) -> None:
         super().__init__()
         self.db_url = db_url
         self.processor_path = processor
-        self.capture_locals = capture_locals
+        #: the command line's overrides (``chunkq tui --rate …``), applied by core's one rule
+        self.options = options or core.ProcessorOptions()
+        #: show tracebacks' local variables only when the person asked for them (they may hold secrets)
+        self.capture_locals = self.options.capture_locals is True
         self.refresh_interval = refresh_interval
         self._clock = clock
         # One clock for the display and the queue's stamps, so a frozen clock freezes both.
@@ -57,21 +55,13 @@ class ProcessingApp(App[None]):
         self.queue = core.Queue(db_url, clock=queue_clock)
         self.processor_handle: core.ProcessorHandle | None = None
         if processor:
-            overrides: dict[str, Any] = {
-                "capture_locals": True if capture_locals else None,
-                "rate_limits": rate_limits or None,
-                "concurrency": concurrency,
-                "timeout": timeout,
-            }
             # Raises ProcessorError before any screen exists: the CLI reports it as a usage error.
-            self.processor_handle = core.ProcessorHandle(processor, overrides=overrides)
+            self.processor_handle = core.ProcessorHandle(processor, overrides=self.options)
         self.auto_worker: core.Worker | None = None
         self.stepping: int | None = None  # job id (0: next in line) of the step in flight
         self._step_task: asyncio.Task[None] | None = None
         #: epoch seconds auto-run sleeps until (a retry falls due), for the header
         self.auto_waiting_until: float | None = None
-        self._auto_note = ""
-        self._auto_stop = asyncio.Event()  # wakes auto-run from a wait for retries
         self._auto_task: asyncio.Task[core.RunSummary] | None = None
         self._quitting = False
 
@@ -112,7 +102,8 @@ class ProcessingApp(App[None]):
                 state = "waiting for retries"
             else:
                 state = "running"
-            parts.append(f"▶ auto-run {state}: {s.chunks} chunks, {s.entities:,} entities")
+            parts.append(f"▶ auto-run {state}: {humanize.plural(s.chunks, 'chunk')}, "
+                         f"{humanize.plural(s.entities, 'entity', 'entities')}")
         elif self.stepping is not None:
             parts.append("▶ stepping")
         self.sub_title = " · ".join(parts)
@@ -174,8 +165,8 @@ class ProcessingApp(App[None]):
                 job = await self.queue.get_job(job_id)
                 why = "its chunks are leased by other workers"
                 if job.waiting_count and job.next_retry_at is not None:
-                    why = (f"{job.waiting_count} entities wait for a retry, "
-                           f"next {until(job.next_retry_at, self.now())}")
+                    why = (f"{humanize.plural(job.waiting_count, 'entity', 'entities')} wait for a retry, "
+                           f"next {humanize.until(job.next_retry_at, self.now())}")
                 self.post_message(ActivityNote(f"job {job_id} has nothing claimable right now: {why}"))
         if result is not None:
             self.post_message(ChunkDone(result, source="step"))
@@ -184,7 +175,6 @@ class ProcessingApp(App[None]):
         if self.auto_worker is not None:
             if not self.auto_worker.stopping:
                 self.auto_worker.stop()
-                self._auto_stop.set()
                 self.notify("auto-run stops after the chunk in flight commits")
                 self.update_sub_title()
             return
@@ -194,9 +184,12 @@ class ProcessingApp(App[None]):
         if self.stepping is not None:
             self.notify("a step is in flight; start auto-run once it commits", severity="warning")
             return
-        self._auto_stop = asyncio.Event()
+        # Core's loop, as `chunkq process --until-empty` runs it: until nothing is claimable,
+        # waiting for retries that fall due (one aggregate query over every active job), but
+        # not for one further off than AUTO_RUN_MAX_WAIT.
         self.auto_worker = core.Worker(
-            self.queue, processor, forever=False,
+            self.queue, processor, wait_for_retries=True, max_retry_wait=AUTO_RUN_MAX_WAIT,
+            on_wait=self._auto_waiting,
             on_chunk=lambda r: self.post_message(ChunkDone(r, source="auto-run")),
             on_entity=self._entity_hook(None, failures_only=True),  # successes: one line per chunk
         )
@@ -204,61 +197,42 @@ class ProcessingApp(App[None]):
         self.post_message(ProcessingChanged())
         self._auto_run(self.auto_worker)
 
+    def _auto_waiting(self, due: float | None) -> None:
+        """Core's ``on_wait``: auto-run sleeps until ``due`` (None: it woke up)."""
+        self.auto_waiting_until = due
+        self.update_sub_title()
+
+    def auto_run_ended(self, summary: core.RunSummary) -> str:
+        """Why auto-run stopped, in a few words (the next retry's time when it was too far off)."""
+        if summary.stopped_by == "retry_later" and summary.next_retry_at is not None:
+            wait = summary.next_retry_at - self.queue.now()
+            return f"the next retry is due in {humanize.duration(max(wait, 0.0))}; press a again then"
+        return {"empty": "nothing left to claim", "signal": "stopped", "aborted": "aborted, chunk released"}.get(
+            summary.stopped_by, summary.stopped_by)
+
     @work(group="auto-run", exit_on_error=False)
     async def _auto_run(self, worker: core.Worker) -> None:
         # Stopped with worker.stop()/abort(), never by cancelling a Textual worker mid-commit.
-        self._auto_task = asyncio.ensure_future(self._auto_loop(worker))
+        self._auto_task = asyncio.ensure_future(worker.run())
         try:
             summary = await self._auto_task
-            why = {"empty": "nothing left to claim", "signal": "stopped", "aborted": "aborted, chunk released"}.get(
-                summary.stopped_by, summary.stopped_by)
-            if self._auto_note:
-                why = self._auto_note
+            why = self.auto_run_ended(summary)
+            done = (f"{humanize.plural(summary.chunks, 'chunk')}, "
+                    f"{humanize.plural(summary.entities, 'entity', 'entities')}")
             self.post_message(ActivityNote(
-                f"auto-run ended ({why}): {summary.chunks} chunks, {summary.entities:,} entities, "
-                f"{summary.errors:,} errors in {duration(summary.elapsed)}"))
+                f"auto-run ended ({why}): {done}, {humanize.plural(summary.errors, 'error')} "
+                f"in {humanize.duration(summary.elapsed)}"))
             if not self._quitting:
-                self.notify(f"auto-run ended: {why}; {summary.chunks} chunks, {summary.entities:,} entities")
+                self.notify(f"auto-run ended: {why}; {done}")
         except core.ChunkqError as exc:
             self.post_message(ActivityNote(f"auto-run stopped: {exc}", severity="error"))
             self.notify(str(exc), title="Auto-run stopped", severity="error")
         finally:
             self._auto_task = None
             self.auto_worker = None
-            self.update_sub_title()
-            self.post_message(ProcessingChanged())
-
-    async def _auto_loop(self, worker: core.Worker) -> core.RunSummary:
-        """Run until nothing is claimable, waiting for retries that fall due soon.
-
-        A transient failure is retried after a back-off; stopping while a job still has
-        entities waiting a second or two would leave it at 99% for no reason.
-        """
-        started = time.monotonic()
-        self._auto_note = ""
-        while True:
-            summary = await worker.run()
-            if summary.stopped_by != "empty" or worker.stopping:
-                break
-            due = await self.queue.next_retry_due()  # one aggregate over every active job
-            if due is None:
-                break
-            wait = due - self.queue.now()
-            if wait > AUTO_RUN_MAX_WAIT:
-                self._auto_note = f"the next retry is due in {duration(wait)}; press a again then"
-                break
-            self.auto_waiting_until = due
-            self.update_sub_title()
-            try:
-                await asyncio.wait_for(self._auto_stop.wait(), max(wait, 0.01))
-            except TimeoutError:
-                pass
             self.auto_waiting_until = None
             self.update_sub_title()
-            if worker.stopping:
-                break
-        summary.elapsed = time.monotonic() - started
-        return summary
+            self.post_message(ProcessingChanged())
 
     def dry_run(self, job_id: int) -> None:
         """Run ``job_id``'s next chunk through the callback; nothing is written."""
@@ -305,7 +279,6 @@ class ProcessingApp(App[None]):
         """Give up the chunk in flight: core releases its lease so another worker redoes it."""
         if self.auto_worker is not None:
             self.auto_worker.abort()
-            self._auto_stop.set()
         if self._step_task is not None:
             self._step_task.cancel()
 

@@ -11,6 +11,10 @@ Two things Rich cannot know are added around it: when a frame's file is not
 readable on this machine Rich shows only ``in name:line``, so the line recorded
 at failure time is listed underneath; and locals appear only when the operator
 opted in (``--capture-locals``), since they can hold secrets.
+
+Every string of a stored traceback is the callback's (an exception message, a
+local's repr, a file name): each goes through ``humanize.printable`` before Rich
+sees it, so no control character or bidi override reaches the terminal.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 from collections.abc import Sequence
 
 from chunkq.core import ErrorEntry, TraceFrame, TraceStack
+from chunkq.tui.humanize import printable
 from rich.console import Group, RenderableType
 from rich.pretty import Node
 from rich.table import Table
@@ -51,12 +56,12 @@ def _frame(frame: TraceFrame, show_locals: bool) -> Frame:
     local_nodes = None
     if show_locals and frame.locals:
         # core stored repr() strings; a Node with value_repr shows them verbatim, unquoted.
-        local_nodes = {name: Node(value_repr=text) for name, text in frame.locals.items()}
+        local_nodes = {printable(name): Node(value_repr=printable(text)) for name, text in frame.locals.items()}
     return Frame(
-        filename=display_path(frame.filename),
+        filename=printable(display_path(frame.filename)),
         lineno=frame.lineno,
-        name=frame.name,
-        line=frame.line,
+        name=printable(frame.name),
+        line=printable(frame.line, lines=True),
         locals=local_nodes,
     )
 
@@ -74,8 +79,8 @@ def to_trace(stacks: Sequence[TraceStack], *, show_locals: bool = False) -> Trac
     return Trace(
         stacks=[
             Stack(
-                exc_type=stack.exc_type,
-                exc_value=stack.exc_value,
+                exc_type=printable(stack.exc_type),
+                exc_value=printable(stack.exc_value, lines=True),
                 is_cause=stack.is_cause,
                 frames=[_frame(f, show_locals) for f in _user_frames(stack.frames)],
             )
@@ -97,7 +102,8 @@ def _recorded_lines(stacks: Sequence[TraceStack]) -> Table | None:
     table.add_column(style="dim", no_wrap=True)
     table.add_column()
     for f in rows:
-        table.add_row(f"{display_path(f.filename)}:{f.lineno} in {f.name}", Text(f.line, style="bold"))
+        table.add_row(Text(printable(f"{display_path(f.filename)}:{f.lineno} in {f.name}")),
+                      Text(printable(f.line), style="bold"))
     return table
 
 
@@ -150,5 +156,5 @@ def render_error(error: ErrorEntry, *, show_locals: bool = False, width: int | N
     if error.stacks:
         return render_stacks(error.stacks, show_locals=show_locals, width=width)
     if error.traceback:
-        return Text(error.traceback)
-    return Text(f"{error.error_type}: {error.message}", style="bold red")
+        return Text(printable(error.traceback, lines=True))
+    return Text(printable(f"{error.error_type}: {error.message}", lines=True), style="bold red")

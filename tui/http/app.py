@@ -17,17 +17,19 @@ from chunkq import core
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import params
-from .guard import BodyTooLarge, GuardMiddleware
+from .guard import DEFAULT_BODY_TIMEOUT, BodyTimeout, BodyTooLarge, GuardMiddleware
 from .params import BadRequest, error
 
 log = logging.getLogger("chunkq.http")
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+#: what ``POST /jobs/process`` takes, to answer all but POST itself (Starlette's default is GET only)
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def _queue(request: Request) -> core.Queue:
@@ -36,6 +38,10 @@ def _queue(request: Request) -> core.Queue:
 
 async def process_jobs(request: Request) -> Response:
     """Process one chunk, or chunks until ``max_seconds`` runs out (or nothing is left)."""
+    if request.method != "POST":
+        # This route takes every method so that `GET /jobs/process` is a 405 here, not a
+        # request for the job whose id is "process" (a 422 about job ids) one route further.
+        raise HTTPException(405, headers={"Allow": "POST"})
     params.only_params(request, ("max_seconds",))
     processor: core.Processor | None = request.app.state.processor
     if processor is None:
@@ -133,6 +139,19 @@ async def _too_large(request: Request, exc: Exception) -> Response:
     return error(413, f"request body is larger than the limit of {limit:,} bytes")
 
 
+async def _body_timeout(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BodyTimeout)
+    log.info("%s %s: %s; answered 408", request.method, request.url.path, exc)
+    return error(408, str(exc), {"Connection": "close"})
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # Nobody is left to answer, and nothing was written: one line, not a traceback.
+    log.info("%s %s: the client disconnected before sending the whole body; nothing was done",
+             request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The traceback goes to the server's log (Starlette re-raises after this response), not to the caller.
     return error(500, "internal server error; see the server's log")
@@ -148,8 +167,11 @@ def create_app(
     token: str | None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     lease_seconds: float = 30.0,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
     """The ASGI app; ``token=None`` turns authentication off (``--insecure-no-auth``).
+
+    ``body_timeout``: seconds a request body may take to arrive whole (then 408).
 
     The queue is opened in the lifespan, on the server's own event loop, because an
     async engine belongs to the loop it was opened on. A bad URL fails here, at once.
@@ -158,6 +180,8 @@ def create_app(
         raise ValueError("the token must not be blank; pass None to turn authentication off")
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be at least 1")
+    if not body_timeout > 0:
+        raise ValueError("body_timeout must be more than 0 seconds")
     queue = core.Queue(db_url, lease_seconds=lease_seconds)
 
     @asynccontextmanager
@@ -172,18 +196,21 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/jobs/process", process_jobs, methods=["POST"]),
+            Route("/jobs/process", process_jobs, methods=ALL_METHODS),  # see process_jobs
             Route("/jobs", jobs, methods=["GET", "POST"]),
             Route("/jobs/{job_id}", show_job, methods=["GET"]),
             Route("/jobs/{job_id}/errors", job_errors, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
         ],
-        middleware=[Middleware(GuardMiddleware, token=token, max_body_bytes=max_body_bytes)],
+        middleware=[Middleware(GuardMiddleware, token=token, max_body_bytes=max_body_bytes,
+                               body_timeout=body_timeout)],
         exception_handlers={
             BadRequest: _bad_request,
             core.ChunkqError: _chunkq_error,
             HTTPException: _http_error,
             BodyTooLarge: _too_large,
+            BodyTimeout: _body_timeout,
+            ClientDisconnect: _client_gone,
             Exception: _unexpected,
         },
         lifespan=lifespan,

@@ -1,13 +1,16 @@
-"""The guard in front of every route: the bearer token, then the request body's size.
+"""The guard in front of every route: the bearer token, then the request body's size and pace.
 
 Safety comes first because the HTTP trigger is the one way in that listens on a
 socket: every route but ``/health`` needs a bearer token (compared in constant
-time), and request bodies are capped both by their declared length and while
-they stream in (chunked uploads declare none).
+time), request bodies are capped both by their declared length and while they
+stream in (chunked uploads declare none), and a body must arrive whole within
+``body_timeout`` seconds (uvicorn has no such bound: a client that declares a
+body and never sends it would hold its connection, and a route, forever).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -23,8 +26,20 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+#: seconds a request body may take to arrive, by default
+DEFAULT_BODY_TIMEOUT = 30.0
+
+
 class BodyTooLarge(Exception):
     """Raised from ``receive`` when a streamed body passes the limit."""
+
+
+class BodyTimeout(Exception):
+    """Raised from ``receive`` when the body has not arrived whole within the time allowed."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the request body did not arrive within {seconds:g} s")
+        self.seconds = seconds
 
 
 class GuardMiddleware:
@@ -35,10 +50,12 @@ class GuardMiddleware:
     """
 
     def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int,
+                 body_timeout: float = DEFAULT_BODY_TIMEOUT,
                  public_paths: frozenset[str] = frozenset({"/health"})) -> None:
         self.app = app
         self.token = token.encode("utf-8") if token is not None else None
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.public_paths = public_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,14 +80,25 @@ class GuardMiddleware:
                 return
         received = 0
         limit = self.max_body_bytes
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # only the body is timed: afterwards a route may wait for a disconnect
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                raise BodyTimeout(self.body_timeout) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge()
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         await self.app(scope, limited_receive, send)

@@ -12,13 +12,16 @@ import json
 import math
 from typing import Any
 
+from chunkq.core import limits
+from chunkq.core.db import mask_password
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 #: one request may process for at most this long: an HTTP call held open for hours helps nobody
 MAX_PROCESS_SECONDS = 3600.0
+#: rows a request may read at once: a tighter cap than core's own (``limits.JOBS_PAGE.hi``)
 MAX_PAGE = 1000
-MAX_OFFSET = 2**62
+MAX_OFFSET = limits.OFFSET.hi
 
 #: the fields POST /jobs accepts: enqueue_job's keyword arguments (core checks every value)
 JOB_FIELDS = (
@@ -37,8 +40,14 @@ class BadRequest(Exception):
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """Every error the API gives is ``{"error": "..."}``: one shape for scripts to read."""
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    """Every error the API gives is ``{"error": "..."}``: one shape for scripts to read.
+
+    The message may quote what the client sent: a lone surrogate in it is
+    written as ``\\udXXX`` (UTF-8 cannot carry it, and an error must never fail
+    to encode), and a database password never leaves the server.
+    """
+    safe = mask_password(message).encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse({"error": safe}, status_code=status, headers=headers)
 
 
 def only_params(request: Request, allowed: tuple[str, ...]) -> None:
@@ -64,7 +73,8 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
 
 def page(request: Request) -> tuple[int, int]:
     """``?limit=&offset=``: at most ``MAX_PAGE`` rows a request."""
-    return int_param(request, "limit", 100, 0, MAX_PAGE), int_param(request, "offset", 0, 0, MAX_OFFSET)
+    return (int_param(request, "limit", limits.JOBS_PAGE.default, limits.JOBS_PAGE.lo, MAX_PAGE),
+            int_param(request, "offset", limits.OFFSET.default, limits.OFFSET.lo, MAX_OFFSET))
 
 
 def statuses(request: Request) -> list[str]:

@@ -19,10 +19,13 @@ from typing import Any
 import click
 import uvicorn
 from chunkq import core
-from chunkq.tui.cli.options import build_processor, lease_seconds_option, processing_options
+from chunkq.core.db import mask_password
+from chunkq.tui.cli.options import OPTION_FLAGS, build_processor, lease_seconds_option, processing_options
+from chunkq.tui.humanize import printable
 from starlette.applications import Starlette
 
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
+from .guard import DEFAULT_BODY_TIMEOUT
 
 TOKEN_ENV = "CHUNKQ_TOKEN"
 DEFAULT_HOST = "127.0.0.1"
@@ -35,21 +38,20 @@ class ConfigError(click.ClickException):
     exit_code = 2
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"chunkq serve: {self.format_message()}", err=True)
+        # the message may quote a database URL or a path: no password, no control character
+        click.echo(f"chunkq serve: {printable(mask_password(self.format_message()))}", err=True)
 
 
-def _processor(path: str | None, concurrency: int | None, timeout: float | None,
-               rates: tuple[tuple[str, float], ...], capture_locals: bool | None) -> core.Processor | None:
+def _processor(path: str | None, options: core.ProcessorOptions) -> core.Processor | None:
     """The CLI's own loader, so `serve` and `process` agree on what every option means."""
     if path is None or not path.strip():
-        given = [name for name, v in (("--concurrency", concurrency), ("--timeout", timeout),
-                                      ("--rate", rates or None), ("--capture-locals", capture_locals))
-                 if v is not None]
+        given = options.given()
         if given:
-            raise ConfigError(f"{given[0]} needs --processor module:function (or CHUNKQ_PROCESSOR)")
+            flag = OPTION_FLAGS[next(iter(given))]
+            raise ConfigError(f"{flag} needs --processor module:function (or CHUNKQ_PROCESSOR)")
         return None
     try:
-        return build_processor(path, concurrency, timeout, dict(rates), capture_locals)
+        return build_processor(path, options)
     except core.ChunkqError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -90,7 +92,7 @@ def _check_address(host: str, port: int) -> None:
 
 async def _check_database(db_url: str | None) -> None:
     # Found before uvicorn starts, so a wrong URL is one clear line, not a lifespan traceback.
-    async with core.Queue(db_url):
+    async with core.Queue(db_url, create=False):
         pass
 
 
@@ -105,11 +107,13 @@ async def _check_database(db_url: str | None) -> None:
 @lease_seconds_option
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BODY_BYTES,
               show_default=True, help="Larger request bodies are refused with 413.")
+@click.option("--body-timeout", type=click.FloatRange(0, 3600, min_open=True), default=DEFAULT_BODY_TIMEOUT,
+              show_default=True, metavar="S",
+              help="Seconds a request body may take to arrive whole; slower ones get 408.")
 @click.pass_context
 def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bool, lease_seconds: float,
-                  max_body_bytes: int,
-                  processor_path: str | None, concurrency: int | None, timeout: float | None,
-                  rates: tuple[tuple[str, float], ...], capture_locals: bool | None) -> None:
+                  max_body_bytes: int, body_timeout: float, processor_path: str | None,
+                  options: core.ProcessorOptions) -> None:
     """Serve the HTTP API: POST /jobs/process for hosted cron, POST /jobs, GET /jobs, /health.
 
     Every route but /health needs 'Authorization: Bearer <token>' with the token
@@ -126,13 +130,13 @@ def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bo
         if not _is_loopback(host):
             click.echo(f"chunkq serve: WARNING: no authentication and listening on {host}: "
                        "anyone who can reach this port can enqueue and process jobs", err=True)
-    processor = _processor(processor_path, concurrency, timeout, rates, capture_locals)
+    processor = _processor(processor_path, options)
     _check_address(host, port)
     db_url = _db_from_context(ctx)
     try:
         asyncio.run(_check_database(db_url))
         app = create_app(db_url or "", processor, token=token, lease_seconds=lease_seconds,
-                         max_body_bytes=max_body_bytes)
+                         max_body_bytes=max_body_bytes, body_timeout=body_timeout)
     except core.ChunkqError as exc:
         raise ConfigError(str(exc)) from None
 

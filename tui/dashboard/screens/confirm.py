@@ -1,9 +1,13 @@
-"""A yes/no (or several-way) question that blocks until answered."""
+"""A yes/no (or several-way) question that blocks until answered.
+
+Its title and message often quote a job's name: both are shown as plain text.
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from chunkq.tui.dashboard import format as fmt
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -33,8 +37,8 @@ class ConfirmScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.title_text, id="dialog-title")
-            yield Static(self.message, id="dialog-message", markup=False)
+            yield Label(fmt.plain(self.title_text), id="dialog-title")
+            yield Static(fmt.plain(self.message, lines=True), id="dialog-message")
             with Horizontal(id="dialog-buttons"):
                 for value, label, variant in self.choices:
                     yield Button(label, id=f"choice-{value}", variant=variant)  # type: ignore[arg-type]

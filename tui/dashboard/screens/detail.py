@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 from chunkq import core
 from chunkq.core import ChunkInfo, ErrorEntry, ErrorGroup, Job
 from chunkq.tui.dashboard import commands, debugging
+from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.polling import Poller
 from chunkq.tui.dashboard.protocol import Dashboard, dashboard
 from chunkq.tui.dashboard.screens import job_actions
@@ -29,7 +30,6 @@ from chunkq.tui.dashboard.widgets.error_tables import PAGE_SIZE, ErrorGroups, Er
 from chunkq.tui.dashboard.widgets.error_view import ErrorView, retry_outcome
 from chunkq.tui.dashboard.widgets.job_fields import JobFields
 from chunkq.tui.dashboard.widgets.job_summary import JobSummary, Summary
-from rich.text import Text
 from textual import work
 from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import BindingType
@@ -346,7 +346,7 @@ class JobDetailScreen(Screen[None]):
             self.notify(f"a {self.busy} is already running", severity="warning")
             return
         self.busy = "retry"
-        self.error_view.note = Text(f"retrying {error.entity_id}…", style="italic")
+        self.error_view.note = fmt.plain(f"retrying {error.entity_id}…", "italic")
         self._retry_entity(error, processor)
 
     @work(group="detail-debug", exit_on_error=False)

@@ -1,8 +1,9 @@
 """The enqueue form: a new job from pasted IDs or a file, checked before anything is written.
 
-Every field is checked at once so the operator fixes everything in one pass; the
-queue then checks again (it is the authority) and its message lands on the field
-it concerns. ``enqueue_job`` is all-or-nothing, so an invalid form creates nothing.
+Every field is checked at once, against core's own limits (``limits.JOB_SETTINGS``),
+so the operator fixes everything in one pass; the queue then checks again (it is
+the authority) and its ``InvalidInput.field`` says which box the message belongs
+to. ``enqueue_job`` is all-or-nothing, so an invalid form creates nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from chunkq import core
+from chunkq.core import limits
+from chunkq.tui import humanize
+from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.protocol import Dashboard, dashboard
 from textual import on, work
 from textual.app import ComposeResult
@@ -21,21 +25,28 @@ from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Button, Input, Label, Static, TextArea
 
-# form field id -> the name core uses in its messages
-FIELDS: dict[str, str] = {
-    "entity-type": "entity_type",
-    "provider": "provider",
-    "chunk-size": "chunk_size",
-    "priority": "priority",
-    "max-workers": "max_workers",
-    "name": "name",
-    "ids": "entity ID",
-}
-INT_LIMITS: dict[str, tuple[int, int]] = {
-    "chunk-size": (1, core.MAX_CHUNK_SIZE),
-    "priority": (-1_000_000, 1_000_000),
-    "max-workers": (1, 1000),
-}
+#: the job settings the form asks for: ``enqueue_job``'s keywords, checked by ``limits.JOB_SETTINGS``
+SETTINGS: tuple[str, ...] = ("entity_type", "provider", "name", "chunk_size", "priority", "max_workers")
+
+
+def field_id(name: str) -> str:
+    """The form's widget id for a core field name: ``chunk_size`` -> ``chunk-size``."""
+    return name.replace("_", "-")
+
+
+def check_setting(name: str, raw: str) -> object:
+    """The typed value of one box, or ``InvalidInput`` with core's own message for it."""
+    limit = limits.JOB_SETTINGS[name]
+    if isinstance(limit, limits.IntLimit):
+        text = raw.strip()
+        try:
+            value: object = int(text)
+        except ValueError:
+            value = text  # core's check says "must be a whole number, got '…'"
+        return limit.check(value)
+    if isinstance(limit, limits.TextLimit) and limit.required and not raw.strip():
+        raise core.InvalidInput(f"{name} is required", field=name)
+    return limit.check(raw)
 
 
 def parse_ids(text: str) -> list[str]:
@@ -79,10 +90,12 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
                     yield from self._field("entity-type", "Entity type", "company, person, url…")
                     yield from self._field("provider", "Provider", "clearbit, scraper…")
                     yield from self._field("name", "Name (optional)", "a label for people")
-                    yield from self._field("chunk-size", "Chunk size", "", value="50", kind="integer")
-                    yield from self._field("priority", "Priority (higher first)", "", value="0",
+                    yield from self._field("chunk-size", "Chunk size", "", value=_default("chunk_size"),
                                            kind="integer")
-                    yield from self._field("max-workers", "Max workers", "", value="1", kind="integer")
+                    yield from self._field("priority", "Priority (higher first)", "", value=_default("priority"),
+                                           kind="integer")
+                    yield from self._field("max-workers", "Max workers", "", value=_default("max_workers"),
+                                           kind="integer")
                 yield Label("Entity IDs, one per line", classes="field-label")
                 yield TextArea(id="ids", soft_wrap=False, show_line_numbers=False)
                 yield Static(classes="field-error", id="ids-error")
@@ -122,7 +135,7 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
             return
         self._set_error("file", "")
         n = len(parse_ids(self.query_one("#ids", TextArea).text))
-        self.query_one("#id-count", Static).update(f"{n:,} ID{'s' if n != 1 else ''}")
+        self.query_one("#id-count", Static).update(humanize.plural(n, "ID"))
 
     @work(thread=True, exclusive=True, group="count-file", exit_on_error=False)
     def _count_file(self, path: Path) -> None:
@@ -140,8 +153,8 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
             return
         self._file_count = n
         self._set_error("file", problem)
-        label = f"{n:,} IDs in {path.name}" if n is not None else "file unreadable"
-        self.query_one("#id-count", Static).update(label)
+        label = f"{humanize.plural(n, 'ID')} in {path.name}" if n is not None else "file unreadable"
+        self.query_one("#id-count", Static).update(fmt.plain(label))  # a file name is not markup
 
     # ------------------------------------------------------------------ submit
 
@@ -149,24 +162,15 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
     def action_submit(self) -> None:
         if self.submitting:
             return
-        values = {fid: self.query_one(f"#{fid}", Input).value for fid in FIELDS if fid != "ids"}
+        settings: dict[str, object] = {}
+        errors: dict[str, str] = {}
+        for name in SETTINGS:
+            try:
+                settings[name] = check_setting(name, self.query_one(f"#{field_id(name)}", Input).value)
+            except core.InvalidInput as exc:
+                errors[field_id(name)] = str(exc)
         ids_text = self.query_one("#ids", TextArea).text
         file_value = self.query_one("#file", Input).value.strip()
-        errors: dict[str, str] = {}
-        for fid in ("entity-type", "provider"):
-            if not values[fid].strip():
-                errors[fid] = f"{FIELDS[fid]} is required"
-        numbers: dict[str, int] = {}
-        for fid, (lo, hi) in INT_LIMITS.items():
-            raw = values[fid].strip()
-            try:
-                n = int(raw)
-            except ValueError:
-                errors[fid] = f"{FIELDS[fid]} must be a whole number, got {raw!r}"
-                continue
-            if not lo <= n <= hi:
-                errors[fid] = f"{FIELDS[fid]} must be between {lo:,} and {hi:,}, got {n:,}"
-            numbers[fid] = n
         ids: list[str] | None = None
         path: Path | None = None
         if file_value and ids_text.strip():
@@ -184,28 +188,24 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
                     ids = [core.clean_entity_id(v, i) for i, v in enumerate(ids, 1)]
                 except core.InvalidInput as exc:
                     errors["ids"] = str(exc)
-        for fid in (*FIELDS, "file"):
+        for fid in (*map(field_id, SETTINGS), "ids", "file"):
             self._set_error(fid, errors.get(fid, ""))
         if errors:
             first = next(iter(errors))
             self.query_one(f"#{first}").focus()
             return
         self.submitting = True
-        self._enqueue(
-            ids if ids is not None else _file_ids(path),  # type: ignore[arg-type]
-            entity_type=values["entity-type"],
-            provider=values["provider"],
-            chunk_size=numbers["chunk-size"],
-            priority=numbers["priority"],
-            max_workers=numbers["max-workers"],
-            name=values["name"].strip() or None,
-        )
+        self._enqueue(ids if ids is not None else _file_ids(path), **settings)  # type: ignore[arg-type]
 
     @work(group="enqueue", exclusive=True, exit_on_error=False)
     async def _enqueue(self, ids: object, **kwargs: object) -> None:
         try:
             job = await self.dashboard.queue.enqueue_job(ids, **kwargs)  # type: ignore[arg-type]
-        except (core.InvalidInput, UnicodeDecodeError, OSError) as exc:
+        except core.InvalidInput as exc:
+            self.submitting = False
+            self._place_error(str(exc), exc.field)
+            return
+        except (UnicodeDecodeError, OSError) as exc:
             self.submitting = False
             self._place_error(str(exc))
             return
@@ -215,18 +215,17 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
             return
         self.dismiss(job)
 
-    def _place_error(self, message: str) -> None:
-        """Put the queue's own message on the field it names (IDs otherwise)."""
-        for fid, name in FIELDS.items():
-            if message.startswith(name):
-                self._set_error(fid, message)
-                return
+    def _place_error(self, message: str, field: str | None = None) -> None:
+        """Put the queue's own message on the box its ``field`` names (the IDs' box otherwise)."""
+        if field in SETTINGS:
+            self._set_error(field_id(field), message)  # type: ignore[arg-type]
+            return
         target = "file" if self.query_one("#file", Input).value.strip() else "ids"
         self._set_error(target, message)
 
     def _set_error(self, field_id: str, message: str) -> None:
         box = self.query_one(f"#{field_id}-error", Static)
-        box.update(message)
+        box.update(fmt.plain(message, lines=True))  # messages quote IDs and paths: never markup
         box.set_class(bool(message), "visible")
         widget = self.query_one(f"#{field_id}")
         widget.set_class(bool(message), "invalid")
@@ -234,6 +233,11 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def _default(name: str) -> str:
+    limit = limits.JOB_SETTINGS[name]
+    return "" if limit.default is None else str(limit.default)  # type: ignore[union-attr]
 
 
 def _file_problem(path: Path, exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from chunkq.core import ErrorEntry, Queue
-from rich.text import Text
+from chunkq.tui.dashboard import format as fmt
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -121,7 +121,7 @@ class ExportScreen(ModalScreen[Path | None]):
         try:
             path = check_export_path(self.query_one("#export-path", Input).value)
         except ValueError as exc:
-            self.query_one("#export-problem", Static).update(Text(str(exc)))  # paths are not markup
+            self.query_one("#export-problem", Static).update(fmt.plain(exc))  # paths are not markup
             return
         self.dismiss(path)
 

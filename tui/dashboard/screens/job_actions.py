@@ -1,8 +1,10 @@
 """Acting on jobs from the dashboard: the questions asked first, and the bulk action over a filter.
 
 Both screens act on jobs (the list on the selected one or on every match, the
-detail screen on its own); the dialogs' wording and the walk over every matching
-job live here once, next to the ``ConfirmScreen`` they use.
+detail screen on its own); the dialogs' wording lives here once, next to the
+``ConfirmScreen`` they use. An action over every matching job is core's
+``Queue.bulk`` (one query, not a walk over pages); this module only words its
+``BulkResult``.
 """
 
 from __future__ import annotations
@@ -10,13 +12,12 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 from chunkq import core
+from chunkq.tui import humanize
 from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 
 Verb = Literal["pause", "resume", "cancel", "retry"]
 VERBS: tuple[str, ...] = get_args(Verb)
-PAST = {"pause": "paused", "resume": "resumed", "cancel": "cancelled", "retry": "retried"}
-#: jobs listed per query while collecting the ids a bulk action applies to
-BULK_PAGE = 1000
+PAST = {"pause": "paused", "resume": "resumed", "cancel": "cancelled", "retry": "retried", "requeue": "requeued"}
 
 
 async def change(queue: core.Queue, verb: Verb, job_id: int) -> core.Job:
@@ -31,28 +32,17 @@ async def change(queue: core.Queue, verb: Verb, job_id: int) -> core.Job:
 
 
 async def apply_to_matching(queue: core.Queue, verb: Verb, status: str | None, search: str | None) -> str:
-    """Apply ``verb`` to every job the filter matches; says how many it changed and skipped."""
-    ids: list[int] = []
-    offset = 0
-    while True:  # collect first: acting changes statuses, hence the order of the listing
-        page = await queue.list_jobs(status, search=search, limit=BULK_PAGE, offset=offset)
-        ids += [j.id for j in page]
-        if len(page) < BULK_PAGE:
-            break
-        offset += BULK_PAGE
-    done = skipped = 0
-    for job_id in ids:
-        try:
-            if verb == "retry":
-                await queue.retry_failed(job_id)
-            else:
-                await change(queue, verb, job_id)
-            done += 1
-        except (core.InvalidTransition, core.InvalidInput, core.JobNotFound):
-            skipped += 1
-    msg = f"{PAST[verb]} {done:,} of {len(ids):,} jobs"
-    if skipped:
-        msg += f" ({skipped:,} skipped: the action did not apply to them)"
+    """Apply ``verb`` to every job the filter matches (``Queue.bulk``); says what it did."""
+    return bulk_summary(await queue.bulk(verb, status=status, search=search))
+
+
+def bulk_summary(result: core.BulkResult) -> str:
+    """``paused 3 of 5 jobs (skipped: 2 complete)``: what changed, and why the rest did not."""
+    msg = f"{PAST.get(result.action, result.action)} {humanize.number(result.changed)} of " \
+          f"{humanize.plural(result.matched, 'job')}"
+    if result.skipped:
+        why = ", ".join(f"{humanize.number(n)} {reason}" for reason, n in result.skipped.items())
+        msg += f" (skipped: {why})"
     return msg
 
 

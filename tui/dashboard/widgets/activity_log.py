@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from chunkq.tui import humanize
 from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.messages import ActivityNote, ChunkDone, EntityDone, ProcessingMessage
 from rich.style import Style
@@ -29,26 +30,34 @@ def note_line(text: str, severity: SeverityLevel, now: datetime, palette: fmt.Pa
     style = {"error": fmt.status_style("failed", palette), "warning": fmt.status_style("paused", palette)}.get(
         severity, Style())
     line = _stamp(now)
-    line.append(text, style=style)
+    line.append(fmt.printable(text), style=style)  # notes quote exceptions and paths
     return line
 
 
 def entity_line(message: EntityDone, now: datetime, palette: fmt.Palette | None = None) -> Text:
-    """✓ for a success, ↻ for a failure that will be retried, ✗ for one that will not."""
+    """✓ for a success, ↻ for a failure that will be retried, ✗ for one that will not.
+
+    "Will be retried" is core's decision (``EntityResult.retry_at``), not a guess
+    from the exception's name: a ``retry_on`` exception is retried too, and a
+    ``Retry`` on the last attempt is not. ``now`` is on the queue's clock.
+    """
     r = message.result
     prefix = "dry " if message.dry_run else ""
     job = f"job {message.job_id} " if message.job_id else ""
     line = _stamp(now)
     if r.ok:
         line.append(f"{prefix}✓ ", style=fmt.status_style("complete", palette))
-        line.append(f"{job}{r.entity_id}")
+        line.append(f"{job}{fmt.printable(r.entity_id)}")
         line.append(f"  {fmt.duration(r.duration)}", style=Style(dim=True))
         return line
-    transient = (r.error_type or "").endswith("Retry")
+    transient = r.retry_at is not None
     style = fmt.status_style("paused" if transient else "failed", palette)
     line.append(f"{prefix}{'↻ ' if transient else '✗ '}", style=style)
-    line.append(f"{job}{r.entity_id}  ")
-    line.append(f"{r.error_type}: {r.message}", style=style)
+    line.append(f"{job}{fmt.printable(r.entity_id)}  ")
+    line.append(fmt.printable(f"{r.error_type}: {r.message}"), style=style)
+    if r.retry_at is not None:
+        delay = max(r.retry_at - now.timestamp(), 0.0)
+        line.append(f"  to retry in {fmt.duration(delay)}", style=Style(dim=True))
     return line
 
 
@@ -58,11 +67,11 @@ def chunk_note(message: ChunkDone) -> tuple[str, SeverityLevel]:
     if not r.committed:
         return (f"{message.source}: job {r.job_id} chunk {r.chunk_index}: lease lost, results "
                 "discarded (another worker redoes it)", "warning")
-    retried = f", {r.retried} to retry" if r.retried else ""
-    errors = f"{r.errors} error{'s' if r.errors != 1 else ''}"
-    return (f"{message.source}: job {r.job_id} chunk {r.chunk_index}: {r.processed} processed, "
-            f"{errors}{retried} in {fmt.duration(r.duration)} (job {r.status})",
-            "error" if r.errors else "information")
+    # The chunk's duration comes first: "3 to retry in 2.0s" would read as the retries' delay.
+    retried = f", {humanize.number(r.retried)} to retry" if r.retried else ""
+    return (f"{message.source}: job {r.job_id} chunk {r.chunk_index} took {fmt.duration(r.duration)}: "
+            f"{humanize.number(r.processed)} processed, {humanize.plural(r.errors, 'error')}{retried} "
+            f"(job {r.status})", "error" if r.errors else "information")
 
 
 class ActivityLog(RichLog):
@@ -77,7 +86,7 @@ class ActivityLog(RichLog):
 
     def hint(self, text: str) -> None:
         """A dim line of guidance (what the keys do), without a time."""
-        self.write(Text(text, style="dim"))
+        self.write(fmt.plain(text, "dim"))
 
     def note(self, text: str, severity: SeverityLevel = "information") -> None:
         self.write(note_line(text, severity, self._clock(), self.app.theme_variables))

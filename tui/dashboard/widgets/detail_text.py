@@ -20,6 +20,6 @@ def short_type(name: str) -> str:
 
 
 def one_line(text: str, limit: int = 200) -> str:
-    """Whitespace (newlines included) folded to single spaces, cut at ``limit`` with an ellipsis."""
-    line = " ".join(text.split())
+    """Whitespace (newlines included) folded to single spaces, controls escaped, cut at ``limit``."""
+    line = " ".join(fmt.printable(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -80,7 +80,7 @@ def errors_caption(page: ErrorPage, page_size: int = PAGE_SIZE) -> str:
                 else f"Error log: {span} of {page.total:,} (every failed attempt)")
     else:
         error_type, message = page.only
-        text = f"Error log {span} · only {short_type(error_type)}: {one_line(message, 40)} · esc: all"
+        text = f"Error log {span} · only {one_line(short_type(error_type))}: {one_line(message, 40)} · esc: all"
     if n == page_size:
         text += "  ] next page"
     if offset:
@@ -121,7 +121,7 @@ class ErrorGroups(Vertical):
             return
         items, now = groups
         sync_rows(self.query_one(DataTable), [group_row(g, now) for g in items])
-        self.query_one(Label).update(groups_caption(len(items)))
+        self.query_one(Label).update(fmt.plain(groups_caption(len(items))))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
@@ -165,7 +165,7 @@ class ErrorLog(Vertical):
         self._by_id = {e.id: e for e in page.errors}
         palette = self.app.theme_variables
         sync_rows(self.table, [error_row(e, palette) for e in page.errors])
-        self.query_one(Label).update(errors_caption(page))
+        self.query_one(Label).update(fmt.plain(errors_caption(page)))  # quotes a message: never markup
 
     def selected_error(self) -> ErrorEntry | None:
         key = selected_key(self.table)

@@ -25,9 +25,9 @@ def error_heading(error: ErrorEntry, state: Text) -> Text:
     """Which error, which entity and attempt, where it happened and where it stands now."""
     head = Text.assemble(
         (f"error #{error.id}", "bold"),
-        f"  entity {error.entity_id}  ·  attempt {error.attempt}",
+        f"  entity {fmt.printable(error.entity_id)}  ·  attempt {error.attempt}",
         f"  ·  chunk {error.chunk_index}" if error.chunk_index >= 0 else "  ·  manual retry",
-        f"  ·  {error.created_at:%Y-%m-%d %H:%M:%S} UTC",
+        f"  ·  {fmt.timestamp(error.created_at)}",
     )
     head.append("  ·  ")
     head.append_text(state)
@@ -40,14 +40,16 @@ def retry_outcome(error: ErrorEntry, outcome: core.EntityResult | core.ChunkqErr
                   palette: fmt.Palette | None = None) -> RenderableType:
     """What retrying ``error``'s entity did: succeeded, failed again (with the new traceback), or not done."""
     if isinstance(outcome, core.ChunkqError):
-        return Text(f"retry of {error.entity_id} not done: {outcome}", style=fmt.theme_color("error", palette))
+        return fmt.plain(f"retry of {error.entity_id} not done: {outcome}", fmt.theme_color("error", palette),
+                         lines=True)
     if outcome.ok:
-        return Text(f"✓ {error.entity_id} succeeded on retry ({fmt.duration(outcome.duration)}); "
-                    "its errors are marked resolved, the log keeps them",
-                    style=f"bold {fmt.theme_color('success', palette)}")
-    head = Text(f"✗ {error.entity_id} failed again: {outcome.error_type}: {outcome.message}",
-                style=f"bold {fmt.theme_color('error', palette)}")
-    trace = render_stacks(outcome.stacks, show_locals=show_locals) if outcome.stacks else Text(outcome.traceback or "")
+        return fmt.plain(f"✓ {error.entity_id} succeeded on retry ({fmt.duration(outcome.duration)}); "
+                         "its errors are marked resolved, the log keeps them",
+                         f"bold {fmt.theme_color('success', palette)}")
+    head = fmt.plain(f"✗ {error.entity_id} failed again: {outcome.error_type}: {outcome.message}",
+                     f"bold {fmt.theme_color('error', palette)}", lines=True)
+    trace = (render_stacks(outcome.stacks, show_locals=show_locals) if outcome.stacks
+             else fmt.plain(outcome.traceback or "", lines=True))
     return Group(head, trace, Text("─" * 20 + " the stored error:", style="dim"))
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from chunkq.core import Job
+from chunkq.tui import humanize
 from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.widgets.keyed_table import Row, sync_rows
 from rich.text import Text
@@ -15,9 +16,9 @@ from textual.widgets import DataTable
 
 
 def field_value(value: Any, now: datetime) -> str:
-    """A field as a person reads it: times with their age, counts with separators."""
+    """A field as a person reads it: times with how long ago (or how soon), counts with separators."""
     if isinstance(value, datetime):
-        return f"{value:%Y-%m-%d %H:%M:%S} UTC ({fmt.age(value, now)} ago)"
+        return f"{fmt.timestamp(value)} ({humanize.ago(value, now)})"
     if value is None:
         return fmt.DASH
     if isinstance(value, dict):
@@ -25,7 +26,7 @@ def field_value(value: Any, now: datetime) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
+        return fmt.number(value)
     return str(value)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from chunkq import core
+from chunkq.tui import humanize
 from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.widgets.keyed_table import same_cell
 from rich.style import Style
@@ -62,14 +63,14 @@ def job_cells(
     only: tuple[str, ...] | None = None,
 ) -> Cells:
     """Every cell of ``job``'s row (``only=TIME_COLUMNS``: just those); user text stays plain ``Text``."""
-    stale = job.status == core.RUNNING and job.lease_is_stale(now)
-    shown_status = "stale" if stale else job.status
+    shown_status = humanize.status(job.status, stale=job.lease_is_stale(now))  # the CLI's word too
+    stale = shown_status == "stale"
     muted = Style(color=fmt.theme_color("foreground-darken-3", palette))
     note, note_style = job_note(job, now, stale, palette)
     timed = {
         "status": fmt.status_text(shown_status, palette),
         "age": Text(fmt.table_age(job.created_at, now), justify="right", end="", style=muted),
-        "note": Text(clip(note, 22), end="", style=note_style or muted),
+        "note": Text(clip(fmt.printable(note), 22), end="", style=note_style or muted),
     }
     if only is not None:
         return {k: timed[k] for k in only}
@@ -82,9 +83,9 @@ def job_cells(
         errors.stylize(Style(color=fmt.theme_color("error", palette)))
     return {
         "id": Text(str(job.id), justify="right", end=""),
-        "name": Text(clip(job.name or "—", 20), end=""),
-        "type": Text(clip(job.entity_type, 8), end=""),
-        "provider": Text(clip(job.provider, 11), end=""),
+        "name": Text(clip(fmt.printable(job.name or "—"), 20), end=""),
+        "type": Text(clip(fmt.printable(job.entity_type), 8), end=""),
+        "provider": Text(clip(fmt.printable(job.provider), 11), end=""),
         "status": timed["status"],
         "progress": bar,
         "done": Text(f"{fmt.count(job.processed_count)}/{fmt.count(job.total_count)}", justify="right",

@@ -32,7 +32,7 @@ def lease_notice(job: Job, now: datetime) -> tuple[str, bool] | None:
     if job.leased_chunks <= 0 or job.lease_expires_at is None:
         return None
     owner = job.lease_owner or "unknown worker"
-    chunks = "1 chunk" if job.leased_chunks == 1 else f"{job.leased_chunks} chunks"
+    chunks = fmt.plural(job.leased_chunks, "chunk")
     beat = job.heartbeat_at
     if job.lease_is_stale(now):
         since = f" since {utc_time(beat, now)} UTC ({fmt.age(beat, now)} ago)" if beat else ""
@@ -62,10 +62,10 @@ def lease_notice(job: Job, now: datetime) -> tuple[str, bool] | None:
 def title_text(job: Job, palette: fmt.Palette | None = None) -> Text:
     return Text.assemble(
         (f"Job #{job.id}", "bold"),
-        (f"  {job.name}" if job.name else "", "bold"),
+        (f"  {fmt.printable(job.name)}" if job.name else "", "bold"),
         "   ",
         fmt.status_text(job.status, palette),
-        (f"   {job.entity_type} via {job.provider}", "dim"),
+        (f"   {fmt.printable(job.entity_type)} via {fmt.printable(job.provider)}", "dim"),
         (f"   retry of job #{job.parent_id}" if job.parent_id else "", "dim"),
     )
 
@@ -93,7 +93,7 @@ def counts_text(job: Job, rate: float, now: datetime, palette: fmt.Palette | Non
         else:
             counts.append("  ·  no progress in the last minute", style="dim")
     if job.fail_reason:
-        counts.append(f"\nfailed: {job.fail_reason}", style=fmt.theme_color("error", palette))
+        counts.append(f"\nfailed: {fmt.printable(job.fail_reason)}", style=fmt.theme_color("error", palette))
     return counts
 
 
@@ -129,7 +129,7 @@ class JobSummary(Vertical):
     def watch_problem(self, problem: str | None) -> None:
         if problem is not None:
             self.query_one("#detail-counts", Static).update(
-                Text(problem, style=f"bold {fmt.theme_color('error', self.app.theme_variables)}"))
+                fmt.plain(problem, f"bold {fmt.theme_color('error', self.app.theme_variables)}"))
 
     def watch_summary(self, summary: Summary | None) -> None:
         if summary is None:
@@ -143,6 +143,6 @@ class JobSummary(Vertical):
         if notice is None and job.status == core.RUNNING:
             notice = ("running; no chunk is leased right now", False)
         lease = self.query_one("#detail-lease", Static)
-        lease.update(Text(notice[0]) if notice else "")  # the worker name is not markup
+        lease.update(fmt.plain(notice[0]) if notice else "")  # the worker name is not markup
         lease.set_class(notice is None, "-empty")
         lease.set_class(bool(notice and notice[1]), "-problem")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from chunkq.tui.humanize import printable
 from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
@@ -87,8 +88,9 @@ def current_rows(table: DataTable) -> list[Row]:
 
 
 def plain(cell: Cell) -> Text:
-    """A ``str`` cell as literal text: DataTable would parse a ``str`` as markup (``[b]`` in an ID)."""
-    return Text(cell, end="", no_wrap=True) if isinstance(cell, str) else cell
+    """A ``str`` cell as literal, printable text: DataTable would parse a ``str`` as markup (``[b]`` in
+    an ID), and a control character in it would reach the terminal."""
+    return Text(printable(cell), end="", no_wrap=True) if isinstance(cell, str) else cell
 
 
 def sync_rows(table: DataTable, rows: Sequence[Row]) -> bool:

@@ -18,7 +18,7 @@ def totals_text(stats: core.QueueStats, palette: fmt.Palette | None = None) -> T
     for status in core.Status.by_rank():
         n = stats.jobs_by_status.get(status, 0)
         text.append("  ")
-        text.append(f"{n} {status}", style=fmt.status_style(status, palette) if n else Style(dim=True))
+        text.append(f"{fmt.count(n)} {status}", style=fmt.status_style(status, palette) if n else Style(dim=True))
     text.append("   │   ")
     text.append(f"entities {fmt.count(stats.processed_entities)}/{fmt.count(stats.total_entities)}")
     text.append(f"  errors {fmt.count(stats.error_count)}",
@@ -26,7 +26,7 @@ def totals_text(stats: core.QueueStats, palette: fmt.Palette | None = None) -> T
     if stats.waiting_entities:
         text.append(f"  waiting {fmt.count(stats.waiting_entities)}")
     text.append(f"  rate {fmt.rate(stats.entities_per_second)}")
-    text.append(f"  workers {stats.active_workers}")
+    text.append(f"  workers {fmt.count(stats.active_workers)}")
     return text
 
 
@@ -45,7 +45,7 @@ class QueueTotals(Widget):
     def render(self) -> Text:
         palette = self.app.theme_variables
         if self.problem is not None:
-            return Text(f"⚠ {self.problem} (retrying)", style=fmt.status_style("failed", palette))
+            return fmt.plain(f"⚠ {self.problem} (retrying)", fmt.status_style("failed", palette))
         if self.stats is None:
             return Text("")
         return totals_text(self.stats, palette)
