@@ -97,6 +97,15 @@ def _log_chunk(
     return on_chunk
 
 
+def _finish(ctx: click.Context, summary: RunSummary, aborted_by: int | None, as_json: bool, what: str) -> None:
+    """Report the run, then exit as documented: 128+signal after an abort, 3 when wedged."""
+    _report(summary, as_json, what)
+    if aborted_by is not None:
+        ctx.exit(128 + aborted_by)
+    if summary.stopped_by == "wedged":
+        ctx.exit(EXIT_WEDGED)
+
+
 def _report(summary: RunSummary, as_json: bool, what: str) -> None:
     if as_json:
         out.emit_json(summary.to_dict())
@@ -217,11 +226,7 @@ def process(
     with out.stdout_to_stderr(as_json):  # a callback's print() must not break the JSON document
         processor = _load(processor_path, options)
         summary, aborted_by = run(go())
-    _report(summary, as_json, "process")
-    if aborted_by is not None:
-        ctx.exit(128 + aborted_by)
-    if summary.stopped_by == "wedged":
-        ctx.exit(EXIT_WEDGED)
+    _finish(ctx, summary, aborted_by, as_json, "process")
 
 
 @click.command()
@@ -257,8 +262,4 @@ def worker(
     with out.stdout_to_stderr(as_json):  # a callback's print() must not break the JSON document
         processor = _load(processor_path, options)
         summary, aborted_by = run(go())
-    _report(summary, as_json, "worker")
-    if aborted_by is not None:
-        ctx.exit(128 + aborted_by)
-    if summary.stopped_by == "wedged":
-        ctx.exit(EXIT_WEDGED)
+    _finish(ctx, summary, aborted_by, as_json, "worker")
