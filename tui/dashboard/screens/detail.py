@@ -330,18 +330,24 @@ class JobDetailScreen(Screen[None]):
             self.notify("select an error in the error log first (tab 1)", severity="warning")
         return error
 
+    def _error_and_processor(self) -> tuple[ErrorEntry, core.Processor] | None:
+        """The selected error and the callback to run it through; None (the user was told why) if either is missing."""
+        error = self._error_for_action()
+        if error is None:
+            return None
+        processor = self.dashboard.require_processor()
+        return None if processor is None else (error, processor)
+
     @property
     def retry_note(self) -> object:
         """What the last retry of the shown error's entity did (None: nothing yet)."""
         return self.error_view.note
 
     def action_retry_entity(self) -> None:
-        error = self._error_for_action()
-        if error is None:
+        target = self._error_and_processor()
+        if target is None:
             return
-        processor = self.dashboard.require_processor()
-        if processor is None:
-            return
+        error, processor = target
         if self.busy:
             self.notify(f"a {self.busy} is already running", severity="warning")
             return
@@ -362,12 +368,10 @@ class JobDetailScreen(Screen[None]):
         self.reload(force=True)
 
     def action_debug_entity(self) -> None:
-        error = self._error_for_action()
-        if error is None:
+        target = self._error_and_processor()
+        if target is None:
             return
-        processor = self.dashboard.require_processor()
-        if processor is None:
-            return
+        error, processor = target
         if self.dashboard.processing:
             self.notify("a chunk is being processed; stop auto-run (a) or let the step finish first — "
                         "the debugger would stall its lease", severity="warning")
