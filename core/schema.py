@@ -50,7 +50,7 @@ from sqlalchemy.engine import Connection
 from .errors import NoDatabase, SchemaMismatch
 
 #: the number of the newest revision in migrations/versions (tests/migrations checks they agree)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: chunkq 0.1.0: tables made by ``create_all``, ``schema_version`` 1, no revision table
 LEGACY_VERSION = 1
 #: Alembic's version table under a chunkq name, so an application's own Alembic in the same
@@ -108,6 +108,11 @@ jobs = Table(
     Column("params", JSON),
     # the processor (queue) the job is routed to; NULL: any worker may run it (revision 0002)
     Column("processor", Text),
+    # the error row that paused or failed the job (circuit breaker, error budget, JobFailed) (0003)
+    Column("reason_error_id", _BigId),
+    # a deliberate release of the job's leases, told apart from a worker that went silent (0003)
+    Column("released_by", Text),
+    Column("released_at", Float),
 )
 Index("ix_chunkq_jobs_claim", jobs.c.status, jobs.c.priority, jobs.c.id)
 Index("ix_chunkq_jobs_updated", jobs.c.updated_at)
@@ -177,8 +182,14 @@ errors = Table(
     Column("final", Boolean, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("resolved_at", Float),
+    # what groups the failure (core/fingerprint.py), computed at write; NULL only for rows written
+    # by a worker of an older revision during a rolling upgrade (0003)
+    Column("fingerprint", String(32)),
+    Column("normalized", Text),
+    Column("location", Text),
 )
 Index("ix_chunkq_errors_job", errors.c.job_id, errors.c.id)
+Index("ix_chunkq_errors_fingerprint", errors.c.job_id, errors.c.fingerprint, errors.c.id)
 
 # Shared token buckets: one row per provider, so every worker on the database obeys one limit.
 rate_limits = Table(
@@ -190,6 +201,32 @@ rate_limits = Table(
     Column("tokens", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# Every process that processes work (worker, cron `process`, the dashboard's auto-run, `serve`):
+# registered at start, heartbeated, asked to stop through `stop_request` (0003).
+workers = Table(
+    "chunkq_workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),  # worker | process | dashboard | serve
+    Column("processor", Text),
+    Column("version", String(32), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("heartbeat_interval", Float, nullable=False),
+    Column("state", String(16), nullable=False),  # busy | idle | stopping | stopped
+    Column("job_id", _BigId),
+    Column("chunks", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("concurrency", Integer),  # the current concurrency limit (moves under --concurrency auto)
+    Column("done", BigInteger, nullable=False, default=0, server_default=text("0")),
+    Column("failed", BigInteger, nullable=False, default=0, server_default=text("0")),
+    Column("stop_request", String(16)),  # NULL | finish | release
+    Column("stopped_at", Float),
+    Column("detail", Text),
+)
+Index("ix_chunkq_workers_heartbeat", workers.c.heartbeat_at)
 
 #: what chunkq 0.1.0 created (revision 0001)
 LEGACY_TABLES = frozenset({meta.name, jobs.name, entities.name, chunks.name, retries.name, errors.name,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chunkq.core import Processor, Queue
+from chunkq.core import schema as s
 from chunkq.core.backend import backend_for
 
 from tests.fixtures import schema_dump as sd
@@ -92,7 +93,12 @@ def assert_rows_survived(before: dict[str, list[dict[str, Any]]], after: dict[st
     assert {r["lost_leases"] for r in after["chunkq_chunks"]} == {0}
     assert {r["processor"] for r in after["chunkq_jobs"]} == {None}
     assert {r["key"]: r["value"] for r in before["chunkq_meta"]} == {"schema_version": "1"}
-    assert {r["key"]: r["value"] for r in after["chunkq_meta"]} == {"schema_version": "2"}
+    assert {r["key"]: r["value"] for r in after["chunkq_meta"]} == {"schema_version": str(s.SCHEMA_VERSION)}
+    assert {(r["reason_error_id"], r["released_by"], r["released_at"]) for r in after["chunkq_jobs"]} == {
+        (None, None, None)}
+    # 0003 fingerprinted every error 0.1.0 logged, so they group with the same failures logged after
+    assert after["chunkq_errors"] and all(r["fingerprint"] and r["normalized"] is not None
+                                          for r in after["chunkq_errors"])
 
 
 async def process_everything(url: str) -> list[Any]:

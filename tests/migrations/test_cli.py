@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from chunkq.core import schema as s
 from chunkq.core import upgrade_schema
 from click.testing import CliRunner, Result
 
@@ -17,7 +18,10 @@ from .support import full_dump, legacy_db
 
 Cli = Callable[..., Result]
 DEMO = "chunkq.core.demo:processor"
-NEWER = ("database schema is at revision 0099 (version 99), newer than this chunkq understands (version 2); "
+HEAD = s.revision_of(s.SCHEMA_VERSION)
+PENDING = [s.revision_of(n) for n in range(1, s.SCHEMA_VERSION + 1)]
+NEWER = ("database schema is at revision 0099 (version 99), newer than this chunkq understands "
+         f"(version {s.SCHEMA_VERSION}); "
          "upgrade chunkq")
 
 
@@ -49,8 +53,8 @@ def _make_newer(url: str) -> None:
 def test_db_current_and_upgrade_on_a_0_1_0_database(cli: Cli, db_url: str, tmp_path: Path) -> None:
     url = legacy_db(db_url, tmp_path)
     doc = json.loads(cli(url, "db", "current", "--json").stdout)
-    assert (doc["state"], doc["revision"], doc["version"], doc["pending"]) == ("legacy", None, 1, ["0002"])
-    assert (doc["head_revision"], doc["head_version"]) == ("0002", 2)
+    assert (doc["state"], doc["revision"], doc["version"], doc["pending"]) == ("legacy", None, 1, PENDING[1:])
+    assert (doc["head_revision"], doc["head_version"]) == (HEAD, s.SCHEMA_VERSION)
     human = cli(url, "db", "current")
     assert human.exit_code == 0 and "0.1.0" in human.stdout and "run `chunkq db upgrade`" in human.stdout
 
@@ -60,12 +64,13 @@ def test_db_current_and_upgrade_on_a_0_1_0_database(cli: Cli, db_url: str, tmp_p
         refused = cli(url, *args, input="a\n")
         assert refused.exit_code == 2, args
         line = one_line_error(refused.stderr)
-        assert "older than this chunkq (version 2); run `chunkq db upgrade`" in line, args
+        assert f"older than this chunkq (version {s.SCHEMA_VERSION}); run `chunkq db upgrade`" in line, args
     assert full_dump(url) == dump, "a refused command changed nothing"
 
     upgraded = cli(url, "db", "upgrade")
     assert upgraded.exit_code == 0
-    assert "upgraded from version 1 (chunkq 0.1.0, no revision table) to revision 0002 (version 2)" in upgraded.stdout
+    assert (f"upgraded from version 1 (chunkq 0.1.0, no revision table) to revision {HEAD} "
+            f"(version {s.SCHEMA_VERSION})") in upgraded.stdout
     again = json.loads(cli(url, "--json", "db", "upgrade").stdout)
     assert again["upgraded"] is False and again["after"]["state"] == "current"
     assert json.loads(cli(url, "db", "current", "--json").stdout)["state"] == "current"
@@ -91,10 +96,10 @@ def test_a_newer_schema_is_refused_by_every_command_with_one_clear_line(cli: Cli
 def test_db_current_never_creates_and_db_upgrade_creates(cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     doc = json.loads(cli(str(path), "--json", "db", "current").stdout)
-    assert (doc["state"], doc["pending"]) == ("missing", ["0001", "0002"])
+    assert (doc["state"], doc["pending"]) == ("missing", PENDING)
     assert not path.exists()
     created = cli(str(path), "db", "upgrade")
-    assert created.exit_code == 0 and "created at revision 0002 (version 2)" in created.stdout
+    assert created.exit_code == 0 and f"created at revision {HEAD} (version {s.SCHEMA_VERSION})" in created.stdout
     assert json.loads(cli(str(path), "--json", "db", "current").stdout)["state"] == "current"
 
 

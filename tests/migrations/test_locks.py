@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from chunkq.core import schema as s
 from chunkq.core import schema_status, upgrade_schema
 from chunkq.core.migrations import runner
 
@@ -52,7 +53,9 @@ def test_two_processes_starting_at_once_migrate_an_old_database_once(
     for proc, out, err in procs:
         assert proc.wait(timeout=120) == 0, err.read_text()
         docs.append(json.loads(out.read_text()))
-    assert len(steps.read_text().splitlines()) == 1, "exactly one process ran the migration"
+    steps_run = steps.read_text().splitlines()
+    assert len({line.split()[0] for line in steps_run}) == 1, "exactly one process ran the migration"
+    assert len(steps_run) == s.SCHEMA_VERSION - 1, "each revision once"
     first, second = sorted(docs, key=lambda d: not d["upgraded"])
     assert first["upgraded"] and first["before"]["state"] == "legacy" and first["after"]["state"] == "current"
     # the other read the old schema too, waited for the lock, and found the work done

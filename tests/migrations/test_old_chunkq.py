@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from chunkq.core import schema as s
 from chunkq.core import upgrade_schema
 
 from .support import ROOT, rows_of
@@ -81,7 +82,8 @@ def test_a_running_0_1_0_worker_keeps_working_after_the_upgrade_and_a_new_one_re
         proc.kill()
     lines = out.splitlines()
     assert json.loads(lines[0]) == {"id": 1, "status": "complete", "processed": 5}, err
-    assert lines[1] == ("refused: database schema version 2 is newer than this chunkq understands (1); "
+    assert lines[1] == (f"refused: database schema version {s.SCHEMA_VERSION} is newer than this chunkq "
+                        "understands (1); "
                         "upgrade chunkq"), err
     rows = rows_of(url)
     assert [(r["id"], r["processor"]) for r in rows["chunkq_jobs"]] == [(1, None)]
