@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from chunkq.core import Queue, upgrade_schema
+from chunkq.core.schema import SCHEMA_VERSION
 
 from tests.cli.helpers import CHUNKQ, one_line_error, run_chunkq
 from tests.migrations.support import copy_fixture, full_dump
@@ -212,6 +213,6 @@ def test_an_older_read_only_database_says_who_can_upgrade_it(
     res = _run(unprivileged, ["--db", str(db), "jobs"], env, tmp_path)
     assert res.returncode == 2
     line = one_line_error(res.stderr)
-    assert "older than this chunkq (version 2); it is read-only for this user: run `chunkq db upgrade` as one " \
-           "who may write to it" in line
+    assert (f"older than this chunkq (version {SCHEMA_VERSION}); it is read-only for this user: "
+            "run `chunkq db upgrade` as one who may write to it") in line
     assert not list(folder.glob("q.db-*"))
