@@ -9,7 +9,7 @@ command line (``tui``) build on it, never the reverse. The module map is in
 """
 
 from . import limits
-from .errors import NoDatabase, SchemaMismatch
+from .errors import NoDatabase, SchemaMismatch, WorkerNotFound
 from .limits import FloatLimit, IntLimit, TextLimit
 from .loader import ProcessorHandle, load_processor
 from .migrations import SchemaState, SchemaUpgrade, schema_status, upgrade_schema
@@ -31,6 +31,7 @@ from .models import (
     EntityResult,
     ErrorEntry,
     ErrorGroup,
+    HistoryBucket,
     InvalidInput,
     InvalidTransition,
     Job,
@@ -41,9 +42,11 @@ from .models import (
     Retry,
     TraceFrame,
     TraceStack,
+    WorkerInfo,
 )
 from .options import ProcessorOptions, apply_overrides, parse_rate, parse_rates
 from .queue import MAX_CHUNK_SIZE, MAX_ID_LENGTH, Queue, clean_entity_id
+from .registry import Registration
 from .runner import Processor
 from .signals import SignalStop, stop_message
 from .status import Status
@@ -70,6 +73,7 @@ __all__ = [
     "ErrorEntry",
     "ErrorGroup",
     "FloatLimit",
+    "HistoryBucket",
     "IntLimit",
     "InvalidInput",
     "InvalidTransition",
@@ -83,6 +87,7 @@ __all__ = [
     "ProcessorOptions",
     "Queue",
     "QueueStats",
+    "Registration",
     "Retry",
     "RunSummary",
     "SchemaMismatch",
@@ -94,6 +99,8 @@ __all__ = [
     "TraceFrame",
     "TraceStack",
     "Worker",
+    "WorkerInfo",
+    "WorkerNotFound",
     "apply_overrides",
     "clean_entity_id",
     "limits",

@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .claims import Claim
+from .adaptive import Limiter
+from .claims import Claim, route_to
 from .errors import InvalidTransition
 from .heartbeat import Heartbeat
 from .models import ChunkResult
@@ -48,21 +50,32 @@ async def process(
         job = await queue.get_job(job_id)
         if not job.status.is_active:
             raise InvalidTransition(f"job {job_id} is {job.status}; nothing to process")
-    # 1. Claim.
-    claim = await queue._claim(job_id)
+        if job.processor is not None and job.processor != processor.name:
+            raise InvalidTransition(f"job {job_id} is routed to processor {job.processor!r}, not "
+                                    f"{processor.name or 'this unnamed one'!r}; a worker for it runs it")
+    # 1. Claim (only a job routed to this processor, or to none: claims.ROUTE).
+    with route_to(processor.name):
+        claim = await queue._claim(job_id)
     if claim is None:
         return None
     return await run_claimed(queue, claim, processor, on_entity)
 
 
 async def run_claimed(
-    queue: Queue, claim: Claim, processor: Processor, on_entity: EntityHook | None = None
+    queue: Queue, claim: Claim, processor: Processor, on_entity: EntityHook | None = None, *,
+    limiter: Limiter | None = None, on_ran: Callable[[], None] | None = None,
 ) -> ChunkResult:
-    """Steps 2 and 3 for a chunk already claimed."""
+    """Steps 2 and 3 for a chunk already claimed.
+
+    A worker's window (``worker.py``) runs several of these at once: ``limiter`` is
+    its slots, shared by them all, and ``on_ran`` tells it when this chunk's
+    entities are done (before the commit), so that its next claim overlaps the commit.
+    """
     # 2. Run, under the rate limiter and a heartbeat; once the lease is known lost, no entity starts.
     heartbeat = Heartbeat(queue.claims, claim)
     runner = ChunkRunner(processor, claim.job, on_entity=on_entity, schedule_retries=queue.now,
-                         before_call=queue.rate_limiter.for_job(processor, claim.job), lease=heartbeat)
+                         before_call=queue.rate_limiter.for_job(processor, claim.job), lease=heartbeat,
+                         limiter=limiter)
     heartbeat.on_lost = runner.stop.set
     t0 = time.perf_counter()
     abort: str | None = None
@@ -71,11 +84,15 @@ async def run_claimed(
             outcomes = await runner.run(claim.items)
     except ChunkAborted as exc:  # the callback raised JobFailed: the job fails with what is done so far
         outcomes, abort = exc.outcomes, exc.reason
+        if exc.culprit is not None:  # logged with its traceback; the job's reason points at it (commit.py)
+            outcomes = [*outcomes, exc.culprit]
     except BaseException:
         try:
             await asyncio.shield(queue.claims.release(claim))
         except Exception as exc:  # the lease will expire on its own
             log.warning("could not release chunk %s of job %s: %s", claim.chunk_index, claim.job.id, exc)
         raise
+    if on_ran is not None:
+        on_ran()
     # 3. Commit, fenced (a chunk whose lease was lost is refused here, whatever ran of it).
     return await queue._commit(claim, outcomes, time.perf_counter() - t0, abort)

@@ -9,17 +9,20 @@ chunk to the next worker that looks, and its late commit is fenced off
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Float, Text, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import BigInteger, Float, Text, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from . import poison, rows
 from . import schema as s
@@ -27,7 +30,7 @@ from .backend import Backend
 from .models import Job
 from .poison import ISOLATE_AFTER, SETTLED_PER_CLAIM
 from .runner import Item
-from .sql import claimable, expired_lease, next_retry_subquery
+from .sql import claimable, expired_lease, next_retry_subquery, routed
 from .status import RUNNING
 
 if TYPE_CHECKING:
@@ -37,9 +40,43 @@ log = logging.getLogger("chunkq")
 
 #: how often a busy worker also looks for expired leases (at most; half a lease when that is shorter)
 STALE_CHECK_SECONDS = 5.0
+#: the processor name (``Processor.name``) the claims made in this task are for: a job routed to another
+#: processor is never claimed (``sql.routed``). Set by ``chunk.process`` around its claim, so the reliability
+#: suite's wrappers of ``Queue._claim(job_id)`` keep their signature; unset: jobs routed to no one only.
+ROUTE: ContextVar[str | None] = ContextVar("chunkq_route", default=None)
+@contextlib.contextmanager
+def route_to(name: str | None) -> Iterator[None]:
+    """Claims made inside are for processor ``name`` (``ROUTE``); None leaves the route as it is."""
+    if name is None:
+        yield
+        return
+    token = ROUTE.set(name)
+    try:
+        yield
+    finally:
+        ROUTE.reset(token)
+
+
+def release_tag() -> str:
+    """``host:pid``: who gave a lease back on purpose (``Job.released_by``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:200]
+
+
 def make_owner() -> str:
     """``host:pid:random`` - unique per process even across machines and PID reuse."""
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+
+
+def _positional_sql(conn: Connection, statement: Any, order: tuple[str, ...]) -> str:
+    """``statement`` compiled for this connection's driver, if that driver takes plain ``?`` parameters in
+    ``order`` and needs no conversion of them or of the rows (SQLite's pysqlite); else ""."""
+    dialect = conn.dialect
+    if dialect.name != "sqlite" or dialect.paramstyle != "qmark":
+        return ""
+    compiled = statement.compile(dialect=dialect)
+    if tuple(compiled.positiontup or ()) != order:
+        return ""
+    return str(compiled)
 
 
 @dataclass
@@ -79,14 +116,16 @@ class ClaimStatements:
         def claim(one_job: bool, skip_locked: bool) -> Any:
             j = s.jobs.c
             now = bindparam("p_now", type_=Float)
-            cand = select(j.id).where(claimable(now))
+            mine = bindparam("p_mine", type_=BigInteger)
+            # routing (sql.routed): only jobs for this task's processor (``ROUTE``), or for any
+            cand = select(j.id).where(claimable(now, mine), routed(bindparam("p_proc", type_=Text)))
             if one_job:
                 cand = cand.where(j.id == bindparam("p_job", type_=BigInteger))
             cand = backend.lock_rows(cand.order_by(j.priority.desc(), j.id).limit(1), skip_locked=skip_locked)
             retry_due = and_(j.next_retry_at.is_not(None), j.next_retry_at <= now)
             return (
                 update(s.jobs)
-                .where(j.id == cand.scalar_subquery(), claimable(now))
+                .where(j.id == cand.scalar_subquery(), claimable(now, mine))
                 .values(
                     next_pos=case((retry_due, j.next_pos), else_=j.next_pos + j.chunk_size),
                     next_chunk=j.next_chunk + 1,
@@ -97,6 +136,8 @@ class ClaimStatements:
                     lease_owner=bindparam("p_owner", type_=Text),
                     lease_expires_at=bindparam("p_until", type_=Float),
                     heartbeat_at=now,
+                    released_by=None,  # claimed again: no longer "released" (0003)
+                    released_at=None,
                 )
                 .returning(*s.jobs.c, case((retry_due, 1), else_=0).label("is_retry"))
             )
@@ -145,6 +186,7 @@ class Claims:
         self.committer = committer  # records a poison entity's failure inside the claim transaction
         self.isolate_after = isolate_after
         self._next_stale_check = 0.0
+        self._range_sql: str | None = None  # "" where the driver cannot take it directly (``range_items``)
         #: a blocked event loop let a lease lapse and the operator was told (once: ``heartbeat.py``)
         self.warned_blocked_loop = False
         #: the thread renewing this queue's leases off the event loop, where the backend allows (``heartbeat.py``)
@@ -155,8 +197,12 @@ class Claims:
         """Built on first use: a ``Queue`` that only reads never pays for them."""
         return ClaimStatements.build(self.backend)
 
-    async def claim(self, job_id: int | None = None) -> Claim | None:
+    async def claim(self, job_id: int | None = None, *, mine: int | None = None) -> Claim | None:
         """Lease the best claimable chunk (of ``job_id`` only, if given); None when there is none.
+
+        ``mine``: a job this worker already holds a chunk of (its window, ``worker.py``):
+        that job's ``max_workers`` already counts this worker, so one more chunk of it may
+        be leased even when its leased chunks reach ``max_workers``.
 
         Expired leases are looked for at most every few seconds (and whenever there
         is nothing fresh), so a busy worker does not pay for that query per chunk.
@@ -169,20 +215,31 @@ class Claims:
             if job_id is not None or now >= self._next_stale_check:
                 checked_stale = True
                 self._next_stale_check = now + min(self.lease_seconds / 2, STALE_CHECK_SECONDS)
-                claim = self._reclaim_expired(conn, now, job_id)
+                claim = self._reclaim_expired(conn, now, job_id, mine)
                 if claim is not None:
                     return claim
-            claim = self._claim_fresh(conn, now, job_id)
+            claim = self._claim_fresh(conn, now, job_id, mine)
             if claim is None and not checked_stale:
                 self._next_stale_check = now + min(self.lease_seconds / 2, STALE_CHECK_SECONDS)
-                claim = self._reclaim_expired(conn, now, job_id)
+                claim = self._reclaim_expired(conn, now, job_id, mine)
             return claim
 
-        return await self.backend.write(tx, "claiming a chunk", undo=self._release_claimed)
+        route = ROUTE.get()
 
-    def _claim_fresh(self, conn: Connection, now: float, job_id: int | None) -> Claim | None:
+        def routed_tx(conn: Connection) -> Claim | None:
+            token = ROUTE.set(route)  # the transaction may run on a thread (SQLite), outside this task's context
+            try:
+                return tx(conn)
+            finally:
+                ROUTE.reset(token)
+
+        return await self.backend.write(routed_tx, "claiming a chunk", undo=self._release_claimed)
+
+    def _claim_fresh(self, conn: Connection, now: float, job_id: int | None, mine: int | None = None) -> Claim | None:
         st = self.statements
-        params = {"p_now": now, "p_owner": self.owner, "p_until": now + self.lease_seconds, "p_job": job_id}
+        params = {"p_now": now, "p_owner": self.owner, "p_until": now + self.lease_seconds, "p_job": job_id,
+                  "p_mine": mine}
+        params["p_proc"] = ROUTE.get()
         row = conn.execute(st.claim if job_id is None else st.claim_job, params).first()
         wait = st.claim_wait if job_id is None else st.claim_job_wait
         if row is None and wait is not None:
@@ -220,14 +277,16 @@ class Claims:
         })
         return Claim(job, index, kind, 1, self.owner, items, now)
 
-    def _reclaim_expired(self, conn: Connection, now: float, job_id: int | None) -> Claim | None:
+    def _reclaim_expired(
+        self, conn: Connection, now: float, job_id: int | None, mine: int | None = None
+    ) -> Claim | None:
         """Take over a chunk whose worker stopped renewing its lease: nothing stays stuck.
 
         A poison chunk (see the class) is isolated or settled here instead of
         handed out, and the next expired chunk is looked for.
         """
         for _ in range(SETTLED_PER_CLAIM):
-            claim, lost = self._take_over(conn, now, job_id)
+            claim, lost = self._take_over(conn, now, job_id, mine)
             if claim is None:
                 return None
             if lost < self.isolate_after or self.committer is None:
@@ -240,7 +299,9 @@ class Claims:
                 poison.give_up(conn, self.committer, claim, lost)
         return None
 
-    def _take_over(self, conn: Connection, now: float, job_id: int | None) -> tuple[Claim | None, int]:
+    def _take_over(
+        self, conn: Connection, now: float, job_id: int | None, mine: int | None = None
+    ) -> tuple[Claim | None, int]:
         """Lease the best expired chunk to this worker; (claim, leases it has lost so far)."""
         c, j = s.chunks.c, s.jobs.c
         live = s.chunks.alias("live")
@@ -252,12 +313,15 @@ class Claims:
         q = (
             select(c.job_id, c.chunk_index, c.attempt)
             .select_from(s.chunks.join(s.jobs, j.id == c.job_id))
-            .where(expired_lease(now), busy < j.max_workers)
+            # (a job this worker already holds a chunk of counts it already: ``claimable``)
+            .where(expired_lease(now), busy < j.max_workers if mine is None else or_(busy < j.max_workers,
+                                                                                     c.job_id == mine))
             .order_by(j.priority.desc(), j.id, c.chunk_index)
             .limit(1)
         )
         if job_id is not None:
             q = q.where(c.job_id == job_id)
+        q = q.where(routed(ROUTE.get()))
         found = conn.execute(self.backend.lock_rows(q, of=s.chunks, skip_locked=True)).first()
         if found is None:
             return None, 0
@@ -275,7 +339,8 @@ class Claims:
             return None, 0
         row = conn.execute(
             update(s.jobs).where(j.id == found.job_id)
-            .values(status=RUNNING, updated_at=now, lease_owner=self.owner, lease_expires_at=until, heartbeat_at=now)
+            .values(status=RUNNING, updated_at=now, lease_owner=self.owner, lease_expires_at=until, heartbeat_at=now,
+                    released_by=None, released_at=None)
             .returning(*s.jobs.c)
         ).first()
         assert row is not None
@@ -300,8 +365,24 @@ class Claims:
         return claim, int(chunk.lost_leases)
 
     def range_items(self, conn: Connection, job_id: int, start: int, end: int) -> list[Item]:
-        """Entities ``start`` to ``end`` (exclusive) of a job, read by position through the primary key."""
-        found = conn.execute(self.statements.range_items, {"p_job": job_id, "p_start": start, "p_end": end}).all()
+        """Entities ``start`` to ``end`` (exclusive) of a job, read by position through the primary key.
+
+        The hot path's one per-entity read: on SQLite it runs, as SQLAlchemy compiled it, on the
+        pooled driver connection (plain tuples: SQLAlchemy's rows cost more than the read itself).
+        """
+        sql = self._range_sql
+        if sql is None:
+            sql = self._range_sql = _positional_sql(conn, self.statements.range_items, ("p_job", "p_start", "p_end"))
+        if sql:
+            params = (job_id, start, end)
+            base = conn.dialect.loaded_dbapi.Error
+            try:
+                found = conn.connection.dbapi_connection.execute(sql, params).fetchall()  # type: ignore[union-attr]
+            except base as exc:  # as SQLAlchemy would raise it: retried, or reported as the database's fault
+                raise DBAPIError.instance(sql, params, exc, base, dialect=conn.dialect) from exc
+        else:
+            found = conn.execute(self.statements.range_items,
+                                 {"p_job": job_id, "p_start": start, "p_end": end}).all()
         return [Item(p, eid, 1) for p, eid in found]
 
     async def renew(self, claim: Claim) -> bool:
@@ -344,7 +425,9 @@ class Claims:
                 .values(lease_expires_at=0.0)
             )
             conn.execute(
-                update(s.jobs).where(s.jobs.c.id == claim.job.id).values(lease_expires_at=0.0, updated_at=self.now())
+                # who gave it back and when: read as "released by host:pid at ...", not as a silent worker
+                update(s.jobs).where(s.jobs.c.id == claim.job.id)
+                .values(lease_expires_at=0.0, updated_at=self.now(), released_by=release_tag(), released_at=self.now())
             )
 
         await self.backend.write(tx, "releasing a lease")

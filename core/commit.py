@@ -29,6 +29,7 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    func,
     insert,
     literal,
     or_,
@@ -41,6 +42,7 @@ from . import rows
 from . import schema as s
 from .backend import Backend
 from .claims import Claim
+from .fingerprint import Fingerprint, FingerprintCache
 from .models import ChunkResult
 from .runner import Outcome
 from .sql import next_retry_subquery, status_in
@@ -154,15 +156,18 @@ class Committer:
         An outcome carrying ``retry_at`` had a retry scheduled by the runner (a
         transient failure with attempts left): it is stored due at exactly that time.
         """
-        result = await self.backend.write(lambda conn: self.apply(conn, claim, outcomes, duration, abort),
-                                          "committing a chunk")
+        # normalised before the transaction: no write lock is held while messages are read
+        prints = fingerprints(outcomes) if abort is None else []
+        result = await self.backend.write(
+            lambda conn: self.apply(conn, claim, outcomes, duration, abort, prints=prints), "committing a chunk")
         if not result.committed:
             log.warning("chunk %s of job %s was taken over by another worker; results discarded",
                         claim.chunk_index, claim.job.id)
         return result
 
     def apply(
-        self, conn: Connection, claim: Claim, outcomes: Sequence[Outcome], duration: float, abort: str | None
+        self, conn: Connection, claim: Claim, outcomes: Sequence[Outcome], duration: float, abort: str | None,
+        *, prints: Sequence[Fingerprint] | None = None,
     ) -> ChunkResult:
         """``commit``'s transaction, inside the caller's (a claim settling a poison entity runs it too).
 
@@ -170,8 +175,8 @@ class Committer:
         feeds no circuit breaker: one entity says nothing about the provider.
         """
         job = claim.job
-        ok = sum(1 for o in outcomes if o.ok)
         failures = [o for o in outcomes if not o.ok]
+        ok = len(outcomes) - len(failures)
         to_retry = [o for o in failures if o.retry_at is not None]
         final_fail = len(failures) - len(to_retry)
         if abort is not None:
@@ -199,6 +204,8 @@ class Committer:
             return ChunkResult(job.id, claim.chunk_index, 0, 0, Status(current or job.status), duration,
                                committed=False)
         if failures:
+            if prints is None or len(prints) != len(failures):
+                prints = fingerprints(failures)
             conn.execute(insert(s.errors), [{
                 "job_id": job.id, "pos": o.item.pos, "entity_id": o.item.entity_id,
                 # storable already (the runner made it so); again here, the one door to the error log
@@ -206,7 +213,8 @@ class Committer:
                 "traceback": storable(o.traceback[:rows.TRACEBACK_MAX]), "stacks": rows.stacks_json(o.stacks),
                 "chunk_index": claim.chunk_index, "attempt": o.item.attempt,
                 "final": o.retry_at is None, "created_at": now,
-            } for o in failures])
+                "fingerprint": fp.key, "normalized": fp.normalized, "location": fp.where,
+            } for o, fp in zip(failures, prints, strict=True)])
         if claim.kind == "retry" and abort is None:
             r = s.retries.c
             conn.execute(delete(s.retries).where(r.job_id == job.id, r.chunk_index == claim.chunk_index))
@@ -235,5 +243,54 @@ class Committer:
             # inside the UPDATE above reads a snapshot from before it waited for that lock, so it
             # missed retries a concurrent chunk of this job had just committed, and set NULL.
             conn.execute(update(s.jobs).where(j.id == job.id).values(next_retry_at=next_retry_subquery(job.id)))
+        if failures and new == PAUSED.value:
+            # the circuit breaker or error budget paused it: point at the error that tipped it (Job.reason_error_id)
+            er = s.errors.c
+            tipped = select(func.max(er.id)).where(er.job_id == job.id, er.chunk_index == claim.chunk_index)
+            conn.execute(update(s.jobs).where(j.id == job.id, j.reason_error_id.is_(None), j.fail_reason.is_not(None))
+                         .values(reason_error_id=tipped.scalar_subquery()))
+        culprit = next((o for o in outcomes if o.aborted_job), None) if abort is not None else None
+        if culprit is not None and new == FAILED.value:
+            # JobFailed: the entity that raised it is logged with its traceback, and the job points at it
+            fp = fingerprints([culprit])[0]
+            err_id = conn.execute(insert(s.errors).values(
+                job_id=job.id, pos=culprit.item.pos, entity_id=culprit.item.entity_id,
+                error_type=storable(culprit.error_type), message=storable(culprit.message[:rows.MESSAGE_MAX]),
+                traceback=storable(culprit.traceback[:rows.TRACEBACK_MAX]), stacks=rows.stacks_json(culprit.stacks),
+                chunk_index=claim.chunk_index, attempt=culprit.item.attempt, final=True, created_at=now,
+                fingerprint=fp.key, normalized=fp.normalized, location=fp.where,
+            ).returning(s.errors.c.id)).scalar_one()
+            conn.execute(update(s.jobs).where(j.id == job.id)
+                         .values(reason_error_id=err_id, error_count=j.error_count + 1))
+        fresh = new_fingerprints(conn, job.id, claim.chunk_index, prints) if failures and prints else ()
         return ChunkResult(job.id, claim.chunk_index, processed, len(failures), Status(new), duration,
-                           retried=len(to_retry))
+                           retried=len(to_retry), new_fingerprints=fresh)
+
+
+def fingerprints(outcomes: Sequence[Outcome]) -> list[Fingerprint]:
+    """The fingerprint of each failed outcome, in order; a chunk's alike failures are normalised once."""
+    cache = FingerprintCache()
+    return [cache(o.error_type, o.message[:rows.MESSAGE_MAX], o.stacks, entity_id=o.item.entity_id)
+            for o in outcomes if not o.ok]
+
+
+def new_fingerprints(
+    conn: Connection, job_id: int, chunk_index: int, prints: Sequence[Fingerprint]
+) -> tuple[str, ...]:
+    """Which of a chunk's fingerprints its job had never logged before, in the order first logged.
+
+    Run after the job row's update, so on PostgreSQL it waited for the lock a
+    concurrent commit of the same job held and sees that commit's errors: of
+    two chunks logging one new bug at once, one says it is new. Each key is one
+    index probe (``ix_chunkq_errors_fingerprint``) that stops at the first older
+    row: the rows of this chunk (``chunk_index``) are skipped, at most a chunk's worth.
+    """
+    er = s.errors.c
+    fresh: list[str] = []
+    for key in dict.fromkeys(fp.key for fp in prints):
+        older = conn.execute(
+            select(er.id).where(er.job_id == job_id, er.fingerprint == key, er.chunk_index != chunk_index).limit(1)
+        ).first()
+        if older is None:
+            fresh.append(key)
+    return tuple(fresh)

@@ -14,11 +14,12 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, insert, literal, select, union, update
 from sqlalchemy.engine import Connection
 
-from . import rows
+from . import error_groups, rows
 from . import schema as s
 from .backend import Backend
 from .enqueue import new_job_row
 from .errors import InvalidInput, InvalidTransition
+from .fingerprint import fingerprint as fingerprint_of
 from .limits import check_id
 from .models import BulkResult, EntityResult, Job
 from .reads import Reads
@@ -40,9 +41,11 @@ class Transition:
 
 _j = s.jobs.c
 TRANSITIONS = {
-    "pause": Transition("pause", (PENDING, RUNNING), lambda now: {"status": PAUSED, "fail_reason": None}),
+    "pause": Transition("pause", (PENDING, RUNNING), lambda now: {"status": PAUSED, "fail_reason": None,
+                                                                    "reason_error_id": None}),
     "resume": Transition("resume", (PAUSED,), lambda now: {
-        "status": case((_j.leased_chunks > 0, RUNNING), else_=PENDING), "dead_chunks": 0, "fail_reason": None}),
+        "status": case((_j.leased_chunks > 0, RUNNING), else_=PENDING), "dead_chunks": 0, "fail_reason": None,
+        "reason_error_id": None}),
     "cancel": Transition("cancel", (PENDING, RUNNING, PAUSED), lambda now: {"status": CANCELLED, "finished_at": now}),
 }
 #: what ``Queue.bulk`` can do: the status changes, plus a redo of each job's failures
@@ -112,19 +115,26 @@ class Control:
                 skipped[CANCELLED] = skipped.get(CANCELLED, 0) + 1
         return BulkResult(action, len(matched), len(done), skipped, tuple(done))
 
-    async def retry_failed(self, job_id: int) -> Job:
+    async def retry_failed(self, job_id: int, *, fingerprint: str | None = None) -> Job:
         """A new job (``parent_id`` = this one) of every entity that did not succeed.
 
         That is the entities that failed for good and, for a failed or cancelled
         job, those never finished. Only first-time errors are counted once.
+        With ``fingerprint`` (a group's key): only the entities failed for good
+        with an error of that group.
         """
         job = await self.reads.get_job(job_id)
+        if fingerprint is not None:
+            error_groups.check_key(fingerprint)
         e, er, c, r = s.entities.c, s.errors.c, s.chunks.c, s.retries.c
 
         def tx(conn: Connection) -> int:
-            parts: list[Any] = [select(er.pos, er.entity_id)
-                                .where(er.job_id == job_id, er.final.is_(True), er.resolved_at.is_(None))]
-            if job.status in (FAILED, CANCELLED):
+            failed = select(er.pos, er.entity_id).where(er.job_id == job_id, er.final.is_(True),
+                                                        er.resolved_at.is_(None))
+            if fingerprint is not None:
+                failed = failed.where(error_groups.group_condition(conn, job_id, fingerprint))
+            parts: list[Any] = [failed]
+            if job.status in (FAILED, CANCELLED) and fingerprint is None:
                 next_pos = conn.execute(select(_j.next_pos).where(_j.id == job_id)).scalar()
                 parts.append(select(e.pos, e.entity_id).where(e.job_id == job_id, e.pos >= next_pos))
                 parts.append(
@@ -140,6 +150,7 @@ class Control:
                 provider=job.provider, chunk_size=job.chunk_size, priority=job.priority,
                 max_workers=job.max_workers, max_attempts=job.max_attempts, max_errors=job.max_errors,
                 max_error_ratio=job.max_error_ratio, parent_id=job.id, params=job.params,
+                processor=job.processor,
             )).returning(_j.id)).scalar_one()
             conn.execute(insert(s.entities).from_select(
                 ["job_id", "pos", "entity_id"],
@@ -147,33 +158,45 @@ class Control:
             ))
             total = conn.execute(select(func.count()).where(e.job_id == new_id)).scalar()
             if not total:
-                raise InvalidInput(f"job {job_id} has {NO_FAILURES} to retry")
+                raise InvalidInput(f"job {job_id} has {NO_FAILURES} to retry" if fingerprint is None else
+                                   f"job {job_id} has {NO_FAILURES} in group {fingerprint} to retry")
             conn.execute(update(s.jobs).where(_j.id == new_id).values(total_count=total))
             return int(new_id)
 
         return await self.reads.get_job(await self.backend.write(tx, f"retrying job {job_id}"))
 
-    async def requeue_failed(self, job_id: int) -> Job:
-        """Put a job's failed entities back into the same job, due now, with fresh attempts."""
+    async def requeue_failed(self, job_id: int, *, fingerprint: str | None = None) -> Job:
+        """Put a job's failed entities back into the same job, due now, with fresh attempts.
+
+        With ``fingerprint`` (a group's key): only the entities failed for good
+        with an error of that group (all of such an entity's final errors stop
+        being final, whatever their group: the entity is no longer failed).
+        """
         job = await self.reads.get_job(job_id)
+        if fingerprint is not None:
+            error_groups.check_key(fingerprint)
         if job.status == CANCELLED:
             raise InvalidTransition(f"cannot requeue failures of job {job_id}: it is cancelled")
 
         def tx(conn: Connection) -> int:
             now = self.now()
             er = s.errors.c
+            dead = and_(er.job_id == job_id, er.final.is_(True), er.resolved_at.is_(None))
+            chosen = dead
+            if fingerprint is not None:
+                chosen = and_(dead, er.pos.in_(error_groups.final_positions(conn, job_id, fingerprint)
+                                               .scalar_subquery()))
             failed = conn.execute(
-                select(er.pos, func.min(er.entity_id).label("entity_id"))
-                .where(er.job_id == job_id, er.final.is_(True), er.resolved_at.is_(None)).group_by(er.pos)
+                select(er.pos, func.min(er.entity_id).label("entity_id")).where(chosen).group_by(er.pos)
             ).all()
             if not failed:
-                raise InvalidInput(f"job {job_id} has {NO_FAILURES} to retry")
+                raise InvalidInput(f"job {job_id} has {NO_FAILURES} to retry" if fingerprint is None else
+                                   f"job {job_id} has {NO_FAILURES} in group {fingerprint} to retry")
             conn.execute(insert(s.retries), [
                 {"job_id": job_id, "pos": p.pos, "entity_id": p.entity_id, "attempt": 1, "due_at": now}
                 for p in failed
             ])
-            conn.execute(update(s.errors).where(er.job_id == job_id, er.final.is_(True), er.resolved_at.is_(None))
-                         .values(final=False))
+            conn.execute(update(s.errors).where(chosen).values(final=False))
             n = len(failed)
             conn.execute(update(s.jobs).where(_j.id == job_id).values(
                 failed_count=_j.failed_count - n, processed_count=_j.processed_count - n,
@@ -201,11 +224,14 @@ class Control:
             now = self.now()
             er, r = s.errors.c, s.retries.c
             if not outcome.ok:
+                fp = fingerprint_of(outcome.error_type, outcome.message[:rows.MESSAGE_MAX], outcome.stacks,
+                                    entity_id=item.entity_id)
                 conn.execute(insert(s.errors).values(
                     job_id=job.id, pos=item.pos, entity_id=item.entity_id, error_type=outcome.error_type,
                     message=outcome.message[:rows.MESSAGE_MAX], traceback=outcome.traceback[:rows.TRACEBACK_MAX],
                     stacks=rows.stacks_json(outcome.stacks), chunk_index=-1, attempt=item.attempt,
-                    final=err.final, created_at=now,
+                    final=err.final, created_at=now, fingerprint=fp.key, normalized=fp.normalized,
+                    location=fp.where,
                 ))
                 conn.execute(update(s.jobs).where(_j.id == job.id)
                              .values(error_count=_j.error_count + 1, updated_at=now))

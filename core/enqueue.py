@@ -28,6 +28,7 @@ from .limits import (
     MAX_WORKERS,
     NAME,
     PRIORITY,
+    PROCESSOR_NAME,
     PROVIDER,
     check_params,
     clean_entity_id,
@@ -59,6 +60,7 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     out["max_errors"] = MAX_ERRORS.check_optional(settings["max_errors"])
     out["max_error_ratio"] = MAX_ERROR_RATIO.check_optional(settings["max_error_ratio"])
     out["name"] = NAME.check(settings["name"])
+    out["processor"] = PROCESSOR_NAME.check(settings.get("processor"))
     params = check_params(settings["params"])
     if params:
         try:  # caught here, not as a driver error with the SQL in it (PostgreSQL also rejects NaN)

@@ -37,6 +37,14 @@ class JobNotFound(ChunkqError, LookupError):
         self.job_id = job_id
 
 
+class WorkerNotFound(ChunkqError, LookupError):
+    """No registered worker has this id (it never existed, or stopped long enough ago to be forgotten)."""
+
+    def __init__(self, worker_id: object) -> None:
+        super().__init__(f"no worker with id {worker_id!r}")
+        self.worker_id = worker_id
+
+
 class InvalidTransition(ChunkqError):
     """E.g. resuming a complete job: the message says the job's current status."""
 

@@ -74,7 +74,10 @@ from urllib.parse import quote, quote_plus
 
 from .models import TraceFrame, TraceStack
 
-__all__ = ["MAX_CHARS", "VERSION", "Fingerprint", "fingerprint", "is_library_file", "normalize_message", "user_frame"]
+__all__ = [
+    "MAX_CHARS", "VERSION", "Fingerprint", "FingerprintCache", "fingerprint", "is_library_file", "normalize_message",
+    "user_frame",
+]
 
 #: bump when a rule changes: stored keys from another version must be recomputed, never compared
 VERSION = 1
@@ -473,9 +476,44 @@ def fingerprint(
     """The failure's fingerprint: same type, same user frame and same normalised message, same key."""
     normalized = normalize_message(message, entity_id=entity_id)
     where = user_frame(stacks)
+    return Fingerprint(key=_key(error_type, where, normalized), normalized=normalized, where=where)
+
+
+def _key(error_type: str, where: str | None, normalized: str) -> str:
     h = hashlib.blake2b(digest_size=8)
     for part in (str(VERSION), error_type, where or "", normalized):
         raw = part.encode("utf-8", "surrogatepass")
         h.update(len(raw).to_bytes(4, "big"))
         h.update(raw)
-    return Fingerprint(key=h.hexdigest(), normalized=normalized, where=where)
+    return h.hexdigest()
+
+
+class FingerprintCache:
+    """``fingerprint`` for a batch of failures (a chunk's), normalising each distinct failure once.
+
+    A chunk of 50 entities failing alike logs 50 messages that differ only by
+    the entity's ID: with the ID replaced first (``_replace_entity``, a plain
+    search), they are one key here, normalised and hashed once.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str | None, str], Fingerprint] = {}
+
+    def __call__(
+        self, error_type: str, message: str,
+        stacks: Sequence[TraceStack] | Sequence[Mapping[str, Any]] | None, *, entity_id: str | None = None,
+    ) -> Fingerprint:
+        if not isinstance(message, str):
+            message = str(message)
+        where = user_frame(stacks)
+        head = message[:MAX_CHARS]
+        templated = _replace_entity(head, entity_id) if entity_id else head
+        cache_key = (error_type, where, templated)
+        found = self._seen.get(cache_key)
+        if found is None:
+            normalized = _normalize(templated)  # normalize_message's first (and nearly always only) step
+            if len(normalized) > MAX_CHARS:  # placeholders made it longer than the cap: the full rule
+                normalized = normalize_message(message, entity_id=entity_id)
+            found = Fingerprint(key=_key(error_type, where, normalized), normalized=normalized, where=where)
+            self._seen[cache_key] = found
+        return found

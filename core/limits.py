@@ -135,6 +135,8 @@ class TextLimit:
 ENTITY_TYPE = TextLimit("entity_type")
 PROVIDER = TextLimit("provider")
 NAME = TextLimit("name", required=False)
+#: the processor a job is routed to (``Processor.name``; the CLI's import path ``module:function``)
+PROCESSOR_NAME = TextLimit("processor", max_length=500, required=False)
 CHUNK_SIZE = IntLimit("chunk_size", 1, 10_000, 50)
 PRIORITY = IntLimit("priority", -1_000_000, 1_000_000, 0)
 MAX_WORKERS = IntLimit("max_workers", 1, 1000, 1)
@@ -152,6 +154,37 @@ STDIN_BYTES = 2 << 30
 # --------------------------------------------------------------------------- processing
 
 CONCURRENCY = IntLimit("concurrency", 1, 10_000, None)
+#: ``concurrency="auto"``: the limit adapts to the provider (``adaptive.py``); ``"auto:N"`` caps it at N
+CONCURRENCY_AUTO = "auto"
+_CONCURRENCY_MUST = "a whole number from 1 to 10,000, or auto (auto:N to cap it at N)"
+
+
+def check_concurrency(value: object) -> int | str:
+    """A processor's ``concurrency``: a whole number, or ``"auto"`` / ``"auto:N"`` (normalized).
+
+    A string of digits (from a form, a query string) is that number.
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text.isdigit() and CONCURRENCY.lo <= int(text) <= CONCURRENCY.hi:
+            return int(text)
+        head, sep, tail = text.partition(":")
+        if head == CONCURRENCY_AUTO and not sep:
+            return CONCURRENCY_AUTO
+        if head == CONCURRENCY_AUTO and tail.strip().isdigit():
+            cap = int(tail.strip())
+            if CONCURRENCY.lo <= cap <= CONCURRENCY.hi:
+                return f"{CONCURRENCY_AUTO}:{cap}"
+        raise InvalidInput(f"concurrency must be {_CONCURRENCY_MUST}, got {value!r}", field="concurrency")
+    return CONCURRENCY.check(value)
+
+
+def check_concurrency_optional(value: object) -> int | str | None:
+    return None if value is None else check_concurrency(value)
+
+
+#: ``--processes``: worker processes under one supervisor (``supervisor.py``)
+PROCESSES = IntLimit("processes", 1, 256, 1)
 TIMEOUT = FloatLimit("timeout", 0.0, None, "a positive number of seconds")
 RATE = FloatLimit("rate", 0.0, None, "a positive number of calls per second")
 LEASE_SECONDS = FloatLimit("lease_seconds", 0.0, None, "a positive number of seconds", 30.0)

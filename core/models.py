@@ -38,8 +38,8 @@ from .status import (
 __all__ = [  # the errors and statuses are re-exported: ``from chunkq.core.models import PENDING`` keeps working
     "ACTIVE_STATUSES", "CANCELLED", "COMPLETE", "FAILED", "FINISHED_STATUSES", "PAUSED", "PENDING", "RUNNING",
     "STATUSES", "BulkResult", "ChunkInfo", "ChunkResult", "ChunkqError", "DatabaseUnavailable", "EntityResult",
-    "ErrorEntry", "ErrorGroup", "InvalidInput", "InvalidTransition", "Job", "JobFailed", "JobNotFound",
-    "ProcessorError", "QueueStats", "Retry", "Status", "TraceFrame", "TraceStack", "to_datetime",
+    "ErrorEntry", "ErrorGroup", "HistoryBucket", "InvalidInput", "InvalidTransition", "Job", "JobFailed", "JobNotFound",
+    "ProcessorError", "QueueStats", "Retry", "Status", "TraceFrame", "TraceStack", "WorkerInfo", "to_datetime",
 ]
 
 
@@ -54,6 +54,10 @@ def _json_ready(obj: Any) -> dict[str, Any]:
             value = value.value  # plain text: every JSON encoder takes it
         out[f.name] = value
     return out
+
+
+#: a lease holder (or a registered worker) is silent after this many heartbeat intervals without one
+STALE_HEARTBEATS = 2
 
 
 def to_datetime(ts: float | None) -> datetime | None:
@@ -98,6 +102,34 @@ class Job:
     max_errors: int | None = None
     max_error_ratio: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    #: the processor the job is routed to (its import path or ``Processor.name``); None: any worker runs it
+    processor: str | None = None
+    #: the error row that paused or failed the job (circuit breaker, error budget, ``JobFailed``)
+    reason_error_id: int | None = None
+    #: who gave the job's leases back on purpose (``host:pid``) and when: a release, not a silent worker
+    released_by: str | None = None
+    released_at: datetime | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the job is paused or failed, as a sentence (circuit breaker, error budget, ``JobFailed``,
+        an operator); None for a job that is neither."""
+        if self.status not in (PAUSED, FAILED):
+            return None
+        return self.fail_reason or ("paused by an operator" if self.status == PAUSED else None)
+
+    @property
+    def is_released(self) -> bool:
+        """Its leases were given back on purpose and no worker has taken them since."""
+        return self.released_at is not None and self.leased_chunks > 0 and not self.is_finished
+
+    @property
+    def heartbeat_interval(self) -> float | None:
+        """How often the lease holder renews (a third of its lease), read off the job row itself."""
+        if self.heartbeat_at is None or self.lease_expires_at is None:
+            return None
+        lease = (self.lease_expires_at - self.heartbeat_at).total_seconds()
+        return lease / 3 if lease > 0 else None
 
     @property
     def remaining_count(self) -> int:
@@ -127,14 +159,26 @@ class Job:
         return seconds
 
     def lease_is_stale(self, now: datetime | None = None) -> bool:
-        """True when a worker holds a lease it has stopped renewing (it probably died)."""
-        if self.leased_chunks <= 0 or self.lease_expires_at is None or self.is_finished:
+        """True when a worker holds a lease it has stopped renewing (it probably died).
+
+        Said within two heartbeat intervals of the last renewal (a third of the lease
+        each), not only once the whole lease has run out. A lease given back on purpose
+        (``is_released``) is not stale: nobody went silent.
+        """
+        if self.leased_chunks <= 0 or self.lease_expires_at is None or self.is_finished or self.is_released:
             return False
-        return self.lease_expires_at < (now or datetime.now(UTC))
+        now = now or datetime.now(UTC)
+        if self.lease_expires_at < now:
+            return True
+        interval = self.heartbeat_interval
+        return (interval is not None and self.heartbeat_at is not None
+                and (now - self.heartbeat_at).total_seconds() > STALE_HEARTBEATS * interval)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form used by ``--json`` and the HTTP API."""
-        return _json_ready(self)
+        """JSON-ready form used by ``--json`` and the HTTP API (with ``reason``, the sentence)."""
+        out = _json_ready(self)
+        out["reason"] = self.reason
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,16 +188,30 @@ class TraceFrame:
     name: str
     line: str
     locals: dict[str, str] | None = None
+    #: the source lines around ``lineno`` as they were when the error happened (``context_start`` is the
+    #: first one's number), so a traceback shows the code that failed, not the file as it is today
+    context: tuple[str, ...] = ()
+    context_start: int = 0
+    #: a digest of the file at capture (``tracebacks.source_digest``): a renderer compares it with today's
+    #: file to say "changed since"; None when the file could not be read
+    source_digest: str | None = None
+    #: > 0 on the marker frame that stands for a run of collapsed recursive frames (``tracebacks.py``)
+    repeated: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class TraceStack:
-    """One exception of a (possibly chained) traceback, innermost frame last."""
+    """One exception of a (possibly chained) traceback, innermost frame last.
+
+    ``members``: an ``ExceptionGroup``'s exceptions, each its own stack (captured
+    recursively, bounded in depth and count: ``tracebacks.py``).
+    """
 
     exc_type: str
     exc_value: str
     frames: tuple[TraceFrame, ...]
     is_cause: bool = False
+    members: tuple[TraceStack, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +230,10 @@ class ErrorEntry:
     final: bool = True
     resolved_at: datetime | None = None
     stacks: tuple[TraceStack, ...] = ()
+    #: what groups it (``fingerprint.py``): None on a row written by a worker older than schema 3
+    fingerprint: str | None = None
+    normalized: str | None = None  # the message with its variable parts replaced
+    location: str | None = None  # "file.py:function" in the user's code that raised it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,12 +248,21 @@ class ErrorEntry:
             "final": self.final,
             "created_at": self.created_at.isoformat(),
             "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
+            "fingerprint": self.fingerprint,
+            "normalized": self.normalized,
+            "location": self.location,
         }
 
 
 @dataclass(frozen=True, slots=True)
 class ErrorGroup:
-    """Failures that share an exception type and message: what an operator reads first."""
+    """Failures that are the same bug (one fingerprint): what an operator reads first.
+
+    ``message`` is the normalised message (``upstream 500 for <id>``) and
+    ``samples`` up to 3 distinct real ones. ``count`` is attempts logged,
+    ``entities`` distinct entities. Rows written before fingerprints existed
+    group by their exact message, under a key starting ``legacy:``.
+    """
 
     error_type: str
     message: str
@@ -199,6 +270,16 @@ class ErrorGroup:
     entities: int
     first_at: datetime
     last_at: datetime
+    fingerprint: str = ""
+    location: str | None = None
+    samples: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint, "error_type": self.error_type, "message": self.message,
+            "location": self.location, "count": self.count, "entities": self.entities,
+            "first_at": self.first_at.isoformat(), "last_at": self.last_at.isoformat(), "samples": list(self.samples),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +331,8 @@ class ChunkResult:
     duration: float
     retried: int = 0
     committed: bool = True  # False when the lease was lost and the results were discarded
+    #: fingerprints this chunk logged that its job had never logged before (decided in the commit transaction)
+    new_fingerprints: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -261,6 +344,7 @@ class ChunkResult:
             "status": str(self.status),
             "duration": round(self.duration, 6),
             "committed": self.committed,
+            "new_fingerprints": list(self.new_fingerprints),
         }
 
 
@@ -272,10 +356,90 @@ class QueueStats:
     error_count: int
     waiting_entities: int
     entities_per_second: float  # over the recent window of chunk history
-    active_workers: int
+    active_workers: int  # distinct holders of live leases
+    #: entities that failed for good (what every "Errors" number shows); ``error_count`` is attempts logged
+    failed_entities: int = 0
+    #: running jobs whose lease holder stopped heartbeating (``Job.lease_is_stale``'s rule, counted in SQL):
+    #: "running" in a header is ``jobs_by_status["running"] - stale_jobs``
+    stale_jobs: int = 0
+    #: registered workers (``chunkq_workers``) that heartbeat, lost and stopped ones left out
+    workers_alive: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+#: the kinds of process that register in ``chunkq_workers``
+WORKER_KINDS = ("worker", "process", "dashboard", "serve")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One registered process that processes work, as read (``registry.py``).
+
+    ``state`` is busy | idle | stopping | stopped as the process wrote it, or
+    ``lost`` when its heartbeat is more than two intervals old (computed on read:
+    a process killed with ``kill -9`` cannot say so itself).
+    """
+
+    id: str
+    host: str
+    pid: int
+    kind: str
+    processor: str | None
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_interval: float
+    state: str
+    #: the job of the chunk(s) it holds now (the first, when it holds chunks of several), and how many it holds
+    job_id: int | None = None
+    chunks: int = 0
+    concurrency: int | None = None
+    done: int = 0
+    failed: int = 0
+    stop_request: str | None = None  # None | "finish" | "release"
+    stopped_at: datetime | None = None
+    detail: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in ("lost", "stopped")
+
+    @property
+    def host_pid(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+    def heartbeat_age(self, now: datetime | None = None) -> float:
+        """Seconds since its last heartbeat."""
+        return max(((now or datetime.now(UTC)) - self.heartbeat_at).total_seconds(), 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _json_ready(self)
+        out["alive"] = self.alive
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryBucket:
+    """Throughput over one slice of time, from the chunks that finished in it (``Queue.history``).
+
+    ``processed`` counts entities finished (succeeded or failed), ``failed`` the
+    attempts that failed (logged errors), ``chunks`` chunks committed.
+    """
+
+    start: datetime
+    seconds: float
+    processed: int = 0
+    failed: int = 0
+    chunks: int = 0
+
+    @property
+    def per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_ready(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidInput
-from .limits import CONCURRENCY, RATE, TIMEOUT
+from .limits import RATE, TIMEOUT, check_concurrency_optional
 from .runner import Processor
 
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
@@ -33,14 +33,15 @@ _RATE_HELP = "expected PROVIDER=N/s or PROVIDER=N/m, e.g. prospeo=10/s"
 class ProcessorOptions:
     """The knobs a front end lets people override; None means "not given: keep the processor's"."""
 
-    concurrency: int | None = None
+    #: a number, or "auto" / "auto:N" (``limits.check_concurrency``)
+    concurrency: int | str | None = None
     timeout: float | None = None
     #: provider -> calls per second, merged into the processor's own table (see the module's rule)
     rate_limits: Mapping[str, float] | None = None
     capture_locals: bool | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "concurrency", CONCURRENCY.check_optional(self.concurrency))
+        object.__setattr__(self, "concurrency", check_concurrency_optional(self.concurrency))
         object.__setattr__(self, "timeout", TIMEOUT.check_optional(self.timeout))
         if self.rate_limits is not None:
             object.__setattr__(self, "rate_limits", parse_rates(self.rate_limits))

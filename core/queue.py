@@ -27,17 +27,31 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import chunk, enqueue
+from . import chunk, enqueue, history
+from .adaptive import Limiter
 from .backend import Backend, backend_for
 from .claims import Claim, Claims, make_owner
 from .commit import Committer
 from .control import Control
 from .db import describe_db_error
 from .errors import DatabaseUnavailable
+from .history import History
 from .limits import CHUNK_SIZE, ENTITY_ID_LENGTH, LEASE_SECONDS, check_id, clean_entity_id
-from .models import BulkResult, ChunkInfo, ChunkResult, EntityResult, ErrorEntry, ErrorGroup, Job, QueueStats
+from .models import (
+    BulkResult,
+    ChunkInfo,
+    ChunkResult,
+    EntityResult,
+    ErrorEntry,
+    ErrorGroup,
+    HistoryBucket,
+    Job,
+    QueueStats,
+    WorkerInfo,
+)
 from .ratelimit import RateLimiter
 from .reads import Reads
+from .registry import Registry
 from .runner import EntityHook, Outcome, Processor, ProcessorLike
 
 # Names this module has always exported (front ends and tests import them from here).
@@ -86,6 +100,8 @@ class Queue:
         self.rate_limiter = RateLimiter(self.backend, self.now)
         self.reads = Reads(self.backend, self.now)
         self.control = Control(self.backend, self.reads, self.now)
+        self.registry = Registry(self.backend, self.now, writable=not readonly)
+        self.history_reader = History(self.backend, self.now)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -144,13 +160,17 @@ class Queue:
         max_errors: int | None = None,
         max_error_ratio: float | None = None,
         parent_id: int | None = None,
+        processor: str | None = None,
     ) -> Job:
-        """Create a pending job of ``entity_ids``, all or nothing (see ``enqueue.py``; limits in ``limits.py``)."""
+        """Create a pending job of ``entity_ids``, all or nothing (see ``enqueue.py``; limits in ``limits.py``).
+
+        ``processor`` routes it: only a worker whose processor has that name (the CLI's
+        ``--processor`` import path, or ``Processor.name``) claims it; None: any worker."""
         job_id = await enqueue.enqueue(
             self.backend, self.now, entity_ids, dedupe=dedupe, parent_id=parent_id, entity_type=entity_type,
             provider=provider, chunk_size=chunk_size, priority=priority, name=name, params=params,
             max_workers=max_workers, max_attempts=max_attempts, max_errors=max_errors,
-            max_error_ratio=max_error_ratio,
+            max_error_ratio=max_error_ratio, processor=processor,
         )
         return await self.get_job(job_id)
 
@@ -177,16 +197,19 @@ class Queue:
     # The two transactions of a chunk's life, and the run between them; the reliability
     # suite wraps these to stop a worker at each step.
 
-    async def _claim(self, job_id: int | None = None) -> Claim | None:
-        return await self.claims.claim(job_id)
+    async def _claim(self, job_id: int | None = None, *, mine: int | None = None) -> Claim | None:
+        return await self.claims.claim(job_id, mine=mine)
 
     async def _commit(
         self, claim: Claim, outcomes: Sequence[Outcome], duration: float, abort: str | None
     ) -> ChunkResult:
         return await self.committer.commit(claim, outcomes, duration, abort)
 
-    async def _run_claim(self, claim: Claim, processor: Processor, on_entity: EntityHook | None) -> ChunkResult:
-        return await chunk.run_claimed(self, claim, processor, on_entity)
+    async def _run_claim(
+        self, claim: Claim, processor: Processor, on_entity: EntityHook | None, *,
+        limiter: Limiter | None = None, on_ran: Callable[[], None] | None = None,
+    ) -> ChunkResult:
+        return await chunk.run_claimed(self, claim, processor, on_entity, limiter=limiter, on_ran=on_ran)
 
     @property
     def _thread_engine(self) -> Engine | None:
@@ -215,13 +238,15 @@ class Queue:
         """``pause``/``resume``/``cancel``/``retry``/``requeue`` every job matching the filter (as ``list_jobs``)."""
         return await self.control.bulk(action, status, search)
 
-    async def retry_failed(self, job_id: int) -> Job:
-        """A new job (``parent_id`` = this one) of every entity that did not succeed."""
-        return await self.control.retry_failed(job_id)
+    async def retry_failed(self, job_id: int, *, fingerprint: str | None = None) -> Job:
+        """A new job (``parent_id`` = this one) of every entity that did not succeed
+        (with ``fingerprint``: of the entities failed for good with an error of that group)."""
+        return await self.control.retry_failed(job_id, fingerprint=fingerprint)
 
-    async def requeue_failed(self, job_id: int) -> Job:
-        """Put a job's failed entities back into the same job, due now, with fresh attempts."""
-        return await self.control.requeue_failed(job_id)
+    async def requeue_failed(self, job_id: int, *, fingerprint: str | None = None) -> Job:
+        """Put a job's failed entities back into the same job, due now, with fresh attempts
+        (with ``fingerprint``: only the entities failed for good with an error of that group)."""
+        return await self.control.requeue_failed(job_id, fingerprint=fingerprint)
 
     async def retry_entity(
         self, error_id: int, on_process: ProcessorLike = None, *, on_entity: EntityHook | None = None
@@ -263,10 +288,14 @@ class Queue:
 
     async def list_errors(
         self, job_id: int, *, limit: int = 100, offset: int = 0, error_type: str | None = None,
-        message: str | None = None, include_resolved: bool = True,
+        message: str | None = None, include_resolved: bool = True, fingerprint: str | None = None,
+        search: str | None = None,
     ) -> list[ErrorEntry]:
+        """A page of the error log, oldest first: of one group (``fingerprint``), and/or whose entity ID or
+        message contains ``search`` (any letter case)."""
         return await self.reads.list_errors(job_id, limit=limit, offset=offset, error_type=error_type,
-                                            message=message, include_resolved=include_resolved)
+                                            message=message, include_resolved=include_resolved,
+                                            fingerprint=fingerprint, search=search)
 
     def iter_errors(self, job_id: int, *, page: int = 1000) -> AsyncIterator[ErrorEntry]:
         """Every error of a job, paged by id, for exports that must not hold them all."""
@@ -275,9 +304,19 @@ class Queue:
     async def get_error(self, error_id: int) -> ErrorEntry:
         return await self.reads.get_error(error_id)
 
-    async def group_errors(self, job_id: int, *, limit: int = 100, include_resolved: bool = False) -> list[ErrorGroup]:
-        """Failures grouped by exception type and message, biggest group first."""
-        return await self.reads.group_errors(job_id, limit=limit, include_resolved=include_resolved)
+    async def group_errors(
+        self, job_id: int, *, limit: int = 100, include_resolved: bool = False, search: str | None = None,
+    ) -> list[ErrorGroup]:
+        """Failures grouped by fingerprint (the same bug: ``fingerprint.py``), biggest group first;
+        ``count`` is attempts logged, ``entities`` distinct entities. With ``search``: of the matching rows."""
+        return await self.reads.group_errors(job_id, limit=limit, include_resolved=include_resolved, search=search)
+
+    async def group_entities(
+        self, job_id: int, fingerprint: str, *, limit: int = 1000, offset: int = 0, include_resolved: bool = False,
+    ) -> list[str]:
+        """The distinct entity IDs of one error group, failed for good first."""
+        return await self.reads.group_entities(job_id, fingerprint, limit=limit, offset=offset,
+                                               include_resolved=include_resolved)
 
     async def list_chunks(self, job_id: int, *, limit: int = 200) -> list[ChunkInfo]:
         """The job's chunk history, newest last (the latest ``limit`` chunks)."""
@@ -297,9 +336,49 @@ class Queue:
     async def stats(self, *, window: float = 60.0) -> QueueStats:
         return await self.reads.stats(window=window)
 
-    async def has_claimable(self) -> bool:
-        """Cheap check used by idle workers before they take the write lock."""
-        return await self.reads.has_claimable()
+    async def pending_retry_job(self, job_id: int) -> Job | None:
+        """The newest retry job of ``job_id`` not yet finished (pending, running or paused), or None."""
+        return await self.reads.pending_retry_job(job_id)
+
+    async def history(
+        self, job_id: int | None = None, *, minutes: float = 60, bucket_seconds: float = 60,
+        recent_minutes: float = 5, recent_bucket_seconds: float = 10,
+    ) -> list[HistoryBucket]:
+        """Entities processed and failed over time (one job's, or the whole queue's), oldest bucket first:
+        ``bucket_seconds`` wide over the last ``minutes``, ``recent_bucket_seconds`` wide over the last
+        ``recent_minutes``. From the chunk rows (``history.py``): the cost is flat in job size."""
+        return await self.history_reader.history(job_id, minutes=minutes, bucket_seconds=bucket_seconds,
+                                                 recent_minutes=recent_minutes,
+                                                 recent_bucket_seconds=recent_bucket_seconds)
+
+    async def provider_totals(self) -> dict[str, tuple[int, int, int]]:
+        """``{provider: (processed, failed for good, waiting)}`` over every job (``/metrics``)."""
+        return await history.provider_totals(self.backend)
+
+    async def chunk_durations(self, *, minutes: float = 60) -> tuple[list[int], int, float]:
+        """Chunks finished in the last ``minutes`` by duration: cumulative counts per
+        ``history.DURATION_BOUNDS``, their count and total seconds (``/metrics``)."""
+        return await history.chunk_durations(self.backend, self.now() - minutes * 60)
+
+    # ------------------------------------------------------------------ workers (registry.py)
+
+    async def list_workers(self, *, include_stopped: bool = False) -> list[WorkerInfo]:
+        """Every registered process that processes work, newest first; ``lost`` when its heartbeat is
+        more than two intervals old. Rows gone for over an hour are deleted on the way."""
+        return await self.registry.list(include_stopped=include_stopped)
+
+    async def get_worker(self, worker_id: str) -> WorkerInfo:
+        return await self.registry.get(worker_id)
+
+    async def request_worker_stop(self, worker_id: str, *, now: bool = False) -> WorkerInfo:
+        """Ask a worker on any host to stop after its chunk (``now=True``: at once, its chunk released).
+        It acts on its next heartbeat. Unknown id: ``WorkerNotFound``; stopped or lost: ``InvalidInput``."""
+        return await self.registry.request_stop(worker_id, now=now)
+
+    async def has_claimable(self, *, mine: int | None = None) -> bool:
+        """Cheap check used by idle workers before they take the write lock; ``mine``: a job this
+        worker holds a chunk of (its window may take one more of it, ``claims.Claims.claim``)."""
+        return await self.reads.has_claimable(mine)
 
     async def next_retry_due(self, job_id: int | None = None) -> float | None:
         """When the earliest entity retry of an active job (or of ``job_id``) falls due, in epoch

@@ -13,14 +13,19 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Connection
 
-from . import rows
+from . import error_groups, rows
 from . import schema as s
 from .backend import Backend
+from .claims import ROUTE
 from .errors import InvalidInput, JobNotFound
 from .limits import ERRORS_PAGE, JOBS_PAGE, OFFSET, check_id
 from .models import ChunkInfo, ErrorEntry, ErrorGroup, Job, QueueStats
-from .sql import claimable, expired_lease, job_filter, status_in
+from .registry import Registry
+from .sql import claimable, expired_lease, job_filter, routed, stale_lease, status_in
 from .status import ACTIVE_STATUSES, STATUSES, Status
+
+#: a job whose newest chunk finished longer ago than this (or than three of its chunk durations) is idle
+IDLE_SECONDS = 15.0
 
 #: list_jobs' order: what needs attention first (``Status.rank``), newest first within a status
 _RANK = case({st.value: st.rank for st in Status}, value=s.jobs.c.status)
@@ -65,10 +70,26 @@ class Reads:
         q = select(func.count()).select_from(s.jobs).where(*job_filter(status, search))
         return int(await self._scalar(q, "counting jobs"))
 
+    async def pending_retry_job(self, job_id: int) -> Job | None:
+        """The newest unfinished job made by retrying ``job_id`` (``parent_id``), or None.
+
+        A second retry of the same failures would process (and bill) them twice;
+        front ends ask this before making one.
+        """
+        check_id(job_id)
+        j = s.jobs.c
+        q = (select(s.jobs).where(j.parent_id == job_id, status_in([st.value for st in Status if not st.is_finished]))
+             .order_by(j.id.desc()).limit(1))
+        row = await self._first(q, "looking for a retry job")
+        return None if row is None else rows.job(row)
+
     async def list_errors(
         self, job_id: int, *, limit: int = 100, offset: int = 0, error_type: str | None = None,
-        message: str | None = None, include_resolved: bool = True,
+        message: str | None = None, include_resolved: bool = True, fingerprint: str | None = None,
+        search: str | None = None,
     ) -> list[ErrorEntry]:
+        """A page of a job's error log, oldest first: one group's (``fingerprint``, a legacy key too),
+        and only rows whose entity ID or message contains ``search`` (see ``error_groups.py``)."""
         check_id(job_id)
         ERRORS_PAGE.check(limit)
         OFFSET.check(offset)
@@ -80,10 +101,15 @@ class Reads:
             q = q.where(er.message == message)
         if not include_resolved:
             q = q.where(er.resolved_at.is_(None))
+        if (searched := error_groups.search_condition(search)) is not None:
+            q = q.where(searched)
+        if fingerprint is not None:
+            error_groups.check_key(fingerprint)
         q = q.order_by(er.id).limit(limit).offset(offset)
 
         def read(conn: Connection) -> list[Any]:
-            found = list(conn.execute(q).all())
+            query = q if fingerprint is None else q.where(error_groups.group_condition(conn, job_id, fingerprint))
+            found = list(conn.execute(query).all())
             if not found and not conn.execute(select(s.jobs.c.id).where(s.jobs.c.id == job_id)).scalar():
                 raise JobNotFound(job_id)
             return found
@@ -115,26 +141,38 @@ class Reads:
         """The position in its job of the entity an error is about."""
         return int(await self._scalar(select(s.errors.c.pos).where(s.errors.c.id == error_id), "reading an error"))
 
-    async def group_errors(self, job_id: int, *, limit: int = 100, include_resolved: bool = False) -> list[ErrorGroup]:
-        """Failures grouped by exception type and message, biggest group first."""
+    async def group_errors(
+        self, job_id: int, *, limit: int = 100, include_resolved: bool = False, search: str | None = None,
+    ) -> list[ErrorGroup]:
+        """Failures grouped by fingerprint (the same bug), biggest group first (``error_groups.py``)."""
         check_id(job_id)
-        er = s.errors.c
-        q = (
-            select(
-                er.error_type, er.message, func.count().label("n"), func.count(er.pos.distinct()).label("ents"),
-                func.min(er.created_at).label("first"), func.max(er.created_at).label("last"),
-            )
-            .where(er.job_id == job_id)
-            .group_by(er.error_type, er.message)
-            .order_by(func.count().desc(), er.error_type, er.message)
-            .limit(limit)
-        )
-        if not include_resolved:
-            q = q.where(er.resolved_at.is_(None))
-        found = await self._all(q, "grouping errors")
-        if not found:
-            await self.get_job(job_id)  # an unknown job is an error, not an empty list
-        return [rows.error_group(r) for r in found]
+        ERRORS_PAGE.check(limit)
+        error_groups.search_condition(search)  # bad input is refused before any read
+
+        def read(conn: Connection) -> list[ErrorGroup]:
+            found = error_groups.read_groups(conn, job_id, limit=limit, include_resolved=include_resolved,
+                                             search=search)
+            if not found and not conn.execute(select(s.jobs.c.id).where(s.jobs.c.id == job_id)).scalar():
+                raise JobNotFound(job_id)  # an unknown job is an error, not an empty list
+            return found
+
+        return await self.backend.read(read, "grouping errors")
+
+    async def group_entities(
+        self, job_id: int, fingerprint: str, *, limit: int = 1000, offset: int = 0, include_resolved: bool = False,
+    ) -> list[str]:
+        """The distinct entity IDs of one error group, failed for good first, then in job order."""
+        check_id(job_id)
+        error_groups.check_key(fingerprint)
+
+        def read(conn: Connection) -> list[str]:
+            found = error_groups.read_group_entities(conn, job_id, fingerprint, limit=limit, offset=offset,
+                                                     include_resolved=include_resolved)
+            if not found and not conn.execute(select(s.jobs.c.id).where(s.jobs.c.id == job_id)).scalar():
+                raise JobNotFound(job_id)
+            return found
+
+        return await self.backend.read(read, "reading a group's entities")
 
     async def list_chunks(self, job_id: int, *, limit: int = 200) -> list[ChunkInfo]:
         """The job's chunk history, newest last (the latest ``limit`` chunks)."""
@@ -156,17 +194,32 @@ class Reads:
         return (await self.job_rates([job_id], window=window)).get(job_id, 0.0)
 
     async def job_rates(self, job_ids: Sequence[int], *, window: float = 60.0) -> dict[int, float]:
-        """Entities/s per job over the last ``window`` seconds of chunk history, in one query."""
+        """Entities/s per job from recent activity only, in one query; a job that is idle is left out.
+
+        The rate is what the chunks finished in the last ``window`` seconds did, spread over the
+        time from their start *up to now*, so it falls as soon as a job stops finishing chunks.
+        A job is idle (absent: front ends say "idle", and show no ETA) once its newest chunk
+        finished more than ``IDLE_SECONDS`` ago, or three of its usual chunk durations when
+        chunks are slower than that.
+        """
         if not job_ids:
             return {}
         c = s.chunks.c
+        now = self.now()
         q = (
-            select(c.job_id, func.sum(c.size), func.min(c.started_at), func.max(c.finished_at))
-            .where(c.job_id.in_(list(job_ids)), c.state == "done", c.finished_at >= self.now() - window)
+            select(c.job_id, func.sum(c.size), func.min(c.started_at), func.max(c.finished_at), func.avg(c.duration))
+            .where(c.job_id.in_(list(job_ids)), c.state == "done", c.finished_at >= now - window)
             .group_by(c.job_id)
         )
         found = await self._all(q, "computing rates")
-        return {r[0]: float(r[1]) / max(r[3] - r[2], 1e-3) for r in found if r[1] and r[2] is not None}
+        out: dict[int, float] = {}
+        for job_id, n, first, last, avg in found:
+            if not n or first is None or last is None:
+                continue
+            if now - last > max(IDLE_SECONDS, 3 * float(avg or 0.0)):
+                continue
+            out[job_id] = float(n) / max(now - max(first, now - window), 1e-3)
+        return out
 
     async def stats(self, *, window: float = 60.0) -> QueueStats:
         def read(conn: Connection) -> QueueStats:
@@ -177,7 +230,8 @@ class Reads:
                 by_status[st] = int(n)
             tot = conn.execute(
                 select(func.coalesce(func.sum(j.total_count), 0), func.coalesce(func.sum(j.processed_count), 0),
-                       func.coalesce(func.sum(j.error_count), 0), func.coalesce(func.sum(j.waiting_count), 0))
+                       func.coalesce(func.sum(j.error_count), 0), func.coalesce(func.sum(j.waiting_count), 0),
+                       func.coalesce(func.sum(j.failed_count), 0))
             ).one()
             recent = conn.execute(
                 select(func.coalesce(func.sum(c.size), 0), func.min(c.started_at))
@@ -187,17 +241,22 @@ class Reads:
             workers = conn.execute(
                 select(func.count(c.owner.distinct())).where(c.state == "leased", c.lease_expires_at >= now)
             ).scalar()
-            return QueueStats(by_status, int(tot[0]), int(tot[1]), int(tot[2]), int(tot[3]), rate, int(workers or 0))
+            stale = conn.execute(select(func.count()).select_from(s.jobs).where(stale_lease(now))).scalar()
+            return QueueStats(by_status, int(tot[0]), int(tot[1]), int(tot[2]), int(tot[3]), rate, int(workers or 0),
+                              failed_entities=int(tot[4]), stale_jobs=int(stale or 0),
+                              workers_alive=Registry.count_alive(conn, now))
 
         return await self.backend.read(read, "reading stats")
 
-    async def has_claimable(self) -> bool:
-        """Cheap check used by idle workers before they take the write lock."""
+    async def has_claimable(self, mine: int | None = None) -> bool:
+        """Cheap check used by idle workers before they take the write lock (jobs this task's
+        processor may run only: ``claims.ROUTE``; ``mine``: see ``sql.claimable``)."""
         now = self.now()
         j, c = s.jobs.c, s.chunks.c
-        fresh = select(j.id).where(claimable(now)).limit(1)
+        route = routed(ROUTE.get())
+        fresh = select(j.id).where(claimable(now, mine), route).limit(1)
         expired = (select(c.job_id).select_from(s.chunks.join(s.jobs, j.id == c.job_id))
-                   .where(expired_lease(now)).limit(1))
+                   .where(expired_lease(now), route).limit(1))
         return bool(await self.backend.read(
             lambda conn: conn.execute(fresh).first() is not None or conn.execute(expired).first() is not None,
             "polling for work"))

@@ -12,6 +12,7 @@ and the commit then agree on it, because there is only one decision.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import threading
@@ -20,9 +21,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .adaptive import Limiter, is_overloaded, limit_for
 from .callbacks import batch_failures, being_cancelled, captured, is_async, needs_settling, settle
 from .errors import InvalidInput, JobFailed, Retry
-from .limits import CONCURRENCY
+from .limits import CONCURRENCY, check_concurrency
 from .models import EntityResult, Job, TraceStack
 from .text import safe_str, storable
 from .threads import CALLBACK_THREADS, CallbackThreads
@@ -45,7 +47,8 @@ class Processor:
 
     on_process: EntityCallback | None = None
     on_chunk: BatchCallback | None = None
-    concurrency: int = 1
+    #: calls at once: a number, or ``"auto"`` (``"auto:N"``: at most N) to find the provider's limit (``adaptive.py``)
+    concurrency: int | str = 1
     timeout: float | None = None
     #: exception types treated like ``Retry`` (e.g. a client's 429 error)
     retry_on: tuple[type[BaseException], ...] = ()
@@ -56,11 +59,19 @@ class Processor:
     capture_locals: bool = False
     #: provider name -> calls per second, enforced across every worker on the database
     rate_limits: dict[str, float] = field(default_factory=dict)
+    #: the name jobs are routed by (``enqueue_job(processor=...)``): a worker claims only jobs routed to its
+    #: name, and jobs routed to no one. The CLI names a processor by its import path; None: unnamed.
+    name: str | None = None
 
     def __post_init__(self) -> None:
         if self.on_process is not None and self.on_chunk is not None:
             raise InvalidInput("give on_process or on_chunk, not both")
-        if self.concurrency < CONCURRENCY.lo:
+        if isinstance(self.concurrency, str):
+            self.concurrency = check_concurrency(self.concurrency)
+        elif isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
+            raise InvalidInput(f"concurrency must be a whole number or 'auto', got {self.concurrency!r}",
+                               field="concurrency")
+        elif self.concurrency < CONCURRENCY.lo:
             raise InvalidInput("concurrency must be at least 1", field="concurrency")
         if self.timeout is not None and self.timeout <= 0:
             raise InvalidInput("timeout must be a positive number of seconds", field="timeout")
@@ -115,15 +126,22 @@ class Outcome:
     stacks: tuple[TraceStack, ...] = ()
     retry_at: float | None = None
     duration: float = 0.0
+    #: this entity raised ``JobFailed``: its row is logged with its traceback and the job's
+    #: ``reason_error_id`` points at it (``commit.py``)
+    aborted_job: bool = False
 
 
 class ChunkAborted(Exception):
-    """A callback raised ``JobFailed``: the chunk stops and the job fails."""
+    """A callback raised ``JobFailed``: the chunk stops and the job fails.
 
-    def __init__(self, reason: str, outcomes: list[Outcome]) -> None:
+    ``culprit``: the entity that raised it, with its traceback (None for a batch callback).
+    """
+
+    def __init__(self, reason: str, outcomes: list[Outcome], culprit: Outcome | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.outcomes = outcomes
+        self.culprit = culprit
 
 
 class LeaseGate(Protocol):
@@ -168,8 +186,11 @@ class ChunkRunner:
         before_call: Callable[[], Awaitable[None]] | None = None,
         schedule_retries: Callable[[], float] | None = None,
         lease: LeaseGate | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.processor = processor
+        #: the worker's slots, shared by every chunk of its window (``worker.py``); None: this chunk's own
+        self.limiter = limiter
         self.job = job
         self.on_entity = on_entity
         self.before_call = before_call  # e.g. a shared rate limiter
@@ -187,7 +208,12 @@ class ChunkRunner:
             and self.processor.timeout is None
             and self.before_call is None
         ):
-            return await self._run_sync_loop(fn, items)
+            if self.limiter is None:
+                return await self._run_sync_loop(fn, items)
+            # In a window, chunks share the worker's slots: the whole loop holds one, so a
+            # concurrency of 1 stays one call at a time across the chunks of the window.
+            async with self.limiter.slot():
+                return await self._run_sync_loop(fn, items)
         return await self._run_each(fn, items)
 
     # One thread hand-off for the whole chunk: the cheap path for plain sync callbacks.
@@ -205,26 +231,37 @@ class ChunkRunner:
                 return value
             raise value
 
+        monotonic = time.monotonic
+        # The lease is held until then (monotonic), asked again after; a lost lease sets ``stop`` too.
+        # Asking ``lease.held()`` before each entity cost more than a no-op entity itself.
+        trusted = math.inf if lease is None else 0.0
+
         def may_start() -> bool:
+            nonlocal trusted
             if stop.is_set():
                 return False
-            if lease is None or lease.held():
+            if lease is None or monotonic() < trusted:
                 return True
-            return bool(on_loop(lease.confirm()))
+            if lease.held() or on_loop(lease.confirm()):
+                trusted = getattr(lease, "valid_until", 0.0)
+                return True
+            return False
 
         def work() -> list[Outcome]:
             out: list[Outcome] = []
+            clock = time.perf_counter
             for item in items:
-                if not may_start():
+                if (stop.is_set() or monotonic() >= trusted) and not may_start():  # the cheap test inline
                     break
-                t0 = time.perf_counter()
+                t0 = clock()
                 try:
                     result = fn(item.entity_id, job)
-                    if needs_settling(result):  # a sync wrapper around an async callback
+                    if result is not None and needs_settling(result):  # a sync wrapper around an async callback
                         on_loop(settle(result))
-                    outcome = Outcome(item, True, duration=time.perf_counter() - t0)
+                    outcome = Outcome(item, True, duration=clock() - t0)
                 except JobFailed as exc:
-                    raise ChunkAborted(message(exc, empty="JobFailed"), out) from exc
+                    culprit = self._culprit(item, exc, time.perf_counter() - t0)
+                    raise ChunkAborted(message(exc, empty="JobFailed"), out, culprit) from exc
                 except BaseException as exc:
                     outcome = self._failure(item, exc, time.perf_counter() - t0, capture_locals)
                 out.append(outcome)
@@ -240,9 +277,11 @@ class ChunkRunner:
 
     async def _run_each(self, fn: EntityCallback, items: Sequence[Item]) -> list[Outcome]:
         on_loop = is_async(fn)
-        sem = asyncio.Semaphore(self.processor.concurrency)
+        # a number, or "auto" (adaptive.py); in a window, the worker's own, shared by its chunks
+        limiter = self.limiter if self.limiter is not None else limit_for(self.processor)
         results: list[Outcome | None] = [None] * len(items)
         abort: list[str] = []
+        culprits: list[Outcome] = []
         capture_locals = self.processor.capture_locals
 
         async def may_start() -> bool:
@@ -253,21 +292,25 @@ class ChunkRunner:
             return await self.lease.confirm()
 
         async def one(i: int, item: Item) -> None:
-            async with sem:
+            async with limiter.slot() as slot:
                 if not await may_start():
                     return
                 if self.before_call is not None:
                     await self.before_call()
                     if not await may_start():
                         return
+                slot.started()
                 t0 = time.perf_counter()
                 try:
                     await self._invoke(fn, (item.entity_id, self.job), on_loop)
                     outcome = Outcome(item, True, duration=time.perf_counter() - t0)
+                    slot.done(ok=True, overloaded=False)
                 except JobFailed as exc:
                     abort.append(message(exc, empty="JobFailed"))
+                    culprits.append(self._culprit(item, exc, time.perf_counter() - t0))
                     return
                 except _TimedOut:
+                    slot.done(ok=False, overloaded=True)
                     exc = TimeoutError(f"entity timed out after {self.processor.timeout:g}s")
                     outcome = self._failure(item, exc, time.perf_counter() - t0, False)
                 except asyncio.CancelledError as exc:
@@ -275,6 +318,7 @@ class ChunkRunner:
                         raise
                     outcome = self._failure(item, exc, time.perf_counter() - t0, capture_locals)
                 except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the entity's error
+                    slot.done(ok=False, overloaded=is_overloaded(exc, self.processor))
                     outcome = self._failure(item, exc, time.perf_counter() - t0, capture_locals)
                 results[i] = outcome
                 if self.on_entity is not None:
@@ -290,7 +334,7 @@ class ChunkRunner:
             raise
         done = [r for r in results if r is not None]
         if abort:
-            raise ChunkAborted(abort[0], done)
+            raise ChunkAborted(abort[0], done, culprits[0] if culprits else None)
         return done
 
     async def _run_batch(self, items: Sequence[Item]) -> list[Outcome]:
@@ -359,6 +403,11 @@ class ChunkRunner:
         if self.on_entity is not None:
             for o in outcomes:
                 self.on_entity(_result(o))
+
+    def _culprit(self, item: Item, exc: BaseException, duration: float) -> Outcome:
+        """The entity that raised ``JobFailed``, as a final failure to log."""
+        return dataclasses.replace(self._failure(item, exc, duration, self.processor.capture_locals),
+                                   retry_at=None, aborted_job=True)
 
     def _failure(self, item: Item, exc: BaseException, duration: float, capture_locals: bool) -> Outcome:
         """The entity's error, whatever the exception does: a ``__str__`` that raises, text

@@ -201,10 +201,22 @@ def printable(text: object, *, lines: bool = False) -> str:
             raw = str(text)
         except Exception:
             return f"<unprintable {type(text).__name__}>"
+    raw = even_cells(raw)
     if lines:
         raw = _LINE_BREAKS.sub("\n", raw)
         return _UNSAFE_KEEP_LINES.sub(_escape, raw)
     return _UNSAFE.sub(_escape, _BREAKS.sub(" ", raw))
+
+
+# Zero-width joiners, emoji variation selectors and skin-tone modifiers: terminals disagree on how
+# wide the sequences they build are, so a row or a border drawn after one shifts.
+_UNEVEN = re.compile("[\u200d\ufe0e\ufe0f\U0001f3fb-\U0001f3ff]")
+
+
+def even_cells(text: str) -> str:
+    """``text`` as every terminal draws it alike: a family emoji shows as its members, so a table row
+    or a box border after it never shifts (terminals and Rich disagree on joined sequences' width)."""
+    return _UNEVEN.sub("", text)
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -24,7 +24,8 @@ from rich.table import Table
 
 from .common import Row, machine, scratch
 
-SECTIONS = ("enqueue", "chunk", "throughput", "lock", "dashboard", "postgres")
+SECTIONS = ("enqueue", "chunk", "throughput", "lock", "dashboard", "postgres", "heavytail", "errorgroups", "processes",
+            "auto")
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -150,8 +151,23 @@ def main(argv: list[str] | None = None) -> int:
             from . import postgres_section
 
             run("postgres", lambda: postgres_section.postgres(args.pg))
+        if "heavytail" in wanted:
+            from . import heavy_tail_section
 
-    order = {name: i for i, name in enumerate(("1", "2", "3", "4", "5", "6"))}
+            run("heavytail", lambda: heavy_tail_section.heavy_tail(work))
+        if "errorgroups" in wanted:
+            from . import error_groups_section
+
+            run("errorgroups", lambda: error_groups_section.error_groups(work))
+        if "processes" in wanted or "auto" in wanted:
+            from . import processes_section
+
+            if "processes" in wanted:
+                run("processes", lambda: processes_section.processes(work))
+            if "auto" in wanted:
+                run("auto", processes_section.auto)
+
+    order = {name: i for i, name in enumerate(("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"))}
     rows.sort(key=lambda r: order.get(r.section.split(" ")[0], 9))
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -389,7 +389,9 @@ def test_untrusted_text_on_a_terminal_is_shown_as_plain_text(
         text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
         if args == ["jobs"]:
             assert "[/x] [b]import" in text and "[red]co" in text, text
-        else:  # the message, its escape made visible
+        elif args == ["errors", "1"]:  # the message, its escape made visible
             assert "\\x1b]2;pwned\\x07 [/x] [b]boom" in text, text
+        else:  # the group's normalised message (the number is a placeholder), its escape made visible
+            assert "\\x1b]<n>;pwned\\x07 [/x] [b]boom" in text, text
         if args == ["show", "1"]:
             assert "[/x] [b]import" in text and "[red]co via p" in text and "max 1 worker at once" in text, text

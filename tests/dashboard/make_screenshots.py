@@ -4,11 +4,14 @@ Run from the repository root::
 
     .venv/bin/python -m tests.dashboard.make_screenshots [--out screenshots]
 
-It seeds a throw-away SQLite file with the same deterministic jobs the snapshot
-tests use, drives the real app with Textual's Pilot (as Harlequin's
+It seeds a throw-away SQLite file with the same jobs the snapshot tests use, but
+processed by a processor a user would write (``enrich.py``, imported by path like
+theirs), so the detail screen's tracebacks point into that file and not into the
+tests. It drives the real app with Textual's Pilot (as Harlequin's
 ``export_screenshots`` does), steps one chunk so the activity log has something
-to show, and saves an SVG per screen. The clock starts at the tests' fixed time
-and then runs at real speed, so ages read "1h" and rates are real.
+to show, and saves an SVG per screen at one common size (``SIZE``), plus the jobs
+screen at 80x24 (``SMALL``), the size a terminal opens at. The clock starts at the
+tests' fixed time and then runs at real speed, so ages read "1h" and rates are real.
 """
 
 from __future__ import annotations
@@ -22,25 +25,49 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from chunkq.core import Processor, Queue
 from chunkq.tui.dashboard.app import ChunkqApp
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
-from tests.dashboard.conftest import FIXED_NOW, seed
+from tests.dashboard.conftest import FIXED_NOW, SEED_AT, SEED_JOBS
 
+#: every screen at this size
 SIZE = (160, 42)
+#: and the jobs screen as a terminal opens (``jobs-80x24.svg``)
+SMALL = (80, 24)
 PROCESSOR = "enrich:process"
 #: the processor a user would write, imported by path like theirs (its traceback shows in the detail)
-ENRICH = '''"""Enrich companies from a provider that does not know every ID."""
+ENRICH = '''"""Enrich companies from a provider that is sometimes down and does not know every ID."""
+
+API = "https://api.clearbit.example/v2"
 
 
 class ProviderError(Exception):
     pass
 
 
+def fetch(entity_id, provider):
+    """The provider's record: its messages carry the entity, the URL and a request ID, as real ones do."""
+    n = int(entity_id.rsplit("-", 1)[1])
+    if n % 10 == 7:
+        raise ProviderError(f"{provider}: upstream 500 for {entity_id}: GET {API}/companies/find?domain="
+                            f"{entity_id}.com (request req_{n * 7919:08x})")
+    if n % 10 == 3:
+        raise ProviderError(f"{provider}: 404 Not Found: {API}/companies/{entity_id}")
+    return {"domain": f"{entity_id}.com", **({"email": f"info@{entity_id}.com"} if n % 10 != 1 else {})}
+
+
 def process(entity_id, job):
-    if entity_id.endswith("7"):
-        raise ProviderError(f"{job.provider}: 404 no company matches this ID")
+    record = fetch(entity_id, job.provider)
+    contact = record["email"]
+    return contact
+
+
+def revoked(entity_id, job):
+    from chunkq.core import JobFailed
+
+    raise JobFailed(f"{job.provider}: 401 Unauthorized: API key revoked")
 '''
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,13 +82,63 @@ async def settle(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
+async def seed_realistic(url: str) -> None:
+    """The snapshot tests' jobs (``SEED_JOBS``), run through ``enrich.py`` instead of the tests' callbacks."""
+    import enrich  # type: ignore[import-not-found]  # written into the temporary folder by shoot()
+
+    proc, revoked = Processor(on_process=enrich.process), Processor(on_process=enrich.revoked)
+    async with Queue(url, clock=lambda: SEED_AT) as q:
+        for name, etype, provider, n, chunk, prio, steps, then in SEED_JOBS:
+            job = await q.enqueue_job([f"{etype}-{i:05d}" for i in range(n)], entity_type=etype,
+                                      provider=provider, chunk_size=chunk, priority=prio, name=name)
+            for _ in range(steps):
+                await q.process_chunk(job.id, proc)
+            if then == "pause":
+                await q.pause(job.id)
+            elif then == "cancel":
+                await q.cancel(job.id)
+            elif then == "fail":
+                await q.process_chunk(job.id, revoked)
+
+
+async def shoot_small(out: Path, url: str) -> Path:
+    """The jobs screen at 80x24: the columns that fit, the totals and the keys on two lines."""
+    app = ChunkqApp(url, processor=PROCESSOR, clock=running_clock(), refresh_interval=3600)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(pilot)
+        await pilot.press("down")
+        await settle(pilot)
+        path = out / "jobs-80x24.svg"
+        app.save_screenshot(str(path))
+    return path
+
+
+async def shoot_workers(out: Path) -> Path:
+    """The workers view: five processes in every state, seeded through core's own registration."""
+    from tests.dashboard.conftest import FIXED_NOW
+    from tests.dashboard.workers_seed import seed_workers
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'chunkq.db'}"
+        await seed_workers(url)
+        app = ChunkqApp(url, processor=PROCESSOR, clock=lambda: FIXED_NOW, refresh_interval=3600)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("w")
+            await settle(pilot)
+            await pilot.pause(0.3)
+            path = out / "workers.svg"
+            app.save_screenshot(str(path))
+    return path
+
+
 async def shoot(out: Path) -> list[Path]:
     saved: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'chunkq.db'}"
-        await seed(url)
         (Path(tmp) / "enrich.py").write_text(ENRICH)
         sys.path.insert(0, tmp)
+        await seed_realistic(url)
         app = ChunkqApp(url, processor=PROCESSOR, clock=running_clock(), refresh_interval=3600)
         async with app.run_test(size=SIZE) as pilot:
 
@@ -121,6 +198,8 @@ async def shoot(out: Path) -> list[Path]:
 
             await save("detail", open_detail)
             await pilot.press("escape", "escape")
+        saved.append(await shoot_small(out, url))
+    saved.append(await shoot_workers(out))
     return saved
 
 

@@ -90,14 +90,14 @@ async def test_step_runs_one_chunk_of_the_selected_job_and_shows_each_entity(
         assert app.jobs_screen.table.get_cell(str(first), "done").plain == "4/10"
         assert app.stepping is None and "stepping" not in app.sub_title
 
-        # A finished job selected: the step goes to the next job in line, and says so.
+        # A finished job selected: the step says so and processes nothing, not another job (issue 18).
         await app.queue.cancel(first)
         await refresh(pilot)
         await select_job(pilot, app, first)
         await pilot.press("s")
         await settle(pilot)
-        assert (await app.queue.get_job(second)).processed_count == 4
-        assert any(f"job {first} is cancelled: stepping the next job in line" in line for line in activity(app))
+        assert (await app.queue.get_job(second)).processed_count == 0
+        assert any(f"job {first} is cancelled" in n for n in notes(app))
 
 
 async def test_auto_run_processes_everything_and_keeps_the_ui_responsive(
@@ -258,7 +258,8 @@ async def test_quit_while_a_chunk_is_in_flight_can_release_it(
     async with app.queue.__class__(sqlite_url) as q:
         job = await q.get_job(job_id)
         assert job.processed_count == 0, "nothing committed"
-        assert job.lease_expires_at is not None and job.lease_expires_at.timestamp() == 0, "lease released"
+        assert job.released_by and job.released_at is not None, "a deliberate release, recorded as one"
+        assert job.lease_expires_at is None, "no epoch date to misread"
         assert await q.has_claimable(), "another worker can redo the chunk at once"
 
 

@@ -207,9 +207,12 @@ async def test_grouped_errors_and_drill_down(sqlite_url: str, proc_path: str) ->
         before = screen.loads
         await pilot.press("enter")
         await wait_loaded(pilot, screen, before)
-        assert screen.error_filter == ("detailproc.LookupFailed", "provider has no match")
+        assert screen.error_filter is not None
+        assert (screen.error_filter.error_type, screen.error_filter.message) == (
+            "detailproc.LookupFailed", "provider has no match")
         assert column(table(screen, "detail-errors"), "entity") == ["bad-x", "bad-y", "bad-z"]
-        assert "only LookupFailed: provider has no match" in str(screen.query_one("#errors-caption").render())
+        assert "only LookupFailed: provider has no match (3 entities)" in str(
+            screen.query_one("#errors-caption").render())
 
         before = screen.loads
         await pilot.press("escape")  # first escape clears the filter, the screen stays
@@ -278,8 +281,9 @@ async def test_traceback_when_the_source_is_gone(sqlite_url: str, proc_path: str
     console = Console(width=120, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
     console.print(render_error(error))
     text = console.export_text()
-    assert "source not readable on this machine" in text
+    assert "file not on this machine; the lines as recorded" in text
     assert f"detailproc.py:{PARSE_LINE} in parse" in text and "return int(entity_id.rsplit" in text
+    assert "def parse(entity_id):" in text  # the context recorded around the line, not just the line
 
 
 async def test_error_log_pages(sqlite_url: str, make_processor: Callable[..., str]) -> None:

@@ -18,6 +18,7 @@ from chunkq.tui.dashboard.app import ChunkqApp
 from chunkq.tui.dashboard.protocol import Dashboard, ProcessingListener
 from chunkq.tui.dashboard.screens.detail import JobDetailScreen
 from chunkq.tui.dashboard.screens.jobs import JobsScreen
+from chunkq.tui.dashboard.screens.workers import WorkersScreen
 
 from tests.conftest import ROOT
 
@@ -53,7 +54,8 @@ def _action_name(action: str) -> str:
 
 
 @pytest.mark.parametrize(("scope", "owner"), [
-    (commands.APP, ChunkqApp), (commands.JOBS, JobsScreen), (commands.DETAIL, JobDetailScreen)])
+    (commands.APP, ChunkqApp), (commands.JOBS, JobsScreen), (commands.DETAIL, JobDetailScreen),
+    (commands.WORKERS, WorkersScreen)])
 def test_every_command_has_its_action(scope: commands.Scope, owner: type) -> None:
     for c in commands.commands(scope):
         assert hasattr(owner, f"action_{_action_name(c.action)}"), f"{c.id} has no action on {owner.__name__}"
@@ -64,9 +66,11 @@ def test_screens_bind_exactly_their_scope() -> None:
     assert [b.id for b in JobDetailScreen.BINDINGS] == [c.id for c in commands.commands(commands.DETAIL)]  # type: ignore[union-attr]
     assert [b.id for b in ChunkqApp.BINDINGS] == [c.id for c in commands.commands(commands.APP)]  # type: ignore[union-attr]
     assert JobsScreen.COMMAND_SCOPE == commands.JOBS and JobDetailScreen.COMMAND_SCOPE == commands.DETAIL
+    assert [b.id for b in WorkersScreen.BINDINGS] == [c.id for c in commands.commands(commands.WORKERS)]  # type: ignore[union-attr]
+    assert WorkersScreen.COMMAND_SCOPE == commands.WORKERS
 
 
-@pytest.mark.parametrize("scope", [commands.JOBS, commands.DETAIL])
+@pytest.mark.parametrize("scope", [commands.JOBS, commands.DETAIL, commands.WORKERS])
 def test_no_key_means_two_things_on_one_screen(scope: commands.Scope) -> None:
     keys = [c.key for c in commands.available(scope)]
     assert len(keys) == len(set(keys))
@@ -77,8 +81,8 @@ def test_no_key_means_two_things_on_one_screen(scope: commands.Scope) -> None:
 def test_help_on_the_detail_screen_lists_its_keys_first_then_the_app_wide_ones() -> None:
     text = commands.help_markdown(commands.DETAIL)
     listed = re.findall(r"^- `([^`]+)` \*\*([^*]+)\*\*", text.split("## Everywhere")[0], re.M)
-    detail = [(c.display, c.title) for c in commands.commands(commands.DETAIL)]
-    app = [(c.display, c.title) for c in commands.commands(commands.APP)]
+    detail = [(c.display, c.title) for c in commands.commands(commands.DETAIL) if not c.alias]
+    app = [(c.display, c.title) for c in commands.commands(commands.APP) if not c.alias]
     assert listed == detail + app
     assert "## Job detail" in text and "`R` **Reload processor**" in text and "`t` **Retry entity**" in text
     assert "**New job**" not in text, "the jobs list's keys do not work here"
@@ -87,4 +91,5 @@ def test_help_on_the_detail_screen_lists_its_keys_first_then_the_app_wide_ones()
 def test_help_on_the_jobs_list_keeps_the_app_wide_keys_among_its_own() -> None:
     screen_section = commands.help_markdown(commands.JOBS).split("## Everywhere")[0]
     listed = re.findall(r"^- `([^`]+)` \*\*", screen_section, re.M)
-    assert listed == ["enter", "n", "s", "a", "p", "c", "r", "/", "f", "ctrl+a", "S", "R", "]", "[", "?", "q"]
+    assert listed == ["enter", "n", "s", "a", "D", "b", "p", "c", "r", "/", "f", "ctrl+a", "S", "R", "]", "[", "h",
+                      "w", "o", "O", "l", "Home/g", "End/G", "j/k", "?", "q"]

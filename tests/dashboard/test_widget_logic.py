@@ -11,7 +11,16 @@ from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.messages import ActivityNote, ChunkDone, EntityDone
 from chunkq.tui.dashboard.widgets.activity_log import chunk_note, entity_line, note_line
 from chunkq.tui.dashboard.widgets.chunk_history import chunk_row, chunk_seconds
-from chunkq.tui.dashboard.widgets.error_tables import ErrorPage, error_state, errors_caption, groups_caption
+from chunkq.tui.dashboard.widgets.error_tables import (
+    GROUP_COLUMNS,
+    ErrorPage,
+    error_state,
+    errors_caption,
+    group_columns,
+    group_row,
+    group_samples,
+    groups_caption,
+)
 from chunkq.tui.dashboard.widgets.error_view import retry_outcome
 from chunkq.tui.dashboard.widgets.job_fields import field_rows
 from chunkq.tui.dashboard.widgets.job_summary import counts_text, lease_notice
@@ -111,15 +120,52 @@ def test_an_errors_state() -> None:
     assert str(error_state(error(1, resolved_at=NOW))) == "resolved"
 
 
+def group(**changes: object) -> core.ErrorGroup:
+    base = core.ErrorGroup(error_type="pkg.LookupFailed", message="no\nmatch for <id>", count=1_234_567,
+                           entities=999_999, first_at=NOW - timedelta(hours=2), last_at=NOW - timedelta(minutes=5),
+                           fingerprint="4a3eb236b60e09c6", location="enrich.py:lookup",
+                           samples=("no match for acme.com", "no match for globex.com"))
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
 def test_error_captions() -> None:
-    assert groups_caption(0) == "Unresolved errors by type and message: none"
-    assert groups_caption(2) == "Unresolved errors by type and message (2 kinds) · enter: show them"
+    assert groups_caption(0) == "Unresolved errors by bug: none"
+    assert groups_caption(1) == "Unresolved errors by bug (1 bug) · enter: show them · /: search"
+    assert groups_caption(1_200, "acme") == ("Unresolved errors by bug matching 'acme' (1,200 bugs) · enter: show "
+                                             "them · /: search")
     assert errors_caption(ErrorPage()) == "Error log: empty, nothing has failed"
     full = ErrorPage(tuple(error(i) for i in range(100)), offset=100, total=250)
     assert errors_caption(full) == "Error log: 101–200 of 250 (every failed attempt)  ] next page  [ previous"
-    narrowed = ErrorPage((error(1),), only=("pkg.LookupFailed", "no\nmatch"), total=250)
-    assert errors_caption(narrowed) == "Error log 1–1 · only LookupFailed: no match · esc: all"
+    narrowed = ErrorPage((error(1),), only=group(), total=250)
+    assert errors_caption(narrowed) == ("Error log 1–1 · only LookupFailed: no match for <id> (999,999 entities)"
+                                        " · esc: all")
+    searched = ErrorPage((error(1),), total=250, search="acme")
+    assert errors_caption(searched) == "Error log 1–1 matching 'acme' · esc: all"
     assert errors_caption(ErrorPage(offset=100, total=100)).startswith("Error log: nothing past 100 of 100")
+
+
+def test_a_group_row_keeps_counts_whole_and_messages_plain() -> None:
+    key, cells = group_row(group(), NOW)
+    assert key == "4a3eb236b60e09c6"
+    assert [str(c) for c in cells] == ["999,999", "1.2M", "LookupFailed", "no match for <id>", "5m",
+                                       "enrich.py:lookup"]
+    widths = {k: w for k, _label, w in GROUP_COLUMNS}
+    for n in (999_999, 1_234_567, 12_345_678, 999_999_999, 12_345_678_901):  # never cut, whatever the count
+        assert len(fmt.count(n)) <= min(widths["entities"], widths["count"])
+    _, cells = group_row(group(message="", location=None), NOW)
+    assert (str(cells[3]), str(cells[5])) == ("(no message)", fmt.DASH)
+    samples = group_samples(group(samples=("[b]x\x1b]2;pwned",)))
+    assert samples.plain == "in enrich.py:lookup · e.g. [b]x\\x1b]2;pwned"
+
+
+@pytest.mark.parametrize("width", [40, 50, 80, 120, 200])
+def test_the_grouped_table_fits_its_width_with_the_message_taking_the_rest(width: int) -> None:
+    columns = group_columns(width)
+    drawn = sum(w + 2 for _k, _l, w in columns) + 1
+    widths = dict((k, w) for k, _l, w in columns)
+    assert widths["message"] >= 20 and widths["entities"] == widths["count"] == 8
+    assert drawn == width or widths["message"] == 20  # fills the width exactly, unless at its floor
+    assert ("location" in widths) == (width >= 115)  # where the message keeps 48 columns beside it
 
 
 def test_what_a_retry_of_one_entity_did() -> None:
@@ -193,10 +239,10 @@ def test_totals_count_every_status_with_separators() -> None:
     from chunkq.tui.dashboard.widgets.totals import totals_text
 
     stats = core.QueueStats({"pending": 2111, "running": 1, "paused": 0, "complete": 1_234_567, "failed": 0,
-                             "cancelled": 0}, 10_000, 5_000, 12_345, 0, 2.5, 1)
+                             "cancelled": 0}, 10_000, 5_000, 12_345, 0, 2.5, 1, failed_entities=1_234)
     line = totals_text(stats).plain
     assert line.startswith("1.2M jobs  1 running  2,111 pending  0 paused  0 failed  1.2M complete")
-    assert "errors 12,345" in line
+    assert "errors 1,234" in line and "12,345" not in line, "entities failed for good, as the rows count them"
 
 
 def test_bulk_result_says_what_changed_and_why_the_rest_did_not() -> None:

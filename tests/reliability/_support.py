@@ -135,12 +135,20 @@ def read_records(tmp: Path) -> Records:
 
 
 def in_flight_at_death(records: Records, killed: set[int]) -> dict[int, set[str]]:
-    """For each killed pid, the IDs of its last claim if that claim never logged a commit."""
+    """For each killed pid, the IDs of every claim of it that never logged a commit: a worker's
+    window holds several chunks at once (issue 14), and all of them may be redone."""
     out: dict[int, set[str]] = {}
-    for pid in killed:
-        last = records.last_claim.get(pid)
-        if last is not None and (pid, *last[:3]) not in records.committed:
-            out[pid] = set(last[3])
+    for pid, chunks in uncommitted_claims(records, killed).items():
+        out[pid] = {eid for ids in chunks.values() for eid in ids}
+    return out
+
+
+def uncommitted_claims(records: Records, killed: set[int]) -> dict[int, dict[tuple[int, int, int], list[str]]]:
+    """For each killed pid with any, its claims (job, chunk, attempt) -> IDs that never logged a commit."""
+    out: dict[int, dict[tuple[int, int, int], list[str]]] = {}
+    for pid, job, chunk, attempt, ids in records.claims:
+        if pid in killed and (pid, job, chunk, attempt) not in records.committed:
+            out.setdefault(pid, {})[(job, chunk, attempt)] = ids
     return out
 
 

@@ -160,8 +160,8 @@ async def main() -> int:
     async with Queue(args.db, lease_seconds=args.lease) as q:
         orig_claim, orig_commit = q._claim, q._commit
 
-        async def claim(job_id: int | None = None) -> Any:
-            c = await orig_claim(job_id)
+        async def claim(job_id: int | None = None, **kw: Any) -> Any:
+            c = await orig_claim(job_id, **kw)
             if c is not None:
                 current["claim"] = c
                 ids = ",".join(i.entity_id for i in c.items)

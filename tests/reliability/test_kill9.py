@@ -31,6 +31,7 @@ from ._support import (
     finish,
     read_records,
     spawn,
+    uncommitted_claims,
     wait_for,
     wait_line,
 )
@@ -198,3 +199,73 @@ def test_a_frozen_worker_wakes_up_and_its_late_commit_is_discarded(
     numbers.update(asyncio.run(_verify(db_url, job_ids)))  # the refused results changed no count
     assert numbers["reclaimed_chunks"] == 1 and numbers["duplicates"] >= 1
     print(f"\n[zombie {backend(db_url)}] fenced-off late commit of {len(fenced)} entities; {numbers}")
+
+
+WINDOW_KILLS = 6 * SOAK  # per backend
+
+
+def test_kill9_of_workers_holding_windows_of_several_chunks_loses_nothing(
+    db_url: str, tmp_path: Path, python_env: dict[str, str]
+) -> None:
+    """Issue 14: a worker keeps its slots busy across chunks, holding several leases at once. Killed
+    at any point, at most the chunks of its window are redone, and nothing is lost."""
+    rng = random.Random(20261214 + (backend(db_url) == "postgres"))
+    ids: set[str] = set()
+    job_ids = []
+
+    async def setup() -> None:
+        async with Queue(db_url) as q:
+            for j in range(4):
+                batch = [f"w{j}-e{i}" for i in range(250 * SOAK)]
+                ids.update(batch)
+                job = await q.enqueue_job(batch, entity_type="company", provider="p",
+                                          chunk_size=rng.choice([2, 3, 4]), max_workers=rng.choice([1, 2]))
+                job_ids.append(job.id)
+
+    asyncio.run(setup())
+    plan = _plan(rng, WINDOW_KILLS)
+    common = ["--lease", str(LEASE), "--work-ms", "4", "--mode", "worker", "--concurrency", "6", "--deadline", "60"]
+    killed: set[int] = set()
+    kills: Counter[str] = Counter()
+    end = time.monotonic() + 90
+    try:
+        while plan:
+            assert time.monotonic() < end, f"kill loop ran out of time; kills so far: {kills}"
+            point, hook, delay = plan.pop()
+            d = spawn(python_env, db_url, tmp_path, *common, hook=hook)
+            wait_for(d, "READY", 60)
+            if hook is None:
+                time.sleep(delay)
+            else:
+                got = wait_line([d], 60)
+                assert got is not None, f"driver {d.pid} neither reached {point} nor exited"
+                if got[1] != f"AT {point}":  # it ran out of work first: fine, if it exited cleanly
+                    status, _out, err = finish(d)
+                    assert status == 0 and not got[1].startswith("AT "), (got, err)
+                    continue
+            if d.proc.poll() is not None:  # done before the random kill: fine, if it exited cleanly
+                assert finish(d)[0] == 0
+                continue
+            os.kill(d.pid, signal.SIGKILL)
+            d.proc.wait(10)
+            killed.add(d.pid)
+            kills[point] += 1
+    except BaseException:
+        for pid in killed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        raise
+
+    fresh = spawn(python_env, db_url, tmp_path, "--lease", str(LEASE), "--work-ms", "1")
+    status, _out, err = finish(fresh, timeout=90)
+    assert status == 0, f"the fresh worker failed ({status}):\n{err}"
+    records = read_records(tmp_path)
+    numbers = check_at_least_once(records, ids, killed)
+    numbers.update(asyncio.run(_verify(db_url, job_ids)))
+    assert sum(kills.values()) >= WINDOW_KILLS // 2, f"too few kills landed: {counter_summary(kills)}"
+    widest = max((len(c) for c in uncommitted_claims(records, killed).values()), default=0)
+    assert widest >= 2, f"no worker died holding more than one chunk: {numbers}"
+    print(f"\n[kill -9 windows {backend(db_url)}] kills: {sum(kills.values())} ({counter_summary(kills)}); "
+          f"widest window at death: {widest} chunks; {counter_summary(Counter(numbers))}")

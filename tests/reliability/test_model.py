@@ -44,7 +44,7 @@ from ._support import SOAK, backend
 
 LEASE = 30.0
 STALE_EVERY = min(LEASE / 2, STALE_CHECK_SECONDS)
-MAX_EXAMPLES = 20 * SOAK
+MAX_EXAMPLES = 30 * SOAK
 STEPS = 25
 # Shrinking a failing run replays it hundreds of times (minutes, past pytest's timeout): CI reports
 # the first failing sequence as found; set CHUNKQ_SHRINK=1 to get the minimal one.
@@ -67,6 +67,7 @@ class MChunk:
     state: str = "leased"
     expires: float = 0.0
     lost: int = 0  # leases that expired under a worker (a split's new chunks start released, at 0)
+    owned: bool = True  # a worker's (a split's new chunks belong to nobody until taken)
 
 
 @dataclass
@@ -148,27 +149,35 @@ class QueueModel(RuleBasedStateMachine):
         return sorted((j for j in self.jobs.values() if j.status in ("pending", "running")),
                       key=lambda j: (-j.priority, j.id))
 
-    def _expired(self) -> tuple[MJob, MChunk] | None:
-        """The first expired lease of a job with a free worker slot (leases alive count against it)."""
+    def _expired(self, mine: int | None = None) -> tuple[MJob, MChunk] | None:
+        """The first expired lease of a job with a free worker slot (leases alive count against it),
+        or of ``mine``, a job the claiming worker's window already holds a chunk of."""
         now = self.clock()
         for j in self._live():
             busy = sum(1 for c in j.chunks.values() if c.state == "leased" and c.expires >= now)
-            if busy >= j.max_workers:
+            if busy >= j.max_workers and j.id != mine:
                 continue
             for c in sorted(j.chunks.values(), key=lambda c: c.index):
                 if c.state == "leased" and c.expires < now:
                     return j, c
         return None
 
-    def _fresh(self) -> MJob | None:
-        fresh = [j for j in self._live() if j.leased < j.max_workers and j.next_pos < len(j.entities)]
+    def _fresh(self, mine: int | None = None) -> MJob | None:
+        """``max_workers`` counts workers, not chunks (issue 14): this model has one worker, so a job
+        whose leased chunks reach the bound is still claimable when it allows two workers."""
+        def slot(j: MJob) -> bool:
+            owners = 1 if any(c.state == "leased" and c.owned for c in j.chunks.values()) else 0
+            return j.leased < j.max_workers or j.id == mine or owners < j.max_workers
+
+        fresh = [j for j in self._live() if slot(j) and j.next_pos < len(j.entities)]
         return fresh[0] if fresh else None
 
-    def _reclaim(self) -> tuple[MJob, MChunk] | None:
+    def _reclaim(self, mine: int | None = None) -> tuple[MJob, MChunk] | None:
         """Take over the first expired lease, settling poison chunks on the way (as the claim transaction does)."""
-        while (found := self._expired()) is not None:
+        while (found := self._expired(mine)) is not None:
             job, chunk = found
             chunk.attempt += 1
+            chunk.owned = True
             chunk.lost += chunk.expires > 0
             chunk.expires = self.clock() + LEASE
             job.status = "running"
@@ -179,30 +188,30 @@ class QueueModel(RuleBasedStateMachine):
                 self.stats["isolated"] += 1
                 chunk.state = "split"
                 for p in chunk.positions:
-                    job.chunks[job.next_chunk] = MChunk(job.next_chunk, [p])
+                    job.chunks[job.next_chunk] = MChunk(job.next_chunk, [p], owned=False)
                     job.next_chunk += 1
             else:  # its entity took down ISOLATE_AFTER workers: failed for good
                 self.stats["worker lost"] += 1
                 self._apply_commit(job, chunk, heal=False, lost=True)
         return None
 
-    def _expect_claim(self) -> tuple[MJob, MChunk] | None:
+    def _expect_claim(self, mine: int | None = None) -> tuple[MJob, MChunk] | None:
         """What the next claim returns, and what it does on the way (the queue's own order of looks)."""
         now = self.clock()
         if now >= self.next_stale:
             self.next_stale = now + STALE_EVERY
-            found = self._reclaim()
+            found = self._reclaim(mine)
             if found is not None:
                 return found
-            return self._take_fresh()
-        found = self._take_fresh()
+            return self._take_fresh(mine)
+        found = self._take_fresh(mine)
         if found is None:
             self.next_stale = now + STALE_EVERY
-            found = self._reclaim()
+            found = self._reclaim(mine)
         return found
 
-    def _take_fresh(self) -> tuple[MJob, MChunk] | None:
-        job = self._fresh()
+    def _take_fresh(self, mine: int | None = None) -> tuple[MJob, MChunk] | None:
+        job = self._fresh(mine)
         if job is None:
             return None
         chunk = MChunk(job.next_chunk, list(range(job.next_pos, min(job.next_pos + job.chunk_size,
@@ -215,10 +224,10 @@ class QueueModel(RuleBasedStateMachine):
         return job, chunk
 
     def _apply_claim(
-        self, job_id: int | None, index: int | None, attempt: int | None, items: list[str]
+        self, job_id: int | None, index: int | None, attempt: int | None, items: list[str], mine: int | None = None,
     ) -> tuple[MJob, MChunk] | None:
         """Check a claim (None: nothing was claimed) against the model's prediction and record it."""
-        expected = self._expect_claim()
+        expected = self._expect_claim(mine)
         if expected is None:
             assert job_id is None, f"claimed chunk {index} of job {job_id}; the model expected nothing"
             return None
@@ -295,6 +304,25 @@ class QueueModel(RuleBasedStateMachine):
             self.stats["crashes"] += 1
         if advance:
             self.clock.t += LEASE + 1
+
+    @rule(claims=st.integers(1, 3))
+    def window(self, claims: int) -> None:
+        """A worker's window (issue 14): a claim, then more chunks of the same job past ``max_workers``
+        (``mine``); all held, and maybe abandoned, like a crashed worker's."""
+        mine = None
+        for _ in range(claims + 1):
+            claim = self.run(self.q._claim(mine=mine))
+            if claim is None:
+                assert self._apply_claim(None, None, None, [], mine) is None
+                return
+            self._apply_claim(claim.job.id, claim.chunk_index, claim.attempt, [i.entity_id for i in claim.items],
+                              mine)
+            self.abandoned.append(claim)
+            if mine is not None:
+                self.stats["window claims"] += 1
+                job = self.jobs[claim.job.id]
+                self.stats["window claims past max_workers"] += claim.job.id == mine and job.leased > job.max_workers
+            mine = claim.job.id
 
     @rule()
     def advance_clock(self) -> None:
@@ -423,6 +451,7 @@ def test_queue_agrees_with_the_model(db_url: str) -> None:
         suppress_health_check=list(HealthCheck), print_blob=False, phases=PHASES))
     # The run must have reached the interesting states, or it proved little.
     for what in ("chunks", "crashes", "reclaimed", "late commit accepted", "fenced off while re-leased",
-                 "retry jobs", "cancelled", "completed jobs", "isolated", "worker lost"):
+                 "retry jobs", "cancelled", "completed jobs", "isolated", "worker lost", "window claims",
+                 "window claims past max_workers"):
         assert stats[what] > 0, f"the model run never exercised {what!r}: {dict(stats)}"
     print(f"\n[model {backend(db_url)}] {MAX_EXAMPLES} examples x up to {STEPS} steps: {dict(sorted(stats.items()))}")

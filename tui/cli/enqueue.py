@@ -60,12 +60,15 @@ def _open_source(source: str | None) -> tuple[Any, str]:
               metavar="F",
               help="Pause the job once more than this fraction of its processed entities failed "
               "(0 < F <= 1; checked after the first chunk's worth).")
+@click.option("--processor", "processor_name", metavar="MODULE:FUNCTION",
+              help="Route the job: only workers started with this --processor run it (default: any worker). "
+              "Not imported here, so it may name code this host does not have.")
 @json_option
 @click.pass_context
 def enqueue(
     ctx: click.Context, source: str | None, entity_type: str, provider: str, chunk_size: int, priority: int,
     name: str | None, dedupe: bool, fmt: str, column: str | None, max_workers: int, max_attempts: int,
-    max_errors: int | None, max_error_ratio: float | None, as_json: bool,
+    max_errors: int | None, max_error_ratio: float | None, processor_name: str | None, as_json: bool,
 ) -> None:
     """Create a job from IDs in FILE (or stdin with '-'); prints the new job's id.
 
@@ -82,7 +85,7 @@ def enqueue(
                 return await q.enqueue_job(
                     ids, entity_type=entity_type, provider=provider, chunk_size=chunk_size, priority=priority,
                     name=name, dedupe=dedupe, max_workers=max_workers, max_attempts=max_attempts,
-                    max_errors=max_errors, max_error_ratio=max_error_ratio,
+                    max_errors=max_errors, max_error_ratio=max_error_ratio, processor=processor_name,
                 )
 
         job = run(go())

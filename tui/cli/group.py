@@ -74,6 +74,57 @@ class ChunkqGroup(click.Group):
             return _unavailable(cmd_name, short_help, f"{target} is not a click command")
         return command
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            args = self._hoist_global_options(ctx, args)
+        return super().parse_args(ctx, args)
+
+    def _hoist_global_options(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Move the group's own options written after the subcommand (``chunkq tui --db X``) before it.
+
+        People type the database where they type everything else, after the command.
+        An option the subcommand (or its sub-subcommand) defines itself stays its own
+        (``chunkq demo --db PATH``), and nothing after ``--`` is touched.
+        """
+        takes_value = {name: not p.is_flag and not p.count for p in self.params
+                       if isinstance(p, click.Option) and not p.is_eager for name in p.opts}
+        i = 0
+        while i < len(args) and args[i].startswith("-") and args[i] != "--":
+            head = args[i].split("=", 1)[0]
+            i += 2 if takes_value.get(head) and "=" not in args[i] else 1
+        if i >= len(args) or args[i] == "--":
+            return args
+        own: set[str] = set()
+        command: click.Command | None = self.get_command(ctx, args[i])
+        for word in args[i + 1:]:
+            if command is None:
+                break
+            own |= {name for p in command.params if isinstance(p, click.Option) for name in p.opts + p.secondary_opts}
+            if not isinstance(command, click.Group) or word.startswith("-"):
+                break
+            command = command.get_command(ctx, word)
+        front, rest, j = list(args[: i + 1]), list(args[: 0]), i + 1
+        while j < len(args):
+            word = args[j]
+            head = word.split("=", 1)[0]
+            if word == "--":
+                rest += args[j:]
+                break
+            if head in takes_value and head not in own:
+                if takes_value[head] and "=" not in word and j + 1 >= len(args):
+                    raise click.UsageError(f"Option '{head}' requires an argument.", ctx)
+                if takes_value[head] and "=" not in word:
+                    front[i:i] = [word, args[j + 1]]
+                    i += 2
+                    j += 2
+                    continue
+                front[i:i] = [word]
+                i += 1
+            else:
+                rest.append(word)
+            j += 1
+        return front + rest
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows: list[tuple[str, str]] = []
         names = self.list_commands(ctx)

@@ -10,7 +10,8 @@ from chunkq.core import STATUSES, Job, Queue, limits
 from chunkq.tui import humanize
 
 from . import output as out
-from .context import json_option, run, settings, wants_json
+from .context import CliError, json_option, run, settings, wants_json
+from .error_groups import group_dict, groups_table
 from .options import JOB_ID
 
 
@@ -42,7 +43,7 @@ def jobs_command(ctx: click.Context, statuses: tuple[str, ...], search: str | No
 @json_option
 @click.pass_context
 def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
-    """One job in detail: counts, settings, chunk history, errors grouped by message."""
+    """One job in detail: counts, settings, chunk history, errors grouped by kind (fingerprint)."""
     cfg = settings(ctx)
 
     async def go() -> tuple[Job, Any, Any]:
@@ -56,11 +57,7 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
         out.emit_json({
             "job": job.to_dict(),
             "chunks": summary,
-            "error_groups": [
-                {"error_type": g.error_type, "message": g.message, "count": g.count, "entities": g.entities,
-                 "first_at": g.first_at.isoformat(), "last_at": g.last_at.isoformat()}
-                for g in groups
-            ],
+            "error_groups": [group_dict(g) for g in groups],
         })
     else:
         out.show_job(job, summary, groups)
@@ -73,22 +70,44 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
               "all for csv/jsonl).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "jsonl"]), default="table",
               show_default=True, help="csv and jsonl stream every attempt of every entity, for export.")
+@click.option("--groups", "grouped", is_flag=True,
+              help="One row per kind of error (a fingerprint: same type, same place, same message but for IDs, "
+                   "numbers, URLs), biggest first, with its key.")
+@click.option("--group", "group_key", metavar="KEY", default=None,
+              help="Only the errors of this group (a key from --groups).")
+@click.option("--search", metavar="TEXT", default=None,
+              help="Only errors whose entity ID or message contains TEXT (any letter case).")
 @json_option
 @click.pass_context
-def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, as_json: bool) -> None:
+def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped: bool, group_key: str | None,
+           search: str | None, as_json: bool) -> None:
     """A job's error log, oldest first (every attempt; 'final' marks entities that failed for good)."""
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
     export = fmt in ("csv", "jsonl") and not as_json
+    if grouped and (group_key is not None or export):
+        raise CliError("--groups lists the groups: it cannot be combined with --group or --format csv/jsonl")
+    filtered = group_key is not None or search is not None
 
     async def go() -> list[Any]:
         async with Queue(cfg.db, readonly=True) as q:
+            if grouped:
+                return await q.group_errors(job_id, limit=limit or limits.ERRORS_PAGE.default, search=search)
             if not export:
-                return await q.list_errors(job_id, limit=limit or limits.ERRORS_PAGE.default)
+                return await q.list_errors(job_id, limit=limit or limits.ERRORS_PAGE.default,
+                                           fingerprint=group_key, search=search)
             emit = out.error_writer(fmt)
-            if limit is not None:
-                for e in await q.list_errors(job_id, limit=limit):
-                    emit(e)
+            if limit is not None or filtered:
+                offset, left = 0, limit
+                while left is None or left > 0:
+                    page = await q.list_errors(job_id, limit=min(left or 1000, 1000), offset=offset,
+                                               fingerprint=group_key, search=search)
+                    for e in page:
+                        emit(e)
+                    if len(page) < min(left or 1000, 1000):
+                        break
+                    offset += len(page)
+                    left = None if left is None else left - len(page)
             else:
                 async for e in q.iter_errors(job_id):
                     emit(e)
@@ -96,7 +115,12 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, as_json
             return []
 
     found = run(go())
-    if as_json:
+    if grouped:
+        if as_json:
+            out.emit_json({"job_id": job_id, "groups": [group_dict(g) for g in found]})
+        else:
+            groups_table(found, job_id)
+    elif as_json:
         out.emit_json({"job_id": job_id, "errors": [e.to_dict() for e in found]})
     elif not export:
         out.errors_table(found)
@@ -137,4 +161,42 @@ def _job_action(name: str, verb: str, doc: str) -> click.Command:
 pause = _job_action("pause", "pause", "Stop handing out a job's chunks (the chunk in flight still commits).")
 resume = _job_action("resume", "resume", "Let a paused job run again.")
 cancel = _job_action("cancel", "cancel", "Stop a job for good.")
-retry = _job_action("retry", "retry_failed", "Create a new job of a job's failed entities; prints its id.")
+
+
+@click.command("retry")
+@click.argument("job_id", type=JOB_ID, metavar="ID")
+@click.option("--group", "group_key", metavar="KEY", default=None,
+              help="Only the entities that failed for good with an error of this group (a key from "
+                   "chunkq errors ID --groups).")
+@click.option("--in-place", is_flag=True,
+              help="Put the failed entities back into this job, due now, with fresh attempts, instead of "
+                   "creating a new job.")
+@json_option
+@click.pass_context
+def retry(ctx: click.Context, job_id: int, group_key: str | None, in_place: bool, as_json: bool) -> None:
+    """Create a new job of a job's failed entities; prints its id (--in-place: requeue them in this job)."""
+    cfg = settings(ctx)
+
+    async def go() -> tuple[Job, int]:
+        async with Queue(cfg.db, create=False) as q:
+            if in_place:
+                before = await q.get_job(job_id)
+                job = await q.requeue_failed(job_id, fingerprint=group_key)
+                return job, job.waiting_count - before.waiting_count
+            job = await q.retry_failed(job_id, fingerprint=group_key)
+            return job, job.total_count
+
+    job, moved = run(go())
+    what = humanize.plural(moved, "failed entity", "failed entities") + (
+        f" of group {group_key}" if group_key else "")
+    if wants_json(ctx, as_json):
+        out.emit_json({**job.to_dict(), "requeued": moved} if in_place else job.to_dict())
+    elif in_place:
+        if out.stdout_is_tty():
+            out.console().print(out.plain(f"Requeued {what} in job {job.id}; it is now {job.status}."))
+        else:
+            click.echo(f"{job.id}\t{job.status}\t{moved}")
+    elif out.stdout_is_tty():
+        out.console().print(out.plain(f"Created job {job.id} with the {what} of job {job_id}."))
+    else:
+        click.echo(job.id)

@@ -11,6 +11,7 @@ command's bounds. Imports only click and core (no Rich, no Textual).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,7 +35,10 @@ def build_processor(path: str | None, options: ProcessorOptions | None = None) -
     """
     if not path or not str(path).strip():
         raise InvalidInput(NO_PROCESSOR, field="processor")
-    return apply_overrides(load_processor(str(path).strip()), options)
+    processor = apply_overrides(load_processor(str(path).strip()), options)
+    if processor.name is None:  # routed by its import path: `chunkq enqueue --processor` names it the same way
+        processor = dataclasses.replace(processor, name=str(path).strip())
+    return processor
 
 
 def int_range(limit: limits.IntLimit) -> click.IntRange:
@@ -72,6 +76,23 @@ class RateParam(click.ParamType):
 
 RATE = RateParam()
 
+
+class ConcurrencyParam(click.ParamType):
+    """``--concurrency N`` or ``--concurrency auto`` (``auto:N`` caps it); bad values are a usage error."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        try:
+            return limits.check_concurrency(str(value))
+        except InvalidInput as exc:
+            self.fail(str(exc), param, ctx)
+
+
+CONCURRENCY = ConcurrencyParam()
+
 #: ``--lease-seconds``, for every command that runs chunks (`process`, `worker`, `serve`)
 lease_seconds_option = click.option(
     "--lease-seconds", type=float_range(limits.LEASE_SECONDS), default=limits.LEASE_SECONDS.default,
@@ -90,7 +111,7 @@ def processing_options(*, processor_required: bool = True) -> Callable[[F], F]:
 
     def decorate(f: F) -> F:
         @functools.wraps(f)
-        def command(*args: Any, concurrency: int | None, timeout: float | None,
+        def command(*args: Any, concurrency: int | str | None, timeout: float | None,
                     rates: tuple[tuple[str, float], ...], capture_locals: bool | None, **kwargs: Any) -> Any:
             options = ProcessorOptions(concurrency=concurrency, timeout=timeout,
                                        rate_limits=dict(rates) or None, capture_locals=capture_locals)
@@ -102,8 +123,9 @@ def processing_options(*, processor_required: bool = True) -> Callable[[F], F]:
                 help=f"Your callback, e.g. myjobs.enrich:lookup (env CHUNKQ_PROCESSOR){needed}.",
             ),
             click.option(
-                "--concurrency", type=int_range(limits.CONCURRENCY), default=None, metavar="N",
-                help="Entities of one chunk run at once (default: the processor's own, usually 1).",
+                "--concurrency", type=CONCURRENCY, default=None, metavar="N|auto",
+                help="Entities run at once (default: the processor's own, usually 1); auto finds the "
+                "provider's limit (grows while calls succeed, backs off on 429/Retry/timeouts; auto:N caps it).",
             ),
             click.option(
                 "--timeout", type=float_range(limits.TIMEOUT), default=None, metavar="SECONDS",

@@ -195,14 +195,15 @@ def progress_text(job: Job) -> str:
 
 
 JOB_COLUMNS = ("id", "name", "type", "provider", "status", "done", "total", "failed", "waiting", "priority",
-               "updated")
+               "updated", "processor", "reason")
 
 
 def jobs_table(jobs: Sequence[Job]) -> None:
     if not stdout_is_tty():
         tsv([JOB_COLUMNS, *(
             (j.id, j.name or "", j.entity_type, j.provider, j.status, j.processed_count, j.total_count,
-             j.failed_count, j.waiting_count, j.priority, j.updated_at.isoformat())
+             j.failed_count, j.waiting_count, j.priority, j.updated_at.isoformat(), j.processor or "",
+             j.reason or "")
             for j in jobs
         )])
         return
@@ -221,14 +222,25 @@ def jobs_table(jobs: Sequence[Job]) -> None:
     table.add_column("Waiting", justify="right")
     table.add_column("Prio", justify="right")
     table.add_column("Updated", justify="right")
+    routed = any(j.processor for j in jobs)
+    if routed:
+        table.add_column("Processor", overflow="fold", max_width=40)
+    reasons = any(j.reason for j in jobs)
+    if reasons:
+        table.add_column("Why", overflow="fold", max_width=48)
     now = datetime.now(UTC)
     for j in jobs:
-        table.add_row(
+        cells: list[Any] = [
             str(j.id), plain(j.name or ""), plain(j.entity_type), plain(j.provider),
             status_text(j.status, stale=j.lease_is_stale(now)), progress_text(j),
             Text(number(j.failed_count), style="red" if j.failed_count else "dim"),
             number(j.waiting_count) if j.waiting_count else "", str(j.priority), ago(j.updated_at, now),
-        )
+        ]
+        if routed:
+            cells.append(plain(j.processor or "any"))
+        if reasons:
+            cells.append(plain(j.reason or ""))
+        table.add_row(*cells)
     out.print(table)
 
 
@@ -285,8 +297,14 @@ def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> 
         if job.max_error_ratio is not None:
             parts.append(f"{job.max_error_ratio:.0%} failed")
         rows.append(("error budget", "pause at " + " or ".join(parts)))
-    if job.fail_reason:
-        rows.append(("reason", plain(job.fail_reason)))
+    rows.append(("processor", plain(job.processor) if job.processor else "any (not routed)"))
+    if job.reason:
+        why = job.reason + (f" (error {job.reason_error_id})" if job.reason_error_id else "")
+        rows.append(("paused because" if job.status == "paused" else "failed because", plain(why)))
+    if job.is_released and job.released_by:
+        rows.append(("released", plain(f"released by {job.released_by} at {timestamp(job.released_at)}")))
+    rows.append(("errors logged", number(job.error_count) + " attempts (failed for good: "
+                 + number(job.failed_count) + ")"))
     if job.parent_id:
         rows.append(("retry of", f"job {job.parent_id}"))
     rows += [
@@ -396,4 +414,7 @@ def summary_sentence(s: RunSummary) -> str:
         "wedged": "stopped: too many callbacks hung past --timeout (exit 3; start it again)",
         "idle": "idle",
     }.get(s.stopped_by, s.stopped_by)
+    if s.stopped_by == "new_error" and s.new_error:
+        why = (f"stopped at a new kind of error in job {s.new_error_job}: group {s.new_error} "
+               f"(see: chunkq errors {s.new_error_job} --group {s.new_error})")
     return f"{', '.join(parts)} in {duration(s.elapsed)}; {why}"

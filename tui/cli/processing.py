@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,9 @@ from chunkq.core import (
     limits,
     stop_message,
 )
+from chunkq.core.adaptive import is_auto, limit_for
+from chunkq.core.registry import DEFAULT_INTERVAL, Registration
+from chunkq.core.supervisor import supervised
 from chunkq.core.worker import RETRY_POLL_SECONDS
 from chunkq.tui import humanize
 
@@ -53,6 +57,23 @@ log = logging.getLogger("chunkq.cli")
 EXIT_WEDGED = 3
 #: after a second SIGINT/SIGTERM the process ends within this many seconds, whatever user code holds
 HARD_EXIT_SECONDS = 3.0
+
+
+def _keep_heartbeat(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    ctx.meta["chunkq.heartbeat"] = value
+    return value
+
+
+#: ``--heartbeat S``: how often the process writes its row in the workers registry (lost after two missed)
+heartbeat_option = click.option(
+    "--heartbeat", type=click.FloatRange(0.05, 3600.0), default=DEFAULT_INTERVAL, show_default=True, metavar="S",
+    expose_value=False, callback=_keep_heartbeat,
+    help="Seconds between heartbeats in the workers registry (`chunkq workers`); lost after two missed.")
+
+
+def _heartbeat() -> float:
+    ctx = click.get_current_context(silent=True)
+    return float(ctx.meta.get("chunkq.heartbeat", DEFAULT_INTERVAL)) if ctx is not None else DEFAULT_INTERVAL
 
 
 def _load(processor_path: str | None, options: ProcessorOptions) -> Processor:
@@ -80,8 +101,10 @@ def _say_stop(sig: signal.Signals, count: int) -> None:
 
 
 def _log_chunk(
-    level: int, also: Callable[[ChunkResult], None] | None = None
+    level: int, also: Callable[[ChunkResult], None] | None = None, limit: Callable[[], int] | None = None
 ) -> Callable[[ChunkResult], None]:
+    """The log line per chunk; ``limit`` (under ``--concurrency auto``) adds the limit found so far."""
+
     def on_chunk(r: ChunkResult) -> None:
         if also is not None:
             also(r)
@@ -90,11 +113,46 @@ def _log_chunk(
                         r.job_id, r.chunk_index)
             return
         extra = f" ({humanize.number(r.retried)} to retry)" if r.retried else ""
+        if limit is not None:
+            extra += f", concurrency {limit()}"
         log.log(level, "job %s chunk %s: %s done, %s%s in %s -> %s", r.job_id, r.chunk_index,
                 humanize.number(r.processed), humanize.plural(r.errors, "error"), extra,
                 humanize.duration(r.duration), r.status)
 
     return on_chunk
+
+
+#: ``--processes N`` of `process` and `worker`
+processes_option = click.option(
+    "--processes", type=int_range(limits.PROCESSES), default=1, show_default=True, metavar="N",
+    help="Run N worker processes under a supervisor that forwards stops and restarts crashed ones "
+    "(for CPU-bound callbacks: every core; --concurrency is for waiting on I/O).",
+)
+
+
+def _supervise(ctx: click.Context, processes: int, *, finite: bool) -> None:
+    """Run this very command ``processes`` times under ``core.supervisor`` and exit with its status.
+
+    The children get the command line minus ``--processes``; the processor was already
+    loaded here, so a typo is one line and exit 2, not N crashing children.
+    """
+    from chunkq.core.supervisor import Supervisor, strip_option
+
+    argv = sys.argv[1:]
+    if not any(a == "--processes" or a.startswith("--processes=") for a in argv):
+        raise CliError("--processes works from the chunkq command line only")
+    command = [sys.executable, "-m", "chunkq.tui.cli", *strip_option(argv, "--processes")]
+    status = Supervisor(command, processes, max_crashes=5 if finite else None, say=log.log).run()
+    ctx.exit(status)
+
+
+def _check_processes(processes: int, as_json: bool) -> bool:
+    """Should this command supervise ``processes`` children (rather than run a worker itself)?"""
+    if processes <= 1 or supervised():
+        return False
+    if as_json:
+        raise CliError("--processes cannot be combined with --json: each process would print its own summary")
+    return True
 
 
 def _finish(ctx: click.Context, summary: RunSummary, aborted_by: int | None, as_json: bool, what: str) -> None:
@@ -118,7 +176,8 @@ def _report(summary: RunSummary, as_json: bool, what: str) -> None:
 async def run_processing(
     q: Queue, processor: Processor, *, job_id: int | None = None, max_chunks: int | None = None,
     max_seconds: float | None = None, until_empty: bool = False, forever: bool = False,
-    poll_interval: float = 1.0, bar_total: int | None = None,
+    poll_interval: float = 1.0, bar_total: int | None = None, kind: str = "process",
+    stop_on_new_error: bool = False,
 ) -> tuple[RunSummary, int | None]:
     """Run a ``Worker`` under signal handling; returns the summary and the signal that aborted, if any.
 
@@ -130,6 +189,8 @@ async def run_processing(
     on_bar_chunk: Callable[[ChunkResult], None] | None = None
     chunk_level = logging.INFO
     progress_cm: Any = contextlib.nullcontext()
+    auto = is_auto(processor.concurrency)
+    limiter = limit_for(processor) if auto else None  # the one "auto" limiter the worker's runner uses
     if bar_total is not None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -137,9 +198,10 @@ async def run_processing(
             TextColumn("[bold]{task.description}"), BarColumn(),
             TextColumn("{task.completed:,.0f}/{task.total:,.0f}", justify="right"),
             TextColumn("[red]{task.fields[errors]:,} failed"), TimeElapsedColumn(), TimeRemainingColumn(),
+            *([TextColumn("concurrency {task.fields[limit]}")] if auto else []),
             console=out.console(),
         )
-        task = progress.add_task("entities", total=bar_total, errors=0)
+        task = progress.add_task("entities", total=bar_total, errors=0, limit=limiter.limit if limiter else 0)
         chunk_level = logging.DEBUG
         # Committed counts are exact; entities finished in the chunk in flight move the bar meanwhile
         # (a transient failure counts there until its chunk commits and says it will be retried).
@@ -147,7 +209,8 @@ async def run_processing(
 
         def on_entity(r: EntityResult) -> None:
             tally["inflight"] += 1
-            progress.update(task, completed=min(tally["committed"] + tally["inflight"], bar_total))
+            progress.update(task, completed=min(tally["committed"] + tally["inflight"], bar_total),
+                            limit=limiter.limit if limiter else 0)
 
         def on_bar_chunk(r: ChunkResult) -> None:
             tally["inflight"] = 0
@@ -163,13 +226,20 @@ async def run_processing(
             log.log(chunk_level, "waiting %s for entity retries that are not yet due",
                     humanize.duration(max(due - q.now(), RETRY_POLL_SECONDS)))
 
+    def show_limit_of_worker() -> int:
+        return worker.concurrency_limit
+
+    show_limit = show_limit_of_worker if auto else None
     worker = Worker(q, processor, job_id=job_id, max_chunks=max_chunks, max_seconds=max_seconds,
                     forever=forever, poll_interval=poll_interval, wait_for_retries=until_empty,
-                    on_wait=on_wait, on_chunk=_log_chunk(chunk_level, on_bar_chunk), on_entity=on_entity)
+                    on_wait=on_wait, on_chunk=_log_chunk(chunk_level, on_bar_chunk, show_limit), on_entity=on_entity,
+                    stop_on_new_error=stop_on_new_error)
     # After a second signal the process ends within HARD_EXIT_SECONDS even if user code holds a
     # thread that never returns (e.g. a callback's own asyncio.to_thread): see core/signals.py.
     with worker.stop_on_signals(on_signal=_say_stop, hard_exit_after=HARD_EXIT_SECONDS) as stopper, progress_cm:
-        summary = await worker.run()
+        # registered in chunkq_workers while it runs: `chunkq workers` lists it, an operator can stop it
+        async with Registration(q, worker, kind=kind, processor_name=processor.name, interval=_heartbeat()):
+            summary = await worker.run()
     return summary, stopper.aborted_by
 
 
@@ -182,28 +252,39 @@ async def run_processing(
               help="Start no chunk after S seconds (a chunk in flight still finishes).")
 @click.option("--job", "job_id", type=JOB_ID, default=None, metavar="ID",
               help="Only this job.")
+@click.option("--stop-on-new-error", is_flag=True,
+              help="A breakpoint: stop after the first chunk that logs a kind of error (a fingerprint) its job "
+                   "had never logged, and say which (exit 0).")
+@heartbeat_option
 @lease_seconds_option
+@processes_option
 @processing_options()
 @json_option
 @click.pass_context
 def process(
     ctx: click.Context, until_empty: bool, max_chunks: int | None, max_seconds: float | None,
-    job_id: int | None, lease_seconds: float, processor_path: str | None, options: ProcessorOptions,
-    as_json: bool,
+    job_id: int | None, stop_on_new_error: bool, lease_seconds: float, processes: int, processor_path: str | None,
+    options: ProcessorOptions, as_json: bool,
 ) -> None:
     """Process pending chunks, then exit: the cron entry point.
 
     By default one chunk; --until-empty, --max-chunks and --max-seconds run
     more. Exits 0 when nothing is pending. Overlapping runs are safe: each
     chunk is leased to one process. Exits 3 when too many callbacks hung past
-    --timeout (their threads cannot be stopped): run it again.
+    --timeout (their threads cannot be stopped): run it again. With
+    --until-empty, --processes N runs N processes until the queue is empty.
     """
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
+    if _check_processes(processes, as_json):
+        if not until_empty or max_chunks is not None:
+            raise CliError("--processes needs --until-empty (and no --max-chunks): each process drains the queue")
+        _load(processor_path, options)
+        _supervise(ctx, processes, finite=True)
     started = time.monotonic()
     if not (until_empty or max_seconds is not None or max_chunks is not None):
         max_chunks = 1
-    show_bar = until_empty and not as_json and out.stdout_is_tty()
+    show_bar = until_empty and not as_json and out.stdout_is_tty() and not supervised()
 
     async def go() -> tuple[RunSummary, int | None]:
         q = Queue(cfg.db, lease_seconds=lease_seconds, create=False)
@@ -221,7 +302,8 @@ def process(
             left = None if max_seconds is None else max(max_seconds - (time.monotonic() - started), 0.001)
             return await run_processing(q, processor, job_id=job_id, max_chunks=max_chunks,
                                         max_seconds=left, until_empty=until_empty,
-                                        bar_total=total if show_bar else None)
+                                        bar_total=total if show_bar else None,
+                                        stop_on_new_error=stop_on_new_error)
 
     with out.stdout_to_stderr(as_json):  # a callback's print() must not break the JSON document
         processor = _load(processor_path, options)
@@ -233,12 +315,14 @@ def process(
 @click.option("--poll-interval", type=float_range(limits.POLL_INTERVAL), default=limits.POLL_INTERVAL.default,
               show_default=True, metavar="S",
               help="Seconds between looks for work when idle (jittered).")
+@heartbeat_option
 @lease_seconds_option
+@processes_option
 @processing_options()
 @json_option
 @click.pass_context
 def worker(
-    ctx: click.Context, poll_interval: float, lease_seconds: float, processor_path: str | None,
+    ctx: click.Context, poll_interval: float, lease_seconds: float, processes: int, processor_path: str | None,
     options: ProcessorOptions, as_json: bool,
 ) -> None:
     """Process chunks until stopped (systemd, supervisor, a container).
@@ -249,15 +333,19 @@ def worker(
     callbacks hung past --timeout (Python cannot stop their threads): let the
     supervisor start a fresh worker. Without --timeout a hung sync callback
     cannot be abandoned; the second signal still ends the process.
+    --processes N runs N worker processes (restarted when they crash).
     """
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
+    if _check_processes(processes, as_json):
+        _load(processor_path, options)
+        _supervise(ctx, processes, finite=False)
 
     async def go() -> tuple[RunSummary, int | None]:
         async with Queue(cfg.db, lease_seconds=lease_seconds, create=False) as q:
             log.info("worker %s on %s with %s; stop with Ctrl-C or SIGTERM", q.owner,
                      out.where(q.display_url), processor_path)
-            return await run_processing(q, processor, forever=True, poll_interval=poll_interval)
+            return await run_processing(q, processor, forever=True, poll_interval=poll_interval, kind="worker")
 
     with out.stdout_to_stderr(as_json):  # a callback's print() must not break the JSON document
         processor = _load(processor_path, options)

@@ -18,8 +18,10 @@ from .dashboard import demo, open_dashboard, tui_command
 from .db import db_group
 from .enqueue import enqueue
 from .group import ChunkqGroup
+from .history import history_command
 from .manage import cancel, errors, jobs_command, pause, resume, retry, show
 from .processing import process, worker
+from .workers import workers_command
 
 
 @click.group(
@@ -59,6 +61,8 @@ def cli(ctx: click.Context, db: str, as_json: bool, verbose: int, quiet: int) ->
 for _command in (enqueue, process, worker, jobs_command, show, errors, pause, resume, cancel, retry,
                  tui_command, demo, db_group):
     cli.add_command(_command)
+cli.add_command(workers_command)
+cli.add_command(history_command)
 
 
 def main() -> None:

@@ -19,13 +19,24 @@ from __future__ import annotations
 from typing import ClassVar
 
 from chunkq import core
-from chunkq.tui.dashboard import commands
-from chunkq.tui.dashboard.messages import ActivityNote, ChunkDone, EntityDone, ProcessingChanged, ProcessingMessage
+from chunkq.tui import humanize
+from chunkq.tui.dashboard import commands, table_keys
+from chunkq.tui.dashboard.messages import (
+    ActivityNote,
+    BreakpointHit,
+    ChunkDone,
+    EntityDone,
+    ProcessingChanged,
+    ProcessingMessage,
+)
 from chunkq.tui.dashboard.processing import ProcessingApp
 from chunkq.tui.dashboard.protocol import ProcessingListener
 from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
+from chunkq.tui.dashboard.screens.detail import JobDetailScreen
+from chunkq.tui.dashboard.screens.dry_run import DryRunScreen
 from chunkq.tui.dashboard.screens.help import HelpScreen
 from chunkq.tui.dashboard.screens.jobs import JobsScreen
+from chunkq.tui.dashboard.screens.workers import WorkersScreen
 from chunkq.tui.humanize import printable
 from rich.segment import Segment, Segments
 from textual import work
@@ -33,6 +44,7 @@ from textual.app import App
 from textual.binding import BindingType
 from textual.content import Content
 from textual.notifications import SeverityLevel
+from textual.screen import ModalScreen
 
 
 class DashboardCrashed(Exception):
@@ -126,15 +138,48 @@ class ChunkqApp(ProcessingApp):
 
     def on_chunk_done(self, message: ChunkDone) -> None:
         self.update_sub_title()
+        self._refresh_quit_dialog()
         self._forward(message)
 
     def on_activity_note(self, message: ActivityNote) -> None:
         self._forward(message)
 
     def on_processing_changed(self, message: ProcessingChanged) -> None:
+        self._refresh_quit_dialog()
         self._forward(message)
 
+    def action_show_dry_run(self) -> None:
+        """The last dry run's results, each failure's traceback drawn like a stored error's."""
+        if self.last_dry_run is None:
+            self.notify("no dry run yet: S runs a job's next chunk without writing anything")
+            return
+        if isinstance(self.screen, DryRunScreen | ModalScreen):
+            return
+        job_id, results, at = self.last_dry_run
+        self.push_screen(DryRunScreen(job_id, results, at, show_locals=self.capture_locals))
+
+    def on_breakpoint_hit(self, message: BreakpointHit) -> None:
+        """Auto-run stopped at a new kind of error: show that group (in the job's detail, opened if need be)."""
+        screen = self.screen
+        if isinstance(screen, JobDetailScreen) and screen.job_id == message.job_id:
+            screen.open_group = message.fingerprint
+            screen.reload(force=True)
+        elif not isinstance(screen, ModalScreen):  # never over a question left unanswered
+            self.push_screen(JobDetailScreen(message.job_id, group=message.fingerprint))
+
     # ------------------------------------------------------------------ app commands
+
+    def action_table_first(self) -> None:
+        table_keys.run(self, "table_first")
+
+    def action_table_last(self) -> None:
+        table_keys.run(self, "table_last")
+
+    def action_table_down(self) -> None:
+        table_keys.run(self, "table_down")
+
+    def action_table_up(self) -> None:
+        table_keys.run(self, "table_up")
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
@@ -142,26 +187,48 @@ class ChunkqApp(ProcessingApp):
         scope = commands.screen_scope(self.screen) or commands.JOBS
         self.push_screen(HelpScreen(commands.help_markdown(scope)))
 
+    def action_show_workers(self) -> None:
+        # not twice, and never from a dialog (it would open over the question left unanswered)
+        if self.jobs_screen is None or isinstance(self.screen, (WorkersScreen, ModalScreen)):
+            return
+        self.push_screen(WorkersScreen())
+
+    #: the open "Quit while processing?" dialog, kept true as work goes on behind it
+    _quit_dialog: ConfirmScreen | None = None
+
+    def quit_question(self) -> str:
+        """What the quit dialog says now: whether auto-run goes on (and how far it got), or a step, or nothing."""
+        if self.auto_worker is not None:
+            s = self.auto_worker.summary
+            what = (f"Auto-run is processing: {humanize.plural(s.chunks, 'chunk')} done so far, and it takes "
+                    "the next one until you answer.")
+        elif self.stepping is not None:
+            what = "A step is processing a chunk."
+        else:
+            return "Nothing is in flight any more: quitting loses nothing."
+        return (f"{what}\nFinish the chunk in flight (commit its results) and quit, or release it now so another "
+                "worker redoes it?")
+
+    def _refresh_quit_dialog(self) -> None:
+        if self._quit_dialog is not None and self._quit_dialog.is_attached:
+            self._quit_dialog.update_message(self.quit_question())
+
     async def action_quit(self) -> None:
         if not self.processing:
             self.exit()
             return
-        what = "Auto-run is processing a chunk." if self.auto_worker is not None else "A chunk is in flight."
 
         def chosen(choice: str | None) -> None:
+            self._quit_dialog = None
             if choice in ("finish", "release"):
                 self._quit_after(choice)
 
-        self.push_screen(
-            ConfirmScreen(
-                "Quit while processing?",
-                f"{what}\nFinish it (commit its results) and quit, or release it now so another "
-                "worker redoes it?",
-                choices=[("finish", "Finish, then quit", "primary"), ("release", "Release now", "error"),
-                         ("stay", "Keep running", "default")],
-            ),
-            chosen,
+        self._quit_dialog = ConfirmScreen(
+            "Quit while processing?", self.quit_question(),
+            choices=[("finish", "Finish, then quit", "primary"), ("release", "Release now", "error"),
+                     ("stay", "Keep running", "default")],
         )
+        self.push_screen(self._quit_dialog, chosen)
 
     @work(group="shutdown", exclusive=True)
     async def _quit_after(self, how: str) -> None:

@@ -20,10 +20,11 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.markup import escape
 
-Scope = Literal["app", "jobs", "detail"]
+Scope = Literal["app", "jobs", "detail", "workers"]
 APP: Scope = "app"
 JOBS: Scope = "jobs"
 DETAIL: Scope = "detail"
+WORKERS: Scope = "workers"
 
 #: what processing keys say when the dashboard was started without a processor
 PROCESSOR_HINT = "start with --processor module:function to process from the dashboard"
@@ -41,11 +42,14 @@ class Command:
     key_display: str | None = None
     needs_processor: bool = False
     priority: bool = False
+    #: another key for a command listed already (bound, but not repeated in help or the palette)
+    alias: bool = False
 
     @property
     def id(self) -> str:
         """The binding id (``scope.action``), for a keymap to rebind it."""
-        return f"{self.scope}." + re.sub(r"\W+", "_", self.action).strip("_")
+        alias = "_" + re.sub(r"\W+", "_", self.key) if self.alias else ""
+        return f"{self.scope}." + re.sub(r"\W+", "_", self.action).strip("_") + alias
 
     @property
     def display(self) -> str:
@@ -62,11 +66,18 @@ _DETAIL: tuple[Command, ...] = (
             "the selected error's entity under pdb, stopped at the exception.", scope=DETAIL,
             needs_processor=True),
     Command("u", "requeue_failed", "Requeue failed", "Put this job's failed entities back into it, due now "
-            "with fresh attempts (asks first).", scope=DETAIL),
+            "with fresh attempts (asks first, says how many). In a group's drill-down, or with the grouped "
+            "table focused, only that group's entities.", scope=DETAIL),
     Command("r", "retry_failed", "Retry as new job", "Create a new job of this job's failed entities "
-            "(asks first).", scope=DETAIL),
-    Command("x", "export_errors", "Export", "Write the whole error log to a JSON Lines or CSV file.",
+            "(asks first). In a group's drill-down, or with the grouped table focused, only that group's.",
             scope=DETAIL),
+    Command("e", "show_reason", "Reason", "Show the traceback of the error that paused or failed this job "
+            "(circuit breaker, error budget, JobFailed) and the entity that raised it.", scope=DETAIL,
+            footer=False),
+    Command("x", "export_errors", "Export", "Write the whole error log to a JSON Lines or CSV file; in a "
+            "group's drill-down, or with the grouped table focused, only that group's errors.", scope=DETAIL),
+    Command("slash", "search_errors", "Search errors", "Search the error log and its groups by entity ID or "
+            "message text; esc clears the search.", scope=DETAIL, footer=False, key_display="/"),
     Command("s", "step", "Step", "Process one chunk of this job.", scope=DETAIL, footer=False,
             needs_processor=True),
     Command("S", "dry_run", "Dry run", "Run this job's next chunk and show the results, writing nothing.",
@@ -84,17 +95,32 @@ _DETAIL: tuple[Command, ...] = (
     Command("3", "show_tab('fields')", "Fields tab", "Every field of the job.", scope=DETAIL, footer=False),
 )
 
+_WORKERS: tuple[Command, ...] = (
+    Command("escape", "back", "Back", "Go back to the jobs list.", scope=WORKERS),
+    Command("s", "stop_worker", "Stop after chunk", "Ask the selected worker, on whatever host, to finish "
+            "the chunk in flight and exit (asks first).", scope=WORKERS),
+    Command("x", "release_worker", "Release now", "Ask the selected worker to give up its chunk now (the "
+            "lease is released, another worker redoes it) and exit (asks first).", scope=WORKERS),
+    Command("v", "toggle_stopped", "Show stopped", "Show or hide workers that have stopped.", scope=WORKERS),
+)
+
 #: the jobs list's commands with the app-wide ones among them, in the order its help lists them
 _HOME: tuple[Command, ...] = (
     Command("enter", "open_job", "Details", "Open the selected job: fields, chunks, errors, tracebacks."),
     Command("n", "new_job", "New job", "Enqueue a new job: IDs pasted or read from a file."),
-    Command("s", "step", "Step", "Process one chunk of the selected job (or the next job in line) "
-            "and show each entity's result as it comes in.", needs_processor=True),
+    Command("s", "step", "Step", "Process one chunk of the selected job and show each entity's result as "
+            "it comes in (a paused or finished job says so; nothing else runs).", needs_processor=True),
     Command("a", "toggle_auto_run", "Auto-run", "Keep processing chunks until nothing is claimable; "
             "press again to stop after the chunk in flight.", scope=APP, needs_processor=True),
+    Command("D", "show_dry_run", "Dry-run results", "Open the last dry run's results; each failure's "
+            "traceback is shown like a stored error's.", scope=APP, footer=False),
+    Command("b", "toggle_breakpoint", "Breakpoint", "Stop auto-run at the first new kind of error (a "
+            "fingerprint its job had never logged) and open that group; press again to turn it off. The "
+            "header says \"breakpoint on\" while it is.", scope=APP, needs_processor=True),
     Command("p", "pause_resume", "Pause/resume", "Pause the selected job, or resume it if paused."),
     Command("c", "cancel_job", "Cancel", "Cancel the selected job (asks first)."),
-    Command("r", "retry_failed", "Retry failed", "Retry the failed entities of the selected job as a new job."),
+    Command("r", "retry_failed", "Retry failed", "Retry the failed entities of the selected job as a new job "
+            "(asks first; when a retry job of it still waits, says so instead of making a second)."),
     Command("slash", "search", "Search", "Search jobs by name, provider or entity type.", key_display="/"),
     Command("f", "cycle_status", "Status filter", "Cycle the status filter: all, pending, running, "
             "paused, failed, complete, cancelled."),
@@ -110,6 +136,26 @@ _HOME: tuple[Command, ...] = (
             key_display="]"),
     Command("left_square_bracket", "prev_page", "Previous page", "Show the previous page of jobs.",
             footer=False, key_display="["),
+    Command("h", "toggle_history", "History", "Show or hide the queue's throughput and failures over "
+            "the last hour (hidden on its own when the terminal is short).", footer=False),
+    Command("w", "show_workers", "Workers", "Every process that processes work: host:pid, what it holds, "
+            "its last heartbeat; stop one from here.", scope=APP),
+    Command("o", "cycle_sort", "Sort", "Order the jobs on this page by the next column: status, ID, name, "
+            "progress, done, errors, age (a click on a column's header sorts by it too).", footer=False),
+    Command("O", "flip_sort", "Sort direction", "Flip the order: ascending or descending.", footer=False),
+    Command("l", "toggle_activity", "Activity log", "Grow the activity log, hide it, or give it back its "
+            "usual size (it also grows by itself when the table is short).", footer=False),
+    Command("home", "table_first", "First row", "Move to the first row of the table.", scope=APP, footer=False,
+            key_display="Home/g", priority=True),
+    Command("end", "table_last", "Last row", "Move to the last row of the table.", scope=APP, footer=False,
+            key_display="End/G", priority=True),
+    Command("g", "table_first", "First row", "Move to the first row of the table.", scope=APP, footer=False,
+            alias=True),
+    Command("G", "table_last", "Last row", "Move to the last row of the table.", scope=APP, footer=False,
+            alias=True),
+    Command("j", "table_down", "Down", "Move down a row (k: up; PgDn/PgUp a page).", scope=APP, footer=False,
+            key_display="j/k"),
+    Command("k", "table_up", "Up", "Move up a row.", scope=APP, footer=False, alias=True),
     Command("question_mark", "help", "Help", "Show every key and what it does.", scope=APP,
             key_display="?"),
     Command("q", "quit", "Quit", "Quit; if a chunk is in flight, asks whether to finish or release it.",
@@ -118,10 +164,10 @@ _HOME: tuple[Command, ...] = (
 
 #: Every command. Help lists a screen's commands in this order: the detail screen's own
 #: keys first, then the app-wide ones; on the jobs list, app-wide keys sit among its own.
-COMMANDS: tuple[Command, ...] = (*_DETAIL, *_HOME)
+COMMANDS: tuple[Command, ...] = (*_DETAIL, *_WORKERS, *_HOME)
 
 #: the heading of a screen's section in help
-SCOPE_TITLES: dict[Scope, str] = {JOBS: "Jobs", DETAIL: "Job detail"}
+SCOPE_TITLES: dict[Scope, str] = {JOBS: "Jobs", DETAIL: "Job detail", WORKERS: "Workers"}
 
 
 def commands(scope: Scope) -> tuple[Command, ...]:
@@ -155,7 +201,7 @@ def help_markdown(scope: Scope = JOBS) -> str:
         f"## {SCOPE_TITLES.get(scope, 'Jobs')}",
         "",
     ]
-    for c in available(scope):
+    for c in (c for c in available(scope) if not c.alias):
         marker = " *(needs `--processor`)*" if c.needs_processor else ""
         lines.append(f"- `{c.display}` **{c.title}**: {c.description}{marker}")
     lines += [
@@ -163,10 +209,10 @@ def help_markdown(scope: Scope = JOBS) -> str:
         "## Everywhere",
         "",
         "- `ctrl+p` **Command palette**: every command above, searchable.",
-        "- `escape` Close a dialog, or leave the search box.",
+        "- `escape` Close a dialog; in a search box, clear the search and leave the box.",
         "- `tab` / `shift+tab` Move between fields and buttons.",
         "",
-        "The mouse works too: click a row to select it, a button to press it.",
+        "The mouse works too: click a row to select it, a column's header to sort by it, a button to press it.",
     ]
     return "\n".join(lines)
 
@@ -181,7 +227,7 @@ class ChunkqCommands(Provider):
 
     def _hits(self) -> list[tuple[str, Command, str]]:
         return [(c.title, c, escape(f"{c.description} (key: {c.display})"))
-                for c in available(screen_scope(self.screen))]
+                for c in available(screen_scope(self.screen)) if not c.alias]
 
     def _runner(self, command: Command) -> partial[object]:
         target = self.app if command.scope == APP else self.screen

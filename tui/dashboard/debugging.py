@@ -21,14 +21,18 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TextIO
 
-from chunkq.core import Job, Processor
+from chunkq.core import EntityResult, ErrorEntry, Job, Processor
 from chunkq.tui.humanize import printable
 
 #: Called with the traceback of the exception the callback raised; returns when the user leaves.
 Debugger = Callable[[TracebackType], None]
+
+#: ``ErrorEntry.chunk_index`` of a dry run's failure: it belongs to no chunk and was never stored
+DRY_RUN_CHUNK = -2
 
 #: A sync callback that never returns cannot be stopped from outside its thread; past this we give up on it.
 SYNC_WAIT_LIMIT = 3600.0
@@ -137,3 +141,16 @@ def post_mortem(
             entity_id, False, False, f"the debugger failed: {type(debug_exc).__name__}: {debug_exc}", exc
         )
     return DebugOutcome(entity_id, False, True, f"debugged {entity_id}: {name}: {exc}", exc)
+
+
+def dry_run_entry(job_id: int, result: EntityResult, index: int, at: datetime) -> ErrorEntry:
+    """A dry run's failure shaped as a stored error, so the error view draws it the same way.
+
+    Nothing of a dry run is written, so it has no id: ``-index`` (1-based) keeps
+    the entries of one dry run apart, and ``chunk_index`` is ``DRY_RUN_CHUNK``.
+    """
+    return ErrorEntry(
+        id=-index, job_id=job_id, entity_id=result.entity_id, error_type=result.error_type or "Error",
+        message=result.message or "", traceback=result.traceback or "", chunk_index=DRY_RUN_CHUNK, attempt=1,
+        created_at=at, final=result.retry_at is None, stacks=result.stacks,
+    )

@@ -24,6 +24,7 @@ from chunkq.tui.humanize import DASH as DASH
 from chunkq.tui.humanize import age as age
 from chunkq.tui.humanize import count as count
 from chunkq.tui.humanize import duration as duration
+from chunkq.tui.humanize import even_cells as even_cells
 from chunkq.tui.humanize import number as number
 from chunkq.tui.humanize import percent as percent
 from chunkq.tui.humanize import plural as plural
@@ -38,6 +39,8 @@ from textual.color import Color
 if TYPE_CHECKING:
     from chunkq import core
 
+#: what joins or re-styles emoji, where terminals disagree on the width: tmux draws a ZWJ family as
+#: its four members (8 cells) while Rich counts one (2), which shifts the rest of the row
 Palette = Mapping[str, str]
 
 #: Theme variable that colours each status.

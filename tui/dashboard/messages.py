@@ -45,5 +45,17 @@ class ProcessingChanged(Message):
     """Stepping or auto-run started or stopped: headers and footers redraw."""
 
 
+class BreakpointHit(Message):
+    """Auto-run stopped at the breakpoint: ``job_id`` logged a new kind of error (``fingerprint``).
+
+    The app opens that job's detail on the group; it is not forwarded to listeners.
+    """
+
+    def __init__(self, job_id: int, fingerprint: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.fingerprint = fingerprint
+
+
 #: Every message processing sends; a listener receives any of them.
 ProcessingMessage = EntityDone | ChunkDone | ActivityNote | ProcessingChanged

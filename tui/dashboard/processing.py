@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chunkq import core
+from chunkq.core.registry import DEFAULT_INTERVAL, Registration
 from chunkq.tui import humanize
 from chunkq.tui.dashboard.commands import PROCESSOR_HINT
-from chunkq.tui.dashboard.messages import ActivityNote, ChunkDone, EntityDone, ProcessingChanged
+from chunkq.tui.dashboard.messages import ActivityNote, BreakpointHit, ChunkDone, EntityDone, ProcessingChanged
 from textual import work
 from textual.app import App
 from textual.worker import Worker, WorkerState
@@ -49,6 +50,8 @@ class ProcessingApp(App[None]):
         #: show tracebacks' local variables only when the person asked for them (they may hold secrets)
         self.capture_locals = self.options.capture_locals is True
         self.refresh_interval = refresh_interval
+        #: seconds between the auto-run's heartbeats in the workers registry
+        self.heartbeat_interval = DEFAULT_INTERVAL
         self._clock = clock
         # One clock for the display and the queue's stamps, so a frozen clock freezes both.
         queue_clock = (lambda: clock().timestamp()) if clock is not None else None
@@ -63,6 +66,14 @@ class ProcessingApp(App[None]):
         #: epoch seconds auto-run sleeps until (a retry falls due), for the header
         self.auto_waiting_until: float | None = None
         self._auto_task: asyncio.Task[core.RunSummary] | None = None
+        #: auto-run stops at the first new kind of error (``b``): a fingerprint its job never logged before
+        self.breakpoint = False
+        #: the last dry run: job id, its results, when (``D`` opens them)
+        self.last_dry_run: tuple[int, tuple[core.EntityResult, ...], datetime] | None = None
+        #: (job id, fingerprint) of the new kind of error the last auto-run stopped at
+        self.breakpoint_hit: tuple[int, str] | None = None
+        #: what an operator asked of the last auto-run through the workers registry ("finish", "release")
+        self.stop_requested: str | None = None
         self._quitting = False
 
     def now(self) -> datetime:
@@ -106,6 +117,8 @@ class ProcessingApp(App[None]):
                          f"{humanize.plural(s.entities, 'entity', 'entities')}")
         elif self.stepping is not None:
             parts.append("▶ stepping")
+        if self.breakpoint:
+            parts.append("⏸ breakpoint on")
         self.sub_title = " · ".join(parts)
 
     # ------------------------------------------------------------------ processing
@@ -187,15 +200,39 @@ class ProcessingApp(App[None]):
         # Core's loop, as `chunkq process --until-empty` runs it: until nothing is claimable,
         # waiting for retries that fall due (one aggregate query over every active job), but
         # not for one further off than AUTO_RUN_MAX_WAIT.
+        self.stop_requested = None
+        self.breakpoint_hit = None
         self.auto_worker = core.Worker(
             self.queue, processor, wait_for_retries=True, max_retry_wait=AUTO_RUN_MAX_WAIT,
             on_wait=self._auto_waiting,
-            on_chunk=lambda r: self.post_message(ChunkDone(r, source="auto-run")),
+            on_chunk=self._auto_chunk,
             on_entity=self._entity_hook(None, failures_only=True),  # successes: one line per chunk
         )
         self.update_sub_title()
         self.post_message(ProcessingChanged())
         self._auto_run(self.auto_worker)
+
+    def _auto_chunk(self, result: core.ChunkResult) -> None:
+        """Core's ``on_chunk`` (after each commit): report it, and stop at the breakpoint.
+
+        Checked here rather than by ``Worker(stop_on_new_error=…)`` so ``b`` works on an
+        auto-run already going; ``stop()`` after a commit claims nothing further.
+        """
+        self.post_message(ChunkDone(result, source="auto-run"))
+        if self.breakpoint and result.committed and result.new_fingerprints and self.breakpoint_hit is None:
+            self.breakpoint_hit = (result.job_id, result.new_fingerprints[0])
+            if self.auto_worker is not None:
+                self.auto_worker.stop()
+
+    def action_toggle_breakpoint(self) -> None:
+        self.breakpoint = not self.breakpoint
+        if self.breakpoint:
+            self.notify("breakpoint on: auto-run stops at the first new kind of error and opens it",
+                        title="Breakpoint")
+        else:
+            self.notify("breakpoint off: auto-run goes on through new kinds of error", title="Breakpoint")
+        self.update_sub_title()
+        self.post_message(ProcessingChanged())
 
     def _auto_waiting(self, due: float | None) -> None:
         """Core's ``on_wait``: auto-run sleeps until ``due`` (None: it woke up)."""
@@ -204,16 +241,33 @@ class ProcessingApp(App[None]):
 
     def auto_run_ended(self, summary: core.RunSummary) -> str:
         """Why auto-run stopped, in a few words (the next retry's time when it was too far off)."""
+        if self.stop_requested is not None:
+            return ("an operator asked it to stop after its chunk" if self.stop_requested == "finish"
+                    else "an operator asked it to release its chunk and stop")
+        if self.breakpoint_hit is not None:
+            return f"breakpoint: job {self.breakpoint_hit[0]} logged a new kind of error"
         if summary.stopped_by == "retry_later" and summary.next_retry_at is not None:
             wait = summary.next_retry_at - self.queue.now()
             return f"the next retry is due in {humanize.duration(max(wait, 0.0))}; press a again then"
         return {"empty": "nothing left to claim", "signal": "stopped", "aborted": "aborted, chunk released"}.get(
             summary.stopped_by, summary.stopped_by)
 
+    async def _registered_run(self, worker: core.Worker) -> core.RunSummary:
+        """``worker.run()`` inside a registration (kind "dashboard"): the Workers view lists this
+        auto-run, and an operator's stop request there (or from another host) stops it the way
+        ``a`` and the quit dialog do (``Registration`` calls ``worker.stop()``/``abort()``)."""
+        path = self.processor_handle.path if self.processor_handle is not None else None
+        async with Registration(self.queue, worker, kind="dashboard", processor_name=path,
+                                interval=self.heartbeat_interval) as registration:
+            try:
+                return await worker.run()
+            finally:
+                self.stop_requested = registration.stop_request
+
     @work(group="auto-run", exit_on_error=False)
     async def _auto_run(self, worker: core.Worker) -> None:
         # Stopped with worker.stop()/abort(), never by cancelling a Textual worker mid-commit.
-        self._auto_task = asyncio.ensure_future(worker.run())
+        self._auto_task = asyncio.ensure_future(self._registered_run(worker))
         try:
             summary = await self._auto_task
             why = self.auto_run_ended(summary)
@@ -224,6 +278,8 @@ class ProcessingApp(App[None]):
                 f"in {humanize.duration(summary.elapsed)}"))
             if not self._quitting:
                 self.notify(f"auto-run ended: {why}; {done}")
+                if self.breakpoint_hit is not None:
+                    self.post_message(BreakpointHit(*self.breakpoint_hit))
         except core.ChunkqError as exc:
             self.post_message(ActivityNote(f"auto-run stopped: {exc}", severity="error"))
             self.notify(str(exc), title="Auto-run stopped", severity="error")
@@ -252,10 +308,12 @@ class ProcessingApp(App[None]):
             self.notify(str(exc), title="Dry run", severity="error")
             return
         failed = sum(1 for r in results if not r.ok)
+        self.last_dry_run = (job_id, tuple(results), self.now())
         text = (f"dry run of job {job_id}: {len(results) - failed} ok, {failed} failed; "
                 "the job is unchanged")
-        self.post_message(ActivityNote(text, severity="error" if failed else "information"))
-        self.notify(text, title="Dry run")
+        self.post_message(ActivityNote(text + ("; D opens its failures' tracebacks" if failed else ""),
+                                       severity="error" if failed else "information"))
+        self.notify(text, title="Dry run · D opens its failures" if failed else "Dry run")
 
     def action_reload_processor(self) -> None:
         if self.processor_handle is None:

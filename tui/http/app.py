@@ -52,7 +52,10 @@ async def process_jobs(request: Request) -> Response:
     workers: set[core.Worker] = request.app.state.workers
     workers.add(worker)
     try:
-        summary = await worker.run()
+        # registered while it runs (kind "serve"): `chunkq workers` and GET /workers list it
+        async with core.Registration(_queue(request), worker, kind="serve", processor_name=processor.name,
+                                     interval=request.app.state.heartbeat):
+            summary = await worker.run()
     finally:
         workers.discard(worker)
     return JSONResponse(summary.to_dict())
@@ -87,12 +90,50 @@ async def show_job(request: Request) -> Response:
 
 
 async def job_errors(request: Request) -> Response:
-    params.only_params(request, ("limit", "offset"))
+    """A page of the error log; ``?group=KEY`` one group's (a key from ``/error-groups``), ``?search=TEXT``
+    those whose entity ID or message contains TEXT (as ``chunkq errors --group/--search``)."""
+    params.only_params(request, ("limit", "offset", "group", "search"))
     job_id = params.job_id(request)
     limit, offset = params.page(request)
-    errors = await _queue(request).list_errors(job_id, limit=limit, offset=offset)
+    group, search = request.query_params.get("group"), request.query_params.get("search")
+    errors = await _queue(request).list_errors(job_id, limit=limit, offset=offset, fingerprint=group,
+                                               search=search)
     return JSONResponse({"job_id": job_id, "errors": [e.to_dict() for e in errors], "limit": limit,
                          "offset": offset})
+
+
+async def job_error_groups(request: Request) -> Response:
+    """The job's errors grouped by kind (fingerprint), biggest first (as ``chunkq errors --groups --json``)."""
+    params.only_params(request, ("limit", "search"))
+    job_id = params.job_id(request)
+    limit, _offset = params.page(request)
+    groups = await _queue(request).group_errors(job_id, limit=limit, search=request.query_params.get("search"))
+    return JSONResponse({"job_id": job_id, "groups": [g.to_dict() for g in groups]})
+
+
+async def list_workers(request: Request) -> Response:
+    params.only_params(request, ("all",))
+    include_stopped = params.flag(request, "all")
+    found = await _queue(request).list_workers(include_stopped=include_stopped)
+    return JSONResponse({"workers": [w.to_dict() for w in found]})
+
+
+async def stop_worker(request: Request) -> Response:
+    """Ask a worker (on any host) to stop after its chunk, or ``?now=true`` at once (its chunk released)."""
+    params.only_params(request, ("now",))
+    info = await _queue(request).request_worker_stop(request.path_params["worker_id"], now=params.flag(request, "now"))
+    return JSONResponse(info.to_dict(), status_code=202)
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    """The queue in Prometheus' text format, read at scrape time (``metrics.py``)."""
+    params.only_params(request, ())
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from . import metrics
+
+    snapshot = await metrics.read_snapshot(_queue(request))
+    return Response(metrics.exposition(snapshot), media_type=CONTENT_TYPE_LATEST)
 
 
 async def health(request: Request) -> Response:
@@ -120,7 +161,7 @@ async def _chunkq_error(request: Request, exc: Exception) -> Response:
     status = 500
     if isinstance(exc, core.InvalidInput | core.ProcessorError):
         status = 422
-    elif isinstance(exc, core.JobNotFound):
+    elif isinstance(exc, core.JobNotFound | core.WorkerNotFound):
         status = 404
     elif isinstance(exc, core.InvalidTransition):
         status = 409
@@ -168,6 +209,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     lease_seconds: float = 30.0,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    heartbeat: float = 5.0,
 ) -> Starlette:
     """The ASGI app; ``token=None`` turns authentication off (``--insecure-no-auth``).
 
@@ -200,7 +242,11 @@ def create_app(
             Route("/jobs", jobs, methods=["GET", "POST"]),
             Route("/jobs/{job_id}", show_job, methods=["GET"]),
             Route("/jobs/{job_id}/errors", job_errors, methods=["GET"]),
+            Route("/jobs/{job_id}/error-groups", job_error_groups, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            Route("/workers", list_workers, methods=["GET"]),
+            Route("/workers/{worker_id}/stop", stop_worker, methods=["POST"]),
+            Route("/metrics", prometheus_metrics, methods=["GET"]),
         ],
         middleware=[Middleware(GuardMiddleware, token=token, max_body_bytes=max_body_bytes,
                                body_timeout=body_timeout)],
@@ -219,4 +265,5 @@ def create_app(
     app.state.processor = processor
     app.state.max_body_bytes = max_body_bytes
     app.state.workers = set()
+    app.state.heartbeat = heartbeat
     return app

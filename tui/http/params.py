@@ -26,7 +26,7 @@ MAX_OFFSET = limits.OFFSET.hi
 #: the fields POST /jobs accepts: enqueue_job's keyword arguments (core checks every value)
 JOB_FIELDS = (
     "entity_ids", "entity_type", "provider", "chunk_size", "priority", "name", "dedupe",
-    "max_workers", "max_attempts", "max_errors", "max_error_ratio", "params",
+    "max_workers", "max_attempts", "max_errors", "max_error_ratio", "params", "processor",
 )
 _REQUIRED_JOB_FIELDS = ("entity_ids", "entity_type", "provider")
 
@@ -81,6 +81,19 @@ def statuses(request: Request) -> list[str]:
     """``?status=a&status=b`` and ``?status=a,b`` both work; core rejects an unknown status."""
     found = [s.strip() for raw in request.query_params.getlist("status") for s in raw.split(",")]
     return [s for s in found if s]
+
+
+def flag(request: Request, name: str) -> bool:
+    """``?name=true|false|1|0`` (absent: false); anything else is refused (422), never a silent false."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes", ""):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise BadRequest(f"{name} must be true or false, got {raw!r:.60}")
 
 
 def max_seconds(request: Request) -> float | None:

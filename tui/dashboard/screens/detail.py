@@ -2,7 +2,10 @@
 
 It is also where a developer closes the loop on a failing callback: retry one
 entity (``t``), debug it post-mortem under pdb (``d``), put every failure back
-into the job (``u``) or into a new job (``r``).
+into the job (``u``) or into a new job (``r``). Errors are grouped by bug (one
+fingerprint a row); in a group's drill-down — or with the grouped table focused —
+``u``, ``r`` and ``x`` act on that group only. ``/`` searches the log by entity
+ID or message text.
 
 The screen decides what to read; its widgets draw. Reads follow Dolphie's rule
 (``Poller``): read, render, then arm a one-shot timer, so reads never overlap;
@@ -23,11 +26,13 @@ from chunkq.tui.dashboard import commands, debugging
 from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.polling import Poller
 from chunkq.tui.dashboard.protocol import Dashboard, dashboard
-from chunkq.tui.dashboard.screens import job_actions
+from chunkq.tui.dashboard.screens import group_actions, job_actions
 from chunkq.tui.dashboard.screens.export import ExportScreen, export_errors
 from chunkq.tui.dashboard.widgets.chunk_history import ChunkHistory
 from chunkq.tui.dashboard.widgets.error_tables import PAGE_SIZE, ErrorGroups, ErrorLog, ErrorPage
 from chunkq.tui.dashboard.widgets.error_view import ErrorView, retry_outcome
+from chunkq.tui.dashboard.widgets.fit_footer import FitFooter
+from chunkq.tui.dashboard.widgets.history import HistoryLine
 from chunkq.tui.dashboard.widgets.job_fields import JobFields
 from chunkq.tui.dashboard.widgets.job_summary import JobSummary, Summary
 from textual import work
@@ -36,7 +41,7 @@ from textual.binding import BindingType
 from textual.clock import Clock
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Input, TabbedContent, TabPane
 
 __all__ = ["PAGE_SIZE", "JobDetailScreen"]
 
@@ -48,6 +53,9 @@ class _Snapshot:
     chunks: list[ChunkInfo] | None = None
     groups: list[ErrorGroup] | None = None
     errors: list[ErrorEntry] | None = None
+    #: the error that paused or failed the job (``job.reason_error_id``)
+    reason_error: ErrorEntry | None = None
+    history: list[core.HistoryBucket] | None = None
 
 
 class JobDetailScreen(Screen[None]):
@@ -69,6 +77,7 @@ class JobDetailScreen(Screen[None]):
         progress_clock: Clock | None = None,
         debugger: debugging.Debugger | None = None,
         refresh_interval: float | None = None,
+        group: str | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -79,9 +88,14 @@ class JobDetailScreen(Screen[None]):
         self._interval = refresh_interval
         self.job: Job | None = None
         self.rate = 0.0
-        #: the error log's query: narrowed to one group (type, message), and the page
-        self.error_filter: tuple[str, str] | None = None
+        #: the error that paused or failed the job, once read (``e`` opens its traceback)
+        self.reason_error: ErrorEntry | None = None
+        #: the error log's query: narrowed to one group (a drill-down), a search text, and the page
+        self.error_filter: ErrorGroup | None = None
+        self.error_search: str | None = None
         self.page_offset = 0
+        #: a group to open once it is read (by fingerprint): auto-run's breakpoint opens the new bug
+        self.open_group = group
         #: "retry" or "debug" while one runs (one at a time)
         self.busy: str | None = None
         self._force_next = False
@@ -111,9 +125,12 @@ class JobDetailScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield JobSummary(self.job_id, progress_clock=self.progress_clock, id="detail-summary")
+        yield HistoryLine(id="job-history")
         with TabbedContent(id="detail-tabs", initial="errors"):
             with TabPane("Errors", id="errors"), Horizontal(id="errors-split"):
                 with Vertical(id="errors-left"):
+                    yield Input(placeholder="/ search errors by entity ID or message (esc clears)",
+                                id="error-search", select_on_focus=False)
                     yield ErrorGroups(table_id="detail-groups", id="error-groups")
                     yield ErrorLog(table_id="detail-errors", id="error-log")
                 yield ErrorView(show_locals=bool(self.dashboard.capture_locals), id="traceback-pane")
@@ -121,7 +138,7 @@ class JobDetailScreen(Screen[None]):
                 yield ChunkHistory(id="detail-chunks")
             with TabPane("Fields", id="fields"):
                 yield JobFields(id="detail-fields")
-        yield Footer()
+        yield FitFooter()
 
     def on_mount(self) -> None:
         self.query_one("#detail-errors").focus()
@@ -147,17 +164,37 @@ class JobDetailScreen(Screen[None]):
         queue = self.dashboard.queue
         job = await queue.get_job(self.job_id)
         changed = force or self.job is None or job.updated_at != self.job.updated_at
-        snap = _Snapshot(job, self.rate)
+        snap = _Snapshot(job, self.rate, reason_error=self.reason_error)
         if job.status in core.ACTIVE_STATUSES or changed:
-            # The rate is over a sliding window: it decays while nothing changes.
+            # The rate is over a sliding window: it decays while nothing changes; so does the history.
             snap.rate = (await queue.job_rates([job.id])).get(job.id, 0.0)
+            snap.history = await queue.history(job.id)
+        if job.reason_error_id is None:
+            snap.reason_error = None
+        elif self.reason_error is None or self.reason_error.id != job.reason_error_id:
+            try:
+                snap.reason_error = await queue.get_error(job.reason_error_id)
+            except core.ChunkqError:  # deleted with a requeue: the reason's text still says why
+                snap.reason_error = None
         if not changed:
             return snap
         snap.chunks = await queue.list_chunks(job.id)
-        snap.groups = await queue.group_errors(job.id)
-        error_type, message = self.error_filter or (None, None)
+        snap.groups = await queue.group_errors(job.id, search=self.error_search)
+        if self.open_group is not None:
+            wanted, self.open_group = self.open_group, None
+            found = [g for g in snap.groups if g.fingerprint == wanted]
+            if not found and self.error_search is None:
+                found = [g for g in await queue.group_errors(job.id, limit=10_000) if g.fingerprint == wanted]
+            if found:
+                self.error_filter, self.page_offset = found[0], 0
+        if self.error_filter is not None:
+            # the drill-down's counts move on with the job
+            fp = self.error_filter.fingerprint
+            self.error_filter = next((g for g in snap.groups if g.fingerprint == fp), self.error_filter)
         snap.errors = await queue.list_errors(
-            job.id, limit=PAGE_SIZE, offset=self.page_offset, error_type=error_type, message=message
+            job.id, limit=PAGE_SIZE, offset=self.page_offset,
+            fingerprint=self.error_filter.fingerprint if self.error_filter is not None else None,
+            search=self.error_search,
         )
         return snap
 
@@ -167,18 +204,23 @@ class JobDetailScreen(Screen[None]):
     def _apply(self, snap: _Snapshot) -> None:
         self.job = snap.job
         self.rate = snap.rate
+        self.reason_error = snap.reason_error
         now = self.dashboard.now()
         with self.app.batch_update():
             summary = self.query_one(JobSummary)
             summary.problem = None
-            summary.summary = Summary(snap.job, snap.rate, now)
+            summary.summary = Summary(snap.job, snap.rate, now, snap.reason_error)
+            if snap.history is not None:
+                self.query_one(HistoryLine).show(snap.history)
             if snap.chunks is not None:
                 self.query_one(ChunkHistory).history = (tuple(snap.chunks), now)
             if snap.groups is not None:
-                self.query_one(ErrorGroups).groups = (tuple(snap.groups), now)
+                groups = self.query_one(ErrorGroups)
+                groups.search = self.error_search
+                groups.groups = (tuple(snap.groups), now)
             if snap.errors is not None:
                 self.error_log.page = ErrorPage(tuple(snap.errors), self.page_offset, self.error_filter,
-                                                snap.job.error_count)
+                                                snap.job.error_count, self.error_search)
                 self.error_view.show(self.error_log.selected_error())
             self.query_one(JobFields).shown = (snap.job, now)
 
@@ -191,10 +233,46 @@ class JobDetailScreen(Screen[None]):
         self.error_view.show(event.error)
 
     def on_error_groups_chosen(self, event: ErrorGroups.Chosen) -> None:
-        self.error_filter = (event.error_type, event.message)
+        self.show_group(event.group)
+
+    def show_group(self, group: ErrorGroup) -> None:
+        """Drill down: the log shows only ``group``'s errors; ``u``, ``r`` and ``x`` act on it alone."""
+        self.error_filter = group
         self.page_offset = 0
         self.query_one("#detail-errors").focus()
         self.reload(force=True)
+
+    def selected_group(self) -> ErrorGroup | None:
+        """The group the group actions apply to: the drill-down's, or the one highlighted in the grouped table
+        while it has the focus; None: the whole job."""
+        if self.error_filter is not None:
+            return self.error_filter
+        table = self.query_one("#detail-groups", DataTable)
+        return self.query_one(ErrorGroups).selected_group() if table.has_focus else None
+
+    # ------------------------------------------------------------------ errors: search
+
+    def action_search_errors(self) -> None:
+        self.action_show_tab("errors")
+        search = self.query_one("#error-search", Input)
+        search.add_class("-shown")  # shown while in use: it costs a line the log needs at 24 rows
+        search.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id != "error-search":
+            return
+        event.stop()
+        text = event.value.strip() or None
+        if text == self.error_search:
+            return
+        self.error_search = text
+        self.page_offset = 0
+        self.reload(force=True)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "error-search":
+            event.stop()
+            self.query_one("#detail-errors").focus()
 
     def action_next_page(self) -> None:
         if len(self.error_log.page.errors) < PAGE_SIZE:
@@ -212,12 +290,33 @@ class JobDetailScreen(Screen[None]):
     # ------------------------------------------------------------------ navigation
 
     def action_back(self) -> None:
+        search = self.query_one("#error-search", Input)
+        if search.has_focus or self.error_search is not None:
+            # Esc in (or after) a search clears it and leaves the box
+            search.value = ""  # its Input.Changed clears error_search and reloads
+            search.remove_class("-shown")
+            self.query_one("#detail-errors").focus()
+            return
         if self.error_filter is not None:
             self.error_filter = None
             self.page_offset = 0
             self.reload(force=True)
             return
         self.dismiss()
+
+    def action_show_reason(self) -> None:
+        """Show the traceback of the error that paused or failed the job (circuit breaker, budget, JobFailed)."""
+        error = self.reason_error
+        if error is None:
+            job = self.job
+            why = (f"job {self.job_id} is {job.status}: {job.reason}; no error row names the entity"
+                   if job is not None and job.reason else f"job {self.job_id} is neither paused nor failed by an error")
+            self.notify(why, severity="warning")
+            return
+        self.action_show_tab("errors")
+        self.error_view.show(error)
+        self.notify(f"the traceback of entity {error.entity_id}, which {self.job.status if self.job else 'stopped'} "
+                    "the job", title="Reason")
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
@@ -257,10 +356,39 @@ class JobDetailScreen(Screen[None]):
         self.app.push_screen(job_actions.cancel_from_detail(self.job_id), chosen)
 
     def action_requeue_failed(self) -> None:
+        group = self.selected_group()
+        if group is not None:
+            self._confirm_group_change(group, "requeue")
+            return
         self._confirm_failed_change("requeue")
 
     def action_retry_failed(self) -> None:
+        group = self.selected_group()
+        if group is not None:
+            self._confirm_group_change(group, "retry")
+            return
         self._confirm_failed_change("retry")
+
+    def _confirm_group_change(self, group: ErrorGroup, how: group_actions.How) -> None:
+        job = self.job
+        if job is None:
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "yes":
+                self._run_group_change(group, how)
+
+        self.app.push_screen(group_actions.group_dialog(job, group, how), chosen)
+
+    @work(group="detail-action", exit_on_error=False)
+    async def _run_group_change(self, group: ErrorGroup, how: group_actions.How) -> None:
+        try:
+            said = await group_actions.act_on_group(self.dashboard.queue, self.job_id, group, how)
+        except core.ChunkqError as exc:
+            self.notify(str(exc), severity="error")
+        else:
+            self.notify(said, title="Requeued" if how == "requeue" else "Retry job created")
+        self.reload(force=True)
 
     def _confirm_failed_change(self, how: Literal["requeue", "retry"]) -> None:
         job = self.job
@@ -287,7 +415,8 @@ class JobDetailScreen(Screen[None]):
                             "waiting, due now", title="Requeued")
             elif how == "retry":
                 new = await queue.retry_failed(self.job_id)
-                self.notify(f"created job {new.id} with {new.total_count:,} entities (retry of #{self.job_id})",
+                self.notify(f"created job {new.id} with {fmt.plural(new.total_count, 'entity', 'entities')} "
+                            f"(retry of #{self.job_id})",
                             title="Retry job created")
             else:
                 job = await job_actions.change(queue, "cancel", self.job_id)
@@ -305,22 +434,30 @@ class JobDetailScreen(Screen[None]):
         if job.error_count == 0:
             self.notify(f"job {job.id} has no errors to export")
             return
+        group = self.selected_group()
 
         def chosen(path: Path | None) -> None:
             if path is not None:
-                self._export(path)
+                self._export(path, group)
 
-        self.app.push_screen(ExportScreen(job.id, job.error_count, f"job-{job.id}-errors.jsonl"), chosen)
+        if group is None:
+            screen = ExportScreen(job.id, job.error_count, f"job-{job.id}-errors.jsonl")
+        else:
+            name = f"job-{job.id}-group-{group.fingerprint.replace(':', '-')[:16]}.jsonl"
+            screen = ExportScreen(job.id, group.count, name,
+                                  what=f"one group of job {job.id}, {group_actions.group_label(group, 40)}")
+        self.app.push_screen(screen, chosen)
 
     @work(group="detail-export", exclusive=True, exit_on_error=False)
-    async def _export(self, path: Path) -> None:
+    async def _export(self, path: Path, group: ErrorGroup | None = None) -> None:
         try:
-            n = await export_errors(self.dashboard.queue, self.job_id, path)
+            n = await export_errors(self.dashboard.queue, self.job_id, path,
+                                    fingerprint=group.fingerprint if group is not None else None)
         except (OSError, core.ChunkqError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.notify(f"export failed, nothing written: {reason}", title="Export", severity="error")
             return
-        self.notify(f"wrote {n:,} errors to {path}", title="Export")
+        self.notify(f"wrote {fmt.plural(n, 'error')} to {path}", title="Export")
 
     # ------------------------------------------------------------------ debugging
 

@@ -17,7 +17,8 @@ from chunkq.core import limits
 from chunkq.tui import humanize
 from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.protocol import Dashboard, dashboard
-from textual import on, work
+from chunkq.tui.dashboard.widgets.fit_footer import FitFooter
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
@@ -25,6 +26,8 @@ from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Button, Input, Label, Static, TextArea
 
+#: a terminal shorter than this gets the compact form (scrolling between its title and its buttons)
+SHORT_BELOW = 40
 #: the job settings the form asks for: ``enqueue_job``'s keywords, checked by ``limits.JOB_SETTINGS``
 SETTINGS: tuple[str, ...] = ("entity_type", "provider", "name", "chunk_size", "priority", "max_workers")
 
@@ -68,7 +71,7 @@ def _count_file(path: Path) -> int:
 class EnqueueScreen(ModalScreen["core.Job | None"]):
     AUTO_FOCUS = "#entity-type"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="enqueue.cancel"),
+        Binding("escape", "cancel", "Back", id="enqueue.cancel"),
         Binding("ctrl+s", "submit", "Enqueue", id="enqueue.submit", priority=True),
     ]
 
@@ -96,6 +99,9 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
                                            kind="integer")
                     yield from self._field("max-workers", "Max workers", "", value=_default("max_workers"),
                                            kind="integer")
+                hint = self.dashboard.processor_handle.path if self.dashboard.processor_handle else "module:function"
+                yield from self._field("processor", "Processor (routes the job: only workers running it claim it; "
+                                       "empty: any worker)", f"any worker, or e.g. {hint}")
                 yield Label("Entity IDs, one per line", classes="field-label")
                 yield TextArea(id="ids", soft_wrap=False, show_line_numbers=False)
                 yield Static(classes="field-error", id="ids-error")
@@ -104,8 +110,14 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
                 yield Static(classes="field-error", id="file-error")
             with Horizontal(id="enqueue-footer"):
                 yield Static("0 IDs", id="id-count")
-                yield Button("Enqueue", id="submit", variant="primary", compact=True)
-                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Enqueue (ctrl+s)", id="submit", variant="primary", compact=True)
+                yield Button("Back", id="cancel", compact=True)
+        yield FitFooter()
+
+    def on_resize(self, event: events.Resize) -> None:
+        # A short terminal (80x24): tighter spacing, a smaller IDs box, and the form scrolls between
+        # its title and its buttons, so Enqueue and Back stay on screen.
+        self.set_class(event.size.height < SHORT_BELOW, "-short")
 
     def _field(self, field_id: str, label: str, placeholder: str, *, value: str = "",
                kind: str = "text") -> ComposeResult:
@@ -169,6 +181,11 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
                 settings[name] = check_setting(name, self.query_one(f"#{field_id(name)}", Input).value)
             except core.InvalidInput as exc:
                 errors[field_id(name)] = str(exc)
+        try:  # core's own rule, as `chunkq enqueue --processor` and HTTP apply it; empty: not routed
+            settings["processor"] = limits.PROCESSOR_NAME.check(
+                self.query_one("#processor", Input).value.strip() or None)
+        except core.InvalidInput as exc:
+            errors["processor"] = str(exc)
         ids_text = self.query_one("#ids", TextArea).text
         file_value = self.query_one("#file", Input).value.strip()
         ids: list[str] | None = None
@@ -188,7 +205,7 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
                     ids = [core.clean_entity_id(v, i) for i, v in enumerate(ids, 1)]
                 except core.InvalidInput as exc:
                     errors["ids"] = str(exc)
-        for fid in (*map(field_id, SETTINGS), "ids", "file"):
+        for fid in (*map(field_id, SETTINGS), "processor", "ids", "file"):
             self._set_error(fid, errors.get(fid, ""))
         if errors:
             first = next(iter(errors))
@@ -217,7 +234,7 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
 
     def _place_error(self, message: str, field: str | None = None) -> None:
         """Put the queue's own message on the box its ``field`` names (the IDs' box otherwise)."""
-        if field in SETTINGS:
+        if field in SETTINGS or field == "processor":
             self._set_error(field_id(field), message)  # type: ignore[arg-type]
             return
         target = "file" if self.query_one("#file", Input).value.strip() else "ids"

@@ -11,11 +11,13 @@ import csv
 import json
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
 
 from chunkq.core import ErrorEntry, Queue
 from chunkq.tui.dashboard import format as fmt
+from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -59,8 +61,22 @@ def check_export_path(text: str, cwd: Path | None = None) -> Path:
     return path
 
 
-async def export_errors(queue: Queue, job_id: int, path: Path) -> int:
-    """Write every error of ``job_id`` to ``path``; returns how many. Raises OSError or ChunkqError."""
+async def _group_errors(queue: Queue, job_id: int, fingerprint: str, page: int = 1000) -> AsyncIterator[ErrorEntry]:
+    """Every error of one group (fingerprint), page by page."""
+    offset = 0
+    while True:
+        found = await queue.list_errors(job_id, limit=page, offset=offset, fingerprint=fingerprint)
+        for error in found:
+            yield error
+        if len(found) < page:
+            return
+        offset += page
+
+
+async def export_errors(queue: Queue, job_id: int, path: Path, *, fingerprint: str | None = None) -> int:
+    """Write every error of ``job_id`` (of one group, given its ``fingerprint``) to ``path``; returns how many.
+
+    Raises OSError or ChunkqError."""
     fmt = export_format(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     n = 0
@@ -71,7 +87,8 @@ async def export_errors(queue: Queue, job_id: int, path: Path) -> int:
             )
             if writer is not None:
                 writer.writeheader()
-            async for error in queue.iter_errors(job_id):
+            errors = queue.iter_errors(job_id) if fingerprint is None else _group_errors(queue, job_id, fingerprint)
+            async for error in errors:
                 if writer is not None:
                     writer.writerow(_row(error))
                 else:
@@ -96,23 +113,24 @@ class ExportScreen(ModalScreen[Path | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Back", id="export.back")]
 
-    def __init__(self, job_id: int, count: int, default: str) -> None:
+    def __init__(self, job_id: int, count: int, default: str, *, what: str | None = None) -> None:
         super().__init__()
         self.job_id = job_id
         self.count = count
         self.default = default
+        #: what is exported, when not the whole log (one group's errors)
+        self.what = what
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-dialog"):
-            yield Label(
-                f"Export the error log of job {self.job_id} ({self.count:,} errors)", id="export-title"
-            )
+            what = self.what or f"the error log of job {self.job_id}"
+            yield Label(fmt.plain(f"Export {what} ({fmt.plural(self.count, 'error')})"), id="export-title")
             yield Static("File path (.csv for CSV, anything else for JSON Lines, one error a line):")
             yield Input(self.default, id="export-path", select_on_focus=False)
             yield Static("", id="export-problem")
             with Horizontal(id="export-buttons"):
                 yield Button("Export", id="export-ok", variant="primary")
-                yield Button("Cancel", id="export-cancel")
+                yield Button("Back", id="export-cancel")
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
@@ -123,7 +141,20 @@ class ExportScreen(ModalScreen[Path | None]):
         except ValueError as exc:
             self.query_one("#export-problem", Static).update(fmt.plain(exc))  # paths are not markup
             return
-        self.dismiss(path)
+        if not path.exists():
+            self.dismiss(path)
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "yes":
+                self.dismiss(path)
+
+        # An export replaces its target: never silently over a file someone may still need.
+        self.app.push_screen(ConfirmScreen(
+            "Replace the existing file?",
+            f"{path} already exists. Exporting replaces it with the error log of job {self.job_id}.",
+            choices=[("yes", "Replace it", "error"), ("no", "Back", "default")],
+        ), chosen)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

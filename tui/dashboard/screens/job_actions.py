@@ -48,14 +48,16 @@ def bulk_summary(result: core.BulkResult) -> str:
 
 def bulk_dialog(n: int, filter_label: str) -> ConfirmScreen:
     """Which action to apply to all ``n`` matching jobs (dismisses with a ``Verb`` or None)."""
-    jobs = "job" if n == 1 else "jobs"
+    jobs = humanize.plural(n, "job")
+    # The count lives in the title, not on the buttons: labels stay short and fit at 80 columns
+    # whatever the count; "Back" comes first (and has the focus) so it is never pushed out of sight.
     return ConfirmScreen(
-        f"Apply to all {n:,} matching {jobs}?",
-        f"Every job matching {filter_label} — {n:,} {jobs}, not just the ones on this page. "
+        f"Apply to all {humanize.number(n)} matching {'job' if n == 1 else 'jobs'}?",
+        f"Every job matching {filter_label} — {jobs}, not just the ones on this page. "
         "Jobs the action does not apply to are skipped.",
-        choices=[("pause", f"Pause {n:,}", "warning"), ("resume", f"Resume {n:,}", "primary"),
-                 ("cancel", f"Cancel {n:,}", "error"), ("retry", f"Retry failed of {n:,}", "default"),
-                 ("back", "Back", "default")],
+        choices=[("back", "Back", "default"), ("pause", "Pause all", "warning"),
+                 ("resume", "Resume all", "primary"), ("retry", "Retry failed", "default"),
+                 ("cancel", "Cancel all", "error")],
     )
 
 
@@ -64,8 +66,9 @@ def cancel_from_list(job: core.Job) -> ConfirmScreen:
     left = job.remaining_count
     return ConfirmScreen(
         f"Cancel job {job.id}?",
-        f"{job.name or job.entity_type + ' for ' + job.provider}: {left:,} of {job.total_count:,} "
-        "entities are not processed yet and never will be. A chunk in flight still commits.",
+        f"{job.name or job.entity_type + ' for ' + job.provider}: {left:,} of "
+        f"{humanize.plural(job.total_count, 'entity', 'entities')} are not processed yet and never will be. "
+        "A chunk in flight still commits.",
         choices=[("cancel", "Cancel the job", "error"), ("back", "Keep it", "default")],
     )
 
@@ -76,6 +79,7 @@ def cancel_from_detail(job_id: int) -> ConfirmScreen:
         f"Cancel job {job_id}?",
         "No further chunks will be handed out; a chunk in flight still "
         "commits. This cannot be undone (retry creates a new job).",
+        choices=[("yes", "Cancel the job", "error"), ("no", "Keep it", "default")],
     )
 
 
@@ -85,15 +89,16 @@ def failed_dialog(job: core.Job, how: Literal["requeue", "retry"]) -> ConfirmScr
     if how == "requeue":
         return ConfirmScreen(
             f"Requeue the failed entities of job {job.id}?",
-            f"{n:,} entities that failed for good go back into job {job.id}, due now, with fresh "
-            "attempts. Their errors stay in the log.",
-            choices=[("yes", "Requeue", "primary"), ("no", "Cancel", "default")],
+            f"{humanize.plural(n, 'entity', 'entities')} that failed for good go back into job {job.id}, "
+            "due now, with fresh attempts. Their errors stay in the log.",
+            choices=[("yes", "Requeue", "primary"), ("no", "Back", "default")],
         )
     unfinished = job.status in (core.FAILED, core.CANCELLED)
     return ConfirmScreen(
         f"Retry the failed entities of job {job.id} as a new job?",
-        f"A new job (retry of #{job.id}) is created with the {n:,} entities that failed for good"
+        f"A new job (retry of #{job.id}) is created with the {humanize.plural(n, 'entity', 'entities')} "
+        "that failed for good"
         + (" and the ones never finished" if unfinished else "")
         + f"; job {job.id} stays as it is.",
-        choices=[("yes", "Create job", "primary"), ("no", "Cancel", "default")],
+        choices=[("yes", "Create job", "primary"), ("no", "Back", "default")],
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from chunkq import core
+from chunkq.tui import humanize
 from chunkq.tui.dashboard import commands
 from chunkq.tui.dashboard.messages import ChunkDone, ProcessingMessage
 from chunkq.tui.dashboard.polling import Poller
@@ -22,6 +23,8 @@ from chunkq.tui.dashboard.screens import job_actions
 from chunkq.tui.dashboard.screens.detail import JobDetailScreen
 from chunkq.tui.dashboard.screens.enqueue import EnqueueScreen
 from chunkq.tui.dashboard.widgets.activity_log import ActivityLog
+from chunkq.tui.dashboard.widgets.fit_footer import FitFooter
+from chunkq.tui.dashboard.widgets.history import HistoryLine
 from chunkq.tui.dashboard.widgets.job_filters import JobFilters
 from chunkq.tui.dashboard.widgets.job_page import (
     MAX_CHANGES,
@@ -38,7 +41,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 #: re-read jobs changed this long before the last poll (commits can land out of order)
 OVERLAP_SECONDS = 2.0
@@ -60,6 +63,7 @@ class Poll:
     total: int | None = None
     stats: core.QueueStats | None = None
     rates: dict[int, float] | None = None  # None: not re-read this time
+    history: list[core.HistoryBucket] | None = None  # None: not re-read this time
     filter_key: tuple[str | None, str, int] = (None, "", 0)
 
 
@@ -108,10 +112,11 @@ class JobsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header(icon="≡")
         yield QueueTotals(id="totals")
+        yield HistoryLine(id="queue-history")
         yield JobFilters(id="filters")
         yield JobsTable(self.dashboard.now, id="jobs")
         yield ActivityLog(self.dashboard.now, id="activity")
-        yield Footer()
+        yield FitFooter()
 
     def on_mount(self) -> None:
         if self.dashboard.processor_handle is None:
@@ -164,7 +169,9 @@ class JobsScreen(Screen[None]):
             latest = {**self.table.jobs, **{j.id: j for j in jobs}}
             active = [i for i, j in latest.items() if j.status in core.ACTIVE_STATUSES]
             rates = await q.job_rates(active) if active else {}
-        return Poll(full, jobs, started, total, stats, rates, key)
+        # the queue's history is read with the totals (chunks of the last hour, one indexed range)
+        history = await q.history() if stats is not None and self.show_history else None
+        return Poll(full, jobs, started, total, stats, rates, filter_key=key, history=history)
 
     def _render_poll(self, result: Poll) -> None:
         if result.filter_key != self._filter_key():
@@ -198,8 +205,11 @@ class JobsScreen(Screen[None]):
             totals = self.query_one(QueueTotals)
             totals.problem = None
             totals.stats = self._stats
+            if result.history is not None:
+                self.query_one(HistoryLine).show(result.history)
             self.filters.page_info = page_info(offset, len(self.table.jobs), self._total,
                                                filtered=bool(search or status), page_size=PAGE_SIZE)
+            self.fit_activity()
 
     def _show_error(self, error: Exception) -> None:
         msg = str(error) if isinstance(error, core.ChunkqError) else f"{type(error).__name__}: {error}"
@@ -221,8 +231,70 @@ class JobsScreen(Screen[None]):
         self.table.focus()
 
     def key_escape(self) -> None:
+        """Esc in the search box clears the search and leaves the box; elsewhere it goes back to the table."""
+        in_box = self.focused is not None and self.focused.id == "search"
+        if (in_box or self.filters.search) and self.filters.clear_search():
+            self.notify("search cleared")
         if self.focused is not self.table:
             self.table.focus()
+
+    def action_cycle_sort(self) -> None:
+        self.notify(f"sorted by {self.table.cycle_sort()}")
+
+    def action_flip_sort(self) -> None:
+        self.notify(f"sorted by {self.table.flip_sort()}")
+
+    def action_toggle_activity(self) -> None:
+        mode = self.activity.cycle_size()
+        self.fit_activity()
+        self.notify({"auto": "activity log at its usual size", "tall": "activity log enlarged",
+                     "hidden": "activity log hidden (l shows it again)"}[mode])
+
+    def on_resize(self) -> None:
+        self.fit_history()
+        self.fit_activity()
+
+    #: below this many rows the history line gives its row to the jobs table (h brings it back)
+    HISTORY_MIN_HEIGHT: ClassVar[int] = 30
+    #: the operator's choice with h (None: decided by the terminal's height)
+    history_wanted: bool | None = None
+
+    @property
+    def show_history(self) -> bool:
+        """The queue's history line is shown: the operator's choice, else when the terminal is tall enough."""
+        if self.history_wanted is not None:
+            return self.history_wanted
+        return self.size.height >= self.HISTORY_MIN_HEIGHT
+
+    def fit_history(self) -> None:
+        self.query_one(HistoryLine).set_class(not self.show_history, "-hidden")
+
+    def action_toggle_history(self) -> None:
+        self.history_wanted = not self.show_history
+        self.fit_history()
+        self.fit_activity()
+        self.notify("history shown" if self.history_wanted else "history hidden (h shows it again)")
+        if self.history_wanted:
+            self._stats_at = -1e18  # read it now, with the totals
+            self.poll()
+
+    def fit_activity(self) -> None:
+        """Share the height between the table and the log: the log takes what a short table leaves."""
+        table, log = self.table, self.activity
+        mode = log.size_mode
+        log.display = mode != "hidden"
+        if mode == "tall":
+            table.styles.height, log.styles.height = "1fr", "2fr"
+            return
+        if mode == "hidden":
+            table.styles.height = "1fr"
+            return
+        room = self.size.height - sum(w.outer_size.height for w in self.children if w not in (table, log))
+        rows = table.row_count + 1 + (1 if table.show_horizontal_scrollbar else 0)  # + the header
+        if rows + ActivityLog.USUAL_HEIGHT < room:
+            table.styles.height, log.styles.height = rows, "1fr"  # a short table: the log gets the rest
+        else:
+            table.styles.height, log.styles.height = "1fr", ActivityLog.USUAL_HEIGHT
 
     def action_next_page(self) -> None:
         offset = next_offset(self._offset, self._total, PAGE_SIZE)
@@ -273,12 +345,12 @@ class JobsScreen(Screen[None]):
         if self.dashboard.require_processor() is None:
             return
         job = self.selected_job(quiet=True)
-        if job is not None and job.status in core.ACTIVE_STATUSES:
-            self.dashboard.step(job.id)
+        if job is not None and job.status not in core.ACTIVE_STATUSES:
+            # Never a different job than the one under the cursor: the operator chose this one.
+            why = "resume it first (p)" if job.status == core.PAUSED else "there is nothing left to process"
+            self.notify(f"job {job.id} is {job.status}: {why}", severity="warning")
             return
-        if job is not None:
-            self.activity.note(f"job {job.id} is {job.status}: stepping the next job in line instead")
-        self.dashboard.step(None)
+        self.dashboard.step(None if job is None else job.id)
 
     def action_dry_run(self) -> None:
         if self.dashboard.require_processor() is None:
@@ -308,8 +380,34 @@ class JobsScreen(Screen[None]):
 
     def action_retry_failed(self) -> None:
         job = self.selected_job()
-        if job is not None:
-            self._job_action("retry", job.id)
+        if job is None:
+            return
+        if job.failed_count == 0 and job.status not in (core.FAILED, core.CANCELLED):
+            self.notify(f"job {job.id} has no failed entities to retry", severity="warning")
+            return
+        self._retry_ask(job)
+
+    @work(group="job-action", exit_on_error=False)
+    async def _retry_ask(self, job: core.Job) -> None:
+        """Ask first, and never make a second retry job while one for the same job still waits."""
+        try:
+            waiting = await self.dashboard.queue.pending_retry_job(job.id)
+        except core.ChunkqError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        if waiting is not None:
+            self.table.select_when_shown(waiting.id)
+            self.notify(f"job {waiting.id} already retries job {job.id} ({waiting.status}, "
+                        f"{humanize.plural(waiting.total_count, 'entity', 'entities')}): no second retry job made",
+                        title="Retry", severity="warning")
+            self.poll(full=True)
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "yes":
+                self._job_action("retry", job.id)
+
+        self.app.push_screen(job_actions.failed_dialog(job, "retry"), chosen)
 
     @work(group="job-action", exit_on_error=False)
     async def _job_action(self, verb: job_actions.Verb, job_id: int) -> None:
@@ -318,8 +416,8 @@ class JobsScreen(Screen[None]):
             if verb == "retry":
                 new = await q.retry_failed(job_id)
                 self.table.select_when_shown(new.id)
-                self.notify(f"job {new.id} created: {new.total_count:,} entities of job {job_id} to retry",
-                            title="Retry")
+                entities = humanize.plural(new.total_count, "entity", "entities")
+                self.notify(f"job {new.id} created: {entities} of job {job_id} to retry", title="Retry")
             else:
                 job = await job_actions.change(q, verb, job_id)
                 self.notify(f"job {job_id} is {job.status}")

@@ -75,11 +75,26 @@ def chunk_note(message: ChunkDone) -> tuple[str, SeverityLevel]:
 
 
 class ActivityLog(RichLog):
-    """Processing as it happens: entity results, chunk summaries and notes, newest at the bottom."""
+    """Processing as it happens: entity results, chunk summaries and notes, newest at the bottom.
+
+    ``size_mode`` is the operator's choice (``l`` cycles it): "auto" (its usual
+    height, or everything a short table leaves), "tall", or "hidden". The screen
+    applies it (``JobsScreen.fit_activity``): the heights depend on the table.
+    """
+
+    #: its height in "auto" mode when the table needs the room (border included)
+    USUAL_HEIGHT = 9
+    SIZE_MODES: tuple[str, ...] = ("auto", "tall", "hidden")
 
     def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
-        super().__init__(id=id, max_lines=MAX_LINES, wrap=False, markup=False, auto_scroll=True)
+        super().__init__(id=id, max_lines=MAX_LINES, wrap=True, min_width=20, markup=False, auto_scroll=True)
         self._clock = clock
+        self.size_mode = "auto"
+
+    def cycle_size(self) -> str:
+        """The next size mode (auto, tall, hidden); returns it."""
+        self.size_mode = self.SIZE_MODES[(self.SIZE_MODES.index(self.size_mode) + 1) % len(self.SIZE_MODES)]
+        return self.size_mode
 
     def on_mount(self) -> None:
         self.border_title = "Activity"

@@ -1,9 +1,13 @@
-"""The Errors tab's two tables: unresolved failures grouped, and the error log page by page.
+"""The Errors tab's two tables: failures grouped by bug, and the error log page by page.
 
-Each is a caption over a keyed table. Choosing a group posts ``ErrorGroups.Chosen``
-(the screen filters the log by it); moving through the log posts
-``ErrorLog.Highlighted`` (the screen shows that error's traceback). Both draw from
-their one reactive attribute only.
+Each is a caption over a keyed table. A group is one fingerprint (core's
+``fingerprint.py``: exception type, where in the user's code, and the message
+with its IDs, numbers and URLs replaced), so a provider that puts the entity in
+its message still makes one group per bug; the highlighted group's real messages
+are shown under the table as samples. Choosing a group posts
+``ErrorGroups.Chosen`` (the screen narrows the log to it); moving through the log
+posts ``ErrorLog.Highlighted`` (the screen shows that error's traceback). Both
+draw from their one reactive attribute only.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chunkq.core import ErrorEntry, ErrorGroup
+from chunkq.core.tracebacks import NO_MESSAGE
 from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.widgets.detail_text import one_line, short_type
 from chunkq.tui.dashboard.widgets.keyed_table import Row, selected_key, sync_rows
@@ -20,12 +25,37 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable, Label
+from textual.widgets import DataTable, Label, Static
 
 #: errors per page of the log; the table never holds more
 PAGE_SIZE = 100
-#: the key of a group's row: type and message, joined by a character neither can hold
-GROUP_SEP = "\x00"
+#: the grouped table's columns: key, label, width. Counts come first (they rank the groups) and are
+#: wide enough for any ``humanize.count`` ("999,999", then "1.2M"), so a number is never cut.
+GROUP_COLUMNS = (("entities", "Entities", 8), ("count", "Attempts", 8), ("type", "Type", 14),
+                 ("message", "Message", 34), ("last", "Last", 4), ("location", "Where", 20))
+#: the message column never gets narrower than this; "Where" shows only when the message keeps
+#: ``WHERE_AFTER`` columns beside it (the samples line under the table always says where)
+MESSAGE_MIN = 20
+WHERE_AFTER = 48
+_CELL_PADDING = 2  # DataTable's cell_padding, both sides
+
+
+def group_columns(width: int) -> tuple[tuple[str, str, int], ...]:
+    """The grouped table's columns for a table ``width`` cells wide: the message takes what is left."""
+    fixed = [c for c in GROUP_COLUMNS if c[0] not in ("message", "location")]
+    used = sum(w + _CELL_PADDING for _k, _l, w in fixed) + _CELL_PADDING + 1  # + the message's padding, scrollbar
+    where = GROUP_COLUMNS[-1]
+    show_where = width - used - (where[2] + _CELL_PADDING) >= WHERE_AFTER
+    if show_where:
+        used += where[2] + _CELL_PADDING
+    message = max(width - used, MESSAGE_MIN)
+    return tuple((k, label, message if k == "message" else w) for k, label, w in GROUP_COLUMNS
+                 if k != "location" or show_where)
+
+
+def message_text(message: str | None, limit: int = 200) -> str:
+    """A message on one line; ``(no message)`` for an empty one."""
+    return one_line(message, limit) if message else NO_MESSAGE
 
 
 def error_state(e: ErrorEntry, palette: fmt.Palette | None = None) -> Text:
@@ -38,22 +68,40 @@ def error_state(e: ErrorEntry, palette: fmt.Palette | None = None) -> Text:
 
 
 def group_row(g: ErrorGroup, now: datetime) -> Row:
+    """One bug: how many entities and attempts, what it is (normalised message), when last, where."""
     return (
-        f"{g.error_type}{GROUP_SEP}{g.message}",
-        (fmt.count(g.count), fmt.count(g.entities), short_type(g.error_type), one_line(g.message),
-         fmt.age(g.last_at, now)),
+        g.fingerprint,
+        (fmt.count(g.entities), fmt.count(g.count), short_type(g.error_type), message_text(g.message),
+         fmt.age(g.last_at, now), one_line(g.location or fmt.DASH)),
     )
 
 
-def groups_caption(groups: int) -> str:
+def group_samples(g: ErrorGroup | None) -> Text:
+    """Where the bug is raised, and the real messages behind its normalised one (what the provider said)."""
+    if g is None:
+        return Text("")
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append("in ", style="dim")
+    text.append(one_line(g.location or "an unknown place"))
+    text.append(" · e.g. ", style="dim")
+    samples = g.samples or (g.message,)
+    for i, sample in enumerate(samples[:2]):
+        if i:
+            text.append("\n     ")
+        text.append(message_text(sample, 300))
+    return text
+
+
+def groups_caption(groups: int, search: str | None = None) -> str:
+    where = f" matching {one_line(search, 30)!r}" if search else ""
     if not groups:
-        return "Unresolved errors by type and message: none"
-    kinds = "1 kind" if groups == 1 else f"{groups} kinds"
-    return f"Unresolved errors by type and message ({kinds}) · enter: show them"
+        return f"Unresolved errors by bug{where}: none"
+    kinds = "1 bug" if groups == 1 else f"{groups:,} bugs"
+    return f"Unresolved errors by bug{where} ({kinds}) · enter: show them · /: search"
 
 
 def error_row(e: ErrorEntry, palette: fmt.Palette | None = None) -> Row:
-    return (str(e.id), (e.entity_id, short_type(e.error_type), one_line(e.message), str(e.attempt),
+    return (str(e.id), (e.entity_id, short_type(e.error_type), message_text(e.message), str(e.attempt),
                         error_state(e, palette)))
 
 
@@ -63,10 +111,12 @@ class ErrorPage:
 
     errors: tuple[ErrorEntry, ...] = ()
     offset: int = 0
-    #: (error type, message) when the log is narrowed to one group
-    only: tuple[str, str] | None = None
+    #: the group when the log is narrowed to one (a drill-down)
+    only: ErrorGroup | None = None
     #: errors the job has logged in all
     total: int = 0
+    #: the search text the log is narrowed by (entity ID or message)
+    search: str | None = None
 
 
 def errors_caption(page: ErrorPage, page_size: int = PAGE_SIZE) -> str:
@@ -75,12 +125,16 @@ def errors_caption(page: ErrorPage, page_size: int = PAGE_SIZE) -> str:
     span = f"{offset + 1:,}–{offset + n:,}"
     if n == 0:
         span = "nothing" if offset == 0 else f"nothing past {offset:,}"
-    if page.only is None:
+    found = f" matching {one_line(page.search, 30)!r}" if page.search else ""
+    if page.only is not None:
+        g = page.only
+        text = (f"Error log {span}{found} · only {one_line(short_type(g.error_type))}: "
+                f"{message_text(g.message, 40)} ({fmt.count(g.entities)} entities) · esc: all")
+    elif page.search:
+        text = f"Error log {span}{found} · esc: all"
+    else:
         text = ("Error log: empty, nothing has failed" if page.total == 0
                 else f"Error log: {span} of {page.total:,} (every failed attempt)")
-    else:
-        error_type, message = page.only
-        text = f"Error log {span} · only {one_line(short_type(error_type))}: {one_line(message, 40)} · esc: all"
     if n == page_size:
         text += "  ] next page"
     if offset:
@@ -89,45 +143,88 @@ def errors_caption(page: ErrorPage, page_size: int = PAGE_SIZE) -> str:
 
 
 class ErrorGroups(Vertical):
-    """Unresolved errors grouped by type and message, most frequent first."""
+    """Unresolved errors grouped by fingerprint (one row per bug), most entities first."""
 
     class Chosen(Message):
         """The operator chose a group: show only its errors."""
 
-        def __init__(self, error_type: str, message: str) -> None:
+        def __init__(self, group: ErrorGroup) -> None:
             super().__init__()
-            self.error_type = error_type
-            self.message = message
+            self.group = group
 
     groups: reactive[tuple[tuple[ErrorGroup, ...], datetime] | None] = reactive(None, init=False)
     """The groups and the time their "last" ages are measured from."""
 
+    search: reactive[str | None] = reactive(None, init=False)
+    """The search the groups were read with (for the caption)."""
+
     def __init__(self, *, table_id: str, id: str | None = None) -> None:
         super().__init__(id=id)
         self._table_id = table_id
+        self._by_key: dict[str, ErrorGroup] = {}
+        self._columns: tuple[tuple[str, str, int], ...] = ()
 
     def compose(self) -> ComposeResult:
-        yield Label("Unresolved errors by type and message", classes="caption", id="groups-caption")
+        yield Label("Unresolved errors by bug", classes="caption", id="groups-caption")
         yield DataTable(id=self._table_id, cursor_type="row", zebra_stripes=True)
+        yield Static("", id="group-samples")
+
+    @property
+    def table(self) -> DataTable:
+        return self.query_one(DataTable)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for key, label, width in (("count", "Count", 5), ("entities", "Entities", 8), ("type", "Type", 15),
-                                  ("message", "Message", 32), ("last", "Last", 4)):
+        self._set_columns(group_columns(self.size.width or 80))
+
+    def _set_columns(self, columns: tuple[tuple[str, str, int], ...]) -> None:
+        self._columns = columns
+        table = self.table
+        keep = selected_key(table)
+        table.clear(columns=True)
+        for key, label, width in columns:
             table.add_column(label, key=key, width=width)
+        if self.groups is not None:
+            self._sync(self.groups)
+            if keep is not None and keep in self._by_key:
+                table.move_cursor(row=table.get_row_index(keep), animate=False)
+
+    def on_resize(self) -> None:
+        columns = group_columns(self.size.width)
+        if columns != self._columns:
+            self._set_columns(columns)
+
+    def _sync(self, groups: tuple[tuple[ErrorGroup, ...], datetime]) -> None:
+        items, now = groups
+        index = [i for i, (key, _l, _w) in enumerate(GROUP_COLUMNS) if key in {k for k, _l, _w in self._columns}]
+        rows = [(key, [cells[i] for i in index]) for key, cells in (group_row(g, now) for g in items)]
+        sync_rows(self.table, rows)
+
+    def selected_group(self) -> ErrorGroup | None:
+        """The group under the cursor (None: no groups)."""
+        key = selected_key(self.table)
+        return self._by_key.get(key) if key is not None else None
 
     def watch_groups(self, groups: tuple[tuple[ErrorGroup, ...], datetime] | None) -> None:
         if groups is None:
             return
-        items, now = groups
-        sync_rows(self.query_one(DataTable), [group_row(g, now) for g in items])
-        self.query_one(Label).update(fmt.plain(groups_caption(len(items))))
+        items, _now = groups
+        self._by_key = {g.fingerprint: g for g in items}
+        self._sync(groups)
+        self.query_one(Label).update(fmt.plain(groups_caption(len(items), self.search)))
+        self._show_samples()
+
+    def _show_samples(self) -> None:
+        self.query_one("#group-samples", Static).update(group_samples(self.selected_group()))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._show_samples()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        if event.row_key.value is not None:
-            error_type, _, message = event.row_key.value.partition(GROUP_SEP)
-            self.post_message(self.Chosen(error_type, message))
+        group = self._by_key.get(str(event.row_key.value))
+        if group is not None:
+            self.post_message(self.Chosen(group))
 
 
 class ErrorLog(Vertical):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from chunkq import core
 from chunkq.core import ErrorEntry
+from chunkq.core.tracebacks import describe
 from chunkq.tui.dashboard import format as fmt
+from chunkq.tui.dashboard.debugging import DRY_RUN_CHUNK
 from chunkq.tui.dashboard.traceback_view import render_error, render_stacks
 from chunkq.tui.dashboard.widgets.error_tables import error_state
 from rich.console import Group, RenderableType
@@ -23,6 +25,9 @@ PLACEHOLDER = "Select an error to see its traceback."
 
 def error_heading(error: ErrorEntry, state: Text) -> Text:
     """Which error, which entity and attempt, where it happened and where it stands now."""
+    if error.chunk_index == DRY_RUN_CHUNK:
+        return Text.assemble(("dry-run failure", "bold"), f"  entity {fmt.printable(error.entity_id)}",
+                             "  ·  nothing was stored", f"  ·  {fmt.timestamp(error.created_at)}")
     head = Text.assemble(
         (f"error #{error.id}", "bold"),
         f"  entity {fmt.printable(error.entity_id)}  ·  attempt {error.attempt}",
@@ -46,7 +51,8 @@ def retry_outcome(error: ErrorEntry, outcome: core.EntityResult | core.ChunkqErr
         return fmt.plain(f"✓ {error.entity_id} succeeded on retry ({fmt.duration(outcome.duration)}); "
                          "its errors are marked resolved, the log keeps them",
                          f"bold {fmt.theme_color('success', palette)}")
-    head = fmt.plain(f"✗ {error.entity_id} failed again: {outcome.error_type}: {outcome.message}",
+    said = describe(outcome.error_type or "Error", outcome.message or "")
+    head = fmt.plain(f"✗ {error.entity_id} failed again: {said}",
                      f"bold {fmt.theme_color('error', palette)}", lines=True)
     trace = (render_stacks(outcome.stacks, show_locals=show_locals) if outcome.stacks
              else fmt.plain(outcome.traceback or "", lines=True))

@@ -73,6 +73,20 @@ class JobFilters(Horizontal):
     def watch_page_info(self, info: str) -> None:
         self.query_one("#page-info", Static).update(Text(info))
 
+    def clear_search(self) -> bool:
+        """Empty the search box and apply that at once (Esc); True when there was a search to clear."""
+        box = self.query_one("#search", Input)
+        had = bool(box.value or self._search)
+        if self._search_timer is not None:
+            self._search_timer.stop()
+            self._search_timer = None
+        with box.prevent(Input.Changed):
+            box.value = ""
+        if self._search:
+            self._search = ""
+            self.post_message(self.Changed(self.status, self._search))
+        return had
+
     def focus_search(self) -> None:
         self.query_one("#search", Input).focus()
 

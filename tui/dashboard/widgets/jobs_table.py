@@ -17,10 +17,15 @@ from chunkq.tui.dashboard.widgets.job_page import PageDiff
 from chunkq.tui.dashboard.widgets.job_rows import (
     COLUMN_KEYS,
     COLUMNS,
+    COUNT_COLUMNS,
+    PERCENT_WIDTH,
     RATE_COLUMNS,
+    SORTS,
     TIME_COLUMNS,
     Cells,
     changed_cells,
+    count_needs,
+    fit_columns,
     job_cells,
     sort_key,
 )
@@ -32,7 +37,13 @@ from textual.widgets.data_table import RowDoesNotExist
 
 
 class JobsTable(DataTable[Text]):
-    """A page of jobs, active first; ``apply`` a poll's diff, read ``selected_job()``."""
+    """A page of jobs, active first; ``apply`` a poll's diff, read ``selected_job()``.
+
+    Its columns fit the terminal (``job_rows.fit_columns``): on a resize, or when a
+    count outgrows its column, the columns are laid out again and the rows re-added
+    in place, the cursor staying on its job. ``sort_by`` orders the page by another
+    column (``o`` cycles, ``O`` flips, a click on a header sorts by it).
+    """
 
     class JobChosen(Message):
         """The operator chose a job (enter or a click on its row)."""
@@ -52,11 +63,97 @@ class JobsTable(DataTable[Text]):
         self._select_after: int | None = None
         self._last_second = 0
         self._dirty_all = False
+        #: the columns shown and their widths (``fit_columns``)
+        self.widths: dict[str, int] = {}
+        #: (column, descending) the page is ordered by; ("status", False) is the queue's own order
+        self.sort_by: tuple[str, bool] = ("status", False)
+        self._outgrown = False  # a count is wider than its column: fit() at the end of apply()
 
     def on_mount(self) -> None:
-        for key, label, width, right in COLUMNS:
-            self.add_column(Text(label, justify="right") if right else label, width=width, key=key)
+        self._layout(fit_columns(self._available()))
         self.app.theme_changed_signal.subscribe(self, self._theme_changed)
+
+    # ------------------------------------------------------------------ columns that fit
+
+    def _available(self) -> int:
+        width = self.size.width or self.app.size.width
+        return max(width - self.styles.scrollbar_size_vertical, 20)
+
+    @property
+    def bar_width(self) -> int:
+        return max(self.widths.get("progress", 0) - PERCENT_WIDTH, 0)
+
+    def on_resize(self) -> None:
+        self.fit()
+
+    def fit(self) -> None:
+        """Lay the columns out again if the width or the widest count changed what fits."""
+        widths = fit_columns(self._available(), count_needs(self._cells.values()))
+        if widths != self.widths:
+            self._layout(widths)
+
+    def _layout(self, widths: dict[str, int]) -> None:
+        """Columns for ``widths``; every row re-added in its place, the cursor kept on its job."""
+        selected = self.selected_job_id()
+        order = [int(str(row.key.value)) for row in self.ordered_rows] if self.row_count else []
+        rebar = self.bar_width != max(widths.get("progress", 0) - PERCENT_WIDTH, 0)
+        self.widths = widths
+        labels = {key: (label, right) for key, label, _width, right in COLUMNS}
+        with self.app.batch_update():
+            self.clear(columns=True)
+            for key, width in widths.items():
+                label, right = labels[key]
+                self.add_column(self._header(key, label, right), width=width, key=key)
+            now = self._clock()
+            for job_id in order:
+                if rebar:
+                    self._cells[job_id] = self._cells_for(self.jobs[job_id], now)
+                cells = self._cells[job_id]
+                self.add_row(*[cells[k] for k in widths], key=str(job_id), height=1)
+            if selected is not None and selected in self.jobs:
+                self.move_cursor(row=self.get_row_index(str(selected)), animate=False, scroll=True)
+
+    def _header(self, key: str, label: str, right: bool) -> Text:
+        column, descending = self.sort_by
+        if key == column and self.sort_by != ("status", False):
+            label = f"{label} {'▼' if descending else '▲'}"
+        return Text(label, justify="right" if right else "left")
+
+    # ------------------------------------------------------------------ sorting
+
+    def cycle_sort(self) -> str:
+        """Order the page by the next sortable column; returns what it is sorted by now."""
+        keys = list(SORTS)
+        column, _descending = self.sort_by
+        nxt = keys[(keys.index(column) + 1) % len(keys)] if column in keys else keys[0]
+        return self.sort_page(nxt, SORTS[nxt][1])
+
+    def flip_sort(self) -> str:
+        column, descending = self.sort_by
+        return self.sort_page(column, not descending)
+
+    def sort_page(self, column: str, descending: bool) -> str:
+        self.sort_by = (column, descending)
+        self._layout(self.widths)  # headers show the arrow
+        self._resort()
+        return f"{SORTS[column][0]}, {'descending' if descending else 'ascending'}"
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        column = str(event.column_key.value)
+        if column not in SORTS:
+            self.notify(f"the {column} column does not sort", severity="warning")
+            return
+        current, descending = self.sort_by
+        self.sort_page(column, not descending if current == column else SORTS[column][1])
+
+    def _resort(self) -> None:
+        if len(self.jobs) < 2:
+            return
+        selected = self.selected_job_id()
+        self.sort("id", key=self._sort_key)
+        if selected is not None:
+            self.move_cursor(row=self.get_row_index(str(selected)), animate=False, scroll=True)
 
     # ------------------------------------------------------------------ updates
 
@@ -88,8 +185,13 @@ class JobsTable(DataTable[Text]):
             elif partial:
                 cells = self._cells_for(job, now)
                 self._update_cells(job_id, {k: cells[k] for k in partial})
-        if diff.order_changed and len(self.jobs) > 1:
+        if self.sort_by != ("status", False) and (diff.puts or touched):
+            self.sort("id", key=self._sort_key)  # another order than core's: any change may move a row
+        elif diff.order_changed and len(self.jobs) > 1:
             self.sort("id", key=self._sort_key)
+        if self._outgrown:
+            self._outgrown = False
+            self.fit()
         target = self._select_after if self._select_after in self.jobs else selected
         if target is not None and target in self.jobs:
             if self._select_after == target:
@@ -103,7 +205,8 @@ class JobsTable(DataTable[Text]):
         self._select_after = job_id
 
     def _cells_for(self, job: core.Job, now: datetime, only: tuple[str, ...] | None = None) -> Cells:
-        return job_cells(job, now, self.rates.get(job.id, 0.0), self.app.theme_variables, only)
+        return job_cells(job, now, self.rates.get(job.id, 0.0), self.app.theme_variables, only,
+                         bar=self.bar_width)
 
     def _put(self, job: core.Job) -> None:
         new = job.id not in self.jobs
@@ -111,7 +214,8 @@ class JobsTable(DataTable[Text]):
         if new:
             cells = self._cells_for(job, self._clock())
             self._cells[job.id] = cells
-            self.add_row(*[cells[k] for k in COLUMN_KEYS], key=str(job.id), height=1)
+            self._outgrown |= any(cells[k].cell_len > self.widths.get(k, 1 << 30) for k in COUNT_COLUMNS)
+            self.add_row(*[cells[k] for k in self.widths], key=str(job.id), height=1)
 
     def _remove(self, job_id: int) -> None:
         self.jobs.pop(job_id, None)
@@ -127,10 +231,13 @@ class JobsTable(DataTable[Text]):
             return
         for key, value in changed_cells(old, cells).items():
             old[key] = value
-            self.update_cell(str(job_id), key, value)
+            if key in self.widths:
+                if key in COUNT_COLUMNS and value.cell_len > self.widths[key]:
+                    self._outgrown = True
+                self.update_cell(str(job_id), key, value)
 
-    def _sort_key(self, id_cell: Text) -> tuple[int, int]:
-        return sort_key(self.jobs[int(id_cell.plain)])
+    def _sort_key(self, id_cell: Text) -> tuple[object, ...]:
+        return sort_key(self.jobs[int(id_cell.plain)], *self.sort_by)
 
     def _theme_changed(self, _theme: object) -> None:
         # Every cell carries colours of the old theme: repaint them all, now and at the next poll.

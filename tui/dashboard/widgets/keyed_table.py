@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chunkq.tui.humanize import printable
+from chunkq.tui.dashboard.format import printable
 from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey

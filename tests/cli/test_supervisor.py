@@ -1,0 +1,234 @@
+"""`--processes N`: the supervisor as real processes - restart after kill -9, stop on SIGTERM, drain and exit.
+
+Every wait is bounded; nothing asserts on speed. Children are found through
+/proc (Linux), and the supervisor's output goes to files, so a chatty child can
+never fill a pipe nobody reads.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from chunkq.core.supervisor import strip_option
+
+from tests.cli.helpers import CHUNKQ, create_db, get_job, log_lines, one_line_error, run_chunkq
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
+
+CALLBACK = """
+def work(entity_id, job):
+    time.sleep(0.02)
+    record(entity_id)
+"""
+
+
+_SEEN: set[int] = set()
+
+
+def children(pid: int) -> set[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return set()
+    found = {int(p) for p in text.split()}
+    _SEEN.update(found)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_child_outlives_its_test() -> object:
+    """A failed assertion or a killed supervisor must not leave a worker running on after the test."""
+    _SEEN.clear()
+    yield
+    for pid in _SEEN:
+        if alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def until(what: str, check: Callable[[], bool], proc: subprocess.Popen[bytes], err: Path,
+          timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{what}: not within {timeout}s\n{err.read_text()}")
+        time.sleep(0.05)
+
+
+def start(args: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    err = cwd / "supervisor.err"
+    with open(cwd / "supervisor.out", "wb") as out, open(err, "wb") as e:
+        proc = subprocess.Popen([*CHUNKQ, *args], env=env, cwd=cwd, stdout=out, stderr=e)
+    _SEEN.add(proc.pid)
+    return proc, err
+
+
+def enqueue(db: str, n: int, env: dict[str, str], cwd: Path, *extra: str) -> int:
+    data = "".join(f"e{i}\n" for i in range(n)).encode()
+    res = run_chunkq(["--db", db, "enqueue", "-", "-t", "company", "-p", "p", *extra], env, cwd, input=data)
+    assert res.returncode == 0, res.stderr
+    return int(res.stdout)
+
+
+def test_strip_option() -> None:
+    assert strip_option(["--db", "x", "worker", "--processes", "4", "--concurrency", "2"], "--processes") == [
+        "--db", "x", "worker", "--concurrency", "2"]
+    assert strip_option(["worker", "--processes=4"], "--processes") == ["worker"]
+
+
+def test_worker_processes_restart_a_killed_child_and_stop_on_sigterm(
+    env: dict[str, str], tmp_path: Path, db_url: str, write_processor: Callable[[str], str]
+) -> None:
+    create_db(db_url)
+    mod = write_processor(CALLBACK)
+    job = enqueue(db_url, 100_000, env, tmp_path, "--max-workers", "4", "--chunk-size", "20")
+    proc, err = start(["--db", db_url, "worker", "--processes", "2", "--processor", f"{mod}:work",
+                       "--poll-interval", "0.1"], env, tmp_path)
+    try:
+        until("two children", lambda: len(children(proc.pid)) == 2, proc, err)
+        until("both working", lambda: len(log_lines(tmp_path, mod)) > 0, proc, err)
+        first = children(proc.pid)
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        until("the killed child replaced",
+              lambda: len(children(proc.pid)) == 2 and victim not in children(proc.pid), proc, err)
+        now = children(proc.pid)
+        assert len(now - first) == 1, "exactly the killed child was replaced"
+        replaced = (now - first).pop()
+        until("the new child working", lambda: "restarted: pid" in err.read_text(), proc, err)
+
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"the supervisor did not stop on SIGTERM\n{err.read_text()}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = err.read_text()
+    assert code == 0, text
+    assert f"pid {victim}) was killed by SIGKILL; restarting it in" in text
+    assert f"restarted: pid {replaced}" in text
+    assert "SIGTERM: stopping 2 worker processes" in text
+    for pid in now:
+        until(f"child {pid} gone", lambda pid=pid: not alive(pid), proc, err, timeout=10)
+    # a graceful stop: every entity counted done was called; none was called twice except the chunk
+    # the killed child held (redone once its lease expires, or still pending: never lost)
+    done = get_job(db_url, job).processed_count
+    calls = Counter(log_lines(tmp_path, mod))
+    assert done <= len(calls)
+    assert max(calls.values()) <= 2
+
+
+def test_process_until_empty_with_processes_drains_the_queue_once(
+    env: dict[str, str], tmp_path: Path, db_url: str, write_processor: Callable[[str], str]
+) -> None:
+    create_db(db_url)
+    mod = write_processor(CALLBACK)
+    job = enqueue(db_url, 300, env, tmp_path, "--max-workers", "3", "--chunk-size", "10")
+    proc, err = start(["--db", db_url, "process", "--until-empty", "--processes", "3",
+                       "--processor", f"{mod}:work"], env, tmp_path)
+    try:
+        code = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"process --processes 3 did not finish\n{err.read_text()}")
+    text = err.read_text()
+    assert code == 0, text
+    calls = Counter(log_lines(tmp_path, mod))
+    assert sorted(calls) == sorted(f"e{i}" for i in range(300)) and set(calls.values()) == {1}
+    assert get_job(db_url, job).status == "complete"
+    summaries = (tmp_path / "supervisor.out").read_text()
+    assert summaries.count("chunkq process:") == 3, "each process reports its own run"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["process", "--processes", "2"], "--processes needs --until-empty"),
+    (["process", "--until-empty", "--max-chunks", "3", "--processes", "2"], "--processes needs --until-empty"),
+    (["worker", "--processes", "2", "--json"], "--processes cannot be combined with --json"),
+    (["worker", "--processes", "0"], "'--processes'"),
+    (["worker", "--processes", "two"], "'--processes'"),
+    (["worker", "--concurrency", "fast"], "auto"),
+    (["worker", "--concurrency", "auto:0"], "auto"),
+    (["worker", "--processes", "2", "--processor", "nowhere_mod:fn"], "nowhere_mod"),
+])
+def test_bad_processes_or_concurrency_is_one_line_and_exit_2(
+    env: dict[str, str], tmp_path: Path, sqlite_url: str, args: list[str], message: str
+) -> None:
+    create_db(sqlite_url)
+    full = [*args] if "--processor" in args else [*args, "--processor", "chunkq.core.demo:enrich"]
+    res = run_chunkq(["--db", sqlite_url, *full], env, tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert message in one_line_error(res.stderr)
+    assert "started" not in res.stderr, "nothing was started"
+
+
+def test_concurrency_auto_shows_its_limit_on_each_chunk_line(
+    env: dict[str, str], tmp_path: Path, sqlite_url: str, write_processor: Callable[[str], str]
+) -> None:
+    create_db(sqlite_url)
+    mod = write_processor("""
+async def work(entity_id, job):
+    await asyncio.sleep(0.001)
+    record(entity_id)
+""")
+    enqueue(sqlite_url, 120, env, tmp_path, "--chunk-size", "40")
+    res = run_chunkq(["--db", sqlite_url, "process", "--until-empty", "--concurrency", "auto:16",
+                      "--processor", f"{mod}:work"], env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    chunk_lines = [line for line in res.stderr.splitlines() if " chunk " in line and " done, " in line]
+    assert len(chunk_lines) == 3
+    assert all(", concurrency " in line for line in chunk_lines), chunk_lines
+    limits_seen = [int(line.split(", concurrency ")[1].split()[0]) for line in chunk_lines]
+    assert all(1 <= n <= 16 for n in limits_seen) and limits_seen[-1] > 4, "grew from 4 without overloads"
+    plain = run_chunkq(["--db", sqlite_url, "process", "--processor", f"{mod}:work"], env, tmp_path)
+    assert ", concurrency" not in plain.stderr, "a fixed number is not repeated on every line"
+
+
+def _supervise(code: str, processes: int, **kw: object) -> tuple[int, list[str], object]:
+    from chunkq.core.supervisor import Supervisor
+
+    lines: list[str] = []
+    sup = Supervisor([sys.executable, "-c", code], processes, backoff_base=0.05,
+                     say=lambda level, line: lines.append(line), **kw)  # type: ignore[arg-type]
+    return sup.run(), lines, sup
+
+
+def test_supervisor_exit_statuses_without_a_database() -> None:
+    """0 is done (not restarted), 2 stops the others, crashes are restarted up to max_crashes."""
+    status, lines, _ = _supervise("pass", 3)
+    assert status == 0 and not any("restart" in line for line in lines)
+
+    # child 1 refuses its input at once; child 2 would run for a minute: it is stopped, the status is 2
+    code = ("import os, time, sys\n"
+            "if os.environ['CHUNKQ_SUPERVISED'] == '1': sys.exit(2)\n"
+            "time.sleep(60)")
+    t0 = time.monotonic()
+    status, lines, _ = _supervise(code, 2)
+    assert status == 2 and time.monotonic() - t0 < 30
+    assert any("refused its input" in line for line in lines)
+
+    status, lines, _ = _supervise("import sys; sys.exit(5)", 1, max_crashes=3)
+    assert status == 5
+    assert sum("restarting it in" in line for line in lines) == 3
+    assert "3 crashes in a row" not in lines[-1] and "4 crashes in a row, not restarting it" in lines[-1]

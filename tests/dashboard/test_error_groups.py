@@ -1,0 +1,332 @@
+"""Errors grouped by bug, acted on as a group, searched; auto-run's breakpoint; dry-run failures opened.
+
+Driven with Pilot against a real database (SQLite file and PostgreSQL) and the
+callback in ``enrich_example.py``, copied into tmp_path as ``enrich.py`` and run
+from there: its provider's messages carry the entity, a URL and a request id,
+as real ones do, so grouping by the exact message would make a group per entity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from chunkq.core import Job, Queue, load_processor
+from chunkq.tui.dashboard.app import ChunkqApp
+from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
+from chunkq.tui.dashboard.screens.detail import JobDetailScreen
+from chunkq.tui.dashboard.screens.dry_run import DryRunScreen
+from chunkq.tui.dashboard.screens.export import ExportScreen
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input
+
+from tests.dashboard import enrich_example
+from tests.dashboard.conftest import SEED_AT, settle
+from tests.dashboard.test_app import notes
+from tests.dashboard.test_detail import column, detail_app, open_detail, reload, static_text, table, wait_loaded
+
+SIZE = (160, 45)
+ENRICH = Path(enrich_example.__file__).read_text()
+
+
+def install_enrich(make_processor: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``enrich.py`` in tmp_path, run from there: tracebacks read ``enrich.py:<line>`` everywhere."""
+    monkeypatch.chdir(tmp_path)
+    return make_processor(ENRICH, name="enrich")
+
+
+@pytest.fixture
+def enrich(make_processor: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    return install_enrich(make_processor, tmp_path, monkeypatch)
+
+
+def mixed_ids() -> list[str]:
+    """40 companies: 10 behind an upstream 500, 5 the provider has never heard of, 5 without an e-mail."""
+    kinds = ["down", "down", "gone", "noemail", "ok", "ok", "ok", "ok"]
+    return [f"{kinds[i % 8]}-{i:03d}.com" for i in range(40)]
+
+
+async def seed_mixed(url: str, path: str) -> Job:
+    proc = load_processor(path)
+    async with Queue(url, clock=lambda: SEED_AT, owner="worker-a:4242:0badcafe") as q:
+        job = await q.enqueue_job(mixed_ids(), entity_type="company", provider="clearbit", chunk_size=10,
+                                  name="Fortune 500 companies")
+        for _ in range(4):
+            await q.process_chunk(job.id, proc)
+        return await q.get_job(job.id)
+
+
+@asynccontextmanager
+async def running(url: str, processor: str | None, job_id: int
+                  ) -> AsyncIterator[tuple[ChunkqApp, Pilot[None], JobDetailScreen]]:
+    app = detail_app(url, processor)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_detail(pilot, job_id)
+        yield app, pilot, screen
+
+
+#: each bug of ``enrich.py`` by the start of its normalised message
+BUGS = {"down-": "upstream 500", "gone-": "404 Not Found", "noemail-": "'email'"}
+
+
+def group_row_of(screen: JobDetailScreen, prefix: str) -> int:
+    """The grouped table's row of the bug that entities starting with ``prefix`` hit."""
+    return column(table(screen, "detail-groups"), "message").index(
+        next(m for m in column(table(screen, "detail-groups"), "message") if m.startswith(BUGS[prefix])))
+
+
+async def drill_into(pilot: Pilot[None], screen: JobDetailScreen, prefix: str) -> None:
+    groups = table(screen, "detail-groups")
+    groups.focus()
+    groups.move_cursor(row=group_row_of(screen, prefix))
+    before = screen.loads
+    await pilot.press("enter")
+    await wait_loaded(pilot, screen, before)
+    assert screen.error_filter is not None
+
+
+# ---------------------------------------------------------------------- one group per bug
+
+
+async def test_messages_with_ids_and_urls_make_one_group_per_bug(db_url: str, enrich: str) -> None:
+    job = await seed_mixed(db_url, enrich)
+    assert job.failed_count == 20
+    async with running(db_url, enrich, job.id) as (_app, pilot, screen):
+        groups = table(screen, "detail-groups")
+        shown = screen.query_one("#error-groups").groups[0]  # type: ignore[attr-defined]
+        rows = sorted((g.entities, g.count, g.error_type, g.message, g.location) for g in shown)
+        assert rows == [
+            (5, 5, "KeyError", "'email'", "enrich.py:process"),
+            (5, 5, "enrich.ProviderError",
+             "404 Not Found: https://api.example.com/v2/companies/<id> (request req_<n>)", "enrich.py:fetch"),
+            (10, 10, "enrich.ProviderError",
+             "upstream 500 for <id>: GET https://api.example.com/v2/companies/<id>?key=<val>", "enrich.py:fetch"),
+        ]
+        assert sorted(zip(column(groups, "entities"), column(groups, "count"), column(groups, "type"), strict=True)
+                      ) == [("10", "10", "ProviderError"), ("5", "5", "KeyError"), ("5", "5", "ProviderError")]
+        assert column(groups, "message")[0].startswith("upstream 500 for <id>: GET https://api.example.com/v2/")
+        assert "(3 bugs)" in str(screen.query_one("#groups-caption").render())
+        # the highlighted group shows what the provider really said
+        groups.focus()
+        groups.move_cursor(row=group_row_of(screen, "down-"))
+        await settle(pilot)
+        samples = static_text(screen, "group-samples")
+        assert "in enrich.py:fetch · e.g. upstream 500 for down-000.com: GET https://api.example.com/v2/" in samples
+
+        await drill_into(pilot, screen, "gone-")
+        assert column(table(screen, "detail-errors"), "entity") == [f"gone-{i:03d}.com" for i in range(2, 40, 8)]
+        assert "(5 entities)" in str(screen.query_one("#errors-caption").render())
+
+
+# ---------------------------------------------------------------------- acting on one group
+
+
+async def answer(pilot: Pilot[None], app: ChunkqApp, key: str, screen: JobDetailScreen) -> str:
+    """Press ``key``, read the dialog's title, confirm it, wait for the action and the reload."""
+    await pilot.press(key)
+    await settle(pilot)
+    dialog = app.screen
+    assert isinstance(dialog, ConfirmScreen)
+    title = dialog.title_text
+    before = screen.loads
+    await pilot.press("y")
+    await settle(pilot)
+    await wait_loaded(pilot, screen, before)
+    return title
+
+
+async def test_requeue_and_retry_in_a_drill_down_touch_only_that_groups_entities(db_url: str, enrich: str) -> None:
+    job = await seed_mixed(db_url, enrich)
+    down = [i for i in mixed_ids() if i.startswith("down-")]
+    gone = [i for i in mixed_ids() if i.startswith("gone-")]
+    async with running(db_url, enrich, job.id) as (app, pilot, screen):
+        await drill_into(pilot, screen, "down-")
+        title = await answer(pilot, app, "u", screen)
+        assert title == f"Requeue the 10 entities of this group into job {job.id}?"
+        after = await app.queue.get_job(job.id)
+        # the 10 entities behind the outage wait again; the 404s and missing e-mails stay failed
+        assert (after.status, after.failed_count, after.processed_count) == ("pending", 10, 30)
+        assert any(n.startswith("requeued the failed entities of ProviderError: upstream 500") for n in notes(app))
+
+        await pilot.press("escape")  # out of the drill-down
+        await wait_loaded(pilot, screen)
+        assert screen.error_filter is None
+        await drill_into(pilot, screen, "gone-")
+        title = await answer(pilot, app, "r", screen)
+        assert title == "Retry the 5 entities of this group as a new job?"
+        retry = max(await app.queue.list_jobs(limit=10), key=lambda j: j.id)
+        assert retry.parent_id == job.id and retry.id != job.id
+        assert sorted(await app.queue.entity_ids(retry.id)) == gone
+        assert (await app.queue.get_job(job.id)).failed_count == 10  # the job itself is unchanged
+    # nothing else was touched: the requeued entities are exactly the outage's
+    async with Queue(db_url) as q:
+        assert sorted(await q.group_entities(job.id, screen.error_filter.fingerprint)) == gone  # type: ignore[union-attr]
+        redo = await q.process_chunk(job.id, load_processor(enrich))
+        assert redo is not None and redo.processed == 10
+        assert sorted(e.entity_id for e in await q.list_errors(job.id, limit=1000) if e.chunk_index == redo.chunk_index
+                      ) == down
+
+
+async def test_u_with_the_grouped_table_focused_asks_about_that_group_and_back_changes_nothing(
+    sqlite_url: str, enrich: str
+) -> None:
+    job = await seed_mixed(sqlite_url, enrich)
+    async with running(sqlite_url, enrich, job.id) as (app, pilot, screen):
+        groups = table(screen, "detail-groups")
+        groups.focus()
+        groups.move_cursor(row=group_row_of(screen, "noemail-"))
+        await pilot.press("u")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.title_text == f"Requeue the 5 entities of this group into job {job.id}?"
+        assert "KeyError: 'email'" in app.screen.message
+        await pilot.press("enter")  # the focused button is Back
+        await settle(pilot)
+        assert app.screen is screen
+        assert (await app.queue.get_job(job.id)).failed_count == 20
+        # with the error log focused, u is about the whole job again
+        table(screen, "detail-errors").focus()
+        await pilot.press("u")
+        await settle(pilot)
+        assert app.screen.title_text == f"Requeue the failed entities of job {job.id}?"  # type: ignore[attr-defined]
+
+
+async def test_export_in_a_drill_down_writes_only_that_group(sqlite_url: str, enrich: str, tmp_path: Path) -> None:
+    job = await seed_mixed(sqlite_url, enrich)
+    async with running(sqlite_url, enrich, job.id) as (app, pilot, screen):
+        await drill_into(pilot, screen, "noemail-")
+        await pilot.press("x")
+        await settle(pilot)
+        dialog = app.screen
+        assert isinstance(dialog, ExportScreen) and dialog.count == 5
+        assert "one group of job" in str(dialog.query_one("#export-title").render())
+        dialog.query_one(Input).value = "noemail.jsonl"
+        await pilot.press("enter")
+        await settle(pilot)
+    lines = [json.loads(line) for line in (tmp_path / "noemail.jsonl").read_text().splitlines()]
+    assert sorted(e["entity_id"] for e in lines) == [f"noemail-{i:03d}.com" for i in range(3, 40, 8)]
+    assert {e["error_type"] for e in lines} == {"KeyError"}
+
+
+# ---------------------------------------------------------------------- search
+
+
+async def test_search_by_entity_or_text_and_esc_clears_it(db_url: str, enrich: str) -> None:
+    job = await seed_mixed(db_url, enrich)
+    async with running(db_url, enrich, job.id) as (_app, pilot, screen):
+        await pilot.press("slash")
+        await settle(pilot)
+        box = screen.query_one("#error-search", Input)
+        assert box.has_focus
+        before = screen.loads
+        await pilot.press(*"GONE-010")  # case-insensitive, part of an entity ID
+        await wait_loaded(pilot, screen, before)
+        await reload(pilot, screen)
+        assert screen.error_search == "GONE-010"
+        assert column(table(screen, "detail-errors"), "entity") == ["gone-010.com"]
+        assert len(table(screen, "detail-groups").rows) == 1
+        assert "matching 'GONE-010'" in str(screen.query_one("#errors-caption").render())
+
+        box.value = "upstream 500"  # message text
+        await settle(pilot)
+        await reload(pilot, screen)
+        assert len(table(screen, "detail-errors").rows) == 10
+
+        await pilot.press("escape")
+        await settle(pilot)
+        await reload(pilot, screen)
+        assert screen.error_search is None and box.value == "" and not box.has_focus
+        assert len(table(screen, "detail-errors").rows) == 20 and pilot.app.screen is screen
+
+
+# ---------------------------------------------------------------------- the breakpoint
+
+
+def breakpoint_ids() -> list[str]:
+    """Chunks of 5: two clean, then an outage (new), a clean one, the outage again (not new) with a 404 (new)."""
+    chunk = [f"ok-{i}.com" for i in range(5)]
+    return [*chunk, *(f"ok-{i}.com" for i in range(5, 10)),
+            "ok-10.com", "down-11.com", "ok-12.com", "down-13.com", "ok-14.com",
+            *(f"ok-{i}.com" for i in range(15, 20)),
+            "down-20.com", "ok-21.com", "gone-22.com", "ok-23.com", "ok-24.com",
+            *(f"ok-{i}.com" for i in range(25, 30))]
+
+
+async def wait_auto_run_over(pilot: Pilot[None], app: ChunkqApp) -> None:
+    for _ in range(500):
+        await settle(pilot)
+        if app.auto_worker is None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("auto-run never stopped")
+
+
+async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: str, enrich: str) -> None:
+    app = detail_app(db_url, enrich)
+    async with app.run_test(size=SIZE) as pilot:
+        job = await app.queue.enqueue_job(breakpoint_ids(), entity_type="company", provider="clearbit",
+                                          chunk_size=5)
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        assert app.breakpoint and "breakpoint on" in app.sub_title
+
+        await pilot.press("a")
+        await wait_auto_run_over(pilot, app)
+        after = await app.queue.get_job(job.id)
+        assert after.processed_count == 15, "auto-run stopped right after the chunk with the new error"
+        screen = app.screen
+        assert isinstance(screen, JobDetailScreen) and screen.job_id == job.id
+        await wait_loaded(pilot, screen)
+        assert screen.error_filter is not None and screen.error_filter.entities == 2
+        assert screen.error_filter.message.startswith("upstream 500 for <id>")
+        assert column(table(screen, "detail-errors"), "entity") == ["down-11.com", "down-13.com"]
+        assert any("breakpoint: job" in n for n in notes(app))
+
+        # again: the outage is known now, so only the 404 (new) stops it
+        await pilot.press("a")
+        await wait_auto_run_over(pilot, app)
+        assert (await app.queue.get_job(job.id)).processed_count == 25
+        await wait_loaded(pilot, screen)
+        assert app.screen is screen and screen.error_filter is not None
+        assert screen.error_filter.message.startswith("404 Not Found")
+
+        # off: auto-run goes through to the end
+        await pilot.press("b")
+        await pilot.press("a")
+        await wait_auto_run_over(pilot, app)
+        assert (await app.queue.get_job(job.id)).status == "complete"
+        assert "breakpoint" not in app.sub_title
+
+
+# ---------------------------------------------------------------------- dry-run failures
+
+
+async def test_dry_run_failures_open_like_stored_errors(sqlite_url: str, enrich: str) -> None:
+    app = detail_app(sqlite_url, enrich)
+    async with app.run_test(size=SIZE) as pilot:
+        job = await app.queue.enqueue_job(["ok-1.com", "org-2", "blank-3", "multi-4"], entity_type="company",
+                                          provider="clearbit", chunk_size=10)
+        screen = await open_detail(pilot, job.id)
+        await pilot.press("S")
+        await settle(pilot)
+        await pilot.press("D")
+        await settle(pilot)
+        dry = app.screen
+        assert isinstance(dry, DryRunScreen)
+        results = dry.query_one("#dry-run-results", DataTable)
+        assert column(results, "entity") == ["org-2", "blank-3", "multi-4", "ok-1.com"]  # failures first
+        text = static_text(dry, "detail-traceback")  # type: ignore[arg-type]
+        assert "dry-run failure  entity org-2  ·  nothing was stored" in text
+        assert "more calls of walk" in text and "RecursionError: org chart deeper than 60 levels" in text
+        results.move_cursor(row=1)
+        await settle(pilot)
+        assert "ValueError (no message)" in static_text(dry, "detail-traceback")  # type: ignore[arg-type]
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.screen is screen
+        assert await app.queue.list_errors(job.id) == []

@@ -1,0 +1,110 @@
+"""Every screen at 80x24 (a terminal as it opens) and at 200x50 (issue 18), as SVG snapshots.
+
+Same determinism as ``test_app_snapshots.py``: seeded data without randomness, a
+frozen clock, no refresh timer, no blinking cursors. Update with
+``pytest tests/dashboard/test_fit_snapshots.py --snapshot-update`` after looking
+at ``snapshot_report.html``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from chunkq.tui.dashboard.app import ChunkqApp
+from chunkq.tui.dashboard.screens import job_actions
+from chunkq.tui.dashboard.screens.detail import JobDetailScreen
+from textual.clock import MockClock
+from textual.pilot import Pilot
+from textual.widgets import Input, TextArea
+
+from tests.dashboard.conftest import NEVER, fixed_clock, seed, settle
+
+SIZES = {"80x24": (80, 24), "200x50": (200, 50)}
+
+
+@pytest.fixture
+def seeded_file(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'chunkq.db'}"
+    asyncio.run(seed(url))
+    return url
+
+
+def snapshot_app(url: str) -> ChunkqApp:
+    return ChunkqApp(url, processor="chunkq.core.demo:processor", clock=fixed_clock, refresh_interval=NEVER)
+
+
+def no_blink(pilot: Pilot[None]) -> None:
+    for widget in pilot.app.screen.query("Input, TextArea"):
+        widget.cursor_blink = False  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_fit_jobs(snap_compare, seeded_file: str, size: str) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press("down")
+
+    assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_fit_enqueue(snap_compare, seeded_file: str, size: str) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        no_blink(pilot)
+        screen = pilot.app.screen
+        screen.query_one("#provider", Input).value = "clearbit"
+        screen.query_one("#ids", TextArea).text = "\n".join(f"acme-{i:03d}" for i in range(1, 13))
+        screen.update_count()  # type: ignore[attr-defined]
+        await pilot.pause()
+
+    assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_fit_help(snap_compare, seeded_file: str, size: str) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_fit_cancel_dialog(snap_compare, seeded_file: str, size: str) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press("down", "c")
+        await pilot.pause()
+
+    assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_fit_bulk_dialog_with_a_big_count(snap_compare, seeded_file: str, size: str) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        pilot.app.push_screen(job_actions.bulk_dialog(1_532, "status paused"))
+        await pilot.pause()
+
+    assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_fit_detail(snap_compare, seeded_file: str, size: str) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        screen = JobDetailScreen(1, progress_clock=MockClock())
+        await pilot.app.push_screen(screen)
+        for _ in range(100):
+            if screen.loads:
+                break
+            await pilot.pause(0.02)
+        await settle(pilot)
+
+    assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)

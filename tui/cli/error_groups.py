@@ -1,0 +1,63 @@
+"""``chunkq errors JOB --groups``: a job's failures one bug at a time (issue 16).
+
+A group is one fingerprint (``chunkq.core.fingerprint``): the normalised
+message (``upstream 500 for <id>``) with a real sample, how many attempts were
+logged and how many entities they hit, and the key that ``--group`` and
+``chunkq retry --group`` take. Every text shown is the provider's or the
+callback's, so it goes through ``plain``/``printable``, never markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from chunkq.core import ErrorGroup
+from chunkq.tui.humanize import printable
+
+from . import output as out
+
+GROUP_COLUMNS = ("group", "error_type", "message", "count", "entities", "location", "sample", "last_at")
+
+
+def group_dict(g: ErrorGroup) -> dict[str, Any]:
+    """A group as ``--json`` prints it (the core's own JSON form)."""
+    return g.to_dict()
+
+
+def groups_table(groups: Sequence[ErrorGroup], job_id: int) -> None:
+    """The groups, biggest first: a table on a terminal, tab-separated rows in a pipe."""
+    if not out.stdout_is_tty():
+        out.tsv([GROUP_COLUMNS, *((g.fingerprint, g.error_type, g.message, g.count, g.entities, g.location or "",
+                                    g.samples[0] if g.samples else "", g.last_at.isoformat()) for g in groups)])
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    console = out.console()
+    if not groups:
+        console.print("No errors.")
+        return
+    t = Table(show_edge=False, header_style="bold")
+    t.add_column("Group", no_wrap=True, style="dim")
+    t.add_column("Type", style="red")
+    t.add_column("Message (normalised) / a real one", overflow="fold")
+    t.add_column("Attempts", justify="right")
+    t.add_column("Entities", justify="right")
+    t.add_column("Last", justify="right")
+    now = datetime.now(UTC)
+    for g in groups:
+        text = out.plain(g.message)
+        sample = g.samples[0] if g.samples else None
+        if sample is not None and sample != g.message:
+            text.append("\n")
+            text.append_text(Text(printable(sample), style="dim"))
+        if g.location:
+            text.append("\n")
+            text.append_text(Text("at " + printable(g.location), style="cyan"))
+        t.add_row(out.plain(g.fingerprint), out.plain(g.error_type), text, out.number(g.count),
+                  out.number(g.entities), out.ago(g.last_at, now))
+    console.print(t)
+    console.print(Text(f"See one group: chunkq errors {job_id} --group KEY; "
+                       f"retry it: chunkq retry {job_id} --group KEY [--in-place]", style="dim"))
