@@ -20,7 +20,7 @@ Message rules (``normalize_message``), each for a reason:
   text ("line 1") and split one bug by entity; numbers become ``<n>`` anyway.
 - ``<uuid>``; ``<hex>`` (``0x…``, addresses, SHAs: hex runs of 7+ with a digit
   and a letter); ``<ref>`` (opaque tokens of 8+ mixing letters and digits:
-  ``req_<ref>``, ``org-<ref>``); ``user<n>`` (letters then 4+ digits).
+  ``req_<ref>``, ``org-<ref>``; after a prefix, 8+ digits too); ``user<n>`` (letters then 4+ digits).
 - ``<n>``: numbers, decimals, versions; a size keeps its unit (``<n>MB``,
   ``<n>%``); a duration is ``<dur>``, since its unit varies with its value
   ("try again in 120ms", "in 1.5s").
@@ -299,6 +299,9 @@ def _token(text: str) -> str:
     if lm is not None:
         return prefix + lm.group(1) + "<n>"  # user12345, s000011
     if len(body) >= 8 and letters and digits >= (1 if prefix else 2) and (letters >= 2 or prefix):
+        return prefix + "<ref>"
+    if prefix and len(body) >= 8 and body.isdigit():
+        # a reference that happened to draw only digits (req_00012345 beside req_0000d889): one bug, one group
         return prefix + "<ref>"
     if body.isdigit() and len(body) >= 3 and prefix:
         return prefix + "<n>"

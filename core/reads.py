@@ -234,10 +234,13 @@ class Reads:
                        func.coalesce(func.sum(j.failed_count), 0))
             ).one()
             recent = conn.execute(
-                select(func.coalesce(func.sum(c.size), 0), func.min(c.started_at))
+                select(func.coalesce(func.sum(c.size), 0), func.min(c.started_at), func.max(c.finished_at),
+                       func.avg(c.duration))
                 .where(c.state == "done", c.finished_at >= now - window)
             ).one()
             rate = float(recent[0]) / max(now - recent[1], 1e-3) if recent[1] is not None and recent[0] else 0.0
+            if recent[2] is not None and now - recent[2] > max(IDLE_SECONDS, 3 * float(recent[3] or 0.0)):
+                rate = 0.0  # idle by the same rule as each job's row, so the header agrees with the rows
             workers = conn.execute(
                 select(func.count(c.owner.distinct())).where(c.state == "leased", c.lease_expires_at >= now)
             ).scalar()

@@ -298,3 +298,12 @@ def test_a_huge_message_is_read_only_to_its_cap() -> None:
     dense = "1 " * 3_000  # every character a placeholder's worth: the result is cut, and still a fixed point
     once = normalize_message(dense)
     assert len(once) <= MAX_CHARS and once.startswith("<n> <n>") and normalize_message(once) == once
+
+
+def test_a_prefixed_reference_that_drew_only_digits_groups_with_the_mixed_ones() -> None:
+    """Request IDs are hex: some come out all digits. They are one bug with the rest, not a second group."""
+    from chunkq.core.fingerprint import normalize_message
+
+    a = normalize_message("upstream 500 (request req_0000d889)")
+    b = normalize_message("upstream 500 (request req_00012345)")
+    assert a == b == "upstream 500 (request req_<ref>)"

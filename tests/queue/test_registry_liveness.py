@@ -178,10 +178,12 @@ async def test_an_idle_job_has_no_rate(db_url: str) -> None:
         clock[0] += 1.0
         rates = await q.job_rates([job.id])
         assert rates[job.id] == pytest.approx(10 / 1.0, rel=0.2)  # measured up to now
+        assert (await q.stats()).entities_per_second == pytest.approx(rates[job.id])
         clock[0] += 20.0  # nothing finished for 20 s: idle, not "still 10/s"
         assert await q.job_rates([job.id]) == {}
         assert await q.rate(job.id) == 0.0
         assert (await q.get_job(job.id)).eta_seconds(None) is None
+        assert (await q.stats()).entities_per_second == 0.0, "the header agrees with the rows: idle, no queue-wide rate"
 
 
 async def test_stale_within_two_heartbeat_intervals_not_the_whole_lease() -> None:

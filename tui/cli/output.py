@@ -341,17 +341,18 @@ def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> 
     out.print(grid)
     if groups:
         out.print()
-        t = Table(title="Errors by type and message", title_justify="left", show_edge=False,
-                  header_style="bold")
-        t.add_column("Count", justify="right")
+        t = Table(title="Errors by bug (type, where raised, message with its variable parts as <…>)",
+                  title_justify="left", show_edge=False, header_style="bold")
         t.add_column("Entities", justify="right")
+        t.add_column("Attempts", justify="right")
         t.add_column("Type", style="red")
         t.add_column("Message", overflow="fold")
         for g in groups:
-            t.add_row(number(g.count), number(g.entities), plain(g.error_type), plain(g.message))
+            t.add_row(number(g.entities), number(g.count), plain(g.error_type), plain(g.message))
         out.print(t)
         if more:
-            out.print(f"[dim]… and more; every error: chunkq errors {job.id}[/]")
+            out.print(f"[dim]… and more; every group: chunkq errors {job.id} --groups[/]")
+        out.print(f"[dim]one group's errors: chunkq errors {job.id} --group KEY (keys: --groups)[/]")
 
 
 ERROR_COLUMNS = ("id", "entity_id", "error_type", "message", "attempt", "final", "chunk_index", "created_at")
