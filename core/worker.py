@@ -306,11 +306,7 @@ class Worker:
                         claim = await self._claim_next()
                         db_backoff = 0.5
                     except DatabaseUnavailable as exc:
-                        if not self.forever:
-                            raise
-                        log.error("database unavailable: %s; retrying in %.1fs", exc, db_backoff)
-                        await self._sleep(db_backoff, deadline)
-                        db_backoff = min(db_backoff * 2, 30.0)
+                        db_backoff = await self._database_down(exc, db_backoff, deadline)
                         continue
                     if not self._flight:
                         self._idle = claim is None
@@ -328,12 +324,8 @@ class Worker:
                         try:
                             result = task.result()
                         except DatabaseUnavailable as exc:
-                            if not self.forever:
-                                raise
                             # its lease expires and another worker (or this one) redoes the chunk
-                            log.error("database unavailable: %s; retrying in %.1fs", exc, db_backoff)
-                            await self._sleep(db_backoff, deadline)
-                            db_backoff = min(db_backoff * 2, 30.0)
+                            db_backoff = await self._database_down(exc, db_backoff, deadline)
                             continue
                         self._record(result)
                     continue
@@ -424,6 +416,15 @@ class Worker:
             self._wake.cancel()
             self._wake = None
         return {t for t in done if t in self._flight}  # type: ignore[misc]
+
+    async def _database_down(self, exc: DatabaseUnavailable, backoff: float, deadline: float | None) -> float:
+        """A one-shot run gives up (its caller says so); a long-running worker waits and tries again,
+        backing off up to 30 s, so a database restart costs a pause, not the process."""
+        if not self.forever:
+            raise exc
+        log.error("database unavailable: %s; retrying in %.1fs", exc, backoff)
+        await self._sleep(backoff, deadline)
+        return min(backoff * 2, 30.0)
 
     async def _wedged(self) -> bool:
         """Too many abandoned callback threads, and work this worker would otherwise claim."""
