@@ -406,7 +406,25 @@ async def test_detail_screen_gives_the_error_log_rows(seeded_url: str, size: tup
         await settle(pilot)
         log = app.screen.query_one("#detail-errors", DataTable)
         assert log.row_count > 0
-        assert log.region.height >= 4, f"the error log shows rows at {size}"
+        assert log.region.height >= (7 if size == NARROW else 4), f"the error log shows rows at {size}"
+
+
+async def test_a_narrow_detail_shows_the_traceback_full_width_on_z_and_esc_returns(seeded_url: str) -> None:
+    app = make_app(seeded_url)
+    async with app.run_test(size=NARROW) as pilot:
+        await refresh(pilot, full=True)
+        await select(pilot, app, 1)
+        await pilot.press("enter")
+        await settle(pilot)
+        pane = app.screen.query_one("#traceback-pane")
+        log = app.screen.query_one("#detail-errors", DataTable)
+        assert not pane.display or pane.region.width == 0, "no room beside the lists at 80 columns"
+        await pilot.press("z")
+        await pilot.pause()
+        assert pane.region.width >= 76 and log.region.width == 0, "the traceback takes the whole width"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert log.region.width >= 76 and app.screen is not app.jobs_screen, "esc leaves the zoom, not the job"
 
 
 STEPWISE = """

@@ -76,6 +76,9 @@ _DETAIL: tuple[Command, ...] = (
             footer=False),
     Command("x", "export_errors", "Export", "Write the whole error log to a JSON Lines or CSV file; in a "
             "group's drill-down, or with the grouped table focused, only that group's errors.", scope=DETAIL),
+    Command("z", "toggle_traceback", "Traceback", "The selected error's traceback across the whole width; "
+            "again: back to the lists. On a narrow terminal (under 110 columns) it shows only this way.",
+            scope=DETAIL, footer=False),
     Command("slash", "search_errors", "Search errors", "Search the error log and its groups by entity ID or "
             "message text; esc clears the search.", scope=DETAIL, footer=False, key_display="/"),
     Command("s", "step", "Step", "Process one chunk of this job.", scope=DETAIL, footer=False,

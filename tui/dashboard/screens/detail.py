@@ -35,11 +35,12 @@ from chunkq.tui.dashboard.widgets.fit_footer import FitFooter
 from chunkq.tui.dashboard.widgets.history import HistoryLine
 from chunkq.tui.dashboard.widgets.job_fields import JobFields
 from chunkq.tui.dashboard.widgets.job_summary import JobSummary, Summary
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import BindingType
 from textual.clock import Clock
 from textual.containers import Horizontal, Vertical
+from textual.geometry import Size
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, TabbedContent, TabPane
 
@@ -142,7 +143,28 @@ class JobDetailScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#detail-errors").focus()
+        self._fit(self.app.size)
         self.reload(force=True)
+
+    #: below these, the screen drops its history line and tightens (short), and the traceback leaves
+    #: the side of the lists for its own full-width view, ``z`` (narrow): at 80x24 the error log keeps rows
+    SHORT_BELOW = 32
+    NARROW_BELOW = 110
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size)
+
+    def _fit(self, size: Size) -> None:
+        self.set_class(size.height < self.SHORT_BELOW, "-short")
+        self.set_class(size.width < self.NARROW_BELOW, "-narrow")
+
+    def action_toggle_traceback(self) -> None:
+        """Zoom the traceback to the whole width, and back (the only way to see it on a narrow terminal)."""
+        self.toggle_class("-zoom")
+        if self.has_class("-zoom"):
+            self.query_one("#traceback-pane").focus()
+        else:
+            self.query_one("#detail-errors").focus()
 
     @property
     def error_log(self) -> ErrorLog:
@@ -290,6 +312,9 @@ class JobDetailScreen(Screen[None]):
     # ------------------------------------------------------------------ navigation
 
     def action_back(self) -> None:
+        if self.has_class("-zoom"):  # Esc leaves the zoomed traceback first
+            self.action_toggle_traceback()
+            return
         search = self.query_one("#error-search", Input)
         if search.has_focus or self.error_search is not None:
             # Esc in (or after) a search clears it and leaves the box
