@@ -127,7 +127,7 @@ def postgres(server_url: str = DEFAULT_PG, seconds: float = 4.0) -> list[Row]:
 
         async def setup() -> int:
             async with Queue(url) as q:
-                job = await q.enqueue_job(ids(200_000), entity_type="company", provider="bench", chunk_size=50,
+                job = await q.enqueue_job(ids(1_000_000), entity_type="company", provider="bench", chunk_size=50,
                                           max_workers=4)
                 return job.id
 
