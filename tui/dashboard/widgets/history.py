@@ -53,8 +53,9 @@ def captions(data: Series) -> tuple[str, str, str]:
     """(label before the first line, after it, after the second) for ``data``."""
     window = f"{data.minutes}m" if data.minutes < 120 else f"{data.minutes // 60}h"
     if data.empty:
-        return (f"done/s {window}", "idle", "none")
-    return (f"done/s {window}", f"{fmt.count(data.processed)} done", f"{fmt.count(data.failed)} failed")
+        return (f"calls/s {window}", "idle", "none")
+    # attempts, not entities finished: a transient failure waiting for its retry was a call too
+    return (f"calls/s {window}", f"{fmt.count(data.processed)} calls", f"{fmt.count(data.failed)} errors")
 
 
 class HistoryLine(Horizontal):
@@ -73,10 +74,10 @@ class HistoryLine(Horizontal):
     """The series last read (None until the first read)."""
 
     def compose(self) -> ComposeResult:
-        yield Label("done/s", id="history-label")
+        yield Label("calls/s", id="history-label")
         yield Sparkline([0.0], id="history-throughput")
         yield Label("", id="history-processed", classes="history-total")
-        yield Label("failed/s", id="history-failures-label")
+        yield Label("errors/s", id="history-failures-label")
         yield Sparkline([0.0], id="history-failures")
         yield Label("", id="history-failed", classes="history-total")
 
