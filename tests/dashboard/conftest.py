@@ -52,9 +52,13 @@ SEED_JOBS = [
 ]
 
 
-async def seed(url: str) -> list[int]:
-    """Six jobs in every state, all stamped at SEED_AT; no randomness anywhere."""
-    proc = Processor(on_process=fails_on_seven)
+async def seed(url: str, *, process: Callable[[str, object], object] = fails_on_seven,
+               fail: Callable[[str, object], object] = revoked_key) -> list[int]:
+    """Six jobs in every state, all stamped at SEED_AT; no randomness anywhere.
+
+    ``process`` runs the chunks and ``fail`` fails the job meant to fail (``make_screenshots`` passes
+    a user-style module's, so its tracebacks point there)."""
+    proc = Processor(on_process=process)
     ids = []
     async with Queue(url, clock=lambda: SEED_AT) as q:
         for name, etype, provider, n, chunk, prio, steps, then in SEED_JOBS:
@@ -67,7 +71,7 @@ async def seed(url: str) -> list[int]:
             elif then == "cancel":
                 await q.cancel(job.id)
             elif then == "fail":
-                await q.process_chunk(job.id, Processor(on_process=revoked_key))
+                await q.process_chunk(job.id, Processor(on_process=fail))
             ids.append(job.id)
     return ids
 

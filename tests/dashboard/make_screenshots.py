@@ -25,12 +25,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from chunkq.core import Processor, Queue
 from chunkq.tui.dashboard.app import ChunkqApp
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
-from tests.dashboard.conftest import FIXED_NOW, SEED_AT, SEED_JOBS
+from tests.dashboard.conftest import FIXED_NOW, seed
 
 #: every screen at this size
 SIZE = (160, 42)
@@ -86,19 +85,7 @@ async def seed_realistic(url: str) -> None:
     """The snapshot tests' jobs (``SEED_JOBS``), run through ``enrich.py`` instead of the tests' callbacks."""
     import enrich  # type: ignore[import-not-found]  # written into the temporary folder by shoot()
 
-    proc, revoked = Processor(on_process=enrich.process), Processor(on_process=enrich.revoked)
-    async with Queue(url, clock=lambda: SEED_AT) as q:
-        for name, etype, provider, n, chunk, prio, steps, then in SEED_JOBS:
-            job = await q.enqueue_job([f"{etype}-{i:05d}" for i in range(n)], entity_type=etype,
-                                      provider=provider, chunk_size=chunk, priority=prio, name=name)
-            for _ in range(steps):
-                await q.process_chunk(job.id, proc)
-            if then == "pause":
-                await q.pause(job.id)
-            elif then == "cancel":
-                await q.cancel(job.id)
-            elif then == "fail":
-                await q.process_chunk(job.id, revoked)
+    await seed(url, process=enrich.process, fail=enrich.revoked)
 
 
 async def shoot_small(out: Path, url: str) -> Path:
