@@ -176,7 +176,28 @@ class _FixedSlot:
 _FIXED_SLOT = _FixedSlot()
 
 
-class FixedLimit:
+class _GatedLimit:
+    """What every limiter shares: a gate that lets ``limit`` calls through, a slot per call."""
+
+    _gate: _Gate
+
+    @property
+    def inflight(self) -> int:
+        return self._gate.inflight
+
+    def _new_slot(self) -> Slot:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[Slot]:
+        await self._gate.acquire()
+        try:
+            yield self._new_slot()
+        finally:
+            self._gate.release()
+
+
+class FixedLimit(_GatedLimit):
     """``concurrency=n``: at most ``n`` calls at once, whatever happens."""
 
     def __init__(self, n: int) -> None:
@@ -189,17 +210,8 @@ class FixedLimit:
     def limit(self) -> int:
         return self._limit
 
-    @property
-    def inflight(self) -> int:
-        return self._gate.inflight
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[Slot]:
-        await self._gate.acquire()
-        try:
-            yield _FIXED_SLOT
-        finally:
-            self._gate.release()
+    def _new_slot(self) -> Slot:
+        return _FIXED_SLOT
 
     def __repr__(self) -> str:
         return f"FixedLimit({self._limit})"
@@ -231,7 +243,7 @@ class _AIMDSlot:
         self.owner.record(self, ok=ok, overloaded=overloaded, latency=max(self.owner.clock() - self.t0, 0.0))
 
 
-class AIMDLimit:
+class AIMDLimit(_GatedLimit):
     """``concurrency="auto"``: additive increase, multiplicative decrease (see the module's docstring).
 
     ``initial``/``minimum``/``maximum`` bound the limit; ``increase`` is slots
@@ -288,18 +300,8 @@ class AIMDLimit:
     def limit(self) -> int:
         return max(self.minimum, min(self.maximum, int(self.window + 1e-9)))
 
-    @property
-    def inflight(self) -> int:
-        return self._gate.inflight
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[Slot]:
-        await self._gate.acquire()
-        slot = _AIMDSlot(self, self._gate.inflight)
-        try:
-            yield slot
-        finally:
-            self._gate.release()
+    def _new_slot(self) -> Slot:
+        return _AIMDSlot(self, self._gate.inflight)  # the load it starts at, this call included
 
     # -- the pure logic
 
