@@ -9,6 +9,7 @@ command line (``tui``) build on it, never the reverse. The module map is in
 """
 
 from . import limits
+from .enqueue import check_settings as check_job_settings
 from .errors import NoDatabase, SchemaMismatch, WorkerNotFound
 from .limits import FloatLimit, IntLimit, TextLimit
 from .loader import ProcessorHandle, load_processor
@@ -102,6 +103,7 @@ __all__ = [
     "WorkerInfo",
     "WorkerNotFound",
     "apply_overrides",
+    "check_job_settings",
     "clean_entity_id",
     "limits",
     "load_processor",

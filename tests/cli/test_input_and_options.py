@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import types
+from pathlib import Path
 
 import click
 import pytest
@@ -137,3 +138,20 @@ def test_build_processor_applies_and_merges_overrides() -> None:
 def test_build_processor_errors(path: str, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         build_processor(path)
+
+
+@pytest.mark.parametrize("args", [
+    ["--name", "x\x1b]2;y"],  # a control character in the name
+    ["--chunk-size", "0"],
+    ["--max-error-ratio", "1.5"],
+    ["--processor", "x" * 501],  # a route name longer than any stored
+])
+def test_a_refused_enqueue_creates_no_database_file(tmp_path: Path, args: list[str]) -> None:
+    """Bad settings are refused before the database is opened: no empty file is left behind."""
+    from chunkq.tui.cli import cli
+    from click.testing import CliRunner
+
+    db = tmp_path / "new.db"
+    result = CliRunner().invoke(cli, ["--db", str(db), "enqueue", "-", "-t", "co", "-p", "p", *args], input="a\n")
+    assert result.exit_code == 2, result.output
+    assert not list(tmp_path.iterdir()), "nothing was created"

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 import click
-from chunkq.core import Job, Queue, limits
+from chunkq.core import Job, Queue, check_job_settings, limits
 from chunkq.tui import humanize
 from rich.text import Text
 
@@ -76,6 +76,12 @@ def enqueue(
     line (not UTF-8, too long, …) rejects the whole file and creates nothing.
     """
     cfg = settings(ctx)
+    # the job's settings are checked before the database is opened: a bad name or option refuses the
+    # command without creating a database file on the way (the IDs are checked as they stream in)
+    check_job_settings(dict(
+        entity_type=entity_type, provider=provider, chunk_size=chunk_size, priority=priority, name=name,
+        max_workers=max_workers, max_attempts=max_attempts, max_errors=max_errors,
+        max_error_ratio=max_error_ratio, processor=processor_name, params=None))
     stream, label = _open_source(source)
     try:
         ids = IdSource(stream, label, fmt, column).open()
