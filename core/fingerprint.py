@@ -16,8 +16,9 @@ yet two groups. Two failures are the same bug here when they share
 Message rules (``normalize_message``), each for a reason:
 
 - ``<id>``: the entity's own ID, as is, lower-cased or URL-encoded. Not when it is
-  shorter than 3 characters or all digits: ``1`` or ``a`` would hit unrelated
-  text ("line 1") and split one bug by entity; numbers become ``<n>`` anyway.
+  one character, two letters, or all digits: ``1``, ``a`` or ``to`` would hit
+  unrelated text ("line 1") and split one bug by entity; numbers become ``<n>``
+  anyway. Two characters with a digit (``a1``) are replaced.
 - ``<uuid>``; ``<hex>`` (``0x…``, addresses, SHAs: hex runs of 7+ with a digit
   and a letter); ``<ref>`` (opaque tokens of 8+ mixing letters and digits:
   ``req_<ref>``, ``org-<ref>``; after a prefix, 8+ digits too); ``user<n>`` (letters then 4+ digits).
@@ -369,7 +370,9 @@ _URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]+")
 def _replace_entity(text: str, entity_id: str) -> str:
     """The entity's own ID as ``<id>``, where it stands as a whole token, in any letter case."""
     ident = entity_id.strip(_ID_EDGES)
-    if len(ident) < 3 or ident.isdigit() or "<" in ident or ">" in ident:
+    # two characters are enough when one is a digit ("a1", "x9": no English word); two letters ("to", "us")
+    # would hit the prose around them
+    if len(ident) < (2 if any(c.isdigit() for c in ident) else 3) or ident.isdigit() or "<" in ident or ">" in ident:
         return text
     variants = {ident}
     if not _URL_SAFE.fullmatch(ident):  # the encoded forms differ from the ID only when it has such characters

@@ -301,16 +301,14 @@ def test_show_json_has_chunk_summary_and_error_groups(
     assert set(shown) == {"job", "chunks", "error_groups"}
     assert set(shown["job"]) == JOB_KEYS and shown["job"]["failed_count"] == 3
     assert shown["chunks"]["done"] == 3 and shown["chunks"]["leased"] == 0 and shown["chunks"]["errors"] == 3
-    # grouped by fingerprint, the entity's ID normalised away (issue 16); an ID shorter than 3 characters
-    # ("e3") is left as it is (it would hit unrelated text), so that one is a group of its own
-    assert len(shown["error_groups"]) == 2
+    # grouped by fingerprint, the entity's ID normalised away (issue 16), a two-character one ("e3") too
+    assert len(shown["error_groups"]) == 1
     assert set(shown["error_groups"][0]) == {
         "fingerprint", "error_type", "message", "location", "count", "entities", "first_at", "last_at", "samples"}
     group = shown["error_groups"][0]
     assert (group["error_type"], group["message"], group["count"], group["entities"]) == (
-        "LookupError", "no match for <id>", 2, 2)
-    assert group["samples"] == ["no match for e13", "no match for e23"]
-    assert shown["error_groups"][1]["message"] == "no match for e3"
+        "LookupError", "no match for <id>", 3, 3)
+    assert group["samples"] == ["no match for e3", "no match for e13", "no match for e23"]
     text = cli("show", str(job_id))
     assert "chunks\t3 done" in text.stdout and "LookupError\tno match for <id>" in text.stdout
 

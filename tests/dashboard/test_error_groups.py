@@ -102,7 +102,7 @@ async def test_messages_with_ids_and_urls_make_one_group_per_bug(db_url: str, en
         assert rows == [
             (5, 5, "KeyError", "'email'", "enrich.py:process"),
             (5, 5, "enrich.ProviderError",
-             "404 Not Found: https://api.example.com/v2/companies/<id> (request req_<n>)", "enrich.py:fetch"),
+             "404 Not Found: https://api.example.com/v2/companies/<id> (request req_<ref>)", "enrich.py:fetch"),
             (10, 10, "enrich.ProviderError",
              "upstream 500 for <id>: GET https://api.example.com/v2/companies/<id>?key=<val>", "enrich.py:fetch"),
         ]

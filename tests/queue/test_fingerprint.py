@@ -307,3 +307,11 @@ def test_a_prefixed_reference_that_drew_only_digits_groups_with_the_mixed_ones()
     a = normalize_message("upstream 500 (request req_0000d889)")
     b = normalize_message("upstream 500 (request req_00012345)")
     assert a == b == "upstream 500 (request req_<ref>)"
+
+
+def test_a_two_character_id_with_a_digit_is_the_entity_but_two_letters_stay_prose() -> None:
+    """``a1`` and ``d11`` failing the same way are one group; an entity called ``to`` leaves "to" alone."""
+    from chunkq.core.fingerprint import normalize_message
+
+    assert normalize_message("boom for a1", entity_id="a1") == normalize_message("boom for d11", entity_id="d11")
+    assert normalize_message("failed to connect", entity_id="to") == "failed to connect"
