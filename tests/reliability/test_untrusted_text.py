@@ -197,14 +197,19 @@ def test_cli_enqueue_keeps_valid_text_and_refuses_the_rest(
     proc = subprocess.run([*CHUNKQ, *args], env=python_env, cwd=tmp_path, capture_output=True, timeout=60)
     out, err = proc.stdout.decode(), proc.stderr.decode()
     listing = run_chunkq(["--db", db_url, "--json", "jobs"], python_env, tmp_path)
-    assert listing.returncode == 0, listing.stderr
-    jobs = json.loads(listing.stdout)["jobs"]
     if not valid:
         assert proc.returncode == 2, (label, proc.returncode, out, err)
         assert names in err and len(err.strip().splitlines()) == 1, err
         assert "\x1b" not in err and "\x9b" not in err
-        assert jobs == []
+        if listing.returncode == 2:  # a refused setting is caught before any database is created
+            assert ("no chunkq database" in listing.stderr or "has no chunkq tables" in listing.stderr), \
+                listing.stderr
+        else:  # the IDs are checked as they stream in: the database exists, the job does not
+            assert listing.returncode == 0, listing.stderr
+            assert json.loads(listing.stdout)["jobs"] == []
         return
+    assert listing.returncode == 0, listing.stderr
+    jobs = json.loads(listing.stdout)["jobs"]
     assert proc.returncode == 0, err
     job = json.loads(out)
     wanted: dict[str, str] = {}
