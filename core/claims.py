@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BigInteger, Float, Text, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from . import poison, rows
 from . import schema as s
 from .backend import Backend
+from .hot import HotStatement
 from .models import Job
 from .poison import ISOLATE_AFTER, SETTLED_PER_CLAIM
 from .runner import Item
@@ -67,18 +67,6 @@ def make_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
 
 
-def _positional_sql(conn: Connection, statement: Any, order: tuple[str, ...]) -> str:
-    """``statement`` compiled for this connection's driver, if that driver takes plain ``?`` parameters in
-    ``order`` and needs no conversion of them or of the rows (SQLite's pysqlite); else ""."""
-    dialect = conn.dialect
-    if dialect.name != "sqlite" or dialect.paramstyle != "qmark":
-        return ""
-    compiled = statement.compile(dialect=dialect)
-    if tuple(compiled.positiontup or ()) != order:
-        return ""
-    return str(compiled)
-
-
 @dataclass
 class Claim:
     """A leased chunk: what a worker holds between its claim and its commit."""
@@ -102,18 +90,18 @@ class ClaimStatements:
     takes to run it, so the hot path never rebuilds these.
     """
 
-    claim: Any  # the best claimable job of any: advance it and return it
-    claim_job: Any  # the same, for one given job
-    claim_wait: Any | None  # like ``claim`` but waiting for locked rows (None: no row locks)
-    claim_job_wait: Any | None
-    range_items: Any  # a chunk's entity IDs by position
-    lease: Any  # the chunk row
+    claim: HotStatement  # the best claimable job of any: advance it and return it
+    claim_job: HotStatement  # the same, for one given job
+    claim_wait: HotStatement | None  # like ``claim`` but waiting for locked rows (None: no row locks)
+    claim_job_wait: HotStatement | None
+    range_items: HotStatement  # a chunk's entity IDs by position
+    lease: HotStatement  # the chunk row
 
     @classmethod
     def build(cls, backend: Backend) -> ClaimStatements:
         e = s.entities.c
 
-        def claim(one_job: bool, skip_locked: bool) -> Any:
+        def claim(one_job: bool, skip_locked: bool) -> HotStatement:
             j = s.jobs.c
             now = bindparam("p_now", type_=Float)
             mine = bindparam("p_mine", type_=BigInteger)
@@ -123,7 +111,7 @@ class ClaimStatements:
                 cand = cand.where(j.id == bindparam("p_job", type_=BigInteger))
             cand = backend.lock_rows(cand.order_by(j.priority.desc(), j.id).limit(1), skip_locked=skip_locked)
             retry_due = and_(j.next_retry_at.is_not(None), j.next_retry_at <= now)
-            return (
+            return HotStatement(
                 update(s.jobs)
                 .where(j.id == cand.scalar_subquery(), claimable(now, mine))
                 .values(
@@ -142,18 +130,23 @@ class ClaimStatements:
                 .returning(*s.jobs.c, case((retry_due, 1), else_=0).label("is_retry"))
             )
 
+        chunk = s.chunks.c
+        leased = ("job_id", "chunk_index", "kind", "start_pos", "end_pos", "size", "state", "owner", "attempt",
+                  "lease_expires_at", "started_at", "ok", "errors", "lost_leases")
+
         return cls(
             claim=claim(False, True),
             claim_job=claim(True, True),
             claim_wait=claim(False, False) if backend.row_locks else None,
             claim_job_wait=claim(True, False) if backend.row_locks else None,
-            range_items=(
+            range_items=HotStatement(
                 select(e.pos, e.entity_id)
                 .where(e.job_id == bindparam("p_job", type_=BigInteger),
                        e.pos >= bindparam("p_start", type_=BigInteger), e.pos < bindparam("p_end", type_=BigInteger))
                 .order_by(e.pos)
             ),
-            lease=insert(s.chunks),
+            lease=HotStatement(insert(s.chunks).values(
+                {name: bindparam(name, type_=chunk[name].type) for name in leased})),
         )
 
 
@@ -186,7 +179,6 @@ class Claims:
         self.committer = committer  # records a poison entity's failure inside the claim transaction
         self.isolate_after = isolate_after
         self._next_stale_check = 0.0
-        self._range_sql: str | None = None  # "" where the driver cannot take it directly (``range_items``)
         #: a blocked event loop let a lease lapse and the operator was told (once: ``heartbeat.py``)
         self.warned_blocked_loop = False
         #: the thread renewing this queue's leases off the event loop, where the backend allows (``heartbeat.py``)
@@ -233,19 +225,19 @@ class Claims:
             finally:
                 ROUTE.reset(token)
 
-        return await self.backend.write(routed_tx, "claiming a chunk", undo=self._release_claimed)
+        return await self.backend.write(routed_tx, "claiming a chunk", undo=self._release_claimed, short=True)
 
     def _claim_fresh(self, conn: Connection, now: float, job_id: int | None, mine: int | None = None) -> Claim | None:
         st = self.statements
         params = {"p_now": now, "p_owner": self.owner, "p_until": now + self.lease_seconds, "p_job": job_id,
                   "p_mine": mine}
         params["p_proc"] = ROUTE.get()
-        row = conn.execute(st.claim if job_id is None else st.claim_job, params).first()
+        row = (st.claim if job_id is None else st.claim_job).first(conn, params)
         wait = st.claim_wait if job_id is None else st.claim_job_wait
         if row is None and wait is not None:
             # Every candidate was locked by a worker in mid-transaction (SKIP LOCKED passed it
             # by): wait for that transaction rather than report that there is no work.
-            row = conn.execute(wait, params).first()
+            row = wait.first(conn, params)
         if row is None:
             return None
         job = rows.job(row)
@@ -270,10 +262,10 @@ class Claims:
             start = row.next_pos - row.chunk_size
             items = self.range_items(conn, job.id, start, end)
         kind = "retry" if row.is_retry else "range"
-        conn.execute(st.lease, {
+        st.lease.run(conn, {
             "job_id": job.id, "chunk_index": index, "kind": kind, "start_pos": start, "end_pos": end,
             "size": len(items), "state": "leased", "owner": self.owner, "attempt": 1,
-            "lease_expires_at": now + self.lease_seconds, "started_at": now, "ok": 0, "errors": 0,
+            "lease_expires_at": now + self.lease_seconds, "started_at": now, "ok": 0, "errors": 0, "lost_leases": 0,
         })
         return Claim(job, index, kind, 1, self.owner, items, now)
 
@@ -367,22 +359,9 @@ class Claims:
     def range_items(self, conn: Connection, job_id: int, start: int, end: int) -> list[Item]:
         """Entities ``start`` to ``end`` (exclusive) of a job, read by position through the primary key.
 
-        The hot path's one per-entity read: on SQLite it runs, as SQLAlchemy compiled it, on the
-        pooled driver connection (plain tuples: SQLAlchemy's rows cost more than the read itself).
+        The hot path's one per-entity read: plain tuples from the driver where it allows (``hot.py``).
         """
-        sql = self._range_sql
-        if sql is None:
-            sql = self._range_sql = _positional_sql(conn, self.statements.range_items, ("p_job", "p_start", "p_end"))
-        if sql:
-            params = (job_id, start, end)
-            base = conn.dialect.loaded_dbapi.Error
-            try:
-                found = conn.connection.dbapi_connection.execute(sql, params).fetchall()  # type: ignore[union-attr]
-            except base as exc:  # as SQLAlchemy would raise it: retried, or reported as the database's fault
-                raise DBAPIError.instance(sql, params, exc, base, dialect=conn.dialect) from exc
-        else:
-            found = conn.execute(self.statements.range_items,
-                                 {"p_job": job_id, "p_start": start, "p_end": end}).all()
+        found = self.statements.range_items.tuples(conn, {"p_job": job_id, "p_start": start, "p_end": end})
         return [Item(p, eid, 1) for p, eid in found]
 
     async def renew(self, claim: Claim) -> bool:

@@ -43,6 +43,7 @@ from . import schema as s
 from .backend import Backend
 from .claims import Claim
 from .fingerprint import Fingerprint, FingerprintCache
+from .hot import HotStatement
 from .models import ChunkResult
 from .runner import Outcome
 from .sql import next_retry_subquery, status_in
@@ -56,8 +57,8 @@ log = logging.getLogger("chunkq")
 class CommitStatements:
     """The commit's two hot statements, built once per queue (see ``ClaimStatements``)."""
 
-    fence: Any  # close the chunk row, if the claim's token still holds
-    book: Any  # move the job's counters and decide its status
+    fence: HotStatement  # close the chunk row, if the claim's token still holds
+    book: HotStatement  # move the job's counters and decide its status
 
     @classmethod
     def build(cls, breaker_chunks: int) -> CommitStatements:
@@ -76,7 +77,7 @@ class CommitStatements:
                     errors=bindparam("p_errors", type_=Integer), owner=bindparam("p_owner", type_=Text))
             .returning(c.chunk_index)
         )
-        return cls(fence=fence, book=_book_statement(breaker_chunks))
+        return cls(fence=HotStatement(fence), book=HotStatement(_book_statement(breaker_chunks)))
 
 
 def _book_statement(breaker_chunks: int) -> Any:
@@ -159,7 +160,8 @@ class Committer:
         # normalised before the transaction: no write lock is held while messages are read
         prints = fingerprints(outcomes) if abort is None else []
         result = await self.backend.write(
-            lambda conn: self.apply(conn, claim, outcomes, duration, abort, prints=prints), "committing a chunk")
+            lambda conn: self.apply(conn, claim, outcomes, duration, abort, prints=prints), "committing a chunk",
+            short=True)
         if not result.committed:
             log.warning("chunk %s of job %s was taken over by another worker; results discarded",
                         claim.chunk_index, claim.job.id)
@@ -193,11 +195,11 @@ class Committer:
         st = self.statements
         now = self.now()
         j = s.jobs.c
-        fenced = conn.execute(st.fence, {
+        fenced = st.fence.first(conn, {
             "p_job": job.id, "p_index": claim.chunk_index, "p_attempt": claim.attempt,
             "p_state": "aborted" if abort else "done", "p_now": now, "p_duration": duration,
             "p_ok": ok, "p_errors": len(failures), "p_owner": self.owner,
-        }).first()
+        })
         if fenced is None:
             # Another worker took this chunk over: its results win, ours are dropped.
             current = conn.execute(select(j.status).where(j.id == job.id)).scalar()
@@ -232,12 +234,13 @@ class Committer:
                  "attempt": o.item.attempt + 1, "due_at": o.retry_at}
                 for o in to_retry
             ])
-        new = conn.execute(st.book, {
+        new = st.book.scalar(conn, {
             "p_job": job.id, "p_now": now, "p_ok": ok, "p_errors": len(failures), "p_failed": final_fail,
             "p_processed": processed, "p_dwait": dwait, "p_dead": dead,
             "p_retry_chunk": claim.kind == "retry" or claim.isolated,
             "p_aborted": abort is not None, "p_reason": f"JobFailed: {abort}",
-        }).scalar_one()
+        })
+        assert new is not None, "the job row of a fenced chunk exists (a chunk row references it)"
         if to_retry or claim.kind == "retry":
             # Its own statement, run once the job row's lock is ours: on PostgreSQL a subquery
             # inside the UPDATE above reads a snapshot from before it waited for that lock, so it
