@@ -60,9 +60,14 @@ class _Compiled:
                          if not bp.required and name in self.order}
         self.binds: dict[str, Callable[[Any], Any]] = {
             name: proc for name, proc in compiled._bind_processors.items() if proc is not None}
+        if dialect_style(conn) == "numeric_dollar" and len(set(self.order)) != len(self.order):
+            raise TypeError("a parameter repeated in $n style")  # not seen; SQLAlchemy's path if it is
         self.columns: tuple[str, ...] = tuple(col[0] for col in compiled._result_columns)
-        self.results: tuple[Callable[[Any], Any] | None, ...] = tuple(
-            col[3]._cached_result_processor(conn.dialect, None) for col in compiled._result_columns)
+        self.types = tuple(col[3] for col in compiled._result_columns)
+        #: per column, what SQLAlchemy converts a value with; known once the driver describes a result
+        self.results: tuple[Callable[[Any], Any] | None, ...] | None = None
+        #: pysqlite runs statements on its connection; asyncpg's adapter on a cursor
+        self.cursor = conn.dialect.driver != "pysqlite"
 
     def parameters(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         defaults, binds = self.defaults, self.binds
@@ -74,9 +79,16 @@ class _Compiled:
         return tuple(values)
 
 
+def dialect_style(conn: Connection) -> str:
+    return str(conn.dialect.paramstyle)
+
+
 def _takes_plain_tuples(conn: Connection) -> bool:
+    """Drivers whose parameters are a plain tuple in the compiled order: pysqlite (``?``) and
+    SQLAlchemy's asyncpg adapter (``$1``, with the casts SQLAlchemy renders into the SQL)."""
     dialect = conn.dialect
-    return dialect.name == "sqlite" and dialect.paramstyle == "qmark" and dialect.driver == "pysqlite"
+    return (dialect.name, dialect.driver, dialect.paramstyle) in {
+        ("sqlite", "pysqlite", "qmark"), ("postgresql", "asyncpg", "numeric_dollar")}
 
 
 class HotStatement:
@@ -110,7 +122,7 @@ class HotStatement:
         if compiled is None:
             return list(conn.execute(self.statement, dict(params)).all())
         found = _run(conn, compiled, compiled.parameters(params), fetch=True)
-        columns, results = compiled.columns, compiled.results
+        columns, results = compiled.columns, compiled.results or ()
         if any(results):
             found = [tuple(v if p is None else p(v) for p, v in zip(results, row, strict=True)) for row in found]
         return [HotRow(zip(columns, row, strict=True)) for row in found]
@@ -149,10 +161,21 @@ class HotStatement:
 
 
 def _run(conn: Connection, compiled: _Compiled, params: tuple[Any, ...], *, fetch: bool) -> list[Any]:
-    driver = conn.connection.dbapi_connection
-    base = conn.dialect.loaded_dbapi.Error
+    driver: Any = conn.connection.dbapi_connection
+    dialect = conn.dialect
+    base = dialect.loaded_dbapi.Error
     try:
-        cursor = driver.execute(compiled.sql, params)  # type: ignore[union-attr]
-        return cursor.fetchall() if fetch else []
+        cursor = driver.cursor() if compiled.cursor else driver
+        cursor = cursor.execute(compiled.sql, params) or cursor
+        try:
+            described = cursor.description if compiled.results is None and compiled.columns else None
+            if described:
+                compiled.results = tuple(
+                    type_._cached_result_processor(dialect, d[1] if d else None)
+                    for type_, d in zip(compiled.types, (*described, *[None] * len(compiled.types)), strict=False))
+            return list(cursor.fetchall()) if fetch else []
+        finally:
+            if compiled.cursor:
+                cursor.close()
     except base as exc:  # as SQLAlchemy would raise it: retried, or reported as the database's fault
-        raise DBAPIError.instance(compiled.sql, params, exc, base, dialect=conn.dialect) from exc
+        raise DBAPIError.instance(compiled.sql, params, exc, base, dialect=dialect) from exc

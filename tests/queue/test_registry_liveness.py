@@ -42,7 +42,7 @@ async def test_registration_lists_beats_and_marks_stopped(db_url: str) -> None:
             await gate.wait()
 
         w = Worker(q, Processor(on_process=slow, name="m:slow"))
-        async with Registration(q, w, kind="worker", processor_name="m:slow", interval=0.05) as reg:
+        async with Registration(q, w, kind="worker", processor_name="m:slow", interval=0.25) as reg:
             task = asyncio.ensure_future(w.run())
 
             async def busy() -> bool:
@@ -79,7 +79,7 @@ async def test_stop_request_through_the_database_finishes_the_chunk(db_url: str)
             await release.wait()
 
         w = Worker(q, slow, forever=True, poll_interval=0.05)
-        async with Registration(q, w, kind="worker", interval=0.05) as reg:
+        async with Registration(q, w, kind="worker", interval=0.25) as reg:
             task = asyncio.ensure_future(w.run())
             await started.wait()
             asked = await operator.request_worker_stop(reg.id)
@@ -107,7 +107,7 @@ async def test_stop_now_releases_the_chunk_and_says_who(db_url: str) -> None:
             await asyncio.sleep(30)
 
         w = Worker(q, hang, forever=True, poll_interval=0.05)
-        async with Registration(q, w, kind="worker", interval=0.05) as reg:
+        async with Registration(q, w, kind="worker", interval=0.25) as reg:
             task = asyncio.ensure_future(w.run())
             await started.wait()
             await q.request_worker_stop(reg.id, now=True)

@@ -404,9 +404,11 @@ async def test_aborting_a_worker_stuck_in_a_callback_releases_its_lease(db_url: 
         finally:
             release.set()
         assert summary.stopped_by == "aborted"
-        [chunk] = await fresh.list_chunks(job.id)
-        assert chunk.state == "leased" and chunk.lease_expires_at is not None
-        assert chunk.lease_expires_at.timestamp() < fresh.now(), "the lease was not released"
+        held = await fresh.list_chunks(job.id)
+        assert [c.chunk_index for c in held] in ([0], [0, 1])  # the window may hold the next chunk too
+        for chunk in held:  # every lease the aborted worker held is given back
+            assert chunk.state == "leased" and chunk.lease_expires_at is not None
+            assert chunk.lease_expires_at.timestamp() < fresh.now(), "the lease was not released"
         # Another worker takes the chunk over at once, not after the 300 s lease.
         seen: list[str] = []
         r = await fresh.process_next_chunk(lambda e, _j: seen.append(e))
@@ -416,7 +418,7 @@ async def test_aborting_a_worker_stuck_in_a_callback_releases_its_lease(db_url: 
             pass
         j = await fresh.get_job(job.id)
         assert (j.status, j.processed_count, j.error_count) == ("complete", 6, 0)
-        assert [c.attempt for c in await fresh.list_chunks(job.id)] == [2, 1]
+        assert [c.attempt for c in await fresh.list_chunks(job.id)] == [2] * len(held) + [1] * (2 - len(held))
 
 
 def test_soak_scale_is_sane() -> None:
