@@ -45,7 +45,7 @@ class HotRow(dict[str, Any]):
 class _Compiled:
     """One statement as compiled for one dialect: its SQL, and how to fill and read it."""
 
-    __slots__ = ("binds", "columns", "defaults", "order", "results", "sql")
+    __slots__ = ("binds", "columns", "cursor", "defaults", "order", "results", "sql", "types")
 
     def __init__(self, statement: Any, conn: Connection) -> None:
         compiled = statement.compile(dialect=conn.dialect)
