@@ -153,6 +153,10 @@ def _timing_classes(log: _LockLog) -> tuple[type[sqlite3.Connection], type[sqlit
         def cursor(self, factory: Any = TimingCursor) -> Any:  # type: ignore[override]
             return super().cursor(factory)
 
+        def execute(self, sql: str, params: Any = ()) -> Any:  # type: ignore[override]
+            # the connection's shortcut (the hot path's BEGIN IMMEDIATE) skips ``cursor()``: time it too
+            return self.cursor().execute(sql, params)
+
         def commit(self) -> None:
             super().commit()
             self._end()
