@@ -10,8 +10,9 @@ SQLAlchemy compiled and runs that SQL on the same transaction's driver
 connection with a plain tuple of parameters, once per statement and dialect
 compiled, converting only where SQLAlchemy's types would (a JSON column).
 
-Only drivers whose parameters are plain ``?`` placeholders take this path
-(SQLite's pysqlite). Anything else - another driver, a compilation it cannot
+Only drivers that take the parameters as a plain tuple in the compiled order
+take this path: SQLite's pysqlite (``?``) and SQLAlchemy's asyncpg adapter
+(``$1``, with the casts SQLAlchemy renders into the SQL). Anything else - another driver, a compilation it cannot
 reproduce exactly, an engine with cursor-execute listeners (tracing, the
 reliability suite's crash points) - runs through ``Connection.execute`` as
 before: the fast path is an optimisation, never a second meaning of a statement.
@@ -60,7 +61,7 @@ class _Compiled:
                          if not bp.required and name in self.order}
         self.binds: dict[str, Callable[[Any], Any]] = {
             name: proc for name, proc in compiled._bind_processors.items() if proc is not None}
-        if dialect_style(conn) == "numeric_dollar" and len(set(self.order)) != len(self.order):
+        if conn.dialect.paramstyle == "numeric_dollar" and len(set(self.order)) != len(self.order):
             raise TypeError("a parameter repeated in $n style")  # not seen; SQLAlchemy's path if it is
         self.columns: tuple[str, ...] = tuple(col[0] for col in compiled._result_columns)
         self.types = tuple(col[3] for col in compiled._result_columns)
@@ -79,13 +80,7 @@ class _Compiled:
         return tuple(values)
 
 
-def dialect_style(conn: Connection) -> str:
-    return str(conn.dialect.paramstyle)
-
-
 def _takes_plain_tuples(conn: Connection) -> bool:
-    """Drivers whose parameters are a plain tuple in the compiled order: pysqlite (``?``) and
-    SQLAlchemy's asyncpg adapter (``$1``, with the casts SQLAlchemy renders into the SQL)."""
     dialect = conn.dialect
     return (dialect.name, dialect.driver, dialect.paramstyle) in {
         ("sqlite", "pysqlite", "qmark"), ("postgresql", "asyncpg", "numeric_dollar")}
