@@ -8,6 +8,7 @@ the refresh timer is set so far out that it never fires during a test.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from chunkq.core import JobFailed, Processor, Queue
+from chunkq.tui.dashboard.app import ChunkqApp
 from textual.pilot import Pilot
 
 FIXED_NOW = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
@@ -80,6 +82,25 @@ async def seed(url: str, *, process: Callable[[str, object], object] = fails_on_
 async def seeded_url(sqlite_url: str) -> str:
     await seed(sqlite_url)
     return sqlite_url
+
+
+@pytest.fixture
+def seeded_file(tmp_path: Path) -> str:
+    """``seed``ed, for snapshot tests: ``snap_compare`` runs its own event loop, so this fixture is sync."""
+    url = f"sqlite:///{tmp_path / 'chunkq.db'}"
+    asyncio.run(seed(url))
+    return url
+
+
+def snapshot_app(url: str) -> ChunkqApp:
+    """The dashboard as every snapshot sees it: the demo processor, a frozen clock, no refresh timer."""
+    return ChunkqApp(url, processor="chunkq.core.demo:processor", clock=fixed_clock, refresh_interval=NEVER)
+
+
+def no_blink(pilot: Pilot[None]) -> None:
+    """A blinking cursor would make two runs of one snapshot differ."""
+    for widget in pilot.app.screen.query("Input, TextArea"):
+        widget.cursor_blink = False  # type: ignore[attr-defined]
 
 
 @pytest.fixture

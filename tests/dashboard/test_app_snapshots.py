@@ -8,38 +8,17 @@ at ``snapshot_report.html``.
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
-import pytest
-from chunkq.tui.dashboard.app import ChunkqApp
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
-from tests.dashboard.conftest import NEVER, fixed_clock, seed
+from tests.dashboard.conftest import no_blink, snapshot_app
 
 SIZE = (160, 40)
-
-
-@pytest.fixture
-def seeded_file(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'chunkq.db'}"
-    asyncio.run(seed(url))
-    return url
-
-
-def snapshot_app(url: str) -> ChunkqApp:
-    return ChunkqApp(url, processor="chunkq.core.demo:processor", clock=fixed_clock, refresh_interval=NEVER)
 
 
 async def loaded(pilot: Pilot[None]) -> None:
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
-
-
-def no_blink(pilot: Pilot[None]) -> None:
-    for widget in pilot.app.screen.query("Input, TextArea"):
-        widget.cursor_blink = False  # type: ignore[attr-defined]
 
 
 def test_jobs_screen(snap_compare, seeded_file: str) -> None:

@@ -8,36 +8,16 @@ at ``snapshot_report.html``.
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
 import pytest
-from chunkq.tui.dashboard.app import ChunkqApp
 from chunkq.tui.dashboard.screens import job_actions
 from chunkq.tui.dashboard.screens.detail import JobDetailScreen
 from textual.clock import MockClock
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
-from tests.dashboard.conftest import NEVER, fixed_clock, seed, settle
+from tests.dashboard.conftest import no_blink, settle, snapshot_app
 
 SIZES = {"80x24": (80, 24), "200x50": (200, 50)}
-
-
-@pytest.fixture
-def seeded_file(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'chunkq.db'}"
-    asyncio.run(seed(url))
-    return url
-
-
-def snapshot_app(url: str) -> ChunkqApp:
-    return ChunkqApp(url, processor="chunkq.core.demo:processor", clock=fixed_clock, refresh_interval=NEVER)
-
-
-def no_blink(pilot: Pilot[None]) -> None:
-    for widget in pilot.app.screen.query("Input, TextArea"):
-        widget.cursor_blink = False  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("size", SIZES)

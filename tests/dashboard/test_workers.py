@@ -18,26 +18,10 @@ from chunkq.tui.dashboard.widgets.workers_table import WorkersTable
 from textual.widgets import Button
 
 from tests.dashboard.conftest import FIXED_NOW, NEVER, fixed_clock, settle
+from tests.dashboard.workers_seed import FakeRun
 
 SIZE = (160, 45)
 NOW = FIXED_NOW.timestamp()
-
-
-class FakeRun:
-    """Stands in for ``core.Worker`` under a registration: records what the registry asked of it."""
-
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-        self.stopping = False
-        self.in_flight: list[tuple[int, int]] = []
-
-    def stop(self) -> None:
-        self.asked.append("stop")
-        self.stopping = True
-
-    def abort(self) -> None:
-        self.asked.append("abort")
-        self.stopping = True
 
 
 async def workers_screen(pilot) -> WorkersScreen:  # type: ignore[no-untyped-def]
