@@ -29,6 +29,8 @@ difference, opening and schema changes included, is here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -42,7 +44,8 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import event, text
+from sqlalchemy import event, func, text
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -68,6 +71,19 @@ _SQLITE_READONLY_WAL = {1288, 1544}  # SQLITE_READONLY_CANTINIT, SQLITE_READONLY
 _SQLITE_BUSY = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
 
 log = logging.getLogger("chunkq.db")
+
+
+def _sqlite_has_json() -> bool:
+    """Whether this Python's SQLite has the JSON functions (built in since 3.38; an option before)."""
+    try:
+        with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+            conn.execute("SELECT json_group_array(1)").fetchone()
+        return True
+    except sqlite3.Error:
+        return False
+
+
+_HAS_JSON = _sqlite_has_json()
 
 
 class _Abandoned(Exception):
@@ -243,6 +259,16 @@ class Backend:
     def relax_durability(self, conn: Connection) -> None:
         """Let this transaction commit without waiting for its flush to disk (a claim: see PostgreSQL)."""
 
+    def gather(self, column: Any, order_by: Any) -> Any:
+        """An aggregate of ``column`` into one value (ordered by ``order_by`` where the database
+        promises an order), or None where there is none: a chunk's entity IDs read as one value
+        instead of a row each, the claim's one per-entity read (issue 14; ``claims.range_items``).
+        ``gathered`` turns the value into a list."""
+        return None
+
+    def gathered(self, value: Any) -> list[Any]:
+        return list(value or ())
+
     def lock_bucket(self, conn: Connection, provider: str) -> None:
         """Serialise updates of one provider's token bucket (its row may not exist yet)."""
 
@@ -319,6 +345,14 @@ class SqliteBackend(Backend):
         if self._engine is None:
             self._create_engines()
         return state
+
+    def gather(self, column: Any, order_by: Any) -> Any:
+        # JSON: SQLite has no arrays. ``json_group_array`` takes no ORDER BY before SQLite 3.44, so the
+        # order is the scan's; the caller gathers the positions alongside and checks (``claims.py``).
+        return func.json_group_array(column) if _HAS_JSON else None
+
+    def gathered(self, value: Any) -> list[Any]:
+        return json.loads(value) if value else []
 
     def writable(self) -> bool:
         folder = self.path.resolve().parent
@@ -535,6 +569,9 @@ class PostgresBackend(Backend):
 
     def lock_rows(self, query: Select[Any], *, skip_locked: bool, of: Any = None) -> Select[Any]:
         return query.with_for_update(of=of, skip_locked=skip_locked)
+
+    def gather(self, column: Any, order_by: Any) -> Any:
+        return func.array_agg(aggregate_order_by(column, order_by))
 
     def relax_durability(self, conn: Connection) -> None:
         # A claim lost in a server crash only hands its chunk out again, and the chunk's

@@ -83,9 +83,8 @@ async def run_claimed(
         async with heartbeat:
             outcomes = await runner.run(claim.items)
     except ChunkAborted as exc:  # the callback raised JobFailed: the job fails with what is done so far
+        # (its culprit, ``outcomes.culprit``, is logged with its traceback; the job's reason points at it)
         outcomes, abort = exc.outcomes, exc.reason
-        if exc.culprit is not None:  # logged with its traceback; the job's reason points at it (commit.py)
-            outcomes = [*outcomes, exc.culprit]
     except BaseException:
         try:
             await asyncio.shield(queue.claims.release(claim))

@@ -45,7 +45,7 @@ from .claims import Claim
 from .fingerprint import Fingerprint, FingerprintCache
 from .hot import HotStatement
 from .models import ChunkResult
-from .runner import Outcome
+from .outcomes import Outcome, Outcomes
 from .sql import next_retry_subquery, status_in
 from .status import COMPLETE, FAILED, PAUSED, PENDING, RUNNING, Status
 from .text import storable
@@ -150,7 +150,7 @@ class Committer:
         return CommitStatements.build(self.breaker_chunks)
 
     async def commit(
-        self, claim: Claim, outcomes: Sequence[Outcome], duration: float, abort: str | None
+        self, claim: Claim, outcomes: Outcomes, duration: float, abort: str | None
     ) -> ChunkResult:
         """Store a chunk's outcomes; ``abort`` is the ``JobFailed`` reason that stopped it, if one did.
 
@@ -158,7 +158,7 @@ class Committer:
         transient failure with attempts left): it is stored due at exactly that time.
         """
         # normalised before the transaction: no write lock is held while messages are read
-        prints = fingerprints(outcomes) if abort is None else []
+        prints = fingerprints(outcomes.failures) if abort is None else []
         result = await self.backend.write(
             lambda conn: self.apply(conn, claim, outcomes, duration, abort, prints=prints), "committing a chunk",
             short=True)
@@ -168,7 +168,7 @@ class Committer:
         return result
 
     def apply(
-        self, conn: Connection, claim: Claim, outcomes: Sequence[Outcome], duration: float, abort: str | None,
+        self, conn: Connection, claim: Claim, outcomes: Outcomes, duration: float, abort: str | None,
         *, prints: Sequence[Fingerprint] | None = None,
     ) -> ChunkResult:
         """``commit``'s transaction, inside the caller's (a claim settling a poison entity runs it too).
@@ -177,8 +177,8 @@ class Committer:
         feeds no circuit breaker: one entity says nothing about the provider.
         """
         job = claim.job
-        failures = [o for o in outcomes if not o.ok]
-        ok = len(outcomes) - len(failures)
+        failures = outcomes.failures
+        ok = outcomes.ok
         to_retry = [o for o in failures if o.retry_at is not None]
         final_fail = len(failures) - len(to_retry)
         if abort is not None:
@@ -220,7 +220,7 @@ class Committer:
         if claim.kind == "retry" and abort is None:
             r = s.retries.c
             conn.execute(delete(s.retries).where(r.job_id == job.id, r.chunk_index == claim.chunk_index))
-            recovered = [o.item.pos for o in outcomes if o.ok]
+            recovered = list(outcomes.succeeded)
             if recovered:
                 # The entity got through after all: its earlier transient errors are history,
                 # no longer part of "what is broken" (the log keeps them, marked resolved).
@@ -252,7 +252,7 @@ class Committer:
             tipped = select(func.max(er.id)).where(er.job_id == job.id, er.chunk_index == claim.chunk_index)
             conn.execute(update(s.jobs).where(j.id == job.id, j.reason_error_id.is_(None), j.fail_reason.is_not(None))
                          .values(reason_error_id=tipped.scalar_subquery()))
-        culprit = next((o for o in outcomes if o.aborted_job), None) if abort is not None else None
+        culprit = outcomes.culprit if abort is not None else None
         if culprit is not None and new == FAILED.value:
             # JobFailed: the entity that raised it is logged with its traceback, and the job points at it
             fp = fingerprints([culprit])[0]

@@ -22,8 +22,9 @@ from .errors import InvalidInput, InvalidTransition
 from .fingerprint import fingerprint as fingerprint_of
 from .limits import check_id
 from .models import BulkResult, EntityResult, Job
+from .outcomes import Item, Outcomes
 from .reads import Reads
-from .runner import ChunkAborted, ChunkRunner, EntityHook, Item, Processor
+from .runner import ChunkAborted, ChunkRunner, EntityHook, Processor
 from .sql import job_filter, next_retry_subquery
 from .status import CANCELLED, COMPLETE, FAILED, PAUSED, PENDING, RUNNING, Status
 
@@ -216,14 +217,15 @@ class Control:
         job = await self.reads.get_job(err.job_id)
         item = Item(await self.reads.error_pos(error_id), err.entity_id, err.attempt + 1)
         try:
-            (outcome,) = await ChunkRunner(processor, job, on_entity=on_entity).run([item])
+            outcomes, (result,) = await _run_reported(processor, job, [item], on_entity)
         except ChunkAborted as exc:
             raise InvalidTransition(f"the callback raised JobFailed: {exc.reason}") from None
+        outcome = outcomes.failures[0] if outcomes.failures else None
 
         def tx(conn: Connection) -> None:
             now = self.now()
             er, r = s.errors.c, s.retries.c
-            if not outcome.ok:
+            if outcome is not None:
                 fp = fingerprint_of(outcome.error_type, outcome.message[:rows.MESSAGE_MAX], outcome.stacks,
                                     entity_id=item.entity_id)
                 conn.execute(insert(s.errors).values(
@@ -257,8 +259,7 @@ class Control:
                 conn.execute(update(s.jobs).where(_j.id == job.id).values(next_retry_at=next_retry_subquery(job.id)))
 
         await self.backend.write(tx, "recording a retry")
-        return EntityResult(item.entity_id, outcome.ok, outcome.error_type or None, outcome.message or None,
-                            outcome.traceback or None, None, outcome.duration, outcome.stacks)
+        return result
 
     async def dry_run(self, job_id: int, processor: Processor, on_entity: EntityHook | None) -> list[EntityResult]:
         """Run the job's next chunk through the callback and write nothing at all.
@@ -287,11 +288,27 @@ class Control:
         if not items:
             raise InvalidTransition(f"job {job_id} has no chunk left to run")
         try:
-            outcomes = await ChunkRunner(processor, job, on_entity=on_entity).run(items)
+            _outcomes, reported = await _run_reported(processor, job, items, on_entity)
         except ChunkAborted as exc:
-            outcomes = exc.outcomes
-        return [
-            EntityResult(o.item.entity_id, o.ok, o.error_type or None, o.message or None, o.traceback or None,
-                         None, o.duration, o.stacks)
-            for o in outcomes
-        ]
+            reported = exc.reported
+        return reported
+
+
+async def _run_reported(
+    processor: Processor, job: Job, items: Sequence[Item], on_entity: EntityHook | None
+) -> tuple[Outcomes, list[EntityResult]]:
+    """Run ``items`` and keep every entity's report, successes included (the runner keeps only
+    failures: ``outcomes.py``). ``ChunkAborted`` carries the reports so far as ``reported``."""
+    reported: list[EntityResult] = []
+
+    def hook(result: EntityResult) -> None:
+        reported.append(result)
+        if on_entity is not None:
+            on_entity(result)
+
+    try:
+        outcomes = await ChunkRunner(processor, job, on_entity=hook).run(items)
+    except ChunkAborted as exc:
+        exc.reported = reported
+        raise
+    return outcomes, reported

@@ -26,7 +26,7 @@ from sqlalchemy import BigInteger, bindparam, insert, update
 from sqlalchemy.engine import Connection
 
 from . import schema as s
-from .runner import Outcome
+from .outcomes import Outcome, Outcomes
 
 if TYPE_CHECKING:
     from .claims import Claim
@@ -89,4 +89,4 @@ def give_up(conn: Connection, committer: Committer, claim: Claim, lost: int) -> 
         log.warning("job %s: entity %r failed for good (%s: %s)", claim.job.id, o.item.entity_id,
                     WORKER_LOST, o.message)
     claim.isolated = True  # a death says nothing about the provider: no circuit breaker
-    committer.apply(conn, claim, outcomes, 0.0, None)
+    committer.apply(conn, claim, Outcomes(0, outcomes), 0.0, None)

@@ -49,10 +49,11 @@ from .models import (
     QueueStats,
     WorkerInfo,
 )
+from .outcomes import Outcomes
 from .ratelimit import RateLimiter
 from .reads import Reads
 from .registry import Registry
-from .runner import EntityHook, Outcome, Processor, ProcessorLike
+from .runner import EntityHook, Processor, ProcessorLike
 
 # Names this module has always exported (front ends and tests import them from here).
 MAX_CHUNK_SIZE = CHUNK_SIZE.hi
@@ -201,7 +202,7 @@ class Queue:
         return await self.claims.claim(job_id, mine=mine)
 
     async def _commit(
-        self, claim: Claim, outcomes: Sequence[Outcome], duration: float, abort: str | None
+        self, claim: Claim, outcomes: Outcomes, duration: float, abort: str | None
     ) -> ChunkResult:
         return await self.committer.commit(claim, outcomes, duration, abort)
 

@@ -25,7 +25,8 @@ from .adaptive import Limiter, is_overloaded, limit_for
 from .callbacks import batch_failures, being_cancelled, captured, is_async, needs_settling, settle
 from .errors import InvalidInput, JobFailed, Retry
 from .limits import CONCURRENCY, check_concurrency
-from .models import EntityResult, Job, TraceStack
+from .models import EntityResult, Job
+from .outcomes import Item, Items, Outcome, Outcomes
 from .text import safe_str, storable
 from .threads import CALLBACK_THREADS, CallbackThreads
 from .tracebacks import capture_stacks, format_exception, message, type_name
@@ -107,41 +108,20 @@ def _noop(entity_id: str, job: Job) -> None:
     return None
 
 
-@dataclass(slots=True)  # one per entity per chunk: slots make them cheap
-class Item:
-    pos: int
-    entity_id: str
-    attempt: int
-
-
-@dataclass(slots=True)
-class Outcome:
-    """One entity's result in one chunk; ``retry_at`` (epoch seconds) is set when a retry is scheduled."""
-
-    item: Item
-    ok: bool
-    error_type: str = ""
-    message: str = ""
-    traceback: str = ""
-    stacks: tuple[TraceStack, ...] = ()
-    retry_at: float | None = None
-    duration: float = 0.0
-    #: this entity raised ``JobFailed``: its row is logged with its traceback and the job's
-    #: ``reason_error_id`` points at it (``commit.py``)
-    aborted_job: bool = False
-
-
 class ChunkAborted(Exception):
     """A callback raised ``JobFailed``: the chunk stops and the job fails.
 
     ``culprit``: the entity that raised it, with its traceback (None for a batch callback).
     """
 
-    def __init__(self, reason: str, outcomes: list[Outcome], culprit: Outcome | None = None) -> None:
+    def __init__(self, reason: str, outcomes: Outcomes, culprit: Outcome | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.outcomes = outcomes
+        outcomes.culprit = culprit
         self.culprit = culprit
+        #: every entity's report up to the abort, where a caller kept them (``control.dry_run``)
+        self.reported: list[EntityResult] = []
 
 
 class LeaseGate(Protocol):
@@ -198,9 +178,11 @@ class ChunkRunner:
         self.lease = lease
         self.stop = threading.Event()  # set to stop a sync chunk loop between entities
 
-    async def run(self, items: Sequence[Item]) -> list[Outcome]:
+    async def run(self, items: Sequence[Item]) -> Outcomes:
+        """Run every entity (until the lease is known lost or the chunk is cancelled); what came of it."""
+        chunk = Items.of(items)
         if self.processor.on_chunk is not None:
-            return await self._run_batch(items)
+            return await self._run_batch(chunk)
         fn = self.processor.on_process or _noop
         if (
             not is_async(fn)
@@ -209,15 +191,15 @@ class ChunkRunner:
             and self.before_call is None
         ):
             if self.limiter is None:
-                return await self._run_sync_loop(fn, items)
+                return await self._run_sync_loop(fn, chunk)
             # In a window, chunks share the worker's slots: the whole loop holds one, so a
             # concurrency of 1 stays one call at a time across the chunks of the window.
             async with self.limiter.slot():
-                return await self._run_sync_loop(fn, items)
-        return await self._run_each(fn, items)
+                return await self._run_sync_loop(fn, chunk)
+        return await self._run_each(fn, chunk)
 
     # One thread hand-off for the whole chunk: the cheap path for plain sync callbacks.
-    async def _run_sync_loop(self, fn: EntityCallback, items: Sequence[Item]) -> list[Outcome]:
+    async def _run_sync_loop(self, fn: EntityCallback, items: Items) -> Outcomes:
         loop = asyncio.get_running_loop()
         hook = self.on_entity
         job = self.job
@@ -247,37 +229,38 @@ class ChunkRunner:
                 return True
             return False
 
-        def work() -> list[Outcome]:
+        def work() -> Outcomes:
             # The per-entity cost of a no-op callback is this loop's own (issue 14): names are local,
-            # the clock is read once per entity (an entity's end is the next one's start), and a
-            # success is built positionally.
-            out: list[Outcome] = []
-            append = out.append
-            clock = time.perf_counter
+            # the clock is read once per entity (it times a failure, and a success only when someone
+            # listens), and a success makes no object at all (``outcomes.py``).
+            failures: list[Outcome] = []
             stopped = stop.is_set
-            t0 = clock()
-            for item in items:
-                if stopped() or monotonic() >= trusted:  # the cheap test inline
+            ran = 0
+            for ran, entity_id in enumerate(items.ids):  # ``ran``: how many were started before this one
+                t0 = monotonic()
+                if t0 >= trusted or stopped():  # the cheap test inline
                     if not may_start():
                         break
-                    t0 = clock()  # asking the database is not the entity's time
+                    t0 = monotonic()  # asking the database is not the entity's time
                 try:
-                    result = fn(item.entity_id, job)
+                    result = fn(entity_id, job)
                     if result is not None and needs_settling(result):  # a sync wrapper around an async callback
                         on_loop(settle(result))
-                    t1 = clock()
-                    outcome = Outcome(item, True, "", "", "", (), None, t1 - t0)
-                    t0 = t1
                 except JobFailed as exc:
-                    culprit = self._culprit(item, exc, time.perf_counter() - t0)
-                    raise ChunkAborted(message(exc, empty="JobFailed"), out, culprit) from exc
+                    culprit = self._culprit(items[ran], exc, monotonic() - t0)
+                    raise ChunkAborted(message(exc, empty="JobFailed"), Outcomes.ran(items, ran, failures),
+                                       culprit) from exc
                 except BaseException as exc:
-                    outcome = self._failure(item, exc, clock() - t0, capture_locals)
-                    t0 = clock()
-                append(outcome)
+                    failure = self._failure(items[ran], exc, monotonic() - t0, capture_locals)
+                    failures.append(failure)
+                    if hook is not None:
+                        loop.call_soon_threadsafe(hook, _result(failure))
+                    continue
                 if hook is not None:
-                    loop.call_soon_threadsafe(hook, _result(outcome))
-            return out
+                    loop.call_soon_threadsafe(hook, EntityResult(entity_id, True, duration=monotonic() - t0))
+            else:
+                ran = len(items)
+            return Outcomes.ran(items, ran, failures)
 
         try:
             return await self.processor.threads.call(work)
@@ -285,14 +268,16 @@ class ChunkRunner:
             stop.set()
             raise
 
-    async def _run_each(self, fn: EntityCallback, items: Sequence[Item]) -> list[Outcome]:
+    async def _run_each(self, fn: EntityCallback, items: Items) -> Outcomes:
         on_loop = is_async(fn)
         # a number, or "auto" (adaptive.py); in a window, the worker's own, shared by its chunks
         limiter = self.limiter if self.limiter is not None else limit_for(self.processor)
-        results: list[Outcome | None] = [None] * len(items)
+        #: per entity: None (not started, or stopped by JobFailed), True (succeeded) or its failure
+        results: list[Outcome | bool | None] = [None] * len(items)
         abort: list[str] = []
         culprits: list[Outcome] = []
         capture_locals = self.processor.capture_locals
+        ids = items.ids
 
         async def may_start() -> bool:
             if abort or self.stop.is_set():
@@ -301,7 +286,7 @@ class ChunkRunner:
                 return True
             return await self.lease.confirm()
 
-        async def one(i: int, item: Item) -> None:
+        async def one(i: int) -> None:
             async with limiter.slot() as slot:
                 if not await may_start():
                     return
@@ -312,29 +297,33 @@ class ChunkRunner:
                 slot.started()
                 t0 = time.perf_counter()
                 try:
-                    await self._invoke(fn, (item.entity_id, self.job), on_loop)
-                    outcome = Outcome(item, True, duration=time.perf_counter() - t0)
-                    slot.done(ok=True, overloaded=False)
+                    await self._invoke(fn, (ids[i], self.job), on_loop)
                 except JobFailed as exc:
                     abort.append(message(exc, empty="JobFailed"))
-                    culprits.append(self._culprit(item, exc, time.perf_counter() - t0))
+                    culprits.append(self._culprit(items[i], exc, time.perf_counter() - t0))
                     return
                 except _TimedOut:
                     slot.done(ok=False, overloaded=True)
                     exc = TimeoutError(f"entity timed out after {self.processor.timeout:g}s")
-                    outcome = self._failure(item, exc, time.perf_counter() - t0, False)
+                    outcome = self._failure(items[i], exc, time.perf_counter() - t0, False)
                 except asyncio.CancelledError as exc:
                     if being_cancelled():  # the worker is stopping: not the entity's doing
                         raise
-                    outcome = self._failure(item, exc, time.perf_counter() - t0, capture_locals)
+                    outcome = self._failure(items[i], exc, time.perf_counter() - t0, capture_locals)
                 except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the entity's error
                     slot.done(ok=False, overloaded=is_overloaded(exc, self.processor))
-                    outcome = self._failure(item, exc, time.perf_counter() - t0, capture_locals)
+                    outcome = self._failure(items[i], exc, time.perf_counter() - t0, capture_locals)
+                else:
+                    slot.done(ok=True, overloaded=False)
+                    results[i] = True
+                    if self.on_entity is not None:
+                        self.on_entity(EntityResult(ids[i], True, duration=time.perf_counter() - t0))
+                    return
                 results[i] = outcome
                 if self.on_entity is not None:
                     self.on_entity(_result(outcome))
 
-        tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(items)]
+        tasks = [asyncio.ensure_future(one(i)) for i in range(len(items))]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -342,26 +331,31 @@ class ChunkRunner:
             for t in tasks:
                 t.cancel()
             raise
-        done = [r for r in results if r is not None]
+        positions = items.positions
+        done = Outcomes(
+            ok=sum(1 for r in results if r is True),
+            failures=[r for r in results if isinstance(r, Outcome)],
+            succeeded=[positions[i] for i, r in enumerate(results) if r is True],
+        )
         if abort:
             raise ChunkAborted(abort[0], done, culprits[0] if culprits else None)
         return done
 
-    async def _run_batch(self, items: Sequence[Item]) -> list[Outcome]:
+    async def _run_batch(self, items: Items) -> Outcomes:
         assert self.processor.on_chunk is not None
         fn = self.processor.on_chunk
-        ids = [item.entity_id for item in items]
+        ids = items.ids
         t0 = time.perf_counter()
         capture_locals = self.processor.capture_locals
         try:
             if self.before_call is not None:
                 await self.before_call()
             if self.lease is not None and not self.lease.held() and not await self.lease.confirm():
-                return []  # lost before it started: the commit will be refused
-            returned = await self._invoke(fn, (ids, self.job), is_async(fn))
+                return Outcomes()  # lost before it started: the commit will be refused
+            returned = await self._invoke(fn, (list(ids), self.job), is_async(fn))
             failures = batch_failures(returned)
         except JobFailed as exc:
-            raise ChunkAborted(message(exc, empty="JobFailed"), []) from exc
+            raise ChunkAborted(message(exc, empty="JobFailed"), Outcomes()) from exc
         except asyncio.CancelledError as exc:
             if being_cancelled():
                 raise
@@ -372,18 +366,22 @@ class ChunkRunner:
         except BaseException as exc:
             return self._all_failed(items, exc, t0, capture_locals)
         duration = (time.perf_counter() - t0) / max(len(items), 1)
-        out = []
-        for item in items:
-            err = failures.get(item.entity_id)
+        failed: list[Outcome] = []
+        for i, entity_id in enumerate(ids):
+            err = failures.get(entity_id)
             if err is None:
-                out.append(Outcome(item, True, duration=duration))
-            elif isinstance(err, BaseException):
-                out.append(self._failure(item, err, duration, False))
+                if self.on_entity is not None:
+                    self.on_entity(EntityResult(entity_id, True, duration=duration))
+                continue
+            if isinstance(err, BaseException):
+                outcome = self._failure(items[i], err, duration, False)
             else:
                 text = storable(safe_str(err))
-                out.append(Outcome(item, False, "Error", text, text, duration=duration))
-        self._report(out)
-        return out
+                outcome = Outcome(items[i], False, "Error", text, text, duration=duration)
+            failed.append(outcome)
+            if self.on_entity is not None:
+                self.on_entity(_result(outcome))
+        return Outcomes.ran(items, len(items), failed)
 
     async def _invoke(self, fn: Callable[..., Any], args: tuple[Any, ...], on_loop: bool) -> Any:
         """Call ``fn``, within the processor's timeout: async on the loop, sync on a callback
@@ -403,16 +401,13 @@ class ChunkRunner:
         result = fn(*args) if on_loop else await self.processor.threads.call(fn, *args)
         return await settle(result)
 
-    def _all_failed(self, items: Sequence[Item], exc: BaseException, t0: float, capture_locals: bool) -> list[Outcome]:
+    def _all_failed(self, items: Items, exc: BaseException, t0: float, capture_locals: bool) -> Outcomes:
         duration = time.perf_counter() - t0
-        out = [self._failure(item, exc, duration, capture_locals) for item in items]
-        self._report(out)
-        return out
-
-    def _report(self, outcomes: list[Outcome]) -> None:
+        failed = [self._failure(item, exc, duration, capture_locals) for item in items]
         if self.on_entity is not None:
-            for o in outcomes:
+            for o in failed:
                 self.on_entity(_result(o))
+        return Outcomes.ran(items, len(items), failed)
 
     def _culprit(self, item: Item, exc: BaseException, duration: float) -> Outcome:
         """The entity that raised ``JobFailed``, as a final failure to log."""

@@ -72,9 +72,9 @@ async def test_late_commit_is_fenced_off(db_url: str) -> None:
         r = await fast.process_next_chunk(lambda e, _j: None)
         assert r is not None and r.committed and r.status == COMPLETE
         # The slow worker finally finishes: its results must not be applied twice.
-        from chunkq.core.runner import Outcome
+        from chunkq.core.outcomes import Outcomes
 
-        late = await slow._commit(claim, [Outcome(i, True) for i in claim.items], 1.0, None)
+        late = await slow._commit(claim, Outcomes(len(claim.items), [], claim.items.positions), 1.0, None)
         assert late.committed is False
         j = await fast.get_job(job.id)
         assert (j.status, j.processed_count, j.succeeded_count) == (COMPLETE, 10, 10)
@@ -206,9 +206,9 @@ async def test_resume_keeps_running_status_while_a_chunk_is_leased(db_url: str) 
         assert claim is not None
         await q.pause(job.id)
         assert (await q.resume(job.id)).status == RUNNING
-        from chunkq.core.runner import Outcome
+        from chunkq.core.outcomes import Outcomes
 
-        r = await q._commit(claim, [Outcome(i, True) for i in claim.items], 0.1, None)
+        r = await q._commit(claim, Outcomes(len(claim.items), [], claim.items.positions), 0.1, None)
         assert r.status == PENDING
 
 
