@@ -12,6 +12,7 @@ import random
 from collections import Counter
 
 from chunkq.core import COMPLETE, Processor, Queue, Worker
+from chunkq.core.outcomes import Outcomes
 
 from .test_leases import enqueue
 
@@ -92,7 +93,7 @@ async def test_max_workers_counts_workers_not_the_chunks_they_hold(db_url: str) 
         assert third is None or third.job.id != two.id  # two workers hold it: a third may not join
         for claim in [*held, joined]:
             assert claim is not None
-            await (a if claim.owner == a.owner else b)._commit(claim, [], 0.0, None)
+            await (a if claim.owner == a.owner else b)._commit(claim, Outcomes(), 0.0, None)
 
 
 async def test_abort_releases_every_chunk_of_the_window(db_url: str) -> None:
