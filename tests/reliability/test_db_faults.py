@@ -368,6 +368,7 @@ def test_sqlite_disk_full_by_max_page_count(tmp_path: Path) -> None:
         for e in _engines(q):
             event.listen(e, "checkout", _cap)
         q.engine.sync_engine.pool.dispose()
+        q.backend.close_idle_connection()  # type: ignore[attr-defined]  # the next one is checked out, capped
 
     def _cap(dbapi_conn: Any, _rec: Any, _proxy: Any) -> None:
         cur = dbapi_conn.cursor()
@@ -404,6 +405,7 @@ def test_sqlite_folder_remounted_read_only(tmp_path: Path) -> None:
                 await q.engine.dispose()
                 thread_engine = getattr(q, "_thread_engine", None)
                 if thread_engine is not None:
+                    q.backend.close_idle_connection()  # type: ignore[attr-defined]  # SQLite's kept connection
                     thread_engine.dispose()
                 remount("ro")
                 try:
@@ -446,6 +448,7 @@ def test_sqlite_read_only_mid_chunk_by_query_only(tmp_path: Path) -> None:
 
             def turn_read_only(entity_id: str, j: Any) -> None:
                 readonly["on"] = True  # the file turns read-only while the chunk is in flight
+                q.backend.close_idle_connection()  # type: ignore[attr-defined]  # the next one is checked out, flagged
                 _bad(entity_id, j)
 
             with pytest.raises(DatabaseUnavailable) as err:
