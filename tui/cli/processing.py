@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -239,6 +240,12 @@ async def run_processing(
     with worker.stop_on_signals(on_signal=_say_stop, hard_exit_after=HARD_EXIT_SECONDS) as stopper, progress_cm:
         # registered in chunkq_workers while it runs: `chunkq workers` lists it, an operator can stop it
         async with Registration(q, worker, kind=kind, processor_name=processor.name, interval=_heartbeat()):
+            # Everything loaded so far (SQLAlchemy, the user's module) lives as long as the process:
+            # out of the cyclic collector's sight, its full passes stop walking it every few seconds
+            # (measured, issue 14: 2-5% of a no-op worker's time). Process-wide, so the command line
+            # does it, not the library; and only for a run that lasts.
+            if forever or until_empty:
+                gc.freeze()
             summary = await worker.run()
     return summary, stopper.aborted_by
 
