@@ -62,10 +62,6 @@ Rows = Sequence[tuple[int, int, str]]  # (job_id, pos, entity_id)
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: the SQLite backend's own transaction threads (a process rarely has more than 3 transactions in flight)
 TRANSACTION_THREADS = 4
-#: short transactions on the event loop's thread leave checkpoints to the writer thread, one per this
-#: many commits (``_AtOnce``); their own automatic checkpoint only past this many WAL pages
-CHECKPOINT_EVERY = 64
-WAL_BACKSTOP_PAGES = 10_000
 PING_IDLE_SECONDS = 1.0
 #: the advisory lock that serialises schema changes on PostgreSQL (chunkq 0.1.0 took the same one
 #: to create its tables, so an 0.1.0 process opening mid-migration waits, then refuses the newer schema)
@@ -397,7 +393,7 @@ class SqliteBackend(Backend):
         engine, executor = self._threaded()
         if short:
             if self._at_once is None or self._at_once.engine is not engine:
-                self._at_once = _AtOnce(engine, executor)
+                self._at_once = _AtOnce(engine)
             ran, result = self._at_once.run(fn)
             if ran:
                 return result  # type: ignore[return-value]
@@ -457,28 +453,17 @@ class _AtOnce:
     The connection is kept between transactions (only this thread uses it):
     checking one out of the pool and back in cost a tenth of a no-op chunk.
     After an error it is closed and a fresh one taken next time.
-
-    Checkpoints are not this thread's business: SQLite's automatic one runs in
-    the commit that fills the WAL to 1,000 pages and waits for the disk (1-15 ms
-    here, every ~150 chunks: 8% of a no-op worker's time, and a stall of the
-    event loop, which is the dashboard's when it auto-runs). This connection's
-    automatic checkpoint is pushed out to ``WAL_BACKSTOP_PAGES`` and a passive
-    checkpoint runs in the writer thread every ``CHECKPOINT_EVERY`` commits
-    instead; every other connection keeps SQLite's default.
     """
 
-    def __init__(self, engine: Engine, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.executor = executor
         self.conn: Connection | None = None
-        self.commits = 0
 
     def run(self, fn: Callable[[Connection], T]) -> tuple[bool, T | None]:
         try:
             conn = self.conn
             if conn is None or conn.closed or conn.invalidated:
                 conn = self.conn = self.engine.connect()
-                conn.connection.dbapi_connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
             driver: Any = conn.connection.dbapi_connection
             with conn.begin():
                 driver.execute("PRAGMA busy_timeout = 0")
@@ -491,10 +476,6 @@ class _AtOnce:
                 finally:
                     driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
                 result = fn(conn)
-            self.commits += 1
-            if self.commits % CHECKPOINT_EVERY == 0:
-                with contextlib.suppress(RuntimeError):  # the executor is shut down: the queue is closing
-                    self.executor.submit(_checkpoint, self.engine)
             return True, result
         except _Locked:
             return False, None
@@ -509,18 +490,9 @@ class _AtOnce:
         conn, self.conn = self.conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
-                conn.invalidate()  # closed for good: its checkpoint setting goes back into no pool
+                conn.invalidate()  # closed for good: a connection an error went through goes back into no pool
             with contextlib.suppress(Exception):
                 conn.close()
-
-
-def _checkpoint(engine: Engine) -> None:
-    """A passive checkpoint (never waits for a lock, never blocks a writer), off the event loop."""
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-    except Exception as exc:  # the next one, or any other connection's automatic one, does it
-        log.debug("background checkpoint failed: %s", exc)
 
 
 def _transaction(engine: Engine, fn: Callable[[Connection], T], cancelled: threading.Event) -> T:

@@ -120,3 +120,22 @@ async def test_gathered_ids_keep_their_positions_whatever_order_they_come_in(db_
         errors = await q.list_errors(job.id, limit=100)
         logged = sorted([(await q.reads.error_pos(e.id), e.entity_id, e.message) for e in errors])
         assert logged == [(i, f"e{i}", f"e{i}") for i in range(0, 20, 3)]
+
+
+async def test_short_sqlite_transactions_keep_one_connection(sqlite_url: str) -> None:
+    """A claim and a commit on the loop's thread reuse one connection instead of a pool checkout
+    each (``backend._AtOnce``); after a connection error the next transaction takes a fresh one."""
+    async with Queue(sqlite_url) as q:
+        await q.enqueue_job([f"e{i}" for i in range(200)], entity_type="company", provider="p", chunk_size=10)
+        engine = q._thread_engine
+        assert engine is not None
+        checkouts: list[int] = []
+        event.listen(engine, "checkout", lambda *_: checkouts.append(1))
+        for _ in range(10):
+            r = await q.process_next_chunk(lambda e, j: None)
+            assert r is not None and r.committed
+        assert len(checkouts) <= 1, f"{len(checkouts)} checkouts for 10 claims and 10 commits"
+        q.backend.close_idle_connection()  # type: ignore[attr-defined]
+        r = await q.process_next_chunk(lambda e, j: None)
+        assert r is not None and r.committed and len(checkouts) == 2
+
