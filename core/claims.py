@@ -152,7 +152,6 @@ class ClaimStatements:
                 {name: bindparam(name, type_=chunk[name].type) for name in leased})),
         )
 
-
     @staticmethod
     def _gathered(backend: Backend) -> HotStatement | None:
         e = s.entities.c
