@@ -111,7 +111,7 @@ def _noop(entity_id: str, job: Job) -> None:
 class ChunkAborted(Exception):
     """A callback raised ``JobFailed``: the chunk stops and the job fails.
 
-    ``culprit``: the entity that raised it, with its traceback (None for a batch callback).
+    ``outcomes.culprit``: the entity that raised it, with its traceback (None for a batch callback).
     """
 
     def __init__(self, reason: str, outcomes: Outcomes, culprit: Outcome | None = None) -> None:
@@ -119,7 +119,6 @@ class ChunkAborted(Exception):
         self.reason = reason
         self.outcomes = outcomes
         outcomes.culprit = culprit
-        self.culprit = culprit
         #: every entity's report up to the abort, where a caller kept them (``control.dry_run``)
         self.reported: list[EntityResult] = []
 
