@@ -50,7 +50,7 @@ from sqlalchemy.engine import Connection
 from .errors import NoDatabase, SchemaMismatch
 
 #: the number of the newest revision in migrations/versions (tests/migrations checks they agree)
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: chunkq 0.1.0: tables made by ``create_all``, ``schema_version`` 1, no revision table
 LEGACY_VERSION = 1
 #: Alembic's version table under a chunkq name, so an application's own Alembic in the same
@@ -148,6 +148,9 @@ chunks = Table(
     # leases of this chunk that ran out with no commit (a worker died or froze on it): a chunk
     # that keeps killing workers is isolated entity by entity (revision 0002)
     Column("lost_leases", Integer, nullable=False, default=0, server_default=text("0")),
+    # when this lease's worker started running the chunk with nothing else in flight: only such a
+    # lost lease counts toward isolation, so a window's innocent chunks are redone, not split (0004)
+    Column("solo_at", Float),
     sqlite_with_rowid=False,
 )
 Index("ix_chunkq_chunks_lease", chunks.c.state, chunks.c.lease_expires_at)
