@@ -9,8 +9,10 @@ command line (``tui``) build on it, never the reverse. The module map is in
 """
 
 from . import limits
+from .archive import ArchiveWriter, ImportResult, MalformedArchive, export_job, import_jobs, open_export
+from .db import deadline
 from .enqueue import check_settings as check_job_settings
-from .errors import NoDatabase, SchemaMismatch, WorkerNotFound
+from .errors import DatabaseStalled, NoDatabase, SchemaMismatch, WorkerNotFound
 from .limits import FloatLimit, IntLimit, TextLimit
 from .loader import ProcessorHandle, load_processor
 from .migrations import SchemaState, SchemaUpgrade, schema_status, upgrade_schema
@@ -48,6 +50,7 @@ from .models import (
 from .options import ProcessorOptions, apply_overrides, parse_rate, parse_rates
 from .queue import MAX_CHUNK_SIZE, MAX_ID_LENGTH, Queue, clean_entity_id
 from .registry import Registration
+from .retention import DEFAULT_POLICY, Pruner, PruneResult, RetentionPolicy, parse_age, prune_periodically
 from .runner import Processor
 from .signals import SignalStop, stop_message
 from .status import Status
@@ -57,6 +60,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "CANCELLED",
     "COMPLETE",
+    "DEFAULT_POLICY",
     "FAILED",
     "FINISHED_STATUSES",
     "MAX_CHUNK_SIZE",
@@ -65,30 +69,37 @@ __all__ = [
     "PENDING",
     "RUNNING",
     "STATUSES",
+    "ArchiveWriter",
     "BulkResult",
     "ChunkInfo",
     "ChunkResult",
     "ChunkqError",
+    "DatabaseStalled",
     "DatabaseUnavailable",
     "EntityResult",
     "ErrorEntry",
     "ErrorGroup",
     "FloatLimit",
     "HistoryBucket",
+    "ImportResult",
     "IntLimit",
     "InvalidInput",
     "InvalidTransition",
     "Job",
     "JobFailed",
     "JobNotFound",
+    "MalformedArchive",
     "NoDatabase",
     "Processor",
     "ProcessorError",
     "ProcessorHandle",
     "ProcessorOptions",
+    "PruneResult",
+    "Pruner",
     "Queue",
     "QueueStats",
     "Registration",
+    "RetentionPolicy",
     "Retry",
     "RunSummary",
     "SchemaMismatch",
@@ -105,10 +116,16 @@ __all__ = [
     "apply_overrides",
     "check_job_settings",
     "clean_entity_id",
+    "deadline",
+    "export_job",
+    "import_jobs",
     "limits",
     "load_processor",
+    "open_export",
+    "parse_age",
     "parse_rate",
     "parse_rates",
+    "prune_periodically",
     "schema_status",
     "stop_message",
     "upgrade_schema",

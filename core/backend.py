@@ -15,6 +15,12 @@ synchronous SQLAlchemy ``Connection``, and hands it to ``backend.write`` (or
 * **PostgreSQL** runs the same function on the async engine (asyncpg). Rows are
   locked, not the database, so claims skip rows other workers hold
   (``SKIP LOCKED``), and advisory locks serialise what has no row to lock yet.
+  A row lock is only as good as its holder's network: every session is bounded
+  by settings derived from the lease (``pg_session_bounds``: idle in transaction,
+  lock waits, statements, TCP keepalives on both ends), so a worker whose
+  connection goes silent mid-transaction holds the others for about a lease, not
+  for the two hours of the kernel's keepalive (issue 24). The URL's libpq
+  parameters (``?sslmode=require``) are mapped to asyncpg in ``db.pg_connect_params``.
 
 Opening reads the schema first, without writing (SQLite: through a read-only
 connection), and changes it only when asked to create or upgrade; the change
@@ -32,7 +38,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -53,7 +61,14 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql import Select
 
 from . import schema as s
-from .db import DEFAULT_DB_FILE, connect_timeout, display_url, normalize_url, with_retries, without_connect_timeout
+from .db import (
+    DEFAULT_DB_FILE,
+    current_deadline,
+    display_url,
+    normalize_url,
+    pg_connect_params,
+    with_retries,
+)
 from .errors import InvalidInput
 
 T = TypeVar("T")
@@ -63,6 +78,15 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: the SQLite backend's own transaction threads (a process rarely has more than 3 transactions in flight)
 TRANSACTION_THREADS = 4
 PING_IDLE_SECONDS = 1.0
+#: PostgreSQL: the range the lease is kept within to bound a silent session (``pg_session_bounds``)
+BOUND_SECONDS = (2.0, 60.0)
+#: PostgreSQL: the range of ``statement_timeout`` (4 × the lease)
+STATEMENT_SECONDS = (60.0, 600.0)
+#: the longest closing connections may take (a silent server never answers the goodbye)
+CLOSE_SECONDS = 2.0
+#: a transaction thread waits for SQLite's write lock in slices this long, so that a caller that gave
+#: up (a deadline) frees its thread within one (``sqlite3``'s busy wait cannot be interrupted)
+BUSY_SLICE_MS = 250
 #: the advisory lock that serialises schema changes on PostgreSQL (chunkq 0.1.0 took the same one
 #: to create its tables, so an 0.1.0 process opening mid-migration waits, then refuses the newer schema)
 SCHEMA_LOCK = 7270351
@@ -84,6 +108,29 @@ def _sqlite_has_json() -> bool:
 
 
 _HAS_JSON = _sqlite_has_json()
+
+
+async def _dropped_if_given_up(conn: AsyncConnection, work: Awaitable[T]) -> T:
+    """``work`` on ``conn``; if a deadline gives it up (``db.deadline``), the connection is closed at once.
+
+    Cancelling SQLAlchemy's ``run_sync`` rolls the transaction back on the same
+    connection before it lets go, and on a server that stopped answering that
+    rollback waits as long as the statement did: the cancellation would never
+    land, and the pool would keep a wedged connection. Closing the socket first
+    fails both at once; the pool then replaces the connection. Outside a
+    deadline nothing gives a transaction up, and it runs without the extra task.
+    """
+    if current_deadline() is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            conn.sync_connection.connection.dbapi_connection.terminate()  # type: ignore[union-attr]
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, CLOSE_SECONDS)
+        raise
 
 
 class _Abandoned(Exception):
@@ -112,6 +159,8 @@ class Backend:
         self.schema: s.SchemaState | None = None
         #: the schema this process migrated from, under the lock (None: it changed nothing)
         self.migrated_from: s.SchemaState | None = None
+        #: the queue's lease: what PostgreSQL's session bounds are derived from (``pg_session_bounds``)
+        self.lease_seconds = 30.0
 
     @property
     def display_url(self) -> str:
@@ -188,8 +237,15 @@ class Backend:
 
     async def close(self) -> None:
         if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+            engine, self._engine = self._engine, None
+            try:
+                # closing a connection says goodbye to the server and waits for it: a silent one
+                # would hold the process's exit for as long as it stays silent
+                await asyncio.wait_for(engine.dispose(), CLOSE_SECONDS)
+            except Exception as exc:  # TimeoutError included
+                log.debug("closing the connections to %s: %s; dropping them", self.where, exc)
+                with contextlib.suppress(Exception):
+                    await engine.dispose(close=False)
 
     # ------------------------------------------------------------------ transactions
 
@@ -219,7 +275,7 @@ class Backend:
             # an async connection (options, begin, commit) is a greenlet switch of its own, and
             # those cost more than the claim's statements themselves (issue 14, PostgreSQL).
             async with self.engine.connect() as conn:
-                return await conn.run_sync(whole)
+                return await _dropped_if_given_up(conn, conn.run_sync(whole))
 
         return await with_retries(once, attempts=attempts, what=what)
 
@@ -238,7 +294,7 @@ class Backend:
 
         async def once() -> T:
             async with self.engine.connect() as conn:
-                return await conn.run_sync(fn)
+                return await _dropped_if_given_up(conn, conn.run_sync(fn))
 
         return await with_retries(once, what=what)
 
@@ -498,11 +554,31 @@ class _AtOnce:
 def _transaction(engine: Engine, fn: Callable[[Connection], T], cancelled: threading.Event) -> T:
     with engine.connect() as conn:
         with conn.begin():
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # the file's write lock, taken up front
+            _begin_immediate(conn, cancelled)  # the file's write lock, taken up front
             result = fn(conn)
             if cancelled.is_set():
                 raise _Abandoned  # rolls back: nobody is waiting for the result
         return result
+
+
+def _begin_immediate(conn: Connection, cancelled: threading.Event) -> None:
+    """``BEGIN IMMEDIATE``, waiting for the lock up to ``SQLITE_BUSY_TIMEOUT_MS`` as before, but in
+    slices: a holder that never lets go (a process stopped while it holds it) keeps this thread only
+    until its caller gives up (``cancelled``), not for the whole busy timeout. Free, it is one statement."""
+    give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    conn.exec_driver_sql(f"PRAGMA busy_timeout = {BUSY_SLICE_MS}")
+    try:
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlite_errorcode", None) not in _SQLITE_BUSY or time.monotonic() >= give_up:
+                    raise
+                if cancelled.is_set():
+                    raise _Abandoned from None
+    finally:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def _sqlite_connection_settings(engine: Engine, *, readonly: bool = False, foreign_keys: bool = True) -> None:
@@ -591,18 +667,25 @@ class PostgresBackend(Backend):
             import asyncpg  # noqa: F401
         except ImportError:  # pragma: no cover - depends on the environment
             raise InvalidInput("PostgreSQL support is not installed: pip install 'chunkq[postgres]'") from None
-        timeout = connect_timeout(self.url)
+        params = pg_connect_params(self.url)
+        settings = {"application_name": "chunkq"} | params.settings
+        connect_args: dict[str, Any] = {"server_settings": settings, "timeout": params.timeout}
+        if params.dsn is not None:
+            connect_args["dsn"] = params.dsn  # TLS and the like: asyncpg's own libpq handling; the URL's host wins
         self._engine = create_async_engine(
-            without_connect_timeout(self.url),
+            params.url,
             pool_size=self.pool_size,
             max_overflow=self.pool_size,
             pool_use_lifo=True,  # the busy connection stays busy; spare ones go idle (and get pinged)
             # a server that accepts TCP but never answers must not hold a command for asyncpg's 60 s;
             # waiting for a free pooled connection is not connecting, so it keeps its own (longer) bound
-            pool_timeout=max(30.0, timeout),
-            connect_args={"server_settings": {"application_name": "chunkq"}, "timeout": timeout},
+            pool_timeout=max(30.0, params.timeout),
+            connect_args=connect_args,
         )
         _ping_when_idle(self._engine)
+        # the URL's own settings (options=-c …) win over chunkq's bounds
+        bounds = {k: v for k, v in pg_session_bounds(self.lease_seconds).items() if k not in params.settings}
+        _bound_sessions(self._engine, bounds, pg_socket_options(self.lease_seconds, params.socket))
 
     def lock_rows(self, query: Select[Any], *, skip_locked: bool, of: Any = None) -> Select[Any]:
         return query.with_for_update(of=of, skip_locked=skip_locked)
@@ -625,9 +708,11 @@ class PostgresBackend(Backend):
                 got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": SCHEMA_LOCK})).scalar()
                 if not got:
                     log.info("waiting for another process to finish changing the schema of %s", self.where)
+                    await conn.run_sync(_unbounded)  # waiting for another migration is no stall
                     await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK})
                 await conn.commit()
                 async with conn.begin():
+                    await conn.run_sync(_unbounded)  # a table rewrite may take long, and wait for workers
                     result = await conn.run_sync(fn)
                 await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK})
                 await conn.commit()
@@ -635,6 +720,16 @@ class PostgresBackend(Backend):
                 await conn.invalidate()
                 raise
             return result
+
+    async def write_once(self, fn: Callable[[Connection], T]) -> T:
+        # Enqueueing a stream: a COPY of a million IDs may outlast ``statement_timeout``, and the
+        # transaction waits (idle) for the caller's generator between batches. The rows it
+        # inserts are invisible until it commits, so it holds nobody while it waits.
+        def unbounded(conn: Connection) -> T:
+            _unbounded(conn)
+            return fn(conn)
+
+        return await super().write_once(unbounded)
 
     def lock_bucket(self, conn: Connection, provider: str) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:p))"), {"p": "chunkq:" + provider})
@@ -657,6 +752,95 @@ class PostgresBackend(Backend):
         return float(server) - (t0 + t1) / 2
 
 
+def pg_session_bounds(lease_seconds: float) -> dict[str, str]:
+    """PostgreSQL session settings that bound what one silent or stalled connection can hold (issue 24).
+
+    ``D`` is the lease kept within ``BOUND_SECONDS`` (2–60 s): a transaction of chunkq's never waits
+    for user code, so a session idle inside one for ``D`` has lost its peer (and, past a lease, its
+    worker has lost its chunks anyway):
+
+    * ``idle_in_transaction_session_timeout`` = D: the server ends that session, which releases its
+      row locks (a job row, held by a frozen claim or commit, used to hold every worker of the job);
+    * ``lock_timeout`` = D / 2: a waiter gives up (55P03, transient: the transaction is retried)
+      instead of queueing behind a holder, so waits never chain into a stall longer than D;
+    * ``statement_timeout`` = 4 × the lease within 60–600 s: a backstop for a statement that runs
+      on (the longest legitimate ones, enqueueing and migrations, lift it for their transaction);
+    * server-side TCP keepalives (idle D / 2, interval D / 6, 3 probes) and ``tcp_user_timeout`` = D:
+      a peer gone from the network is noticed in about D when idle too, not after two hours.
+
+    The client's sockets get the same keepalives (``pg_socket_options``). A URL's ``options=-c …``
+    overrides any of them.
+    """
+    d = min(max(lease_seconds, BOUND_SECONDS[0]), BOUND_SECONDS[1])
+    statement = min(max(4 * lease_seconds, STATEMENT_SECONDS[0]), STATEMENT_SECONDS[1])
+    idle, interval, count = _keepalives(d)
+    return {
+        "idle_in_transaction_session_timeout": f"{round(d * 1000)}ms",
+        "lock_timeout": f"{round(d * 500)}ms",
+        "statement_timeout": f"{round(statement * 1000)}ms",
+        "tcp_keepalives_idle": str(idle),
+        "tcp_keepalives_interval": str(interval),
+        "tcp_keepalives_count": str(count),
+        "tcp_user_timeout": f"{round(d * 1000)}ms",
+    }
+
+
+def pg_socket_options(lease_seconds: float, url_params: dict[str, int]) -> list[tuple[int, int, int]]:
+    """``setsockopt`` triples for the client's side of each connection: the keepalives of
+    ``pg_session_bounds``, or libpq's ``keepalives*``/``tcp_user_timeout`` given in the URL."""
+    if url_params.get("keepalives", 1) == 0:
+        return []
+    d = min(max(lease_seconds, BOUND_SECONDS[0]), BOUND_SECONDS[1])
+    idle, interval, count = _keepalives(d)
+    opts = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, default, attr in (("keepalives_idle", idle, "TCP_KEEPIDLE"),
+                                ("keepalives_interval", interval, "TCP_KEEPINTVL"),
+                                ("keepalives_count", count, "TCP_KEEPCNT"),
+                                ("tcp_user_timeout", round(d * 1000), "TCP_USER_TIMEOUT")):
+        value = url_params.get(name) or default  # libpq: 0 means the system default, here ours
+        if hasattr(socket, attr):  # Linux has all four
+            opts.append((socket.IPPROTO_TCP, getattr(socket, attr), value))
+    return opts
+
+
+def _keepalives(d: float) -> tuple[int, int, int]:
+    return max(1, math.ceil(d / 2)), max(1, math.ceil(d / 6)), 3
+
+
+def _unbounded(conn: Connection) -> None:
+    """Lift ``pg_session_bounds``' time limits for the rest of this transaction (a long one on purpose)."""
+    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+    conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
+    conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+
+
+def _bound_sessions(engine: AsyncEngine, settings: dict[str, str], options: list[tuple[int, int, int]]) -> None:
+    """Each new connection: ``settings`` for its session, ``options`` on its TCP socket (not a Unix one).
+
+    The settings are set once connected rather than sent as startup parameters: a pooler
+    such as PgBouncer refuses a startup parameter it does not know. asyncpg sets no
+    keepalive of its own, and the kernel's default is two hours: a server host that
+    vanished would hold a worker waiting for an answer that long.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        raw = dbapi_conn.driver_connection
+        transport = getattr(raw, "_transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            for level, option, value in options:
+                try:
+                    sock.setsockopt(level, option, value)
+                except OSError as exc:  # an option this kernel lacks: the others still hold
+                    log.debug("cannot set socket option %s=%s: %s", option, value, exc)
+        names = [n for n in settings if n != "tcp_user_timeout" or raw.get_server_version().major >= 12]
+        if names:
+            sql = "SELECT " + ", ".join(f"set_config(${2 * i + 1}, ${2 * i + 2}, false)" for i in range(len(names)))
+            values = [v for n in names for v in (n, settings[n])]
+            dbapi_conn.run_async(lambda conn: conn.execute(sql, *values))
+
+
 def _ping_when_idle(engine: AsyncEngine) -> None:
     """``pool_pre_ping``, but only for connections idle longer than PING_IDLE_SECONDS.
 
@@ -673,6 +857,12 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
                 engine.dialect.do_ping(dbapi_conn)
             except Exception:
                 raise DisconnectionError("connection dropped while idle") from None
+            except BaseException:
+                # cancelled (a deadline gave the wait up: a silent server): close the socket now; the
+                # pool's own invalidation would first wait 2 s for the server to answer a goodbye
+                with contextlib.suppress(Exception):
+                    record.driver_connection.terminate()
+                raise
 
     @event.listens_for(engine.sync_engine, "checkin")
     def _checkin(_dbapi_conn, record) -> None:  # type: ignore[no-untyped-def]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .adaptive import Limiter
@@ -31,6 +31,7 @@ from .claims import Claim, route_to
 from .errors import InvalidTransition
 from .heartbeat import Heartbeat
 from .models import ChunkResult
+from .outcomes import Outcomes
 from .runner import ChunkAborted, ChunkRunner, EntityHook, Processor
 
 if TYPE_CHECKING:
@@ -64,12 +65,18 @@ async def process(
 async def run_claimed(
     queue: Queue, claim: Claim, processor: Processor, on_entity: EntityHook | None = None, *,
     limiter: Limiter | None = None, on_ran: Callable[[], None] | None = None,
+    alone: Callable[[], Awaitable[object]] | None = None,
 ) -> ChunkResult:
     """Steps 2 and 3 for a chunk already claimed.
 
     A worker's window (``worker.py``) runs several of these at once: ``limiter`` is
     its slots, shared by them all, and ``on_ran`` tells it when this chunk's
     entities are done (before the commit), so that its next claim overlaps the commit.
+
+    A *suspect* chunk (``Claim.suspect``: it lost a lease before) runs alone, so that
+    a death while it runs is its own doing (``claims.Claims``): ``alone`` is awaited,
+    under the heartbeat, until the rest of the window is done (None: nothing else is
+    in flight), and the start is written on the chunk row before its first entity.
     """
     # 2. Run, under the rate limiter and a heartbeat; once the lease is known lost, no entity starts.
     heartbeat = Heartbeat(queue.claims, claim)
@@ -81,7 +88,14 @@ async def run_claimed(
     abort: str | None = None
     try:
         async with heartbeat:
-            outcomes = await runner.run(claim.items)
+            if not claim.suspect:
+                outcomes = await runner.run(claim.items)
+            else:
+                if alone is not None:
+                    await alone()
+                # a lease lost while waiting: nothing runs, and the fenced commit says so
+                held = await queue.claims.run_alone(claim)
+                outcomes = await runner.run(claim.items) if held else Outcomes()
     except ChunkAborted as exc:  # the callback raised JobFailed: the job fails with what is done so far
         # (its culprit, ``outcomes.culprit``, is logged with its traceback; the job's reason points at it)
         outcomes, abort = exc.outcomes, exc.reason

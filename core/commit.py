@@ -160,8 +160,8 @@ class Committer:
         # normalised before the transaction: no write lock is held while messages are read
         prints = fingerprints(outcomes.failures) if abort is None else []
         result = await self.backend.write(
-            lambda conn: self.apply(conn, claim, outcomes, duration, abort, prints=prints), "committing a chunk",
-            short=True)
+            lambda conn: self.apply(conn, claim, outcomes, duration, abort, prints=prints),
+            f"committing chunk {claim.chunk_index} of job {claim.job.id}", short=True)
         if not result.committed:
             log.warning("chunk %s of job %s was taken over by another worker; results discarded",
                         claim.chunk_index, claim.job.id)

@@ -17,10 +17,10 @@ from sqlalchemy.engine import Connection
 from . import error_groups, rows
 from . import schema as s
 from .backend import Backend
-from .enqueue import new_job_row
+from .enqueue import join_tenant, new_job_row
 from .errors import InvalidInput, InvalidTransition
 from .fingerprint import fingerprint as fingerprint_of
-from .limits import check_id
+from .limits import TENANT, TENANT_WEIGHT, check_id
 from .models import BulkResult, EntityResult, Job
 from .outcomes import Item, Outcomes
 from .reads import Reads
@@ -75,6 +75,16 @@ class Control:
             job = await self.reads.get_job(job_id)  # raises JobNotFound
             raise InvalidTransition(f"cannot {verb} job {job_id}: it is {job.status}")
         return await self.reads.get_job(job_id)
+
+    async def set_tenant_weight(self, tenant: str | None, weight: float) -> None:
+        name = TENANT.check(tenant) or ""
+        share = TENANT_WEIGHT.check(weight)
+
+        def tx(conn: Connection) -> None:
+            join_tenant(conn, name)  # its row, if it had none
+            conn.execute(update(s.tenants).where(s.tenants.c.name == name).values(weight=share))
+
+        await self.backend.write(tx, f"setting the weight of tenant {name!r}")
 
     async def bulk(self, action: str, status: str | Sequence[str] | None, search: str | None) -> BulkResult:
         """``action`` on every job the filter matches.
@@ -151,7 +161,7 @@ class Control:
                 provider=job.provider, chunk_size=job.chunk_size, priority=job.priority,
                 max_workers=job.max_workers, max_attempts=job.max_attempts, max_errors=job.max_errors,
                 max_error_ratio=job.max_error_ratio, parent_id=job.id, params=job.params,
-                processor=job.processor,
+                processor=job.processor, tenant=job.tenant or "",
             )).returning(_j.id)).scalar_one()
             conn.execute(insert(s.entities).from_select(
                 ["job_id", "pos", "entity_id"],

@@ -11,7 +11,9 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -30,10 +32,12 @@ from .limits import (
     PRIORITY,
     PROCESSOR_NAME,
     PROVIDER,
+    TENANT,
     check_params,
     clean_entity_id,
 )
-from .status import PENDING
+from .sql import status_in
+from .status import ACTIVE_STATUSES, PENDING
 
 #: entity rows handed to the driver at once
 INSERT_BATCH = 5_000
@@ -61,6 +65,7 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     out["max_error_ratio"] = MAX_ERROR_RATIO.check_optional(settings["max_error_ratio"])
     out["name"] = NAME.check(settings["name"])
     out["processor"] = PROCESSOR_NAME.check(settings.get("processor"))
+    out["tenant"] = TENANT.check(settings.get("tenant")) or ""
     params = check_params(settings["params"])
     if params:
         try:  # caught here, not as a driver error with the SQL in it (PostgreSQL also rejects NaN)
@@ -101,6 +106,7 @@ async def enqueue(
     ids = checked_ids(entity_ids)
 
     def tx(conn: Connection) -> int:
+        join_tenant(conn, job["tenant"])
         job_id = conn.execute(
             insert(s.jobs).values(**new_job_row(now(), parent_id=parent_id, **job)).returning(s.jobs.c.id)
         ).scalar_one()
@@ -117,6 +123,29 @@ async def enqueue(
         if isinstance(exc, IntegrityError):
             raise
         raise DatabaseUnavailable(f"enqueue failed, nothing was created: {describe_db_error(exc)}") from exc
+
+
+def join_tenant(conn: Connection, tenant: str) -> None:
+    """Give ``tenant`` its row, and a turn no earlier than the tenants already waiting.
+
+    Its virtual time (``schema.tenants``) starts at the lowest of the tenants that have a
+    live job, or stays where it was if that is later: a tenant new to the queue, or back
+    after a quiet week, takes its turn among the others instead of being owed every turn
+    it did not use. Enqueueing is rare next to claiming; this reads the tenants with
+    live jobs (one index probe each) once per job.
+    """
+    t, j = s.tenants.c, s.jobs.c
+    floor = conn.execute(
+        select(func.min(t.vtime)).where(exists(select(j.id).where(j.tenant == t.name, status_in(ACTIVE_STATUSES))))
+    ).scalar()
+    own = conn.execute(select(t.vtime).where(t.name == tenant)).first()
+    if own is None:
+        # two first jobs of one tenant enqueued at once (PostgreSQL): the second finds the row made
+        insert_ = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
+        conn.execute(insert_(s.tenants).values(name=tenant, vtime=floor or 0.0).on_conflict_do_nothing())
+    elif floor is not None and own.vtime < floor and not conn.execute(
+            select(j.id).where(j.tenant == tenant, status_in(ACTIVE_STATUSES)).limit(1)).first():
+        conn.execute(update(s.tenants).where(t.name == tenant).values(vtime=floor))
 
 
 def _insert_ids(backend: Backend, conn: Connection, job_id: int, ids: Iterable[str], dedupe: bool) -> int:

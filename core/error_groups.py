@@ -11,7 +11,8 @@ key ``legacy:`` + a stable hash of the two (``legacy_key``); every function
 here accepts such a key too.
 
 Search (``search_condition``) matches the entity ID or the message text,
-case-insensitively, as a plain substring: ``%`` and ``_`` are no wildcards.
+case-insensitively, as a plain substring: ``%`` and ``_`` are no wildcards
+(``sql.contains_pattern``, which job searches use too).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from sqlalchemy.engine import Connection
 from . import rows
 from . import schema as s
 from .errors import InvalidInput
-from .limits import ERRORS_PAGE, OFFSET, text_problem
+from .limits import ERRORS_PAGE, OFFSET
 from .models import ErrorGroup
+from .sql import contains_pattern
 
 __all__ = ["LEGACY_PREFIX", "SAMPLES", "group_condition", "legacy_key", "read_group_entities", "read_groups",
            "search_condition"]
@@ -57,12 +59,9 @@ def check_key(key: object) -> str:
 
 def search_condition(search: str | None) -> Any:
     """Rows whose entity ID or message contains ``search`` (any letter case); None for no search."""
-    if search is None or not search.strip():
+    like = contains_pattern(search)
+    if like is None:
         return None
-    if (problem := text_problem(search, controls=False)) is not None:
-        raise InvalidInput(f"search {problem}", field="search")
-    needle = search.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    like = f"%{needle}%"
     er = s.errors.c
     return or_(func.lower(er.entity_id).like(like, escape="\\"), func.lower(er.message).like(like, escape="\\"))
 

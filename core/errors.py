@@ -57,6 +57,19 @@ class DatabaseUnavailable(ChunkqError):
     """The database cannot be reached or written; the message says why."""
 
 
+class DatabaseStalled(DatabaseUnavailable):
+    """A transaction waited past the deadline it ran under (``db.deadline``) and was given up.
+
+    ``waited`` is how long it had waited (seconds), ``what`` names it ("committing chunk 3 of job 1").
+    Nothing it did is applied: it was rolled back, or its connection closed.
+    """
+
+    def __init__(self, what: str, waited: float) -> None:
+        super().__init__(f"the database did not answer for {waited:.1f} s ({what})")
+        self.what = what
+        self.waited = waited
+
+
 class NoDatabase(DatabaseUnavailable):
     """A command that does not create databases found none: no SQLite file, or no chunkq tables."""
 

@@ -27,6 +27,8 @@ from .backend import Backend
 from .errors import InvalidInput
 from .limits import check_id
 from .models import HistoryBucket, to_datetime
+from .sql import status_in
+from .status import ACTIVE_STATUSES
 
 #: at most this many buckets in one answer (a sparkline is a few hundred cells wide at most)
 MAX_BUCKETS = 2000
@@ -129,6 +131,16 @@ async def provider_totals(backend: Backend) -> dict[str, tuple[int, int, int]]:
          .group_by(j.provider).order_by(j.provider))
     found = await backend.read(lambda conn: list(conn.execute(q).all()), "totalling by provider")
     return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in found}
+
+
+async def tenant_totals(backend: Backend) -> dict[str, tuple[int, int]]:
+    """``{tenant: (entities processed, live jobs)}`` over every job, one query ('' : jobs without a tenant)."""
+    j = s.jobs.c
+    live = func.coalesce(func.sum(case((status_in(ACTIVE_STATUSES), 1), else_=0)), 0)
+    q = (select(j.tenant, func.coalesce(func.sum(j.processed_count), 0), live)
+         .group_by(j.tenant).order_by(j.tenant))
+    found = await backend.read(lambda conn: list(conn.execute(q).all()), "totalling by tenant")
+    return {str(r[0]): (int(r[1]), int(r[2])) for r in found}
 
 
 async def chunk_durations(

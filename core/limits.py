@@ -4,6 +4,14 @@ A click option, the dashboard's enqueue form and the HTTP trigger all read the
 same objects (``CHUNK_SIZE.lo``, ``CHUNK_SIZE.hi``, ``CHUNK_SIZE.default``), so
 a bound cannot drift between them; the queue enforces them with ``.check``,
 whose ``InvalidInput`` names the field.
+
+What a person types (an option, a query parameter, a form's box) is read by
+``.parse``: ASCII decimal notation only, so ``nan``, ``inf``, ``1_000`` and
+Arabic-Indic digits are refused like any other bad value instead of slipping
+past a range check (every comparison with NaN is false). Every number of
+seconds has a cap (``DAY``, ``YEAR``): ``1e308`` seconds overflowed when added
+to the time. A search text has one check too (``check_search``), wherever it
+comes from.
 """
 
 from __future__ import annotations
@@ -17,6 +25,26 @@ from .errors import InvalidInput
 
 #: the largest id a job or error row can have (signed 64-bit, with room to spare)
 MAX_ROW_ID = 2**62
+#: the longest lease, per-entity timeout or poll: longer is a typo, not a plan. A lease is the
+#: base of PostgreSQL's session timeouts, which hold at most 2**31 - 1 ms (24.8 days), and a
+#: time this far ahead still fits a datetime and a thread's wait (1e308 s overflowed both)
+DAY = 86_400.0
+#: the longest ``max_seconds``: a run meant never to stop is given none
+YEAR = 366 * DAY
+
+#: what ``IntLimit.parse`` / ``FloatLimit.parse`` (and the HTTP query parameters) read as a number:
+#: ASCII digits, no ``_``, no nan or inf
+INTEGER = re.compile(r"[+-]?[0-9]{1,4000}")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,400}\.?[0-9]{0,400}|\.[0-9]{1,400})(?:[eE][+-]?[0-9]{1,4})?")
+
+
+def shown(value: object, width: int = 60) -> str:
+    """``value`` quoted in a message: its repr, cut to ``width`` characters (a 100,000-character
+    argument or a 5,000-digit number stays one short line)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
+        return f"a number of {len(str(abs(value))) if abs(value) < 10**4000 else 'over 4,000'} digits"
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +58,25 @@ class IntLimit:
 
     def check(self, value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidInput(f"{self.field} must be a whole number, got {value!r}", field=self.field)
+            raise InvalidInput(f"{self.field} must be a whole number, got {shown(value)}", field=self.field)
         if not self.lo <= value <= self.hi:
-            raise InvalidInput(
-                f"{self.field} must be between {self.lo:,} and {self.hi:,}, got {value:,}", field=self.field
-            )
+            got = f"{value:,}" if abs(value) < 10**18 else shown(value)
+            raise InvalidInput(f"{self.field} must be between {self.lo:,} and {self.hi:,}, got {got}",
+                               field=self.field)
         return value
+
+    def parse(self, raw: object) -> int:
+        """A whole number as a person typed it (an option, a query parameter, a form's box), then ``check``.
+
+        ASCII digits only, with an optional sign: ``int()`` would also take ``"١٢"``, ``"1_000"`` and
+        thousand-digit numbers; a float such as ``"5.0"`` or ``"1e3"`` is refused too.
+        """
+        if isinstance(raw, str):
+            text = raw.strip()
+            if INTEGER.fullmatch(text) is None:
+                raise InvalidInput(f"{self.field} must be a whole number, got {shown(raw)}", field=self.field)
+            raw = int(text)
+        return self.check(raw)
 
     def check_optional(self, value: object) -> int | None:
         return None if value is None else self.check(value)
@@ -56,13 +97,34 @@ class FloatLimit:
     lo_open: bool = True
 
     def check(self, value: object) -> float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok:
-            number = float(value)  # type: ignore[arg-type]
-            ok = (number > self.lo if self.lo_open else number >= self.lo) and (self.hi is None or number <= self.hi)
+            try:
+                number = float(value)  # type: ignore[arg-type]  # an int past 1e308 overflows
+            except OverflowError:
+                ok = False
+        if ok:
+            ok = math.isfinite(number) and (number > self.lo if self.lo_open else number >= self.lo) and (
+                self.hi is None or number <= self.hi)
         if not ok:
-            raise InvalidInput(f"{self.field} must be {self.must}, got {value!r}", field=self.field)
+            raise InvalidInput(f"{self.field} must be {self.must}, got {shown(value)}", field=self.field)
         return number
+
+    def parse(self, raw: object) -> float:
+        """A number as a person typed it (an option, a query parameter, a form's box), then ``check``.
+
+        Decimal notation only: ``float()`` would also take ``"nan"``, ``"inf"``, ``"infinity"`` and
+        ``"1_0"``; a value too big for a float (``"1e999"``) is infinite, so ``check`` refuses it.
+        """
+        if isinstance(raw, str):
+            text = raw.strip()
+            if _DECIMAL.fullmatch(text) is None or not math.isfinite(number := float(text)):
+                raise InvalidInput(f"{self.field} must be {self.must}, got {shown(raw)}", field=self.field)
+            try:
+                return self.check(number)
+            except InvalidInput:  # quote what was typed ("1e400"), not what it became
+                raise InvalidInput(f"{self.field} must be {self.must}, got {shown(raw)}", field=self.field) from None
+        return self.check(raw)
 
     def check_optional(self, value: object) -> float | None:
         return None if value is None else self.check(value)
@@ -135,6 +197,10 @@ class TextLimit:
 ENTITY_TYPE = TextLimit("entity_type")
 PROVIDER = TextLimit("provider")
 NAME = TextLimit("name", required=False)
+#: who a job is for (fair scheduling: tenants take turns, ``claims.ClaimStatements``)
+TENANT = TextLimit("tenant", required=False)
+#: a tenant's share of the turns against a tenant of weight 1 (``schema.tenants``)
+TENANT_WEIGHT = FloatLimit("weight", 0.0, 1000.0, "a positive number, at most 1,000")
 #: the processor a job is routed to (``Processor.name``; the CLI's import path ``module:function``)
 PROCESSOR_NAME = TextLimit("processor", max_length=500, required=False)
 CHUNK_SIZE = IntLimit("chunk_size", 1, 10_000, 50)
@@ -185,16 +251,22 @@ def check_concurrency_optional(value: object) -> int | str | None:
 
 #: ``--processes``: worker processes under one supervisor (``supervisor.py``)
 PROCESSES = IntLimit("processes", 1, 256, 1)
-TIMEOUT = FloatLimit("timeout", 0.0, None, "a positive number of seconds")
-RATE = FloatLimit("rate", 0.0, None, "a positive number of calls per second")
-LEASE_SECONDS = FloatLimit("lease_seconds", 0.0, None, "a positive number of seconds", 30.0)
-POLL_INTERVAL = FloatLimit("poll_interval", 0.01, None, "at least 0.01 seconds", 1.0, lo_open=False)
+TIMEOUT = FloatLimit("timeout", 0.0, DAY, "a positive number of seconds, at most 86,400 (a day)")
+#: calls per second: at least one a day (a slower bucket's wait overflows), at most a million
+RATE = FloatLimit("rate", 1 / DAY, 1e6, "between one call a day and 1,000,000 calls a second", lo_open=False)
+LEASE_SECONDS = FloatLimit("lease_seconds", 0.0, DAY, "a positive number of seconds, at most 86,400 (a day)", 30.0)
+POLL_INTERVAL = FloatLimit("poll_interval", 0.01, 3600.0, "between 0.01 and 3,600 seconds", 1.0, lo_open=False)
+#: seconds between a process's heartbeats in the workers registry (``registry.py``, ``--heartbeat``)
+HEARTBEAT = FloatLimit("heartbeat", 0.05, 3600.0, "between 0.05 and 3,600 seconds", 5.0, lo_open=False)
 MAX_CHUNKS = IntLimit("max_chunks", 1, MAX_ROW_ID, None)
-MAX_SECONDS = FloatLimit("max_seconds", 0.0, None, "a positive number of seconds")
+MAX_SECONDS = FloatLimit("max_seconds", 0.0, YEAR, "a positive number of seconds, at most 31,622,400 (366 days)")
 
 # --------------------------------------------------------------------------- reading
 
 JOBS_PAGE = IntLimit("limit", 0, 100_000, 100)
+#: the longest search text (jobs by name, errors by entity ID or message), in characters: SQLite
+#: refuses a LIKE pattern over 50,000 bytes ("pattern too complex"), and nobody types more
+SEARCH_LENGTH = 1000
 ERRORS_PAGE = IntLimit("limit", 0, 1_000_000, 100)
 OFFSET = IntLimit("offset", 0, MAX_ROW_ID, 0)
 
@@ -216,6 +288,13 @@ def check_params(params: object) -> dict[str, Any]:
         return {}
     if not isinstance(params, dict):
         raise InvalidInput("params must be a JSON object (a dict)", field="params")
+    rate = params.get("rate_limit")  # read by core (``ratelimit.py``): a tiny one made a wait of 1e300 s
+    if isinstance(rate, int | float) and not isinstance(rate, bool):
+        try:
+            RATE.check(rate)
+        except InvalidInput:
+            raise InvalidInput(f"params['rate_limit'] must be {RATE.must} (calls per second), got {shown(rate)}",
+                               field="params") from None
     stack: list[tuple[str, object]] = [("params", params)]
     while stack:
         where, value = stack.pop()
@@ -251,6 +330,28 @@ def clean_entity_id(value: object, number: int) -> str:
 
 def _bad_id(number: int, reason: str) -> None:
     raise InvalidInput(f"entity ID #{number} {reason}", field="entity_ids", number=number, reason=reason)
+
+
+def check_search(value: object) -> str | None:
+    """A search text (jobs by name, provider or type; errors by entity ID or message), stripped.
+
+    None or blank: no search. Every front end's search reaches SQL through this
+    one check (``sql.contains_pattern``), so none can send SQLite a pattern it
+    calls "too complex", a NUL or a lone surrogate.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"search must be text, got {type(value).__name__}", field="search")
+    text = value.strip()
+    if not text:
+        return None
+    if len(text) > SEARCH_LENGTH:
+        raise InvalidInput(f"search must be at most {SEARCH_LENGTH:,} characters, got {len(text):,}",
+                           field="search")
+    if (problem := text_problem(text, controls=False)) is not None:
+        raise InvalidInput(f"search {problem}", field="search")
+    return text
 
 
 def check_id(value: object, what: str = "job id") -> int:

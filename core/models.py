@@ -109,6 +109,8 @@ class Job:
     #: who gave the job's leases back on purpose (``host:pid``) and when: a release, not a silent worker
     released_by: str | None = None
     released_at: datetime | None = None
+    #: who the job is for (fair scheduling: tenants take turns); None: no tenant
+    tenant: str | None = None
 
     @property
     def reason(self) -> str | None:

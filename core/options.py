@@ -13,6 +13,7 @@ same from ``chunkq process``, ``chunkq tui`` and the HTTP trigger.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -92,7 +93,10 @@ def parse_rate(text: str) -> tuple[str, float]:
         raise InvalidInput(f"rate {text!r}: unknown unit '/{unit}'; use /s, /m or /h", field="rate_limits")
     if number <= 0:
         raise InvalidInput(f"rate {text!r}: the number of calls must be positive", field="rate_limits")
-    return provider, number / _PER[unit]
+    per_second = number / _PER[unit]
+    if not (math.isfinite(per_second) and RATE.lo <= per_second <= RATE.hi):  # "1e999/s", "1e-300/s"
+        raise InvalidInput(f"rate {text[:60]!r}: must be {RATE.must}", field="rate_limits")
+    return provider, per_second
 
 
 def parse_rates(values: Iterable[str] | Mapping[str, float] | None) -> dict[str, float]:

@@ -4,9 +4,11 @@ An entity whose callback kills the process running it (a segfault, ``os._exit``,
 the OOM killer) - or keeps its worker from renewing the lease (a frozen process,
 an event loop blocked for longer than the lease) - would have its chunk taken
 over and rerun forever, good entities and all. ``claims.py`` counts on the
-chunk row each take-over of an *expired* lease (``lost_leases``); when a chunk
-reaches ``ISOLATE_AFTER`` the claim transaction calls this module instead of
-handing it out:
+chunk row a take-over of an *expired* lease (``lost_leases``): the chunk's first,
+and then only those lost while its worker ran it alone (``solo_at``), so a crash
+is blamed on the chunk that caused it, not on every chunk of the dead worker's
+window (issue 24). When a chunk reaches ``ISOLATE_AFTER`` the claim transaction
+calls this module instead of handing it out:
 
 * ``isolate`` splits it into one-entity chunks, free to claim at once (the
   parent's state becomes ``split``), so the next deaths point at one entity;
@@ -14,7 +16,9 @@ handing it out:
   as failed for good (``WorkerLost``), through the ordinary fenced commit.
 
 Good entities of a poison chunk are so called at most ``ISOLATE_AFTER + 1``
-times, and the job finishes given a supervisor that restarts crashed workers.
+times (``+ 2`` when workers run windows: ``claims.Claims``), innocent entities
+of the same window twice, and the job finishes given a supervisor that restarts
+crashed workers.
 """
 
 from __future__ import annotations
@@ -60,12 +64,14 @@ def isolate(conn: Connection, claim: Claim, lost: int, now: float) -> None:
         .values(next_chunk=j.next_chunk + n, leased_chunks=j.leased_chunks + n - 1)
         .returning(j.next_chunk)
     ).scalar_one() - n
-    # Released leases (expiry 0: no death counted when taken). Each one-entity chunk keeps its
-    # entity's position in start_pos, a retry chunk's too (whose entity is the retry row pointing at it).
+    # Released leases (expiry 0: no death counted when taken), not suspects (lost_leases 0): they may run
+    # side by side, and the first death among them makes suspects of the ones in flight (``claims.Claims``).
+    # Each one-entity chunk keeps its entity's position in start_pos, a retry chunk's too (whose entity
+    # is the retry row pointing at it).
     conn.execute(insert(s.chunks), [{
         "job_id": claim.job.id, "chunk_index": first + k, "kind": claim.kind, "start_pos": item.pos,
         "end_pos": item.pos + 1, "size": 1, "state": "leased", "owner": None, "attempt": 1,
-        "lease_expires_at": 0.0, "started_at": now, "ok": 0, "errors": 0, "lost_leases": 0,
+        "lease_expires_at": 0.0, "started_at": now, "ok": 0, "errors": 0, "lost_leases": 0, "solo_at": None,
     } for k, item in enumerate(claim.items)])
     if claim.kind == "retry":
         r = s.retries.c

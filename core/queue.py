@@ -9,7 +9,8 @@
   ``text.py`` - its text made storable);  ``heartbeat.py`` - keeping a lease;  ``poison.py`` - chunks
   whose workers keep dying
 * ``ratelimit.py`` - shared token buckets;  ``control.py`` - pause/resume/cancel, bulk actions, redoing failures
-* ``reads.py`` - jobs, errors, chunks, rates, stats
+* ``reads.py`` - jobs, errors, chunks, rates, stats;  ``orphans.py`` - chunks leased by workers that are
+  gone (what a run "until empty" still waits for)
 
 Every write is one short transaction; the user's callback always runs between
 transactions, never inside one. A chunk costs the same whatever the job's size:
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -72,6 +73,11 @@ class Queue:
     schema is refused (``SchemaMismatch``: run ``chunkq db upgrade``) unless
     ``upgrade=True``; a newer one always is. ``readonly=True`` never writes (a
     SQLite file is opened read-only), for commands that only read.
+
+    ``order``: which job a claim serves next, ``fair`` (the default: round-robin
+    among jobs of the same priority, the one served least recently first) or
+    ``fifo`` (the oldest job first); see ``claims.ClaimStatements``. A ``Worker``
+    may ask for the other one.
     """
 
     def __init__(
@@ -85,19 +91,21 @@ class Queue:
         create: bool = True,
         upgrade: bool = False,
         readonly: bool = False,
+        order: str = "fair",
     ) -> None:
         self.backend: Backend = backend_for(url)
         self._open_options = {"create": create and not readonly, "upgrade": upgrade and not readonly,
                               "readonly": readonly}
         self.url = self.backend.url
         self.lease_seconds = LEASE_SECONDS.check(lease_seconds)
+        self.backend.lease_seconds = self.lease_seconds  # PostgreSQL bounds its sessions by it
         self.breaker_chunks = breaker_chunks
         self.owner = owner or make_owner()
         self._clock = clock or time.time
         self._offset = 0.0
         self.committer = Committer(self.backend, owner=self.owner, breaker_chunks=breaker_chunks, now=self.now)
         self.claims = Claims(self.backend, owner=self.owner, lease_seconds=self.lease_seconds, now=self.now,
-                             committer=self.committer)
+                             committer=self.committer, order=order)
         self.rate_limiter = RateLimiter(self.backend, self.now)
         self.reads = Reads(self.backend, self.now)
         self.control = Control(self.backend, self.reads, self.now)
@@ -162,16 +170,20 @@ class Queue:
         max_error_ratio: float | None = None,
         parent_id: int | None = None,
         processor: str | None = None,
+        tenant: str | None = None,
     ) -> Job:
         """Create a pending job of ``entity_ids``, all or nothing (see ``enqueue.py``; limits in ``limits.py``).
 
         ``processor`` routes it: only a worker whose processor has that name (the CLI's
-        ``--processor`` import path, or ``Processor.name``) claims it; None: any worker."""
+        ``--processor`` import path, or ``Processor.name``) claims it; None: any worker.
+        ``tenant``: who it is for; tenants take turns before their jobs do (``set_tenant_weight``),
+        so a customer with 50 jobs does not get 50 turns to another's one. None: the jobs
+        without a tenant, which take turns as one tenant."""
         job_id = await enqueue.enqueue(
             self.backend, self.now, entity_ids, dedupe=dedupe, parent_id=parent_id, entity_type=entity_type,
             provider=provider, chunk_size=chunk_size, priority=priority, name=name, params=params,
             max_workers=max_workers, max_attempts=max_attempts, max_errors=max_errors,
-            max_error_ratio=max_error_ratio, processor=processor,
+            max_error_ratio=max_error_ratio, processor=processor, tenant=tenant,
         )
         return await self.get_job(job_id)
 
@@ -198,8 +210,10 @@ class Queue:
     # The two transactions of a chunk's life, and the run between them; the reliability
     # suite wraps these to stop a worker at each step.
 
-    async def _claim(self, job_id: int | None = None, *, mine: int | None = None) -> Claim | None:
-        return await self.claims.claim(job_id, mine=mine)
+    async def _claim(
+        self, job_id: int | None = None, *, mine: int | None = None, order: str | None = None
+    ) -> Claim | None:
+        return await self.claims.claim(job_id, mine=mine, order=order)
 
     async def _commit(
         self, claim: Claim, outcomes: Outcomes, duration: float, abort: str | None
@@ -209,8 +223,10 @@ class Queue:
     async def _run_claim(
         self, claim: Claim, processor: Processor, on_entity: EntityHook | None, *,
         limiter: Limiter | None = None, on_ran: Callable[[], None] | None = None,
+        alone: Callable[[], Awaitable[object]] | None = None,
     ) -> ChunkResult:
-        return await chunk.run_claimed(self, claim, processor, on_entity, limiter=limiter, on_ran=on_ran)
+        return await chunk.run_claimed(self, claim, processor, on_entity, limiter=limiter, on_ran=on_ran,
+                                       alone=alone)
 
     @property
     def _thread_engine(self) -> Engine | None:
@@ -274,18 +290,31 @@ class Queue:
         offset: int = 0,
         changed_since: float | None = None,
         search: str | None = None,
+        tenant: str | None = None,
     ) -> list[Job]:
         """Jobs in ``Status.rank`` order, newest first within one; ``changed_since`` (epoch s): only what changed.
 
         With ``changed_since`` a live view's refresh costs the same with 10 or 10,000
         jobs. On PostgreSQL concurrent transactions may commit out of timestamp
-        order, so poll with a small overlap (the dashboard uses 2 s).
+        order, so poll with a small overlap (the dashboard uses 2 s). ``tenant``: that tenant's
+        jobs only ("": those enqueued without one).
         """
         return await self.reads.list_jobs(status, limit=limit, offset=offset, changed_since=changed_since,
-                                          search=search)
+                                          search=search, tenant=tenant)
 
-    async def count_jobs(self, status: str | Sequence[str] | None = None, *, search: str | None = None) -> int:
-        return await self.reads.count_jobs(status, search=search)
+    async def count_jobs(
+        self, status: str | Sequence[str] | None = None, *, search: str | None = None, tenant: str | None = None,
+    ) -> int:
+        return await self.reads.count_jobs(status, search=search, tenant=tenant)
+
+    async def set_tenant_weight(self, tenant: str | None, weight: float) -> None:
+        """Give ``tenant`` (None: the jobs without one) ``weight`` times the turns of a tenant of weight 1
+        (default 1; at most 1,000). Takes effect at the next claim; a tenant not seen yet is created."""
+        await self.control.set_tenant_weight(tenant, weight)
+
+    async def list_tenants(self) -> list[tuple[str | None, float]]:
+        """Every tenant ever enqueued and its weight, by name (None: the jobs without a tenant)."""
+        return await self.reads.list_tenants()
 
     async def list_errors(
         self, job_id: int, *, limit: int = 100, offset: int = 0, error_type: str | None = None,
@@ -355,6 +384,10 @@ class Queue:
     async def provider_totals(self) -> dict[str, tuple[int, int, int]]:
         """``{provider: (processed, failed for good, waiting)}`` over every job (``/metrics``)."""
         return await history.provider_totals(self.backend)
+
+    async def tenant_totals(self) -> dict[str, tuple[int, int]]:
+        """``{tenant: (entities processed, live jobs)}`` over every job; '': jobs without a tenant (``/metrics``)."""
+        return await history.tenant_totals(self.backend)
 
     async def chunk_durations(self, *, minutes: float = 60) -> tuple[list[int], int, float]:
         """Chunks finished in the last ``minutes`` by duration: cumulative counts per

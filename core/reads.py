@@ -21,7 +21,7 @@ from .errors import InvalidInput, JobNotFound
 from .limits import ERRORS_PAGE, JOBS_PAGE, OFFSET, check_id
 from .models import ChunkInfo, ErrorEntry, ErrorGroup, Job, QueueStats
 from .registry import Registry
-from .sql import claimable, expired_lease, job_filter, routed, stale_lease, status_in
+from .sql import claimable, expired_lease, job_filter, routed, stale_lease, status_in, tenant_filter
 from .status import ACTIVE_STATUSES, STATUSES, Status
 
 #: a job whose newest chunk finished longer ago than this (or than three of its chunk durations) is idle
@@ -54,21 +54,29 @@ class Reads:
 
     async def list_jobs(
         self, status: str | Sequence[str] | None = None, *, limit: int = 100, offset: int = 0,
-        changed_since: float | None = None, search: str | None = None,
+        changed_since: float | None = None, search: str | None = None, tenant: str | None = None,
     ) -> list[Job]:
         JOBS_PAGE.check(limit)
         OFFSET.check(offset)
         j = s.jobs.c
-        q = select(s.jobs).where(*job_filter(status, search))
+        q = select(s.jobs).where(*job_filter(status, search), *tenant_filter(tenant))
         if changed_since is not None:
             q = q.where(j.updated_at >= float(changed_since)).order_by(j.updated_at, j.id)
         else:
             q = q.order_by(_RANK, j.id.desc())
         return [rows.job(r) for r in await self._all(q.limit(limit).offset(offset), "listing jobs")]
 
-    async def count_jobs(self, status: str | Sequence[str] | None = None, *, search: str | None = None) -> int:
-        q = select(func.count()).select_from(s.jobs).where(*job_filter(status, search))
+    async def count_jobs(
+        self, status: str | Sequence[str] | None = None, *, search: str | None = None, tenant: str | None = None,
+    ) -> int:
+        q = select(func.count()).select_from(s.jobs).where(*job_filter(status, search), *tenant_filter(tenant))
         return int(await self._scalar(q, "counting jobs"))
+
+    async def list_tenants(self) -> list[tuple[str | None, float]]:
+        """Every tenant ever enqueued and its weight, by name (None: the jobs without a tenant)."""
+        t = s.tenants.c
+        found = await self._all(select(t.name, t.weight).order_by(t.name), "listing tenants")
+        return [(rows.readable(r.name) or None, float(r.weight)) for r in found]
 
     async def pending_retry_job(self, job_id: int) -> Job | None:
         """The newest unfinished job made by retrying ``job_id`` (``parent_id``), or None.

@@ -55,6 +55,7 @@ def job(row: Any) -> Job:
         max_error_ratio=m["max_error_ratio"], params=readable(dict(m["params"] or {})),
         processor=readable(m["processor"]), reason_error_id=m["reason_error_id"],
         released_by=readable(m["released_by"]), released_at=to_datetime(m["released_at"]),
+        tenant=readable(m["tenant"]) or None if "tenant" in m else None,
     )
 
 

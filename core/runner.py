@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from .adaptive import Limiter, is_overloaded, limit_for
 from .callbacks import batch_failures, being_cancelled, captured, is_async, needs_settling, settle
 from .errors import InvalidInput, JobFailed, Retry
-from .limits import CONCURRENCY, check_concurrency
+from .limits import CONCURRENCY, RATE, TIMEOUT, check_concurrency
 from .models import EntityResult, Job
 from .outcomes import Item, Items, Outcome, Outcomes
 from .text import safe_str, storable
@@ -74,8 +74,9 @@ class Processor:
                                field="concurrency")
         elif self.concurrency < CONCURRENCY.lo:
             raise InvalidInput("concurrency must be at least 1", field="concurrency")
-        if self.timeout is not None and self.timeout <= 0:
-            raise InvalidInput("timeout must be a positive number of seconds", field="timeout")
+        # a processor's own knobs meet the same limits as the command line's (nan or 1e308 overflowed later)
+        self.timeout = TIMEOUT.check_optional(self.timeout)
+        self.rate_limits = {provider: RATE.check(rate) for provider, rate in self.rate_limits.items()}
 
     @classmethod
     def coerce(cls, value: Processor | EntityCallback | None) -> Processor:

@@ -50,7 +50,7 @@ from sqlalchemy.engine import Connection
 from .errors import NoDatabase, SchemaMismatch
 
 #: the number of the newest revision in migrations/versions (tests/migrations checks they agree)
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 #: chunkq 0.1.0: tables made by ``create_all``, ``schema_version`` 1, no revision table
 LEGACY_VERSION = 1
 #: Alembic's version table under a chunkq name, so an application's own Alembic in the same
@@ -113,9 +113,29 @@ jobs = Table(
     # a deliberate release of the job's leases, told apart from a worker that went silent (0003)
     Column("released_by", Text),
     Column("released_at", Float),
+    # when a claim last handed out a chunk of the job: the fair order serves the job served least
+    # recently first; 0 (never served) sorts first, then the oldest job (0005)
+    Column("served_at", Float, nullable=False, server_default=text("0")),
+    # who the job is for (a customer, a team): tenants take turns before their jobs do; '' is the
+    # tenant of every job enqueued without one (0005)
+    Column("tenant", Text, nullable=False, server_default=text("''")),
 )
 Index("ix_chunkq_jobs_claim", jobs.c.status, jobs.c.priority, jobs.c.id)
+#: the claim's two orders (``claims.ClaimStatements``), over live jobs only: a claim reads the first
+#: claimable entry instead of sorting every live job (partial: finished jobs are not in them) (0005)
+ACTIVE_WHERE = text("status IN ('pending', 'running')")
+Index("ix_chunkq_jobs_fair", jobs.c.priority.desc(), jobs.c.served_at, jobs.c.id,
+      sqlite_where=ACTIVE_WHERE, postgresql_where=ACTIVE_WHERE)
+Index("ix_chunkq_jobs_fifo", jobs.c.priority.desc(), jobs.c.id, sqlite_where=ACTIVE_WHERE,
+      postgresql_where=ACTIVE_WHERE)
+#: the fair order within one tenant (``claims.ClaimStatements``) (0005)
+Index("ix_chunkq_jobs_tenant", jobs.c.tenant, jobs.c.priority.desc(), jobs.c.served_at, jobs.c.id,
+      sqlite_where=ACTIVE_WHERE, postgresql_where=ACTIVE_WHERE)
 Index("ix_chunkq_jobs_updated", jobs.c.updated_at)
+#: the jobs that name a job as their parent: deleting one (``ON DELETE SET NULL``, retention) and the
+#: pruner's "a live retry names it" check read this instead of every job (0006)
+Index("ix_chunkq_jobs_parent", jobs.c.parent_id, sqlite_where=text("parent_id IS NOT NULL"),
+      postgresql_where=text("parent_id IS NOT NULL"))
 
 entities = Table(
     "chunkq_entities",
@@ -204,6 +224,19 @@ rate_limits = Table(
     Column("tokens", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# Tenants take turns (issue 25): the claim serves the tenant with the lowest ``vtime`` (virtual time) among
+# those with a claimable job, and advances it by ``1 / weight`` (stride scheduling), so a tenant of weight 2 gets
+# twice the chunks of one of weight 1, whatever the number of jobs each has. A row per tenant ever
+# enqueued; '' (jobs without a tenant) is one tenant like the others (0005).
+tenants = Table(
+    "chunkq_tenants",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("weight", Float, nullable=False, server_default=text("1")),
+    Column("vtime", Float, nullable=False, server_default=text("0")),
+)
+Index("ix_chunkq_tenants_vtime", tenants.c.vtime, tenants.c.name)
 
 # Every process that processes work (worker, cron `process`, the dashboard's auto-run, `serve`):
 # registered at start, heartbeated, asked to stop through `stop_request` (0003).

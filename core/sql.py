@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, literal_column, or_, select
+from sqlalchemy import Boolean, and_, func, literal_column, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from . import schema as s
-from .errors import InvalidInput
-from .limits import text_problem
+from .limits import TENANT, check_search
 from .status import ACTIVE_STATUSES, Status
 
 
@@ -27,7 +28,29 @@ def status_in(statuses: Iterable[str]) -> Any:
     return s.jobs.c.status.in_([literal_column(f"'{Status(st).value}'") for st in statuses])
 
 
-def claimable(now: Any, mine: Any = None) -> Any:
+class likely(FunctionElement[Any]):
+    """A condition that holds for most rows: SQLite's ``likely(x)``, plain ``x`` elsewhere.
+
+    Tells SQLite's planner that a term selects little, so it walks an index that is
+    already in the wanted order instead of searching another by that term and sorting.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True  # a condition as it is, not compared with 1 where booleans are integers
+
+
+@compiles(likely)
+def _likely(element: likely, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(likely, "sqlite")
+def _likely_sqlite(element: likely, compiler: Any, **kw: Any) -> str:
+    return f"likely({compiler.process(element.clauses, **kw)})"
+
+
+def claimable(now: Any, mine: Any = None, *, in_order: bool = False) -> Any:
     """A live job with a free worker slot and either a fresh range or a retry that is due.
 
     ``max_workers`` counts *workers*, not chunks: a worker holds a small window of
@@ -35,13 +58,19 @@ def claimable(now: Any, mine: Any = None) -> Any:
     has a free slot while fewer distinct workers hold them (counted only then: the
     common case is decided by the job row alone). ``mine`` is the job whose chunks
     the claiming worker already holds (one of its slots is already taken).
+
+    ``in_order``: the query reads jobs in a claim order (``ix_chunkq_jobs_fair``/``_fifo``,
+    partial indexes over live jobs): the status term is marked ``likely`` so that SQLite
+    walks that index and stops at the first claimable job instead of sorting every
+    live one (4.4 ms a claim at 10,000 live jobs, 0.03 ms at 10).
     """
     j = s.jobs.c
+    live = status_in(ACTIVE_STATUSES)
     slot = [j.leased_chunks < j.max_workers, leasing_workers() < j.max_workers]
     if mine is not None:
         slot.insert(1, j.id == mine)
     return and_(
-        status_in(ACTIVE_STATUSES),
+        likely(live) if in_order else live,
         or_(*slot),
         or_(j.next_pos < j.total_count, j.next_retry_at <= now),
     )
@@ -76,13 +105,30 @@ def job_filter(status: str | Sequence[str] | None, search: str | None) -> list[A
     if status:
         wanted = [status] if isinstance(status, str) else list(status)
         where.append(j.status.in_([Status.parse(x).value for x in wanted]))
-    if search:
-        if (problem := text_problem(search, controls=False)) is not None:
-            raise InvalidInput(f"search {problem}", field="search")
-        like = f"%{search.strip().lower()}%"
-        where.append(or_(func.lower(j.name).like(like), func.lower(j.provider).like(like),
-                         func.lower(j.entity_type).like(like)))
+    if (like := contains_pattern(search)) is not None:
+        where.append(or_(*(func.lower(col).like(like, escape="\\") for col in (j.name, j.provider, j.entity_type))))
     return where
+
+
+def contains_pattern(search: object) -> str | None:
+    """The LIKE pattern (escape character ``\\``) of "contains ``search``, any letter case"; None: no search.
+
+    Checked by ``limits.check_search`` (length, NUL, surrogates); ``%`` and ``_`` are
+    matched as themselves, never as wildcards. Compare it with ``lower(column)``.
+    """
+    text = check_search(search)
+    if text is None:
+        return None
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def tenant_filter(tenant: str | None) -> list[Any]:
+    """The jobs of one tenant (checked like ``enqueue_job(tenant=...)``); None: every job; "": those without."""
+    if tenant is None:
+        return []
+    if tenant == "":
+        return [s.jobs.c.tenant == ""]
+    return [s.jobs.c.tenant == (TENANT.check(tenant) or "")]
 
 
 def routed(processor: Any) -> Any:

@@ -14,13 +14,31 @@ copies of the same command (its argv minus ``--processes``) and:
   (1 s, 2 s, ... up to 30 s; a child that ran a minute resets it), and says so
   in one log line. A child that exits 0 is done (the queue is empty, or someone
   stopped that worker) and is not restarted; exit 2 (bad input) would fail the
-  same way again, so the others are stopped and the supervisor exits 2;
+  same way again, so the others are stopped and the supervisor exits 2; exit 4
+  (``EXIT_WORK_LEFT``: its ``--max-seconds`` ran out with work left, e.g. chunks
+  of a worker that is gone still leased) is final too - a restart would run past
+  the budget - and is the supervisor's status;
+- **keeps one deadline** (``deadline``: ``process --max-seconds``) for the whole run: each child is
+  told how much of it is left (``ENV_DEADLINE``, read by ``time_left``), so a restarted child does not
+  get the budget afresh, and a child that crashes when no time is left is not restarted (its status
+  is the supervisor's: work is left);
 - **exits** once every child has ended, with one status: 0 when each ended
   cleanly (after a graceful stop, or because the queue is empty), 128+signal
-  after an abort, otherwise the first failure's status.
+  after an abort, otherwise the first failure's status. A child of
+  ``process --until-empty`` exits 0 only when the queue is empty as
+  ``core/orphans.py`` defines it: a sibling killed with its chunks leased is
+  restarted, and it (or any sibling still running) waits for those leases to
+  expire and redoes the chunks, so 0 means the work is done.
 
-On Linux each child also gets SIGTERM if the supervisor dies (``PR_SET_PDEATHSIG``),
-so killing the supervisor with -9 leaves no worker behind without a graceful stop.
+**Children die with their supervisor.** A supervisor killed with -9 cannot
+forward anything, and a child left alone would run, and renew its leases,
+forever. Each child watches its parent (``watch_supervisor``, a thread polling
+``getppid()``; on Linux ``PR_SET_PDEATHSIG`` covers its start-up until then)
+and stops itself in the same two stages: at once the first (its chunks in flight
+may commit), ``ORPHAN_GRACE_SECONDS`` later the second (they are released for
+another worker), and ``hard_exit_after`` after that ``os._exit(143)`` from the
+watching thread itself, so a sync callback that never returns, or a blocked
+event loop, cannot keep it alive.
 
 Core may start processes; it prints nothing: ``say`` (one line per event) is the
 front end's voice, the standard logger by default.
@@ -28,22 +46,37 @@ front end's voice, the standard logger by default.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 log = logging.getLogger("chunkq.supervisor")
 
 #: set in each child's environment: its slot number (1..N), and that it is supervised
 #: (so it draws no progress bar of its own and never supervises in turn)
 ENV_CHILD = "CHUNKQ_SUPERVISED"
+#: set in each child's environment: the supervisor's pid, which the child watches (``watch_supervisor``)
+ENV_SUPERVISOR = "CHUNKQ_SUPERVISOR_PID"
+#: set in each child's environment when the run has a deadline: when it ends, epoch seconds (``time_left``)
+ENV_DEADLINE = "CHUNKQ_RUN_DEADLINE"
 #: exit status of a child refusing its input: restarting it would fail again
 EXIT_USAGE = 2
+#: exit status of a run whose time ran out with work left: chunks of a worker that is gone still leased
+#: (``RunSummary.stopped_by == "orphaned"``), or a database that stopped answering. Not restarted.
+EXIT_WORK_LEFT = 4
+#: a child whose supervisor is gone lets its chunks in flight commit this long, then gives them up
+ORPHAN_GRACE_SECONDS = 2.0
+#: how often a child checks that its supervisor is still its parent
+PARENT_POLL_SECONDS = 0.2
 #: a child that ran at least this long before crashing starts the back-off over
 STABLE_SECONDS = 60.0
 
@@ -75,6 +108,20 @@ def supervised() -> bool:
     return bool(os.environ.get(ENV_CHILD))
 
 
+def time_left(max_seconds: float | None) -> float | None:
+    """``max_seconds``, or less in a supervised child: what is left of its supervisor's deadline."""
+    if not supervised():
+        return max_seconds
+    try:
+        left = float(os.environ.get(ENV_DEADLINE, "")) - time.time()
+    except ValueError:
+        return max_seconds
+    if left != left:  # NaN: not a deadline
+        return max_seconds
+    left = max(left, 0.001)
+    return left if max_seconds is None else min(max_seconds, left)
+
+
 @dataclass
 class _Child:
     index: int
@@ -93,6 +140,7 @@ class Supervisor:
     ``max_crashes``: consecutive crashes of one child after which it is not
     restarted (None: forever, as a ``worker`` should); ``say(level, line)``
     receives each event as one line (a logging level: restarts are warnings).
+    ``deadline`` (seconds from ``run()``): the run's one time budget (see the module).
     """
 
     command: Sequence[str]
@@ -103,6 +151,7 @@ class Supervisor:
     max_crashes: int | None = None
     say: Callable[[int, str], None] = log.log
     poll: float = 0.05
+    deadline: float | None = None
     children: list[_Child] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -111,6 +160,7 @@ class Supervisor:
         self.stops = 0
         self.stop_signal: int | None = None
         self._pending: list[int] = []
+        self._ends: float | None = None  # the deadline, on the monotonic clock, once ``run()`` started
 
     # -- signals
 
@@ -139,6 +189,9 @@ class Supervisor:
     def _spawn(self, child: _Child) -> None:
         env = dict(os.environ if self.env is None else self.env)
         env[ENV_CHILD] = str(child.index)
+        env[ENV_SUPERVISOR] = str(os.getpid())
+        if self._ends is not None:
+            env[ENV_DEADLINE] = repr(time.time() + (self._ends - time.monotonic()))
         child.proc = subprocess.Popen(list(self.command), env=env, start_new_session=True,
                                       preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         child.started = time.monotonic()
@@ -153,6 +206,11 @@ class Supervisor:
             # signal before it claims anything), so it held no chunk - a clean stop, not a failure
             clean = code == 0 or (self.stops == 1 and code == -(self.stop_signal or 0))
             child.status = 0 if clean else (128 - code if code < 0 else code)
+            return
+        if code == EXIT_WORK_LEFT:
+            child.status = code
+            self.say(logging.ERROR, f"worker process {child.index} (pid {pid}) stopped with work left when its "
+                     "time ran out (exit 4); not restarting it")
             return
         if code == EXIT_USAGE:
             child.status = code
@@ -169,6 +227,11 @@ class Supervisor:
                      f"{child.crashes} crashes in a row, not restarting it")
             return
         delay = min(self.backoff_cap, self.backoff_base * 2 ** (child.crashes - 1))
+        if self._ends is not None and time.monotonic() + delay >= self._ends:
+            child.status = 128 - code if code < 0 else code
+            self.say(logging.ERROR, f"worker process {child.index} (pid {pid}) {how}; the run's time is up, "
+                     "not restarting it")
+            return
         child.restart_at = time.monotonic() + delay
         child.restarts += 1
         self.say(logging.WARNING, f"worker process {child.index} (pid {pid}) {how}; restarting it in {delay:g}s "
@@ -186,6 +249,7 @@ class Supervisor:
                 installed[sig] = signal.signal(sig, self._on_signal)
             except ValueError:  # not the main thread: signals cannot be handled here
                 pass
+        self._ends = None if self.deadline is None else time.monotonic() + self.deadline
         try:
             self.children = [_Child(i + 1) for i in range(self.processes)]
             for child in self.children:
@@ -234,9 +298,87 @@ def _signal_name(signum: int) -> str:
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: SIGTERM this child when the supervisor dies (a graceful stop, not an orphan worker)."""
+    _parent_death_signal(int(signal.SIGTERM))
+
+
+class Stopper(Protocol):
+    """What ``watch_supervisor`` needs of ``signals.SignalStop`` (this module knows no database, and
+    ``signals`` leads to the worker's)."""
+
+    count: int
+
+    def handle(self, sig: signal.Signals) -> None: ...
+
+
+def _parent_death_signal(signum: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
     except Exception:
         pass
+
+
+@contextlib.contextmanager
+def watch_supervisor(
+    stopper: Stopper,
+    *,
+    hard_exit_after: float,
+    grace: float = ORPHAN_GRACE_SECONDS,
+    say: Callable[[int, str], None] = log.log,
+    poll: float = PARENT_POLL_SECONDS,
+) -> Iterator[None]:
+    """In a supervised child (else nothing), while inside: stop ``stopper``'s worker if the supervisor dies.
+
+    The module's docstring says how. The watching thread takes over from
+    ``PR_SET_PDEATHSIG`` (cleared once it runs, so the kernel's SIGTERM cannot
+    arrive late and count as a third stop, which would skip releasing the leases).
+    Call it inside ``stopper`` (``with worker.stop_on_signals(...)``), on the loop's thread.
+    """
+    if not supervised():
+        yield
+        return
+    try:
+        parent = int(os.environ.get(ENV_SUPERVISOR, "") or os.getppid())
+    except ValueError:
+        parent = os.getppid()
+    loop = asyncio.get_running_loop()
+    done = threading.Event()
+
+    def stage(n: int) -> None:
+        while stopper.count < n:
+            stopper.handle(signal.SIGTERM)
+
+    def call(n: int) -> None:
+        try:
+            loop.call_soon_threadsafe(stage, n)
+        except RuntimeError:  # the loop is closed: the run is over
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            if done.wait(poll):
+                return
+        say(logging.WARNING, f"the supervisor (pid {parent}) is gone: stopping; the chunks in flight have "
+            f"{grace:g}s to commit, then they are given up for another worker")
+        call(1)
+        if not done.wait(grace):  # (a run that ended meanwhile is not aborted after the fact)
+            call(2)
+        # from here on nothing may keep this process alive: not a hung thread, not a blocked loop
+        time.sleep(hard_exit_after + 0.5)
+        for stream in (sys.stdout, sys.stderr):  # what was printed, then the end (``signals._hard_exit``)
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(128 + int(signal.SIGTERM))
+
+    thread = threading.Thread(target=watch, name="chunkq-supervisor-watch", daemon=True)
+    thread.start()
+    _parent_death_signal(0)
+    try:
+        yield
+    finally:
+        done.set()

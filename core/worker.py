@@ -9,8 +9,11 @@ onto the two stages.
 "Run until empty" can mean two things: until nothing is claimable this second,
 or also waiting for entity retries that are scheduled but not yet due
 (``wait_for_retries``), so a job is not left at 99% because one entity's
-back-off had a second to go. Either way a chunk another worker holds is that
-worker's to finish. Both live here, once, for every front end.
+back-off had a second to go. Either way a chunk a live worker holds is that
+worker's to finish; with ``wait_for_retries`` a chunk leased by a worker that is
+gone (killed, its host lost) is waited for until its lease expires and redone
+(``orphans.py`` says what "empty" means with several workers). Both live here,
+once, for every front end.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from typing import Any
 from . import threads
 from .adaptive import limit_for, nominal
 from .callbacks import is_async
-from .claims import Claim, route_to
+from .claims import Claim, check_order, route_to
+from .db import deadline as db_deadline
 from .errors import DatabaseUnavailable
 from .models import ChunkResult, EntityResult
+from .orphans import OrphanedLease, describe, orphaned_leases
 from .queue import Queue
 from .runner import Processor, ProcessorLike
 from .signals import SignalHook, SignalStop
@@ -38,6 +43,11 @@ from .threads import ABANDONED_THREADS_MAX
 #: the shortest wait for a retry: a retry that is due but not claimable (its job's worker
 #: slots are all leased) is polled for, not spun on
 RETRY_POLL_SECONDS = 0.25
+
+#: how long past an orphaned lease's expiry a run looks again (clocks of two processes, a claim's round trip)
+ORPHAN_MARGIN_SECONDS = 0.1
+#: how often a run polls for an expired orphaned chunk it could not take (its job's slots are all held)
+ORPHAN_POLL_SECONDS = 1.0
 
 #: chunks a worker may hold beyond its concurrency limit (``Worker``'s window)
 WINDOW_SLACK = 2
@@ -52,6 +62,8 @@ class _Held:
     claim: Claim
     remaining: int
     committing: bool = False
+    #: a suspect chunk (``Claim.suspect``) waits for this before it starts: the rest of the window is done
+    alone: asyncio.Event | None = None
 
 
 def _runs_as_one_loop(processor: Processor) -> bool:
@@ -75,7 +87,9 @@ class RunSummary:
     #: empty | max_chunks | max_seconds | signal | aborted | retry_later (the next retry is due
     #: after ``max_retry_wait``: see ``next_retry_at``) | wedged (too many callback threads are
     #: still running past their timeout: a supervisor should start a fresh process; see ``Worker``) |
-    #: new_error (``stop_on_new_error``: a chunk logged a kind of error its job never had; see ``new_error``)
+    #: new_error (``stop_on_new_error``: a chunk logged a kind of error its job never had; see ``new_error``) |
+    #: orphaned (``wait_for_retries``: chunks leased by a worker that is gone would expire only past
+    #: ``max_seconds`` or ``max_retry_wait``: work is left; see ``orphaned``)
     stopped_by: str = "empty"
     #: with stopped_by "retry_later": when the next retry is due (epoch seconds, the queue's clock)
     next_retry_at: float | None = None
@@ -84,6 +98,10 @@ class RunSummary:
     new_error: str | None = None
     #: with stopped_by "new_error": the job it was logged in
     new_error_job: int | None = None
+    #: with stopped_by "orphaned": what is left, in a phrase (``orphans.describe``)
+    orphaned: str | None = None
+    #: with stopped_by "orphaned": seconds from the stop until the last of those leases expires
+    orphaned_expire_in: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +115,8 @@ class RunSummary:
             "stopped_by": self.stopped_by,
             # only when it stopped for one: the keys stay those of earlier releases otherwise
             **({"new_error": self.new_error, "new_error_job": self.new_error_job} if self.new_error else {}),
+            **({"orphaned": self.orphaned, "orphaned_expire_in": round(self.orphaned_expire_in or 0.0, 3)}
+               if self.orphaned else {}),
         }
 
 
@@ -111,6 +131,12 @@ class Worker:
     longer than that (``stopped_by="retry_later"``). ``on_wait(due)`` is told when a wait
     starts (epoch seconds, the queue's clock) and ``on_wait(None)`` when it ends.
     ``forever=True`` (``chunkq worker``): poll, with jitter, until stopped.
+    With ``wait_for_retries`` a run also waits for chunks leased by a worker that is
+    gone (``orphans.py``: dead on this host, not alive in the workers registry)
+    until their leases expire, and redoes them; it says so once (a warning) per
+    set of such chunks. When the wait would end past ``max_seconds`` (or
+    ``max_retry_wait``) it stops at once with ``stopped_by="orphaned"``: work is
+    left that no live worker will do, and a front end should exit non-zero.
 
     **The window** (issue 14). A worker has one set of slots (``limiter``: its
     concurrency, a number or ``auto``) shared by every chunk it holds, and claims
@@ -126,7 +152,18 @@ class Worker:
     counts workers, not chunks: a claim for more of a job this worker already holds
     passes ``mine`` (``claims.Claims.claim``). ``in_flight`` lists the window.
     ``stop()`` finishes and commits the whole window; ``abort()`` releases it;
-    ``max_chunks`` counts chunks claimed, ``max_seconds`` starts no claim past it.
+    ``max_chunks`` counts chunks claimed, ``max_seconds`` starts no claim past it
+    and bounds the database's silence: past it a transaction that has waited
+    ``db.STALL_SECONDS`` is given up (``db.deadline``), and ``run`` raises
+    ``DatabaseStalled`` with the window released as far as a silent database allows.
+    ``order`` (``fair``, ``fifo``; None: the queue's) picks which job each claim
+    serves (``claims.ClaimStatements``): with the fair default a window may hold
+    chunks of several jobs.
+
+    A *suspect* chunk (one that lost a lease before: ``claims.Claims``, issue 24)
+    runs alone: it waits, its lease renewed, until the rest of the window is
+    committed, and nothing else is claimed until it is, so that a death while it
+    runs is blamed on it and on nothing else.
 
     A sync callback that outlives the processor's ``timeout`` is abandoned: its
     thread runs on (Python cannot stop a thread). Once more than
@@ -165,8 +202,11 @@ class Worker:
         max_abandoned: int | None = None,
         stop_on_new_error: bool = False,
         window: int | None = None,
+        order: str | None = None,
     ) -> None:
         self.queue = queue
+        #: which job its claims serve next: ``fair`` or ``fifo`` (``claims.ClaimStatements``); None: the queue's
+        self.order = None if order is None else check_order(order)
         self.processor = Processor.coerce(processor)
         self.job_id = job_id
         self.max_chunks = max_chunks
@@ -198,6 +238,10 @@ class Worker:
         self._exhausted = False  # the last claim found nothing: wait for a chunk to finish before asking again
         self._wake: asyncio.Future[None] | None = None
         self._may_claim = True  # nothing (a stop, a limit) keeps the window from growing
+        self._orphan_expiry: dict[tuple[int, int, int], float] = {}  # an orphaned lease's expiry when first seen
+        self._renewed: set[tuple[int, int, int]] = set()  # leases seen renewed: their owner lives after all
+        self._orphans_said: frozenset[tuple[int, int, int]] = frozenset()
+        self._solo: _Held | None = None  # the suspect chunk of the window, run alone (``_start``)
 
     @property
     def concurrency_limit(self) -> int:
@@ -233,8 +277,12 @@ class Worker:
         deadline = start + self.max_seconds if self.max_seconds is not None else None
         s = self.summary
         s.next_retry_at = None
+        s.orphaned = s.orphaned_expire_in = None
         try:
-            self._task = asyncio.ensure_future(self._window(deadline))
+            # past the deadline no transaction waits for a silent database for long (``db.deadline``):
+            # given up, it raises ``DatabaseStalled`` and the run ends instead of hanging
+            with db_deadline(deadline if self._clock is time.monotonic else None):
+                self._task = asyncio.ensure_future(self._window(deadline))
             try:
                 await self._task
             except asyncio.CancelledError:
@@ -267,7 +315,7 @@ class Worker:
         joined by another: there is no waiting to fill, and a claim running beside the loop only
         competes with it for the GIL (measured: 20-25% slower with no-op callbacks).
         """
-        if self._exhausted or len(self._flight) >= self.window_cap:
+        if self._exhausted or len(self._flight) >= self.window_cap or self._solo is not None:
             return False
         if not self._flight:
             return True
@@ -318,6 +366,7 @@ class Worker:
                     self._may_claim = why is None
                     for task in await self._wait_flight():
                         held = self._flight.pop(task)
+                        self._leaves(held)
                         self._backlog -= held.remaining
                         self._committing -= held.committing
                         self._exhausted = False
@@ -340,7 +389,10 @@ class Worker:
                     continue
                 if self.wait_for_retries and await self._wait_for_retry(deadline):
                     continue
-                s.stopped_by = "empty" if s.next_retry_at is None else "retry_later"
+                if self.wait_for_retries and s.next_retry_at is None and await self._wait_for_orphans(deadline):
+                    continue
+                s.stopped_by = ("orphaned" if s.orphaned is not None else
+                                "empty" if s.next_retry_at is None else "retry_later")
                 return
         finally:
             if self._flight:
@@ -351,6 +403,7 @@ class Worker:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 self._flight.clear()
                 self._backlog = self._committing = 0
+                self._solo = None
 
     async def _claim_next(self) -> Claim | None:
         with route_to(self.processor.name):  # only jobs routed to this processor, or to none (claims.ROUTE)
@@ -368,6 +421,8 @@ class Worker:
                 if job.status not in ACTIVE_STATUSES:
                     return None
             return await self.queue._claim(self.job_id, mine=mine)
+        if self.order is not None:
+            return await self.queue._claim(mine=mine, order=self.order)
         return await self.queue._claim(mine=mine)
 
     def _mine(self) -> int | None:
@@ -376,12 +431,26 @@ class Worker:
 
     def _start(self, claim: Claim) -> None:
         held = _Held(claim, len(claim.items))
+        if claim.suspect:
+            held.alone = asyncio.Event()
+            if not self._flight:
+                held.alone.set()
+            self._solo = held
         self._backlog += held.remaining
         per_entity = self.on_entity is not None or not self._one_loop
         task = asyncio.ensure_future(self.queue._run_claim(
             claim, self.processor, (lambda r: self._entity_done(held, r)) if per_entity else None,
-            limiter=self.limiter, on_ran=lambda: self._ran(held)))
+            limiter=self.limiter, on_ran=lambda: self._ran(held),
+            alone=None if held.alone is None else held.alone.wait))
         self._flight[task] = held
+
+    def _leaves(self, held: _Held) -> None:
+        """A chunk left the window: a suspect waiting for the rest of it may start once it is alone."""
+        solo = self._solo
+        if solo is held:
+            self._solo = None
+        elif solo is not None and solo.alone is not None and len(self._flight) == 1:
+            solo.alone.set()
 
     def _entity_done(self, held: _Held, result: EntityResult) -> None:
         if held.remaining > 0:
@@ -453,6 +522,37 @@ class Worker:
         finally:
             if self.on_wait is not None:
                 self.on_wait(None)
+        return True
+
+    async def _wait_for_orphans(self, deadline: float | None) -> bool:
+        """Sleep until the next lease of a worker that is gone expires (``orphans.py``); False when
+        none is left to wait for, or (``summary.orphaned`` set) when it expires too late for this run."""
+        found: list[OrphanedLease] = []
+        with route_to(self.processor.name):  # the jobs its claims may take (claims.ROUTE), as ``_claim_next``
+            leases = await orphaned_leases(self.queue, self.job_id)
+        for lease in leases:
+            first = self._orphan_expiry.setdefault(lease.key, lease.expires_at)
+            if lease.expires_at > first:  # renewed since we first saw it: its owner is alive after all
+                self._renewed.add(lease.key)
+            if lease.key not in self._renewed:
+                found.append(lease)
+        if not found:
+            return False
+        now = self.queue.now()
+        soonest = min(lease.expires_at for lease in found)
+        wait = soonest - now + ORPHAN_MARGIN_SECONDS if soonest > now else ORPHAN_POLL_SECONDS
+        last = max(lease.expires_at for lease in found) - now
+        too_late = (deadline is not None and self._clock() + wait > deadline) or (
+            self.max_retry_wait is not None and wait > self.max_retry_wait)
+        if too_late:
+            self.summary.orphaned, self.summary.orphaned_expire_in = describe(found), max(last, 0.0)
+            return False
+        said = frozenset(lease.key for lease in found)
+        if said != self._orphans_said:
+            self._orphans_said = said
+            log.warning("waiting up to %.0fs for %s: once %s this run redoes %s", max(last, wait), describe(found),
+                        *(("its lease expires", "it") if len(found) == 1 else ("their leases expire", "them")))
+        await self._sleep(wait, deadline)
         return True
 
     def _record(self, result: ChunkResult) -> None:

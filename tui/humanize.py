@@ -44,11 +44,13 @@ The rules:
   line breaks and tabs become spaces; ``lines=True`` keeps ``\\n`` (a
   traceback). Everything else, emoji ZWJ sequences and right-to-left scripts
   included, is left alone. (Markup is the renderer's business: wrap the result
-  in ``rich.text.Text``, never parse it.)
+  in ``rich.text.Text``, never parse it.) JSON output stays exact but inert
+  (``json_text``): what JSON leaves raw and a terminal acts on is a ``\\uXXXX`` escape.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, datetime
@@ -206,6 +208,19 @@ def printable(text: object, *, lines: bool = False) -> str:
         raw = _LINE_BREAKS.sub("\n", raw)
         return _UNSAFE_KEEP_LINES.sub(_escape, raw)
     return _UNSAFE.sub(_escape, _BREAKS.sub(" ", raw))
+
+
+#: what ``json.dumps(ensure_ascii=False)`` leaves raw that a terminal acts on or a reader is misled by
+#: (JSON's own syntax is ASCII, so these only ever occur inside its strings)
+_JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def json_text(document: object, indent: int | None = None) -> str:
+    """``document`` as JSON that is exact and inert: non-ASCII text stays readable, but DEL, C1
+    codes, bidi overrides and lone surrogates are written ``\\u009b``, ``\\u202e``, ... (JSON itself
+    escapes only C0), which decode to the very characters; a lone surrogate no longer fails the write."""
+    text = json.dumps(document, indent=indent, default=str, ensure_ascii=False)
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 # Zero-width joiners, emoji variation selectors and skin-tone modifiers: terminals disagree on how

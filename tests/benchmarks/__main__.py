@@ -25,7 +25,7 @@ from rich.table import Table
 from .common import Row, machine, scratch
 
 SECTIONS = ("enqueue", "chunk", "throughput", "lock", "dashboard", "postgres", "heavytail", "errorgroups", "processes",
-            "auto")
+            "auto", "fair")
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -166,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
                 run("processes", lambda: processes_section.processes(work))
             if "auto" in wanted:
                 run("auto", processes_section.auto)
+        if "fair" in wanted:
+            from . import fair_section
 
-    order = {name: i for i, name in enumerate(("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"))}
+            run("fair", lambda: fair_section.fair(work, args.pg))
+
+    order = {name: i for i, name in enumerate(("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"))}
     rows.sort(key=lambda r: order.get(r.section.split(" ")[0], 9))
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

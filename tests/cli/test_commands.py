@@ -28,6 +28,7 @@ JOB_KEYS = {
     "lease_expires_at", "fail_reason", "parent_id", "max_workers", "succeeded_count", "failed_count",
     "waiting_count", "next_retry_at", "heartbeat_at", "leased_chunks", "max_attempts", "max_errors",
     "max_error_ratio", "params", "processor", "reason_error_id", "released_by", "released_at", "reason",
+    "tenant",
 }
 SUMMARY_KEYS = {"chunks", "entities", "errors", "retried", "discarded", "jobs_completed", "elapsed",
                 "stopped_by"}

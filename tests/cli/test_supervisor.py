@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from chunkq.core.supervisor import strip_option
+from chunkq.core.supervisor import strip_option, time_left
 
 from tests.cli.helpers import CHUNKQ, create_db, get_job, log_lines, one_line_error, run_chunkq
 
@@ -232,3 +232,26 @@ def test_supervisor_exit_statuses_without_a_database() -> None:
     assert status == 5
     assert sum("restarting it in" in line for line in lines) == 3
     assert "3 crashes in a row" not in lines[-1] and "4 crashes in a row, not restarting it" in lines[-1]
+
+
+def test_supervisor_deadline_is_the_whole_runs_and_exit_4_is_final(tmp_path: Path) -> None:
+    """``process --processes N --max-seconds S``: a restarted child gets what is left of S, not S again,
+    and a crash when no time is left is final; a child out of time with work left (4) is not restarted."""
+    seen = tmp_path / "left.txt"
+    code = ("import sys, time\n"
+            "from chunkq.core.supervisor import time_left\n"
+            f"open({str(seen)!r}, 'a').write(f'{{time_left(None):.3f}} {{time_left(100.0):.3f}}\\n')\n"
+            "time.sleep(0.3); sys.exit(5)")
+    t0 = time.monotonic()
+    status, lines, _ = _supervise(code, 1, deadline=2.0)
+    assert status == 5 and time.monotonic() - t0 < 30
+    assert "the run's time is up, not restarting it" in lines[-1]
+    left = [tuple(map(float, line.split())) for line in seen.read_text().splitlines()]
+    assert len(left) >= 2, "restarted while time was left"
+    assert all(a == b and 0 < a <= 2.0 for a, b in left), left
+    assert left[-1][0] < left[0][0] - 0.25, "a restarted child gets what is left, not the whole budget"
+    assert time_left(7.0) == 7.0, "not supervised: the option as given"
+
+    status, lines, _ = _supervise("import sys; sys.exit(4)", 2)
+    assert status == 4 and not any("restarting it in" in line for line in lines)
+    assert sum("stopped with work left when its time ran out" in line for line in lines) == 2

@@ -259,6 +259,35 @@ async def test_filter_by_status_and_search(seeded_url: str) -> None:
         assert "no jobs match" in str(screen.query_one("#page-info").render())
 
 
+async def test_an_over_long_search_is_refused_not_sent(seeded_url: str) -> None:
+    """Issue 24: a 100,000-character search reached SQLite as a LIKE pattern ("too complex"). The box
+    holds at most ``limits.SEARCH_LENGTH`` characters (a longer paste is refused whole), and a longer
+    search set some other way is core's ``InvalidInput``, shown in the totals line: the app goes on."""
+    from chunkq.core import limits
+    from chunkq.tui.dashboard.widgets.totals import QueueTotals
+    from textual import events
+
+    app = make_app(seeded_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.jobs_screen
+        before = shown_ids(app)
+        screen.filters._search = "z" * 100_000  # as if the box had no limit
+        await refresh(pilot, full=True)
+        assert screen.query_one(QueueTotals).problem == "search must be at most 1,000 characters, got 100,000"
+        screen.filters._search = ""
+        await refresh(pilot, full=True)
+        assert shown_ids(app) == before and screen.query_one(QueueTotals).problem is None
+        box = screen.query_one("#search", Input)
+        await pilot.press("slash")
+        box.post_message(events.Paste("x" * 100_000))
+        await settle(pilot)
+        assert box.value == ""
+        box.post_message(events.Paste("y" * limits.SEARCH_LENGTH))
+        await settle(pilot)
+        assert box.value == "y" * limits.SEARCH_LENGTH
+
+
 async def bulk(pilot, app: ChunkqApp, question: str, choice: str) -> None:
     """ctrl+a, check the dialog's question, choose, and show the result."""
     await pilot.press("ctrl+a")

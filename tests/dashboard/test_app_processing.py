@@ -323,7 +323,9 @@ def process(entity_id, job):
 async def _jobs_held_by_another_worker(q: Queue, n: int) -> None:
     """``n`` running jobs whose one chunk another worker holds under a live lease: nothing to claim.
 
-    Written in one transaction (enqueueing and claiming 1,499 jobs one by one would take long).
+    Written in one transaction (enqueueing and claiming 1,499 jobs one by one would take long). The
+    holder is alive in the workers registry: a chunk of a worker that is gone would be waited for
+    (``core/orphans.py``), not left to it.
     """
     from chunkq.core import schema as s
     from chunkq.core.enqueue import new_job_row
@@ -337,6 +339,9 @@ async def _jobs_held_by_another_worker(q: Queue, n: int) -> None:
                         leased_chunks=1, started_at=now, heartbeat_at=now, **lease) for _ in range(n)
         ]).scalars().all()
         conn.execute(insert(s.entities), [{"job_id": i, "pos": 0, "entity_id": f"x{i}"} for i in ids])
+        conn.execute(insert(s.workers).values(
+            id="elsewhere1", host="elsewhere", pid=1, kind="worker", version="t", started_at=now, heartbeat_at=now,
+            heartbeat_interval=3600.0, state="busy", chunks=n, done=0, failed=0))
         conn.execute(insert(s.chunks), [
             {"job_id": i, "chunk_index": 0, "kind": "range", "start_pos": 0, "end_pos": 1, "size": 1,
              "state": "leased", "owner": lease["lease_owner"], "attempt": 1,

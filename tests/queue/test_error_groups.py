@@ -277,9 +277,12 @@ async def test_every_write_path_stores_a_fingerprint(db_url: str) -> None:
     clock = FakeClock()
     async with Queue(db_url, lease_seconds=30, clock=clock) as q:
         job = await _job(q, ["ent1"], chunk_size=1)
-        for _ in range(2 * ISOLATE_AFTER + 1):  # a worker claims it and dies, again and again
-            if await q._claim() is None:
+        for _ in range(2 * ISOLATE_AFTER + 1):  # a worker claims it, starts it (alone once suspect), dies
+            claim = await q._claim()
+            if claim is None:
                 break
+            if claim.suspect:
+                assert await q.claims.run_alone(claim)
             clock.advance(31)
         (lost,) = await q.list_errors(job.id)
         assert lost.error_type == "WorkerLost" and lost.fingerprint is not None and lost.normalized

@@ -116,7 +116,11 @@ def test_float_limit_open_bounds_and_nan() -> None:
     assert limits.POLL_INTERVAL.check(0.01) == 0.01  # a closed lower bound
     with pytest.raises(InvalidInput):
         limits.POLL_INTERVAL.check(0.009)
-    assert limits.TIMEOUT.check(10**9) == 1e9  # no cap
+    # capped at a day: 1e308 s overflowed a datetime and a thread's wait (issue 24)
+    assert limits.TIMEOUT.check(86_400) == 86_400.0
+    for huge in (86_400.5, 10**9, 1e308, 10**400):
+        with pytest.raises(InvalidInput, match="at most 86,400"):
+            limits.TIMEOUT.check(huge)
 
 
 def test_text_limit_required_optional_and_length() -> None:

@@ -5,7 +5,9 @@ chosen point (inside the callback, after the last entity before the commit,
 inside the commit transaction, inside the claim transaction) or at a seeded
 random delay, and is then SIGKILLed. Two workers run at once, replacements are
 started after every kill, and finally a fresh worker finishes everything. The
-callback's own record, kept outside the database, is the judge.
+callback's own record, kept outside the database, is the judge. Workers holding
+windows of several chunks are killed too, among them a poison entity that ends
+every worker running it (issue 24): it alone may end as ``WorkerLost``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chunkq.core import Queue
+from chunkq.core.poison import ISOLATE_AFTER
 
 from ._support import (
     SOAK,
@@ -58,6 +62,14 @@ async def _enqueue(url: str, jobs: int, per_job: int) -> tuple[list[int], set[st
 async def _verify(url: str, job_ids: list[int]) -> dict[str, int]:
     async with Queue(url) as q:
         return await check_complete(q, job_ids)
+
+
+async def _errors(url: str, job_ids: list[int]) -> tuple[list[Any], int]:
+    """Every job's errors, and how many chunks were split (run one entity at a time)."""
+    async with Queue(url) as q:
+        errors = [e for jid in job_ids for e in await q.list_errors(jid, limit=100_000)]
+        chunks = [c for jid in job_ids for c in await q.list_chunks(jid, limit=1_000_000)]
+    return errors, sum(1 for c in chunks if c.state == "split")
 
 
 def _plan(rng: random.Random, n: int) -> list[tuple[str, str | None, float]]:
@@ -202,13 +214,17 @@ def test_a_frozen_worker_wakes_up_and_its_late_commit_is_discarded(
 
 
 WINDOW_KILLS = 6 * SOAK  # per backend
+#: an entity that ends its worker (``os._exit``) each time it runs, early in the first job: the first windows hold it
+WINDOW_POISON = "w0-e5!exit"
+POISONED = 70  # its worker's exit status
 
 
 def test_kill9_of_workers_holding_windows_of_several_chunks_loses_nothing(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
     """Issue 14: a worker keeps its slots busy across chunks, holding several leases at once. Killed
-    at any point, at most the chunks of its window are redone, and nothing is lost."""
+    at any point, at most the chunks of its window are redone, and nothing is lost. Issue 24: one entity
+    kills every worker that runs it, in a window of several chunks too; it alone ends as ``WorkerLost``."""
     rng = random.Random(20261214 + (backend(db_url) == "postgres"))
     ids: set[str] = set()
     job_ids = []
@@ -217,6 +233,8 @@ def test_kill9_of_workers_holding_windows_of_several_chunks_loses_nothing(
         async with Queue(db_url) as q:
             for j in range(4):
                 batch = [f"w{j}-e{i}" for i in range(250 * SOAK)]
+                if j == 0:
+                    batch[5] = WINDOW_POISON
                 ids.update(batch)
                 job = await q.enqueue_job(batch, entity_type="company", provider="p",
                                           chunk_size=rng.choice([2, 3, 4]), max_workers=rng.choice([1, 2]))
@@ -225,9 +243,21 @@ def test_kill9_of_workers_holding_windows_of_several_chunks_loses_nothing(
     asyncio.run(setup())
     plan = _plan(rng, WINDOW_KILLS)
     common = ["--lease", str(LEASE), "--work-ms", "4", "--mode", "worker", "--concurrency", "6", "--deadline", "60"]
-    killed: set[int] = set()
+    killed: set[int] = set()  # by the test, or by the poison entity
     kills: Counter[str] = Counter()
+    poisoned = 0
     end = time.monotonic() + 90
+
+    def ended(d: Driver, status: int, err: str) -> bool:
+        """A driver exited before its kill: cleanly (out of work), or of the poison entity (True)."""
+        nonlocal poisoned
+        if status == POISONED:
+            killed.add(d.pid)
+            poisoned += 1
+            return True
+        assert status == 0, f"driver {d.pid} failed ({status}):\n{err}"
+        return False
+
     try:
         while plan:
             assert time.monotonic() < end, f"kill loop ran out of time; kills so far: {kills}"
@@ -239,12 +269,14 @@ def test_kill9_of_workers_holding_windows_of_several_chunks_loses_nothing(
             else:
                 got = wait_line([d], 60)
                 assert got is not None, f"driver {d.pid} neither reached {point} nor exited"
-                if got[1] != f"AT {point}":  # it ran out of work first: fine, if it exited cleanly
-                    status, _out, err = finish(d)
-                    assert status == 0 and not got[1].startswith("AT "), (got, err)
+                if got[1] != f"AT {point}":  # it ran out of work first, or ran the poison entity
+                    assert not got[1].startswith("AT "), got
+                    if ended(d, *finish(d)[::2]):
+                        plan.append((point, hook, delay))  # the poison killed it: this kill is still due
                     continue
-            if d.proc.poll() is not None:  # done before the random kill: fine, if it exited cleanly
-                assert finish(d)[0] == 0
+            if d.proc.poll() is not None:  # done before the random kill, or poisoned
+                if ended(d, *finish(d)[::2]):
+                    plan.append((point, hook, delay))
                 continue
             os.kill(d.pid, signal.SIGKILL)
             d.proc.wait(10)
@@ -258,12 +290,19 @@ def test_kill9_of_workers_holding_windows_of_several_chunks_loses_nothing(
                 pass
         raise
 
-    fresh = spawn(python_env, db_url, tmp_path, "--lease", str(LEASE), "--work-ms", "1")
-    status, _out, err = finish(fresh, timeout=90)
-    assert status == 0, f"the fresh worker failed ({status}):\n{err}"
+    while True:  # fresh workers finish (windows again), one more for each the poison entity ends
+        assert poisoned <= 2 * ISOLATE_AFTER, f"the poison entity ended {poisoned} workers"
+        fresh = spawn(python_env, db_url, tmp_path, *common)
+        if not ended(fresh, *finish(fresh, timeout=90)[::2]):
+            break
     records = read_records(tmp_path)
     numbers = check_at_least_once(records, ids, killed)
     numbers.update(asyncio.run(_verify(db_url, job_ids)))
+    # the blame (issue 24): of the chunks in the windows the poison entity and the kills took down,
+    # only the poison entity failed; every other entity succeeded
+    errors, numbers["split_chunks"] = asyncio.run(_errors(db_url, job_ids))
+    assert [(e.entity_id, e.error_type, e.final) for e in errors] == [(WINDOW_POISON, "WorkerLost", True)], errors
+    numbers["poison_deaths"] = poisoned
     assert sum(kills.values()) >= WINDOW_KILLS // 2, f"too few kills landed: {counter_summary(kills)}"
     widest = max((len(c) for c in uncommitted_claims(records, killed).values()), default=0)
     assert widest >= 2, f"no worker died holding more than one chunk: {numbers}"

@@ -9,10 +9,16 @@ retry_failed, and after every step checks that ``get_job``, ``list_jobs``,
 the model predicts each one exactly - the oldest expired lease of a job with a
 free worker slot (looked for first at most every few seconds, and whenever
 nothing fresh is left) or the next range of the best claimable job - including
-what a claim does to a poison chunk on the way (a chunk taken over for the
-third time without a commit is split into one-entity chunks; a one-entity chunk
-taken over for the third time is recorded as ``WorkerLost``). Deterministic
-(``derandomize``), bounded examples, run on SQLite and PostgreSQL.
+what a claim does to a poison chunk on the way (a chunk whose third lost lease
+is counted is split into one-entity chunks; a one-entity chunk, recorded as
+``WorkerLost``). Lost leases are counted as a worker's window needs (issue 24):
+the first, then only those of a run alone (``Claims.run_alone``: written when a
+``crash`` rule's worker started its suspect claim before dying, and by every
+suspect run to its commit), never a suspect a dead worker's window held without
+running it; the model predicts each chunk's ``lost_leases`` and ``solo_at``, and
+the ``poison`` rule kills a window of several chunks with one entity, then
+settles it as workers would. Deterministic (``derandomize``), bounded examples,
+run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any, ClassVar
 
 import pytest
 from chunkq.core import InvalidInput, InvalidTransition, Processor, Queue
+from chunkq.core import schema as s
 from chunkq.core.claims import STALE_CHECK_SECONDS
 from chunkq.core.poison import ISOLATE_AFTER
 from hypothesis import HealthCheck, Phase, settings
@@ -39,6 +46,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from sqlalchemy import select
 
 from ._support import SOAK, backend
 
@@ -68,6 +76,7 @@ class MChunk:
     expires: float = 0.0
     lost: int = 0  # leases that expired under a worker (a split's new chunks start released, at 0)
     owned: bool = True  # a worker's (a split's new chunks belong to nobody until taken)
+    solo: bool = False  # its current lease's worker started running it alone (``solo_at``)
 
 
 @dataclass
@@ -86,6 +95,7 @@ class MJob:
     failed: int = 0
     chunks: dict[int, MChunk] = field(default_factory=dict)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (pos, entity id), all final
+    served: float = 0.0  # when a fresh claim last took a chunk of it (``served_at``: the fair order)
 
     @property
     def leased(self) -> int:
@@ -169,7 +179,9 @@ class QueueModel(RuleBasedStateMachine):
             owners = 1 if any(c.state == "leased" and c.owned for c in j.chunks.values()) else 0
             return j.leased < j.max_workers or j.id == mine or owners < j.max_workers
 
-        fresh = [j for j in self._live() if slot(j) and j.next_pos < len(j.entities)]
+        # the fair order (issue 25): priority, then the job served least recently (never: 0), then the oldest
+        fresh = sorted((j for j in self._live() if slot(j) and j.next_pos < len(j.entities)),
+                       key=lambda j: (-j.priority, j.served, j.id))
         return fresh[0] if fresh else None
 
     def _reclaim(self, mine: int | None = None) -> tuple[MJob, MChunk] | None:
@@ -178,7 +190,13 @@ class QueueModel(RuleBasedStateMachine):
             job, chunk = found
             chunk.attempt += 1
             chunk.owned = True
-            chunk.lost += chunk.expires > 0
+            if chunk.expires > 0:  # a lease given back on purpose is no death
+                # the first loss makes a suspect; after that only a loss while running alone counts
+                counted = chunk.lost == 0 or chunk.solo
+                chunk.lost += counted
+                self.stats["lost lease counted" if counted and chunk.lost == 1 else
+                           "solo lost lease counted" if counted else "suspect lost unstarted, not counted"] += 1
+            chunk.solo = False
             chunk.expires = self.clock() + LEASE
             job.status = "running"
             if chunk.lost < ISOLATE_AFTER:
@@ -219,6 +237,7 @@ class QueueModel(RuleBasedStateMachine):
         job.chunks[chunk.index] = chunk
         job.next_pos += job.chunk_size
         job.next_chunk += 1
+        job.served = self.clock()
         chunk.expires = self.clock() + LEASE
         job.status = "running"
         return job, chunk
@@ -288,18 +307,29 @@ class QueueModel(RuleBasedStateMachine):
         assert claimed is not None
         job, chunk = claimed
         assert r.committed
+        chunk.solo = chunk.lost > 0  # a suspect runs alone (process_next_chunk runs nothing else anyway)
         self._apply_commit(job, chunk, heal)
         assert (r.processed, r.status) == (len(seen), job.status)
         self.stats["chunks"] += 1
         self.stats["completed jobs"] += job.status == "complete"
 
-    @rule(advance=st.booleans())
-    def crash(self, advance: bool) -> None:
+    @rule(advance=st.booleans(), alone=st.booleans())
+    def crash(self, advance: bool, alone: bool = True) -> None:
+        """A worker claims and dies; ``alone``: having started the chunk, as it would a suspect, alone."""
         claim = self.run(self.q._claim())
         if claim is None:
             assert self._apply_claim(None, None, None, []) is None
         else:
-            self._apply_claim(claim.job.id, claim.chunk_index, claim.attempt, [i.entity_id for i in claim.items])
+            claimed = self._apply_claim(claim.job.id, claim.chunk_index, claim.attempt,
+                                        [i.entity_id for i in claim.items])
+            assert claimed is not None
+            _job, chunk = claimed
+            assert claim.suspect == (chunk.lost > 0), f"suspect {claim.suspect}, the model has lost {chunk.lost}"
+            if alone and claim.suspect:
+                assert self.run(self.q.claims.run_alone(claim)), "the holder could not start its suspect alone"
+                chunk.solo = True
+                chunk.expires = self.clock() + LEASE  # renewed by the same write
+                self.stats["suspects run alone"] += 1
             self.abandoned.append(claim)
             self.stats["crashes"] += 1
         if advance:
@@ -309,33 +339,83 @@ class QueueModel(RuleBasedStateMachine):
     def window(self, claims: int) -> None:
         """A worker's window (issue 14): a claim, then more chunks of the same job past ``max_workers``
         (``mine``); all held, and maybe abandoned, like a crashed worker's."""
+        self._window(claims)
+
+    def _window(self, claims: int, worker: bool = False) -> list[Any]:
+        """``worker``: as ``worker.py`` does, claim nothing more after a suspect (issue 24), which runs alone."""
         mine = None
+        held: list[Any] = []
         for _ in range(claims + 1):
             claim = self.run(self.q._claim(mine=mine))
             if claim is None:
                 assert self._apply_claim(None, None, None, [], mine) is None
-                return
+                return held
             self._apply_claim(claim.job.id, claim.chunk_index, claim.attempt, [i.entity_id for i in claim.items],
                               mine)
             self.abandoned.append(claim)
+            held.append(claim)
             if mine is not None:
                 self.stats["window claims"] += 1
                 job = self.jobs[claim.job.id]
                 self.stats["window claims past max_workers"] += claim.job.id == mine and job.leased > job.max_workers
+            if worker and claim.suspect:
+                break
             mine = claim.job.id
+        return held
 
     @rule()
     def advance_clock(self) -> None:
         self.clock.t += LEASE + 1
 
-    @precondition(lambda self: not self.poisoned and len(self.jobs) >= 2)
+    @precondition(lambda self: not self.poisoned)
     @rule()
     def poison(self) -> None:
-        """A callback that kills every worker that runs it: the same chunk is lost again and again
-        (once per run: the other rules get their turns)."""
+        """A callback that kills every worker that runs one entity, the first of the first chunk of a window
+        (issue 24): every chunk of the window loses one lease (each is a suspect now). The next workers take
+        them over one at a time, as workers do (a claim while nothing else is due, a suspect run alone):
+        the innocent ones commit, the poison chunk kills its worker alone until it is split, its poison
+        entity's own chunk likewise until it is given up (``WorkerLost``). Innocent chunks lose one lease."""
+        held = self._window(2, worker=True)
+        if not held:
+            return
         self.poisoned = True
-        for _ in range(ISOLATE_AFTER):
-            self.crash(advance=True)
+        self.stats["poison windows"] += len(held) > 1
+        job_id, pos = held[0].job.id, held[0].items[0].pos
+        innocent = [(c.job.id, c.chunk_index) for c in held[1:]]
+        poison = self.jobs[job_id]
+        first = {held[0].chunk_index}  # the poison entity's chunks: the window's, then its own after the split
+        self.clock.t += LEASE + 1  # the worker is dead: every lease of its window expires
+        for _ in range(200):
+            if (pos, poison.entities[pos]) in poison.errors and all(
+                    self.jobs[j].chunks[i].state != "leased" for j, i in innocent):
+                break
+            claim = self.run(self.q._claim())
+            if claim is None:
+                assert self._apply_claim(None, None, None, []) is None
+                self.clock.t += LEASE + 1  # the next claim looks for expired leases again
+                continue
+            job, chunk = self._apply_claim(claim.job.id, claim.chunk_index, claim.attempt,  # type: ignore[misc]
+                                           [i.entity_id for i in claim.items])
+            assert claim.suspect == (chunk.lost > 0)
+            if job.id == job_id and pos in chunk.positions:  # it kills this worker too (alone, if a suspect)
+                first.add(chunk.index)
+                if claim.suspect:
+                    assert self.run(self.q.claims.run_alone(claim))
+                    chunk.solo, chunk.expires = True, self.clock() + LEASE
+                self.abandoned.append(claim)
+                self.clock.t += LEASE + 1
+                continue
+            cb, _seen = self._callback(True)  # anything else completes, run alone if a suspect
+            r = self.run(self.q._run_claim(claim, Processor(on_process=cb), None))
+            assert r.committed
+            chunk.solo = claim.suspect
+            self._apply_commit(job, chunk, heal=True)
+            self.stats["window suspects completed alone"] += (job.id, chunk.index) in innocent
+        else:
+            raise AssertionError("the poison window was not settled in 200 claims")
+        for j, i in innocent:
+            assert (self.jobs[j].chunks[i].state, self.jobs[j].chunks[i].lost) == ("done", 1)
+        assert [poison.chunks[i].lost for i in sorted(first)] == [ISOLATE_AFTER] * len(first)
 
     @precondition(lambda self: self.abandoned)
     @rule(data=st.data(), heal=st.booleans())
@@ -358,6 +438,7 @@ class QueueModel(RuleBasedStateMachine):
         chunk = job.chunks[claim.chunk_index]
         if chunk.state == "leased" and chunk.attempt == claim.attempt:
             assert r.committed, "the lease holder's commit was refused"
+            chunk.solo = claim.suspect
             self._apply_commit(job, chunk, heal)
             self.stats["late commit accepted"] += 1
         else:
@@ -441,6 +522,16 @@ class QueueModel(RuleBasedStateMachine):
             chunks = self.run(self.q.list_chunks(jid, limit=1000)) if m.chunks else []
             assert [(c.chunk_index, c.state, c.attempt) for c in chunks] == [
                 (c.index, c.state, c.attempt) for c in sorted(m.chunks.values(), key=lambda c: c.index)]
+            if m.chunks:
+                blame = [(c.index, c.lost, c.solo) for c in sorted(m.chunks.values(), key=lambda c: c.index)]
+                assert self._blame(jid) == blame, f"job {jid}: (chunk, lost_leases, solo) {self._blame(jid)} != {blame}"
+
+    def _blame(self, job_id: int) -> list[tuple[int, int, bool]]:
+        """Each chunk's (index, lost_leases, solo_at set): not in core's read API."""
+        col = s.chunks.c
+        query = (select(col.chunk_index, col.lost_leases, col.solo_at.is_not(None))
+                 .where(col.job_id == job_id).order_by(col.chunk_index))
+        return self.run(self.q.backend.read(lambda conn: [tuple(r) for r in conn.execute(query)], "reading chunks"))
 
 
 def test_queue_agrees_with_the_model(db_url: str) -> None:
@@ -452,6 +543,7 @@ def test_queue_agrees_with_the_model(db_url: str) -> None:
     # The run must have reached the interesting states, or it proved little.
     for what in ("chunks", "crashes", "reclaimed", "late commit accepted", "fenced off while re-leased",
                  "retry jobs", "cancelled", "completed jobs", "isolated", "worker lost", "window claims",
-                 "window claims past max_workers"):
+                 "window claims past max_workers", "suspects run alone", "solo lost lease counted",
+                 "suspect lost unstarted, not counted", "poison windows", "window suspects completed alone"):
         assert stats[what] > 0, f"the model run never exercised {what!r}: {dict(stats)}"
     print(f"\n[model {backend(db_url)}] {MAX_EXAMPLES} examples x up to {STEPS} steps: {dict(sorted(stats.items()))}")

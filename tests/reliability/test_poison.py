@@ -12,6 +12,11 @@ exits 0 because every job is finished. Deaths are real: a segfault
 (``ctypes.string_at(0)``), ``os._exit`` and SIGKILL from inside (what the OOM
 killer does). Two poison entities share one chunk: the first kills every run
 of the chunk, the second is only found once the chunk is isolated.
+
+Issue 24: a worker runs a window of several chunks at once, and a poison entity
+in one of them takes the others down with it. Those are redone (once, alone),
+never split or failed: only a chunk that kills its worker while running alone
+is blamed again.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from collections import Counter
 from pathlib import Path
 
 from chunkq.core import Queue
+from chunkq.core import schema as s
 from chunkq.core.poison import ISOLATE_AFTER
+from sqlalchemy import select
 
 from ._support import Driver, backend, finish, read_records, spawn
 
@@ -46,10 +53,19 @@ async def _state(url: str, job_id: int) -> tuple[object, list[object], list[obje
         return await q.get_job(job_id), await q.list_errors(job_id), await q.list_chunks(job_id, limit=1000)
 
 
-def _supervise(url: str, tmp: Path, env: dict[str, str], deadline: float) -> Counter[int]:
+async def _lost_leases(url: str, job_id: int) -> dict[tuple[int, int], int]:
+    """(start position, size) of each chunk -> the leases counted against it (not in core's read API)."""
+    c = s.chunks.c
+    async with Queue(url) as q:
+        found = await q.backend.read(lambda conn: conn.execute(
+            select(c.start_pos, c.size, c.lost_leases).where(c.job_id == job_id)).all(), "reading chunks")
+    return {(r.start_pos, r.size): r.lost_leases for r in found}
+
+
+def _supervise(url: str, tmp: Path, env: dict[str, str], deadline: float, *extra: str) -> Counter[int]:
     """Keep WORKERS drivers alive, starting one for each that dies, until one finishes cleanly;
     the exit statuses of the dead."""
-    args = ["--lease", str(LEASE), "--work-ms", "2", "--deadline", "60"]
+    args = ["--lease", str(LEASE), "--work-ms", "2", "--deadline", "60", *extra]
     deaths: Counter[int] = Counter()
     live: list[Driver] = [spawn(env, url, tmp, *args) for _ in range(WORKERS)]
     finished = False
@@ -112,3 +128,67 @@ def test_poison_entities_are_isolated_and_the_job_finishes(
           f"after {sum(deaths.values())} worker deaths ({dict(deaths)}), job complete in {took:.1f}s; calls per "
           f"good entity of the poison chunk: mean {sum(calls[e] for e in good) / len(good):.1f}, "
           f"max {max(calls[e] for e in good)}; elsewhere 1")
+
+
+WINDOW_IDS = 300
+WINDOW_CHUNK = 10
+WINDOW_CONCURRENCY = 20
+WINDOW_POISON = 137  # in chunk 13
+#: every call takes this long, the poison one too (then os._exit): long enough for a full window on both backends
+WINDOW_WORK_MS = "100"
+
+
+def test_a_poison_entity_in_a_window_fails_alone(db_url: str, tmp_path: Path, python_env: dict[str, str]) -> None:
+    """Issue 24, finding 2: a worker's sliding window holds several chunks (async callback at concurrency
+    20, chunks of 10), one entity ``os._exit``s 100 ms into its call (20 ms in the report: 100 fills the
+    window on PostgreSQL too), two workers restarted in a loop. Every crash used to count a lost lease
+    against every chunk in the window: innocent chunks were split and their entities exhausted (here, in 3
+    runs of the old code: 19, 4 and 19 innocent ``WorkerLost`` on SQLite; 1, 1 and an innocent chunk split
+    on PostgreSQL). Now a lost lease counts
+    against a chunk the first time (it becomes a suspect) and then only when it was running alone, so
+    the innocent suspects are redone once, alone, and complete."""
+    ids = [f"e{i:03d}" + ("!exit" if i == WINDOW_POISON else "") for i in range(WINDOW_IDS)]
+
+    async def enqueue() -> int:
+        async with Queue(db_url) as q:
+            job = await q.enqueue_job(ids, entity_type="company", provider="p", chunk_size=WINDOW_CHUNK,
+                                      max_workers=WORKERS)
+        return job.id
+
+    job_id = asyncio.run(enqueue())
+    t0 = time.monotonic()
+    deaths = _supervise(db_url, tmp_path, python_env, t0 + 120, "--mode", "worker", "--concurrency",
+                        str(WINDOW_CONCURRENCY), "--work-ms", WINDOW_WORK_MS)
+    took = time.monotonic() - t0
+
+    job, errors, chunks = asyncio.run(_state(db_url, job_id))
+    poison = ids[WINDOW_POISON]
+    lost = sorted(e.entity_id for e in errors)
+    assert lost == [poison], f"{len(lost)} entities failed, {len(lost) - (poison in lost)} of them innocent: {lost}"
+    [error] = errors
+    assert (error.error_type, error.final) == ("WorkerLost", True), error
+    assert (job.status, job.processed_count, job.succeeded_count, job.failed_count) == (
+        "complete", WINDOW_IDS, WINDOW_IDS - 1, 1), job
+    # the poison's chunk and nothing else was split
+    assert [(c.chunk_index, c.size) for c in chunks if c.state == "split"] == [
+        (WINDOW_POISON // WINDOW_CHUNK, WINDOW_CHUNK)], [c for c in chunks if c.state == "split"]
+    # one death per run of the poison entity: its chunk in a window, then twice alone; the same as one entity
+    assert sum(deaths.values()) == 2 * ISOLATE_AFTER, deaths
+    # Blame: one lost lease at most for every chunk but the poison's (3: a window, then twice alone)
+    # and the poison entity's own one-entity chunk (3 again).
+    start = WINDOW_POISON - WINDOW_POISON % WINDOW_CHUNK
+    lost_leases = asyncio.run(_lost_leases(db_url, job_id))
+    blamed = {k: n for k, n in lost_leases.items() if n > 1}
+    assert blamed == {(start, WINDOW_CHUNK): ISOLATE_AFTER, (WINDOW_POISON, 1): ISOLATE_AFTER}, blamed
+    calls = Counter({eid: len(pids) for eid, pids in read_records(tmp_path).processed.items()})
+    assert set(calls) == set(ids), "every entity was called"
+    innocent = [e for e in ids if e != poison]
+    # an innocent chunk's entities: a window run and one alone; the poison chunk's: 3 runs of it, then one
+    # as a one-entity chunk in a window and one alone (its poison sibling made a suspect of it)
+    assert max(calls[e] for e in innocent if not start <= ids.index(e) < start + WINDOW_CHUNK) <= 2, calls
+    assert max(calls[e] for e in innocent) <= ISOLATE_AFTER + 2, calls
+    print(f"\n[poison window {backend(db_url)}] {WINDOW_IDS} IDs, chunks of {WINDOW_CHUNK}, concurrency "
+          f"{WINDOW_CONCURRENCY}: only the poison entity WorkerLost after {sum(deaths.values())} deaths, "
+          f"{sum(1 for c in chunks if c.attempt > 1)} chunks taken over, job complete in {took:.1f}s; calls per "
+          f"innocent entity: max {max(calls[e] for e in innocent)}, called more than once: "
+          f"{sum(1 for e in innocent if calls[e] > 1)}")

@@ -15,6 +15,8 @@ while ``--json`` keeps the text exact.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import os
 import re
@@ -34,6 +36,7 @@ from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from chunkq.tui.dashboard.screens.detail import JobDetailScreen
 from chunkq.tui.dashboard.screens.enqueue import EnqueueScreen
 from chunkq.tui.dashboard.screens.help import HelpScreen
+from chunkq.tui.humanize import printable
 from textual.widgets import Input, TextArea
 
 from tests.cli.helpers import CHUNKQ, run_chunkq
@@ -317,6 +320,37 @@ def test_cli_json_keeps_the_text_exact(nasty_cli_db: tuple[str, int, int], pytho
     assert {j["id"]: j["name"] for j in jobs} == {a: NAME, b: f"{RED}b\x9b"}
     errors = json.loads(run_chunkq(["--db", url, "--json", "errors", str(a)], python_env, tmp_path).stdout)
     assert {e["message"] for e in errors["errors"]} == {MESSAGE.format(i) for i in IDS if i != "ok-1"}
+
+
+@pytest.mark.parametrize("args", [["errors", "{a}", "--format", "csv"], ["errors", "{a}", "--format", "jsonl"],
+                                  ["--json", "errors", "{a}"], ["--json", "jobs"], ["--json", "show", "{a}"],
+                                  ["errors", "{a}", "--groups"], ["--json", "errors", "{a}", "--groups"]])
+def test_cli_exports_and_json_are_inert_on_a_terminal(
+    nasty_cli_db: tuple[str, int, int], python_env: dict[str, str], tmp_path: Path, args: list[str],
+) -> None:
+    """Issue 24: `errors --format csv` wrote a provider's escape sequences raw; JSON (which escapes only
+    C0) wrote C1 codes and bidi overrides raw. CSV is escaped like TSV; JSON stays exact, as escapes."""
+    url, a, b = nasty_cli_db
+    argv = ["--db", url, *(x.format(a=a, b=b) for x in args)]
+    piped = run_chunkq(argv, python_env, tmp_path)
+    assert piped.returncode == 0, piped.stderr
+    assert_no_raw(piped.stdout, f"{args} in a pipe")
+    code, out = run_in_pty([*CHUNKQ, *argv], python_env, tmp_path, size=(50, 250))
+    assert code == 0, out
+    text = out.decode()
+    for raw in (OSC_TITLE[:-1], RED + "red", RED + "b", "\x9b", "\u202e"):
+        assert raw not in text, f"{args}: {raw!r} reached the terminal"
+    expected = {MESSAGE.format(i) for i in IDS if i != "ok-1"}
+    if "csv" in args:
+        rows = list(csv.DictReader(io.StringIO(piped.stdout)))
+        assert {r["message"] for r in rows} == {printable(m, lines=True) for m in expected}
+        assert {r["entity_id"] for r in rows} == {printable(i) for i in IDS if i != "ok-1"}
+    elif "jsonl" in args:
+        assert {json.loads(line)["message"] for line in piped.stdout.splitlines()} == expected  # exact
+    elif args[1:2] == ["errors"] and "--groups" not in args:
+        assert {e["message"] for e in json.loads(piped.stdout)["errors"]} == expected  # exact
+    elif args[1:2] == ["jobs"]:
+        assert {j["id"]: j["name"] for j in json.loads(piped.stdout)["jobs"]} == {a: NAME, b: f"{RED}b\x9b"}
 
 
 def test_cli_one_line_errors_and_log_lines_escape_control_characters(

@@ -63,12 +63,16 @@ def _open_source(source: str | None) -> tuple[Any, str]:
 @click.option("--processor", "processor_name", metavar="MODULE:FUNCTION",
               help="Route the job: only workers started with this --processor run it (default: any worker). "
               "Not imported here, so it may name code this host does not have.")
+@click.option("--tenant", metavar="NAME",
+              help="Who the job is for (a customer, a team): tenants take turns before their jobs do, so one "
+              "with 50 jobs does not get 50 turns to another's one.")
 @json_option
 @click.pass_context
 def enqueue(
     ctx: click.Context, source: str | None, entity_type: str, provider: str, chunk_size: int, priority: int,
     name: str | None, dedupe: bool, fmt: str, column: str | None, max_workers: int, max_attempts: int,
-    max_errors: int | None, max_error_ratio: float | None, processor_name: str | None, as_json: bool,
+    max_errors: int | None, max_error_ratio: float | None, processor_name: str | None, tenant: str | None,
+    as_json: bool,
 ) -> None:
     """Create a job from IDs in FILE (or stdin with '-'); prints the new job's id.
 
@@ -81,7 +85,7 @@ def enqueue(
     check_job_settings(dict(
         entity_type=entity_type, provider=provider, chunk_size=chunk_size, priority=priority, name=name,
         max_workers=max_workers, max_attempts=max_attempts, max_errors=max_errors,
-        max_error_ratio=max_error_ratio, processor=processor_name, params=None))
+        max_error_ratio=max_error_ratio, processor=processor_name, params=None, tenant=tenant))
     stream, label = _open_source(source)
     try:
         ids = IdSource(stream, label, fmt, column).open()
@@ -92,6 +96,7 @@ def enqueue(
                     ids, entity_type=entity_type, provider=provider, chunk_size=chunk_size, priority=priority,
                     name=name, dedupe=dedupe, max_workers=max_workers, max_attempts=max_attempts,
                     max_errors=max_errors, max_error_ratio=max_error_ratio, processor=processor_name,
+                    tenant=tenant,
                 )
 
         job = run(go())
@@ -104,7 +109,8 @@ def enqueue(
         # entity type and provider are the user's text: plain, never markup
         out.console().print(Text.assemble(
             "Created ", (f"job {job.id}", "bold"),
-            f": {humanize.number(job.total_count)} {job.entity_type} IDs for {job.provider}, "
+            f": {humanize.number(job.total_count)} {humanize.printable(job.entity_type)} IDs for "
+            f"{humanize.printable(job.provider)}, "
             f"{humanize.plural(chunks, 'chunk')} of {humanize.number(job.chunk_size)}.",
         ))
     else:

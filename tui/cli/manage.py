@@ -19,17 +19,18 @@ from .options import JOB_ID
 @click.option("--status", "statuses", type=click.Choice([str(s) for s in STATUSES]), multiple=True,
               help="Only jobs in this status (repeatable).")
 @click.option("--search", metavar="TEXT", help="Only jobs whose name, provider or entity type contains TEXT.")
+@click.option("--tenant", metavar="NAME", help="Only this tenant's jobs ('' for those without one).")
 @click.option("--limit", type=click.IntRange(1, limits.JOBS_PAGE.hi), default=50, show_default=True, metavar="N")
 @json_option
 @click.pass_context
-def jobs_command(ctx: click.Context, statuses: tuple[str, ...], search: str | None, limit: int,
+def jobs_command(ctx: click.Context, statuses: tuple[str, ...], search: str | None, tenant: str | None, limit: int,
                  as_json: bool) -> None:
     """List jobs, active first, then newest."""
     cfg = settings(ctx)
 
     async def go() -> list[Job]:
         async with Queue(cfg.db, readonly=True) as q:
-            return await q.list_jobs(list(statuses) or None, limit=limit, search=search)
+            return await q.list_jobs(list(statuses) or None, limit=limit, search=search, tenant=tenant)
 
     jobs = run(go())
     if wants_json(ctx, as_json):
@@ -85,6 +86,7 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
     export = fmt in ("csv", "jsonl") and not as_json
+    search = limits.check_search(search)  # before an export writes its header: a refused search writes nothing
     if grouped and (group_key is not None or export):
         raise CliError("--groups lists the groups: it cannot be combined with --group or --format csv/jsonl")
     filtered = group_key is not None or search is not None

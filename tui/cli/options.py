@@ -6,7 +6,9 @@ rule that merges overrides into the processor's own options live in
 ``processor_path`` and one ``core.ProcessorOptions`` and hands them on, so the
 CLI, the dashboard and the HTTP trigger cannot drift apart on what ``--rate``
 does. ``int_range``/``float_range`` turn core's limits into click types for every
-command's bounds. Imports only click and core (no Rich, no Textual).
+command's numbers, read by core's own ``parse`` (so ``nan``, ``inf`` and ``1e308``
+are usage errors naming the option and its range, exit 2). Imports only click and
+core (no Rich, no Textual).
 """
 
 from __future__ import annotations
@@ -41,17 +43,61 @@ def build_processor(path: str | None, options: ProcessorOptions | None = None) -
     return processor
 
 
+class _IntOption(click.IntRange):
+    """A whole-number option: ASCII digits (core's ``limits.INTEGER``; ``int()`` also takes ``"١٢"``
+    and ``"1_000"``), click's range message (as ``--help`` shows the range), then core's own check."""
+
+    def __init__(self, limit: limits.IntLimit) -> None:
+        super().__init__(limit.lo, None if limit.hi >= limits.MAX_ROW_ID else limit.hi)
+        self.limit = limit
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        number = super().convert(value, param, ctx)  # "'high' is not a valid integer", the range
+        if isinstance(value, str) and limits.INTEGER.fullmatch(value.strip()) is None:
+            self.fail(f"must be a whole number in ASCII digits, got {limits.shown(value)}", param, ctx)
+        try:
+            return self.limit.check(number)
+        except InvalidInput as exc:
+            self.fail(_without_field(exc, self.limit.field), param, ctx)
+
+
+class _FloatOption(click.FloatRange):
+    """A number option read by core's own ``FloatLimit.parse``: no nan, no inf, nothing that overflows.
+
+    click's ``FloatRange`` lets ``nan`` through (every comparison with it is false) and, without an
+    upper bound, ``inf`` and ``1e308`` too, which overflowed later (``--lease-seconds 1e308`` exited 1
+    with an OverflowError; ``--max-seconds nan`` blamed the database).
+    """
+
+    def __init__(self, limit: limits.FloatLimit) -> None:
+        super().__init__(limit.lo, limit.hi, min_open=limit.lo_open)
+        self.limit = limit
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            return self.limit.parse(value)
+        except InvalidInput as exc:
+            self.fail(_without_field(exc, self.limit.field), param, ctx)
+
+
+def _without_field(exc: Exception, field: str) -> str:
+    # click names the option ("Invalid value for '--lease-seconds': "); core's message starts with the field
+    text = str(exc)
+    return text[len(field) + 1:] if text.startswith(field + " ") else text
+
+
 def int_range(limit: limits.IntLimit) -> click.IntRange:
-    """A click range with core's bounds, so `--help`, the usage error and the queue agree.
+    """A click type with core's bounds and core's check, so `--help`, the usage error and the queue agree.
 
     A bound of ``limits.MAX_ROW_ID`` (a row id's range, no cap a person would meet)
-    is left to core: ``--help`` says ``x>=1``, not ``1<=x<=4611686018427387904``.
+    is left out of ``--help``: it says ``x>=1``, not ``1<=x<=4611686018427387904``.
     """
-    return click.IntRange(limit.lo, None if limit.hi >= limits.MAX_ROW_ID else limit.hi)
+    return _IntOption(limit)
 
 
 def float_range(limit: limits.FloatLimit) -> click.FloatRange:
-    return click.FloatRange(limit.lo, limit.hi, min_open=limit.lo_open)
+    """A click type for a finite number within ``limit``: every number option of every command uses one."""
+    return _FloatOption(limit)
 
 
 #: a job id argument or option (``--job ID``, ``chunkq show ID``); core checks the upper bound
@@ -88,7 +134,7 @@ class ConcurrencyParam(click.ParamType):
         try:
             return limits.check_concurrency(str(value))
         except InvalidInput as exc:
-            self.fail(str(exc), param, ctx)
+            self.fail(_without_field(exc, "concurrency"), param, ctx)
 
 
 CONCURRENCY = ConcurrencyParam()

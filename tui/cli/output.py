@@ -6,9 +6,12 @@ just the id, ``--json`` output is exactly one document on stdout, and a cron
 mail shows timestamped log lines without colour codes or progress bars.
 
 Text a user or a provider wrote (names, IDs, messages) is shown through
-``humanize.printable`` in every human output (Rich tables, TSV, log lines), so
-it can neither drive the terminal nor be parsed as markup; JSON output, CSV and
-JSON Lines exports stay exact (JSON escapes control characters itself).
+``humanize.printable`` in every human output (Rich tables, TSV, CSV, log lines),
+so it can neither drive the terminal nor be parsed as markup; CSV keeps line
+breaks (it quotes them). JSON output and JSON Lines stay exact: JSON escapes C0
+controls itself, and ``humanize.json_text`` escapes what it leaves raw but a terminal
+acts on (DEL, C1 codes such as ``\\x9b``, bidi overrides, lone surrogates) as
+``\\uXXXX``, which decodes to the very same text.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import logging
 import os
 import sys
@@ -156,7 +158,7 @@ def stdout_to_stderr(active: bool = True) -> Iterator[None]:
 
 def emit_json(document: Any) -> None:
     """The one JSON document a ``--json`` command prints."""
-    sys.stdout.write(json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.write(humanize.json_text(document, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -195,7 +197,7 @@ def progress_text(job: Job) -> str:
 
 
 JOB_COLUMNS = ("id", "name", "type", "provider", "status", "done", "total", "failed", "waiting", "priority",
-               "updated", "processor", "reason")
+               "updated", "processor", "reason", "tenant")
 
 
 def jobs_table(jobs: Sequence[Job]) -> None:
@@ -203,7 +205,7 @@ def jobs_table(jobs: Sequence[Job]) -> None:
         tsv([JOB_COLUMNS, *(
             (j.id, j.name or "", j.entity_type, j.provider, j.status, j.processed_count, j.total_count,
              j.failed_count, j.waiting_count, j.priority, j.updated_at.isoformat(), j.processor or "",
-             j.reason or "")
+             j.reason or "", j.tenant or "")
             for j in jobs
         )])
         return
@@ -222,6 +224,9 @@ def jobs_table(jobs: Sequence[Job]) -> None:
     table.add_column("Waiting", justify="right")
     table.add_column("Prio", justify="right")
     table.add_column("Updated", justify="right")
+    tenants = any(j.tenant for j in jobs)
+    if tenants:
+        table.add_column("Tenant", overflow="fold", max_width=24)
     routed = any(j.processor for j in jobs)
     if routed:
         table.add_column("Processor", overflow="fold", max_width=40)
@@ -236,6 +241,8 @@ def jobs_table(jobs: Sequence[Job]) -> None:
             Text(number(j.failed_count), style="red" if j.failed_count else "dim"),
             number(j.waiting_count) if j.waiting_count else "", str(j.priority), ago(j.updated_at, now),
         ]
+        if tenants:
+            cells.append(plain(j.tenant or ""))
         if routed:
             cells.append(plain(j.processor or "any"))
         if reasons:
@@ -298,6 +305,8 @@ def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> 
             parts.append(f"{job.max_error_ratio:.0%} failed")
         rows.append(("error budget", "pause at " + " or ".join(parts)))
     rows.append(("processor", plain(job.processor) if job.processor else "any (not routed)"))
+    if job.tenant:
+        rows.append(("tenant", plain(job.tenant)))
     if job.reason:
         why = job.reason + (f" (error {job.reason_error_id})" if job.reason_error_id else "")
         rows.append(("paused because" if job.status == "paused" else "failed because", plain(why)))
@@ -364,14 +373,20 @@ def error_row(e: ErrorEntry) -> tuple[Any, ...]:
 
 
 def error_writer(fmt: str) -> Callable[[ErrorEntry], None]:
-    """A function writing one error per call to stdout as CSV (header first) or JSON Lines."""
+    """A function writing one error per call to stdout as CSV (header first) or JSON Lines.
+
+    CSV cells are escaped as the TSV rows are (``printable``, line breaks kept: CSV
+    quotes them), even into a file: ``cat errors.csv`` would replay them as well.
+    JSON Lines is the exact export.
+    """
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(ERROR_COLUMNS)
-        return lambda e: writer.writerow(error_row(e))
+        return lambda e: writer.writerow(["" if v is None else humanize.printable(v, lines=True)
+                                          for v in error_row(e)])
 
     def jsonl(e: ErrorEntry) -> None:
-        sys.stdout.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
+        sys.stdout.write(humanize.json_text(e.to_dict()) + "\n")
 
     return jsonl
 
@@ -413,6 +428,8 @@ def summary_sentence(s: RunSummary) -> str:
         "signal": "stopped by a signal",
         "aborted": "aborted, chunk in flight given up",
         "wedged": "stopped: too many callbacks hung past --timeout (exit 3; start it again)",
+        "orphaned": "stopped with work left: chunks leased by a worker that stopped expire past --max-seconds "
+                    "(exit 4; run it again)",
         "idle": "idle",
     }.get(s.stopped_by, s.stopped_by)
     if s.stopped_by == "new_error" and s.new_error:

@@ -16,26 +16,31 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import click
 from chunkq.core import (
     ACTIVE_STATUSES,
     ChunkResult,
+    DatabaseStalled,
     DatabaseUnavailable,
     EntityResult,
     Processor,
     ProcessorOptions,
     Queue,
+    RetentionPolicy,
     RunSummary,
     Worker,
+    deadline,
     limits,
     stop_message,
 )
 from chunkq.core.adaptive import is_auto, limit_for
+from chunkq.core.claims import ORDERS
 from chunkq.core.registry import DEFAULT_INTERVAL, Registration
-from chunkq.core.supervisor import supervised
+from chunkq.core.retention import pruning_in_background
+from chunkq.core.supervisor import EXIT_WORK_LEFT, supervised, time_left, watch_supervisor
 from chunkq.core.worker import RETRY_POLL_SECONDS
 from chunkq.tui import humanize
 
@@ -50,8 +55,10 @@ from .options import (
     lease_seconds_option,
     processing_options,
 )
+from .retention import retention_options
 
 log = logging.getLogger("chunkq.cli")
+T = TypeVar("T")
 
 #: exit status of a worker that stopped itself because too many callback threads hung past --timeout
 #: (``RunSummary.stopped_by == "wedged"``): not a failure of the command, a request to be restarted
@@ -67,7 +74,7 @@ def _keep_heartbeat(ctx: click.Context, param: click.Parameter, value: float) ->
 
 #: ``--heartbeat S``: how often the process writes its row in the workers registry (lost after two missed)
 heartbeat_option = click.option(
-    "--heartbeat", type=click.FloatRange(0.05, 3600.0), default=DEFAULT_INTERVAL, show_default=True, metavar="S",
+    "--heartbeat", type=float_range(limits.HEARTBEAT), default=DEFAULT_INTERVAL, show_default=True, metavar="S",
     expose_value=False, callback=_keep_heartbeat,
     help="Seconds between heartbeats in the workers registry (`chunkq workers`); lost after two missed.")
 
@@ -95,6 +102,26 @@ async def _open_within(q: Queue, max_seconds: float | None) -> None:
         raise DatabaseUnavailable(
             f"the database {out.where(q.display_url)} did not answer within --max-seconds {max_seconds:g}; "
             "nothing was processed") from None
+
+
+class StalledAtDeadline(click.ClickException):
+    """The database stopped answering and ``--max-seconds`` ran out: work is left (exit 4, as a run
+    whose time ran out waiting for a dead worker's chunks; a supervisor does not restart it)."""
+
+    exit_code = EXIT_WORK_LEFT
+
+
+async def _within_max_seconds(work: Coroutine[Any, Any, T], started: float, max_seconds: float | None) -> T:
+    """``--max-seconds`` bounds the database's silence too (``core.deadline``): a transaction still
+    waiting past it - a claim, a commit, the worker's last heartbeat - is given up, and the run
+    ends with one line naming what waited, instead of lasting as long as the database stays silent."""
+    with deadline(None if max_seconds is None else started + max_seconds):
+        try:
+            return await work
+        except DatabaseStalled as exc:
+            # a supervised child's budget is what was left of the whole run's (``supervisor.time_left``)
+            limit = "the run's --max-seconds" if supervised() else f"--max-seconds {max_seconds:g}"
+            raise StalledAtDeadline(f"stopped at {limit}: {exc}") from None
 
 
 def _say_stop(sig: signal.Signals, count: int) -> None:
@@ -131,7 +158,15 @@ processes_option = click.option(
 )
 
 
-def _supervise(ctx: click.Context, processes: int, *, finite: bool) -> None:
+#: ``--order`` of `process` and `worker`: which job a claim serves next (``core/claims.py``)
+order_option = click.option(
+    "--order", type=click.Choice(ORDERS), default="fair", show_default=True,
+    help="Which job the next chunk comes from: fair (round-robin among jobs of one priority: a small job "
+    "never waits behind a big one) or fifo (the oldest job first). Priority is strict in both.",
+)
+
+
+def _supervise(ctx: click.Context, processes: int, *, finite: bool, max_seconds: float | None = None) -> None:
     """Run this very command ``processes`` times under ``core.supervisor`` and exit with its status.
 
     The children get the command line minus ``--processes``; the processor was already
@@ -143,7 +178,9 @@ def _supervise(ctx: click.Context, processes: int, *, finite: bool) -> None:
     if not any(a == "--processes" or a.startswith("--processes=") for a in argv):
         raise CliError("--processes works from the chunkq command line only")
     command = [sys.executable, "-m", "chunkq.tui.cli", *strip_option(argv, "--processes")]
-    status = Supervisor(command, processes, max_crashes=5 if finite else None, say=log.log).run()
+    # --max-seconds is the whole run's: a restarted child gets what is left of it (supervisor.time_left)
+    status = Supervisor(command, processes, max_crashes=5 if finite else None, say=log.log,
+                        deadline=max_seconds).run()
     ctx.exit(status)
 
 
@@ -157,12 +194,17 @@ def _check_processes(processes: int, as_json: bool) -> bool:
 
 
 def _finish(ctx: click.Context, summary: RunSummary, aborted_by: int | None, as_json: bool, what: str) -> None:
-    """Report the run, then exit as documented: 128+signal after an abort, 3 when wedged."""
+    """Report the run, then exit as documented: 128+signal after an abort, 3 when wedged, 4 when
+    --max-seconds ran out with chunks of a worker that is gone still leased (work left, said in one line)."""
     _report(summary, as_json, what)
     if aborted_by is not None:
         ctx.exit(128 + aborted_by)
     if summary.stopped_by == "wedged":
         ctx.exit(EXIT_WEDGED)
+    if summary.stopped_by == "orphaned":
+        log.error("work left: %s, expiring in %s, past --max-seconds: run it again then",
+                  summary.orphaned, humanize.duration(summary.orphaned_expire_in or 0.0))
+        ctx.exit(EXIT_WORK_LEFT)
 
 
 def _report(summary: RunSummary, as_json: bool, what: str) -> None:
@@ -237,7 +279,9 @@ async def run_processing(
                     stop_on_new_error=stop_on_new_error)
     # After a second signal the process ends within HARD_EXIT_SECONDS even if user code holds a
     # thread that never returns (e.g. a callback's own asyncio.to_thread): see core/signals.py.
-    with worker.stop_on_signals(on_signal=_say_stop, hard_exit_after=HARD_EXIT_SECONDS) as stopper, progress_cm:
+    # A supervised child whose supervisor died stops itself in the same two stages (core/supervisor.py).
+    with worker.stop_on_signals(on_signal=_say_stop, hard_exit_after=HARD_EXIT_SECONDS) as stopper, \
+            watch_supervisor(stopper, hard_exit_after=HARD_EXIT_SECONDS, say=log.log), progress_cm:
         # registered in chunkq_workers while it runs: `chunkq workers` lists it, an operator can stop it
         async with Registration(q, worker, kind=kind, processor_name=processor.name, interval=_heartbeat()):
             # Everything loaded so far (SQLAlchemy, the user's module) lives as long as the process:
@@ -252,11 +296,13 @@ async def run_processing(
 
 @click.command()
 @click.option("--until-empty", is_flag=True,
-              help="Keep going until every job is done, waiting for scheduled retries (default: one chunk).")
+              help="Keep going until every job is done, waiting for scheduled retries and for the leases of "
+                   "workers that died (default: one chunk).")
 @click.option("--max-chunks", type=int_range(limits.MAX_CHUNKS), default=None, metavar="N",
               help="Stop after N chunks.")
 @click.option("--max-seconds", type=float_range(limits.MAX_SECONDS), default=None, metavar="S",
-              help="Start no chunk after S seconds (a chunk in flight still finishes).")
+              help="Start no chunk after S seconds (a chunk in flight still finishes); a database that "
+                   "stops answering is given up past it (exit 4).")
 @click.option("--job", "job_id", type=JOB_ID, default=None, metavar="ID",
               help="Only this job.")
 @click.option("--stop-on-new-error", is_flag=True,
@@ -265,13 +311,14 @@ async def run_processing(
 @heartbeat_option
 @lease_seconds_option
 @processes_option
+@order_option
 @processing_options()
 @json_option
 @click.pass_context
 def process(
     ctx: click.Context, until_empty: bool, max_chunks: int | None, max_seconds: float | None,
-    job_id: int | None, stop_on_new_error: bool, lease_seconds: float, processes: int, processor_path: str | None,
-    options: ProcessorOptions, as_json: bool,
+    job_id: int | None, stop_on_new_error: bool, lease_seconds: float, processes: int, order: str,
+    processor_path: str | None, options: ProcessorOptions, as_json: bool,
 ) -> None:
     """Process pending chunks, then exit: the cron entry point.
 
@@ -280,6 +327,11 @@ def process(
     chunk is leased to one process. Exits 3 when too many callbacks hung past
     --timeout (their threads cannot be stopped): run it again. With
     --until-empty, --processes N runs N processes until the queue is empty.
+    --until-empty also waits for chunks leased by a worker that died until
+    their leases expire, and redoes them (a chunk of a live worker is its
+    own); it exits 4, saying what is left, when --max-seconds ends first.
+    Exits 4 when --max-seconds ran out while the database did not answer
+    (a wait of 5 s or more past it is given up, and logged while it lasts).
     """
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
@@ -287,14 +339,15 @@ def process(
         if not until_empty or max_chunks is not None:
             raise CliError("--processes needs --until-empty (and no --max-chunks): each process drains the queue")
         _load(processor_path, options)
-        _supervise(ctx, processes, finite=True)
+        _supervise(ctx, processes, finite=True, max_seconds=max_seconds)
     started = time.monotonic()
+    max_seconds = time_left(max_seconds)  # a supervised child: what is left of the whole run's budget
     if not (until_empty or max_seconds is not None or max_chunks is not None):
         max_chunks = 1
     show_bar = until_empty and not as_json and out.stdout_is_tty() and not supervised()
 
     async def go() -> tuple[RunSummary, int | None]:
-        q = Queue(cfg.db, lease_seconds=lease_seconds, create=False)
+        q = Queue(cfg.db, lease_seconds=lease_seconds, create=False, order=order)
         await _open_within(q, max_seconds)
         async with q:
             total = None
@@ -314,7 +367,7 @@ def process(
 
     with out.stdout_to_stderr(as_json):  # a callback's print() must not break the JSON document
         processor = _load(processor_path, options)
-        summary, aborted_by = run(go())
+        summary, aborted_by = run(_within_max_seconds(go(), started, max_seconds))
     _finish(ctx, summary, aborted_by, as_json, "process")
 
 
@@ -325,12 +378,15 @@ def process(
 @heartbeat_option
 @lease_seconds_option
 @processes_option
+@order_option
 @processing_options()
+@retention_options
 @json_option
 @click.pass_context
 def worker(
-    ctx: click.Context, poll_interval: float, lease_seconds: float, processes: int, processor_path: str | None,
-    options: ProcessorOptions, as_json: bool,
+    ctx: click.Context, poll_interval: float, lease_seconds: float, processes: int, order: str,
+    processor_path: str | None, options: ProcessorOptions, retention: RetentionPolicy | None, prune_every: float,
+    as_json: bool,
 ) -> None:
     """Process chunks until stopped (systemd, supervisor, a container).
 
@@ -349,10 +405,12 @@ def worker(
         _supervise(ctx, processes, finite=False)
 
     async def go() -> tuple[RunSummary, int | None]:
-        async with Queue(cfg.db, lease_seconds=lease_seconds, create=False) as q:
+        async with Queue(cfg.db, lease_seconds=lease_seconds, create=False, order=order) as q:
             log.info("worker %s on %s with %s; stop with Ctrl-C or SIGTERM", q.owner,
                      out.where(q.display_url), processor_path)
-            return await run_processing(q, processor, forever=True, poll_interval=poll_interval, kind="worker")
+            async with pruning_in_background(q, retention, every=prune_every):  # a task beside the claim loop
+                return await run_processing(q, processor, forever=True, poll_interval=poll_interval,
+                                            kind="worker")
 
     with out.stdout_to_stderr(as_json):  # a callback's print() must not break the JSON document
         processor = _load(processor_path, options)

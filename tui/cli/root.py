@@ -21,6 +21,8 @@ from .group import ChunkqGroup
 from .history import history_command
 from .manage import cancel, errors, jobs_command, pause, resume, retry, show
 from .processing import process, worker
+from .retention import export_command, import_command, prune_command
+from .tenants import tenants_command
 from .workers import workers_command
 
 
@@ -63,6 +65,9 @@ for _command in (enqueue, process, worker, jobs_command, show, errors, pause, re
     cli.add_command(_command)
 cli.add_command(workers_command)
 cli.add_command(history_command)
+cli.add_command(tenants_command)
+for _command in (prune_command, export_command, import_command):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -49,12 +49,12 @@ def workers_table(workers: Sequence[WorkerInfo], now: datetime | None = None) ->
                           ("Failed", "right"), ("Heartbeat", "right"), ("Version", "left")):
         table.add_column(name, justify=justify, overflow="fold", no_wrap=name in ("State", "Heartbeat"))  # type: ignore[arg-type]
     for w in workers:
-        state = w.state + (f" ({w.stop_request} requested)" if w.stop_request and w.alive else "")
+        state = humanize.printable(w.state + (f" ({w.stop_request} requested)" if w.stop_request and w.alive else ""))
         table.add_row(
-            Text(w.id), Text(w.host_pid), Text(w.kind), Text(w.processor or "any"),
+            out.plain(w.id), out.plain(w.host_pid), out.plain(w.kind), out.plain(w.processor or "any"),
             Text(state, style=STATE_STYLE.get(w.state, "")), str(w.job_id) if w.job_id else "",
             humanize.number(w.chunks) if w.chunks else "", humanize.number(w.done),
-            Text(humanize.number(w.failed), style="red" if w.failed else "dim"), _age(w, now), Text(w.version),
+            Text(humanize.number(w.failed), style="red" if w.failed else "dim"), _age(w, now), out.plain(w.version),
         )
     console.print(table)
 

@@ -249,6 +249,9 @@ class ProcessingApp(App[None]):
         if summary.stopped_by == "retry_later" and summary.next_retry_at is not None:
             wait = summary.next_retry_at - self.queue.now()
             return f"the next retry is due in {humanize.duration(max(wait, 0.0))}; press a again then"
+        if summary.stopped_by == "orphaned" and summary.orphaned:  # core/orphans.py: a dead worker's chunks
+            return (f"{summary.orphaned}, expiring in {humanize.duration(summary.orphaned_expire_in or 0.0)}; "
+                    "press a again then")
         return {"empty": "nothing left to claim", "signal": "stopped", "aborted": "aborted, chunk released"}.get(
             summary.stopped_by, summary.stopped_by)
 

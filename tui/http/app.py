@@ -5,12 +5,20 @@ and what ``chunkq jobs/show/errors --json`` print, so a script can switch betwee
 the command and the API. Request checks live in ``params``, the token and body
 limit in ``guard``, and the `chunkq serve` command that runs this in ``server``.
 Concurrent requests are safe because the queue hands chunks out under leases.
+
+No request waits on a silent database for long (issue 24): each runs under a
+``core.deadline`` - ``REQUEST_DB_SECONDS`` for the whole request, ``/health``
+``HEALTH_DB_SECONDS`` - and a transaction still waiting then is given up and
+answered 503 (a load balancer's check gives up after a few seconds; a caller is
+better told than left hanging). ``POST /jobs/process`` runs under its run's own
+deadline (``max_seconds``) with ``REQUEST_DB_SECONDS`` of grace past it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from chunkq import core
@@ -30,6 +38,24 @@ log = logging.getLogger("chunkq.http")
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 #: what ``POST /jobs/process`` takes, to answer all but POST itself (Starlette's default is GET only)
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+#: the longest a request waits for the database, all its transactions together, before it answers 503
+REQUEST_DB_SECONDS = 5.0
+#: ``GET /health``'s bound: a load balancer's check usually gives up after 2-5 s, so the answer comes within 2
+HEALTH_DB_SECONDS = 1.5
+
+Route_ = Callable[[Request], Awaitable[Response]]
+
+
+def _bounded(route: Route_, seconds: float = REQUEST_DB_SECONDS) -> Route_:
+    """``route`` with its database work bounded to ``seconds`` from the request's start (see the module)."""
+
+    async def bounded(request: Request) -> Response:
+        with core.deadline(time.monotonic() + seconds, grace=0.0):
+            return await route(request)
+
+    bounded.__name__ = bounded.__qualname__ = route.__name__
+    bounded.__doc__ = route.__doc__
+    return bounded
 
 
 def _queue(request: Request) -> core.Queue:
@@ -52,10 +78,12 @@ async def process_jobs(request: Request) -> Response:
     workers: set[core.Worker] = request.app.state.workers
     workers.add(worker)
     try:
-        # registered while it runs (kind "serve"): `chunkq workers` and GET /workers list it
-        async with core.Registration(_queue(request), worker, kind="serve", processor_name=processor.name,
-                                     interval=request.app.state.heartbeat):
-            summary = await worker.run()
+        # past its run's end (one chunk: from the start) no transaction waits more than REQUEST_DB_SECONDS
+        with core.deadline(time.monotonic() + (max_seconds or 0.0), grace=REQUEST_DB_SECONDS):
+            # registered while it runs (kind "serve"): `chunkq workers` and GET /workers list it
+            async with core.Registration(_queue(request), worker, kind="serve", processor_name=processor.name,
+                                         interval=request.app.state.heartbeat):
+                summary = await worker.run()
     finally:
         workers.discard(worker)
     return JSONResponse(summary.to_dict())
@@ -68,12 +96,13 @@ async def create_job(request: Request) -> Response:
 
 
 async def list_jobs(request: Request) -> Response:
-    params.only_params(request, ("status", "limit", "offset"))
+    params.only_params(request, ("status", "limit", "offset", "tenant"))
     statuses = params.statuses(request)
     limit, offset = params.page(request)
+    tenant = request.query_params.get("tenant")  # checked by core like enqueue's (422 when refused)
     queue = _queue(request)
-    jobs = await queue.list_jobs(statuses or None, limit=limit, offset=offset)
-    total = await queue.count_jobs(statuses or None)
+    jobs = await queue.list_jobs(statuses or None, limit=limit, offset=offset, tenant=tenant)
+    total = await queue.count_jobs(statuses or None, tenant=tenant)
     return JSONResponse({"jobs": [j.to_dict() for j in jobs], "total": total, "limit": limit,
                          "offset": offset})
 
@@ -125,6 +154,58 @@ async def stop_worker(request: Request) -> Response:
     return JSONResponse(info.to_dict(), status_code=202)
 
 
+#: what ``POST /prune`` reads from its JSON body
+PRUNE_FIELDS = ("older_than", "status", "dry_run", "max_seconds")
+#: how long one ``POST /prune`` deletes before it answers (``done: false``: call again for the rest)
+PRUNE_SECONDS = 25.0
+
+
+async def prune_jobs(request: Request) -> Response:
+    """Delete finished jobs past their retention, as `chunkq prune` does, for at most ``max_seconds``.
+
+    Body: ``{"older_than": "30d", "status": ["complete"], "dry_run": false}``, every field
+    optional (``{}``: the server's retention policy). Not under the request deadline: it
+    deletes in small transactions and stops between two once ``max_seconds`` are up.
+    """
+    params.only_params(request, ())
+    data = await params.json_body(request)
+    unknown = sorted(set(data) - set(PRUNE_FIELDS))
+    if unknown:
+        raise core.InvalidInput(f"unknown field {unknown[0]!r}; expected some of {', '.join(PRUNE_FIELDS)}",
+                                field=unknown[0])
+    statuses = data.get("status")
+    if isinstance(statuses, str):
+        statuses = [statuses]
+    if statuses is not None and not (isinstance(statuses, list) and all(isinstance(x, str) for x in statuses)):
+        raise core.InvalidInput("status must be a status or a list of statuses", field="status")
+    dry_run = data.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise core.InvalidInput(f"dry_run must be true or false, got {params.json_type(dry_run)}", field="dry_run")
+    seconds = data.get("max_seconds", PRUNE_SECONDS)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 600:
+        raise core.InvalidInput("max_seconds must be a number of seconds above 0 and at most 600",
+                                field="max_seconds")
+    base = request.app.state.retention or core.DEFAULT_POLICY
+    policy = (core.RetentionPolicy.only(core.parse_age(data["older_than"]), statuses)
+              if data.get("older_than") is not None else base.restricted(statuses))
+    pruner = core.Pruner(_queue(request))
+    if dry_run:
+        return JSONResponse({**(await pruner.count(policy)).to_dict(), "done": True})
+    end = time.monotonic() + seconds
+    stopped: list[bool] = []
+
+    def stop() -> bool:
+        if time.monotonic() > end:
+            stopped.append(True)
+        return bool(stopped)
+
+    result = await pruner.prune(policy, stop=stop)
+    if result.busy:
+        return error(409, "another pruner (a worker, `chunkq serve` or `chunkq prune`) is running on this database; "
+                          "try again later")
+    return JSONResponse({**result.to_dict(), "done": not stopped})
+
+
 async def prometheus_metrics(request: Request) -> Response:
     """The queue in Prometheus' text format, read at scrape time (``metrics.py``)."""
     params.only_params(request, ())
@@ -137,15 +218,34 @@ async def prometheus_metrics(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """Unauthenticated, so it says only whether the database answers, never where it is."""
+    """Unauthenticated, so it says only whether the database answers, never where it is.
+
+    Answered within ``HEALTH_DB_SECONDS`` whatever the database does: a silent one
+    is "not answering", with the time since this server first found it so.
+    """
+    state = request.app.state
     try:
         await _queue(request).list_jobs(limit=0)
     except Exception as exc:  # whatever the database says, the answer is "not healthy"
-        log.warning("health check: database unreachable: %s: %s", type(exc).__name__, exc)
-        return JSONResponse({"status": "unavailable", "database": "unreachable",
-                             "error": "the database is unreachable"}, status_code=503)
+        silent = isinstance(exc, core.DatabaseStalled)
+        if state.db_down_since is None:
+            state.db_down_since = time.time()
+            log.warning("health check: the database %s: %s",
+                        "is not answering" if silent else "is unreachable", exc)
+        body = {"status": "unavailable", "database": "not answering" if silent else "unreachable",
+                "error": f"the database did not answer within {HEALTH_DB_SECONDS:g} s" if silent
+                else "the database is unreachable",
+                "since": _iso(state.db_down_since)}
+        return JSONResponse(body, status_code=503)
+    if state.db_down_since is not None:
+        log.warning("health check: the database answers again (it did not since %s)", _iso(state.db_down_since))
+        state.db_down_since = None
     return JSONResponse({"status": "ok", "database": "reachable",
-                         "processor": request.app.state.processor is not None})
+                         "processor": state.processor is not None})
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 # --------------------------------------------------------------------------- errors
@@ -210,10 +310,14 @@ def create_app(
     lease_seconds: float = 30.0,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     heartbeat: float = 5.0,
+    retention: core.RetentionPolicy | None = None,
+    prune_every: float = 300.0,
 ) -> Starlette:
     """The ASGI app; ``token=None`` turns authentication off (``--insecure-no-auth``).
 
     ``body_timeout``: seconds a request body may take to arrive whole (then 408).
+    ``retention``: prune finished jobs past it every ``prune_every`` seconds in the
+    background (`chunkq serve` passes its ``--retention``; None: never).
 
     The queue is opened in the lifespan, on the server's own event loop, because an
     async engine belongs to the loop it was opened on. A bad URL fails here, at once.
@@ -230,7 +334,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await queue.open()
         try:
-            yield
+            async with core.retention.pruning_in_background(queue, retention, every=prune_every):
+                yield
         finally:
             for worker in list(app.state.workers):
                 worker.stop()
@@ -239,14 +344,15 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/jobs/process", process_jobs, methods=ALL_METHODS),  # see process_jobs
-            Route("/jobs", jobs, methods=["GET", "POST"]),
-            Route("/jobs/{job_id}", show_job, methods=["GET"]),
-            Route("/jobs/{job_id}/errors", job_errors, methods=["GET"]),
-            Route("/jobs/{job_id}/error-groups", job_error_groups, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/workers", list_workers, methods=["GET"]),
-            Route("/workers/{worker_id}/stop", stop_worker, methods=["POST"]),
-            Route("/metrics", prometheus_metrics, methods=["GET"]),
+            Route("/jobs", _bounded(jobs), methods=["GET", "POST"]),
+            Route("/jobs/{job_id}", _bounded(show_job), methods=["GET"]),
+            Route("/jobs/{job_id}/errors", _bounded(job_errors), methods=["GET"]),
+            Route("/jobs/{job_id}/error-groups", _bounded(job_error_groups), methods=["GET"]),
+            Route("/health", _bounded(health, HEALTH_DB_SECONDS), methods=["GET"]),
+            Route("/workers", _bounded(list_workers), methods=["GET"]),
+            Route("/workers/{worker_id}/stop", _bounded(stop_worker), methods=["POST"]),
+            Route("/metrics", _bounded(prometheus_metrics), methods=["GET"]),
+            Route("/prune", prune_jobs, methods=["POST"]),
         ],
         middleware=[Middleware(GuardMiddleware, token=token, max_body_bytes=max_body_bytes,
                                body_timeout=body_timeout)],
@@ -266,4 +372,6 @@ def create_app(
     app.state.max_body_bytes = max_body_bytes
     app.state.workers = set()
     app.state.heartbeat = heartbeat
+    app.state.retention = retention
+    app.state.db_down_since = None  # when /health first found the database silent or unreachable
     return app

@@ -11,6 +11,8 @@ snapshot into metric families, in a registry of its own per scrape, so what one
   - entities finished / failed for good, summed over the jobs on the database
   (counters; they go down only when jobs are requeued)
 * ``chunkq_retries_waiting{provider}`` - entities waiting for a retry (gauge)
+* ``chunkq_tenant_entities_processed_total{tenant}`` / ``chunkq_tenant_jobs_live{tenant}`` -
+  each tenant's share (fair scheduling); ``tenant=""``: the jobs enqueued without one
 * ``chunkq_chunk_duration_seconds`` - chunks finished in the last hour by duration
   (a gauge histogram: a sliding window, not a counter since the start of time)
 * ``chunkq_workers_alive{kind}`` / ``chunkq_workers_lost`` - from the workers registry
@@ -40,6 +42,7 @@ class Snapshot:
     providers: dict[str, tuple[int, int, int]]
     durations: tuple[list[int], int, float]
     workers: list[core.WorkerInfo] = field(default_factory=list)
+    tenants: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 async def read_snapshot(queue: core.Queue) -> Snapshot:
@@ -47,7 +50,7 @@ async def read_snapshot(queue: core.Queue) -> Snapshot:
     return Snapshot(
         jobs_by_status=dict(stats.jobs_by_status), stale_jobs=stats.stale_jobs,
         providers=await queue.provider_totals(), durations=await queue.chunk_durations(minutes=DURATION_MINUTES),
-        workers=await queue.list_workers(),
+        workers=await queue.list_workers(), tenants=await queue.tenant_totals(),
     )
 
 
@@ -78,6 +81,14 @@ class QueueCollector(Collector):
         yield processed
         yield failed
         yield waiting
+        by_tenant = CounterMetricFamily("chunkq_tenant_entities_processed", "Entities finished, by tenant "
+                                        "(fair scheduling; \"\": jobs without one).", labels=["tenant"])
+        live = GaugeMetricFamily("chunkq_tenant_jobs_live", "Pending and running jobs, by tenant.", labels=["tenant"])
+        for tenant, (p, n) in snap.tenants.items():
+            by_tenant.add_metric([tenant], p)
+            live.add_metric([tenant], n)
+        yield by_tenant
+        yield live
         cumulative, count, total = snap.durations
         buckets = [(repr(float(b)), n) for b, n in zip(DURATION_BOUNDS, cumulative, strict=True)]
         buckets.append(("+Inf", count))

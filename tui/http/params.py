@@ -9,7 +9,6 @@ what core cannot see: the shape of the request.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from chunkq.core import limits
@@ -19,6 +18,9 @@ from starlette.responses import JSONResponse
 
 #: one request may process for at most this long: an HTTP call held open for hours helps nobody
 MAX_PROCESS_SECONDS = 3600.0
+#: ``?max_seconds=``, read by core's one number check (no nan, no inf, nothing past the cap)
+PROCESS_SECONDS = limits.FloatLimit("max_seconds", 0.0, MAX_PROCESS_SECONDS,
+                                    f"a number of seconds more than 0 and at most {MAX_PROCESS_SECONDS:g}")
 #: rows a request may read at once: a tighter cap than core's own (``limits.JOBS_PAGE.hi``)
 MAX_PAGE = 1000
 MAX_OFFSET = limits.OFFSET.hi
@@ -26,7 +28,7 @@ MAX_OFFSET = limits.OFFSET.hi
 #: the fields POST /jobs accepts: enqueue_job's keyword arguments (core checks every value)
 JOB_FIELDS = (
     "entity_ids", "entity_type", "provider", "chunk_size", "priority", "name", "dedupe",
-    "max_workers", "max_attempts", "max_errors", "max_error_ratio", "params", "processor",
+    "max_workers", "max_attempts", "max_errors", "max_error_ratio", "params", "processor", "tenant",
 )
 _REQUIRED_JOB_FIELDS = ("entity_ids", "entity_type", "provider")
 
@@ -62,12 +64,11 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number, got {raw!r:.60}") from None
+    if limits.INTEGER.fullmatch(raw.strip()) is None:  # int() also takes "١٢" and "1_000"
+        raise BadRequest(f"{name} must be a whole number, got {limits.shown(raw)}")
+    value = int(raw.strip())
     if not lo <= value <= hi:
-        raise BadRequest(f"{name} must be between {lo:,} and {hi:,}, got {value:,}")
+        raise BadRequest(f"{name} must be between {lo:,} and {hi:,}, got {limits.shown(value, 40)}")
     return value
 
 
@@ -99,15 +100,7 @@ def flag(request: Request, name: str) -> bool:
 def max_seconds(request: Request) -> float | None:
     """``?max_seconds=``: how long ``POST /jobs/process`` may keep starting chunks (None: one chunk)."""
     raw = request.query_params.get("max_seconds")
-    if raw is None:
-        return None
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise BadRequest(f"max_seconds must be a number of seconds, got {raw!r:.60}") from None
-    if not math.isfinite(value) or not 0 < value <= MAX_PROCESS_SECONDS:
-        raise BadRequest(f"max_seconds must be more than 0 and at most {MAX_PROCESS_SECONDS:g}, got {raw!r:.60}")
-    return value
+    return None if raw is None else PROCESS_SECONDS.parse(raw)  # InvalidInput: 422 naming the field
 
 
 def job_id(request: Request) -> int:

@@ -20,7 +20,8 @@ import click
 import uvicorn
 from chunkq import core
 from chunkq.core.db import mask_password
-from chunkq.tui.cli.options import OPTION_FLAGS, build_processor, lease_seconds_option, processing_options
+from chunkq.tui.cli.options import OPTION_FLAGS, build_processor, float_range, lease_seconds_option, processing_options
+from chunkq.tui.cli.retention import retention_options
 from chunkq.tui.humanize import printable
 from starlette.applications import Starlette
 
@@ -30,6 +31,8 @@ from .guard import DEFAULT_BODY_TIMEOUT
 TOKEN_ENV = "CHUNKQ_TOKEN"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
+BODY_TIMEOUT = core.limits.FloatLimit("body_timeout", 0.0, 3600.0, "a positive number of seconds, at most 3,600",
+                                      DEFAULT_BODY_TIMEOUT)
 
 
 class ConfigError(click.ClickException):
@@ -107,13 +110,14 @@ async def _check_database(db_url: str | None) -> None:
 @lease_seconds_option
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BODY_BYTES,
               show_default=True, help="Larger request bodies are refused with 413.")
-@click.option("--body-timeout", type=click.FloatRange(0, 3600, min_open=True), default=DEFAULT_BODY_TIMEOUT,
+@click.option("--body-timeout", type=float_range(BODY_TIMEOUT), default=DEFAULT_BODY_TIMEOUT,
               show_default=True, metavar="S",
               help="Seconds a request body may take to arrive whole; slower ones get 408.")
+@retention_options
 @click.pass_context
 def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bool, lease_seconds: float,
                   max_body_bytes: int, body_timeout: float, processor_path: str | None,
-                  options: core.ProcessorOptions) -> None:
+                  options: core.ProcessorOptions, retention: core.RetentionPolicy | None, prune_every: float) -> None:
     """Serve the HTTP API: POST /jobs/process for hosted cron, POST /jobs, GET /jobs, /health.
 
     Every route but /health needs 'Authorization: Bearer <token>' with the token
@@ -136,7 +140,8 @@ def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bo
     try:
         asyncio.run(_check_database(db_url))
         app = create_app(db_url or "", processor, token=token, lease_seconds=lease_seconds,
-                         max_body_bytes=max_body_bytes, body_timeout=body_timeout)
+                         max_body_bytes=max_body_bytes, body_timeout=body_timeout, retention=retention,
+                         prune_every=prune_every)
     except core.ChunkqError as exc:
         raise ConfigError(str(exc)) from None
 

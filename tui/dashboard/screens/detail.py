@@ -131,7 +131,7 @@ class JobDetailScreen(Screen[None]):
             with TabPane("Errors", id="errors"), Horizontal(id="errors-split"):
                 with Vertical(id="errors-left"):
                     yield Input(placeholder="/ search errors by entity ID or message (esc clears)",
-                                id="error-search", select_on_focus=False)
+                                id="error-search", select_on_focus=False, max_length=core.limits.SEARCH_LENGTH)
                     yield ErrorGroups(table_id="detail-groups", id="error-groups")
                     yield ErrorLog(table_id="detail-errors", id="error-log")
                 yield ErrorView(show_locals=bool(self.dashboard.capture_locals), id="traceback-pane")

@@ -30,6 +30,8 @@ from textual.widgets import Button, Input, Label, Static, TextArea
 SHORT_BELOW = 40
 #: the job settings the form asks for: ``enqueue_job``'s keywords, checked by ``limits.JOB_SETTINGS``
 SETTINGS: tuple[str, ...] = ("entity_type", "provider", "name", "chunk_size", "priority", "max_workers")
+#: the optional boxes below the grid, checked by their own limits (``PROCESSOR_NAME``, ``TENANT``): empty is None
+OTHER_FIELDS: tuple[str, ...] = ("processor", "tenant")
 
 
 def field_id(name: str) -> str:
@@ -40,13 +42,8 @@ def field_id(name: str) -> str:
 def check_setting(name: str, raw: str) -> object:
     """The typed value of one box, or ``InvalidInput`` with core's own message for it."""
     limit = limits.JOB_SETTINGS[name]
-    if isinstance(limit, limits.IntLimit):
-        text = raw.strip()
-        try:
-            value: object = int(text)
-        except ValueError:
-            value = text  # core's check says "must be a whole number, got '…'"
-        return limit.check(value)
+    if isinstance(limit, limits.IntLimit | limits.FloatLimit):
+        return limit.parse(raw)  # core's one reading of a typed number: "must be a whole number, got '…'"
     if isinstance(limit, limits.TextLimit) and limit.required and not raw.strip():
         raise core.InvalidInput(f"{name} is required", field=name)
     return limit.check(raw)
@@ -102,6 +99,8 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
                 hint = self.dashboard.processor_handle.path if self.dashboard.processor_handle else "module:function"
                 yield from self._field("processor", "Processor (routes the job: only workers running it claim it; "
                                        "empty: any worker)", f"any worker, or e.g. {hint}")
+                yield from self._field("tenant", "Tenant (who the job is for: tenants take turns; empty: none)",
+                                       "none, or e.g. acme")
                 yield Label("Entity IDs, one per line", classes="field-label")
                 yield TextArea(id="ids", soft_wrap=False, show_line_numbers=False)
                 yield Static(classes="field-error", id="ids-error")
@@ -186,6 +185,10 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
                 self.query_one("#processor", Input).value.strip() or None)
         except core.InvalidInput as exc:
             errors["processor"] = str(exc)
+        try:  # core's TENANT rule, as `chunkq enqueue --tenant` and HTTP apply it; empty: no tenant
+            settings["tenant"] = limits.TENANT.check(self.query_one("#tenant", Input).value.strip() or None)
+        except core.InvalidInput as exc:
+            errors["tenant"] = str(exc)
         ids_text = self.query_one("#ids", TextArea).text
         file_value = self.query_one("#file", Input).value.strip()
         ids: list[str] | None = None
@@ -205,7 +208,7 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
                     ids = [core.clean_entity_id(v, i) for i, v in enumerate(ids, 1)]
                 except core.InvalidInput as exc:
                     errors["ids"] = str(exc)
-        for fid in (*map(field_id, SETTINGS), "processor", "ids", "file"):
+        for fid in (*map(field_id, SETTINGS), *OTHER_FIELDS, "ids", "file"):
             self._set_error(fid, errors.get(fid, ""))
         if errors:
             first = next(iter(errors))
@@ -234,7 +237,7 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
 
     def _place_error(self, message: str, field: str | None = None) -> None:
         """Put the queue's own message on the box its ``field`` names (the IDs' box otherwise)."""
-        if field in SETTINGS or field == "processor":
+        if field in SETTINGS or field in OTHER_FIELDS:
             self._set_error(field_id(field), message)  # type: ignore[arg-type]
             return
         target = "file" if self.query_one("#file", Input).value.strip() else "ids"

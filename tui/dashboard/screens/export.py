@@ -3,12 +3,13 @@
 The log can hold millions of rows, so it is streamed from ``Queue.iter_errors``
 page by page into a temporary file next to the target, which replaces the
 target only once complete: a failed export leaves no half-written file behind.
+CSV cells are escaped like every human output (``humanize.printable``, line
+breaks kept); JSON Lines is exact (``humanize.json_text``).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from chunkq.core import ErrorEntry, Queue
+from chunkq.tui import humanize
 from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from textual.app import ComposeResult
@@ -92,7 +94,7 @@ async def export_errors(queue: Queue, job_id: int, path: Path, *, fingerprint: s
                 if writer is not None:
                     writer.writerow(_row(error))
                 else:
-                    fh.write(json.dumps(error.to_dict(), ensure_ascii=False) + "\n")
+                    fh.write(humanize.json_text(error.to_dict()) + "\n")
                 n += 1
         os.replace(tmp, path)
     except BaseException:
@@ -105,7 +107,9 @@ async def export_errors(queue: Queue, job_id: int, path: Path, *, fingerprint: s
 
 
 def _row(error: ErrorEntry) -> dict[str, object]:
-    return error.to_dict()
+    # escaped as `chunkq errors --format csv` escapes (line breaks kept): `cat` of the file must not
+    # replay a provider's escape sequences; JSON Lines is the exact export
+    return {k: humanize.printable(v, lines=True) if isinstance(v, str) else v for k, v in error.to_dict().items()}
 
 
 class ExportScreen(ModalScreen[Path | None]):

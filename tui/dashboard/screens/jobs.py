@@ -64,7 +64,9 @@ class Poll:
     stats: core.QueueStats | None = None
     rates: dict[int, float] | None = None  # None: not re-read this time
     history: list[core.HistoryBucket] | None = None  # None: not re-read this time
-    filter_key: tuple[str | None, str, int] = (None, "", 0)
+    filter_key: tuple[str | None, str, str | None, int] = (None, "", None, 0)
+    #: every tenant (``Queue.list_tenants``), read with each full page; None: not re-read this time
+    tenants: list[str | None] | None = None
 
 
 class JobsScreen(Screen[None]):
@@ -142,8 +144,8 @@ class JobsScreen(Screen[None]):
         """Used by tests and screenshots: no timer fires after this."""
         self.poller.stop()
 
-    def _filter_key(self) -> tuple[str | None, str, int]:
-        return (self.filters.status, self.filters.search, self._offset)
+    def _filter_key(self) -> tuple[str | None, str, str | None, int]:
+        return (self.filters.status, self.filters.search, self.filters.tenant, self._offset)
 
     async def _fetch(self) -> Poll:
         q = self.dashboard.queue
@@ -151,15 +153,18 @@ class JobsScreen(Screen[None]):
         full = self._need_full or self._since is None or (
             self._full_pending and started - self._full_at >= FULL_RELOAD_EVERY)
         want_stats = full or started - self._stats_at >= STATS_EVERY or self._stats is None
-        key = status, search, offset = self._filter_key()
+        key = status, search, tenant, offset = self._filter_key()
+        tenants: list[str | None] | None = None
         if full:
-            jobs = await q.list_jobs(status, limit=PAGE_SIZE, offset=offset, search=search or None)
-            total: int | None = await q.count_jobs(status, search=search or None)
+            jobs = await q.list_jobs(status, limit=PAGE_SIZE, offset=offset, search=search or None, tenant=tenant)
+            total: int | None = await q.count_jobs(status, search=search or None, tenant=tenant)
+            tenants = [name for name, _weight in await q.list_tenants()]  # the tenant filter's choices
         else:
             assert self._since is not None
-            # No status filter here: a job that left the filter must be seen to leave.
+            # No status filter here: a job that left the filter must be seen to leave. (A job's
+            # tenant never changes: the tenant filter stays.)
             jobs = await q.list_jobs(None, changed_since=self._since - OVERLAP_SECONDS, search=search or None,
-                                     limit=MAX_CHANGES + 1)
+                                     tenant=tenant, limit=MAX_CHANGES + 1)
             total = None
         # Totals are one aggregate over every job: read them when something changed, or now and then.
         changed_lately = bool(jobs) and started - self._stats_at >= STATS_WHEN_BUSY
@@ -171,7 +176,7 @@ class JobsScreen(Screen[None]):
             rates = await q.job_rates(active) if active else {}
         # the queue's history is read with the totals (chunks of the last hour, one indexed range)
         history = await q.history() if stats is not None and self.show_history else None
-        return Poll(full, jobs, started, total, stats, rates, filter_key=key, history=history)
+        return Poll(full, jobs, started, total, stats, rates, filter_key=key, history=history, tenants=tenants)
 
     def _render_poll(self, result: Poll) -> None:
         if result.filter_key != self._filter_key():
@@ -189,7 +194,7 @@ class JobsScreen(Screen[None]):
         if result.stats is not None:
             self._stats = result.stats
             self._stats_at = result.started
-        status, search, offset = result.filter_key
+        status, search, tenant, offset = result.filter_key
         diff = diff_page(self.table.jobs, result.jobs, full=result.full,
                          total=(result.total or 0) if result.full else self._total,
                          status=status, offset=offset, page_size=PAGE_SIZE, max_changes=MAX_CHANGES)
@@ -199,7 +204,7 @@ class JobsScreen(Screen[None]):
         else:
             self._need_full |= diff.overflow
             self._full_pending |= diff.outranked
-        self._total = matching_total(diff.total, self._stats, status, search)
+        self._total = matching_total(diff.total, self._stats, status, search, tenant)
         with self.app.batch_update():
             self.table.apply(diff, touched={j.id for j in result.jobs}, rates=result.rates, full=result.full)
             totals = self.query_one(QueueTotals)
@@ -208,7 +213,10 @@ class JobsScreen(Screen[None]):
             if result.history is not None:
                 self.query_one(HistoryLine).show(result.history)
             self.filters.page_info = page_info(offset, len(self.table.jobs), self._total,
-                                               filtered=bool(search or status), page_size=PAGE_SIZE)
+                                               filtered=bool(search or status) or tenant is not None,
+                                               page_size=PAGE_SIZE)
+            if result.tenants is not None:
+                self.filters.show_tenants(result.tenants)
             self.fit_activity()
 
     def _show_error(self, error: Exception) -> None:
@@ -428,6 +436,12 @@ class JobsScreen(Screen[None]):
 
     def action_bulk(self) -> None:
         status, search = self.filters.status, self.filters.search
+        if self.filters.tenant is not None:
+            # core's bulk actions filter by status and search only: acting on every tenant's jobs
+            # while the list shows one tenant's would reach jobs the operator cannot see
+            self.notify("bulk actions do not filter by tenant: set the tenant filter to all first",
+                        severity="warning")
+            return
         if status is None and not search:
             self.notify("set a status filter (f) or a search (/) first: bulk actions apply to every job "
                         "it matches", severity="warning")

@@ -1,7 +1,15 @@
-"""The filter bar above the jobs table: a status filter, a search box and the page position."""
+"""The filter bar above the jobs table: a status filter, a search box, a tenant filter and the page position.
+
+The tenant filter stays hidden until the queue has a named tenant: a queue that
+never uses tenants keeps its bar as it was.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from chunkq.core import limits
+from chunkq.tui.dashboard.format import printable
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -14,15 +22,36 @@ from textual.widgets import Input, Select, Static
 STATUS_FILTERS: tuple[str, ...] = ("all", "pending", "running", "paused", "failed", "complete", "cancelled")
 #: typing pauses this long before a search is applied (each search re-reads the page)
 SEARCH_DELAY = 0.3
+#: the tenant filter's values: every tenant, or one (("t", "") is the jobs without a tenant); a tuple,
+#: so no tenant name can be mistaken for "every tenant"
+ANY_TENANT: tuple[str, ...] = ("any",)
 
 
-def describe(status: str | None, search: str) -> str:
+def tenant_value(name: str) -> tuple[str, ...]:
+    return ("t", name)
+
+
+def tenant_options(names: Iterable[str | None]) -> list[tuple[Text, tuple[str, ...]]]:
+    """The tenant filter's choices for ``names`` (``Queue.list_tenants``; None: jobs without a tenant).
+
+    A tenant name is user text: a plain ``Text``, control characters escaped, never markup.
+    """
+    options = [(Text("tenant: all"), ANY_TENANT), (Text("tenant: none"), tenant_value(""))]
+    for name in sorted(n for n in names if n):
+        options.append((Text(f"tenant: {printable(name)}", no_wrap=True, overflow="ellipsis"),
+                        tenant_value(name)))
+    return options
+
+
+def describe(status: str | None, search: str, tenant: str | None = None) -> str:
     """The filter in words, for a dialog that acts on every job it matches."""
     parts = []
     if status is not None:
         parts.append(f"status {status}")
     if search:
         parts.append(f"search {search!r}")
+    if tenant is not None:
+        parts.append(f"tenant {tenant!r}" if tenant else "no tenant")
     return ", ".join(parts)
 
 
@@ -30,12 +59,13 @@ class JobFilters(Horizontal):
     """Which jobs the table lists; posts ``Changed`` when that changes (after typing settles)."""
 
     class Changed(Message):
-        """The status filter or the applied search changed: list from the first page again."""
+        """The status filter, the applied search or the tenant filter changed: list from the first page again."""
 
-        def __init__(self, status: str | None, search: str) -> None:
+        def __init__(self, status: str | None, search: str, tenant: str | None = None) -> None:
             super().__init__()
             self.status = status
             self.search = search
+            self.tenant = tenant
 
     class Submitted(Message):
         """Enter in the search box: the search is applied, the operator is done typing."""
@@ -48,6 +78,8 @@ class JobFilters(Horizontal):
         self._status = "all"
         self._search = ""
         self._search_timer: Timer | None = None
+        self._tenant: tuple[str, ...] = ANY_TENANT
+        self._tenant_names: tuple[str, ...] = ()
 
     @property
     def status(self) -> str | None:
@@ -59,15 +91,49 @@ class JobFilters(Horizontal):
         """The search applied (typing in progress is not applied yet)."""
         return self._search
 
+    @property
+    def tenant(self) -> str | None:
+        """The tenant jobs must have (None: any; "": those without a tenant)."""
+        return None if self._tenant == ANY_TENANT else self._tenant[1]
+
     def describe(self) -> str:
-        return describe(self.status, self._search)
+        return describe(self.status, self._search, self.tenant)
+
+    def _changed(self) -> None:
+        self.post_message(self.Changed(self.status, self._search, self.tenant))
+
+    def show_tenants(self, names: Iterable[str | None]) -> None:
+        """Offer ``names`` (``Queue.list_tenants``) in the tenant filter; shown once one has a name.
+
+        The choice made stays while its tenant is listed; the options are replaced
+        only when the names change, so a poll does not reset an open list.
+        """
+        named = tuple(sorted(n for n in names if n))
+        if named == self._tenant_names:
+            return
+        self._tenant_names = named
+        box = self.query_one("#tenant-filter", Select)
+        keep = self._tenant if self._tenant == ANY_TENANT or not self._tenant[1] or self._tenant[1] in named \
+            else ANY_TENANT
+        with box.prevent(Select.Changed):
+            box.set_options(tenant_options(named))
+            box.value = keep
+        box.display = bool(named) or keep != ANY_TENANT
+        if keep != self._tenant:
+            self._tenant = keep
+            self._changed()
 
     def compose(self) -> ComposeResult:
         yield Select(
             [(f"status: {s}", s) for s in STATUS_FILTERS], value="all", allow_blank=False,
             compact=True, id="status-filter",
         )
-        yield Input(placeholder="/ search name, provider, type", compact=True, id="search")
+        yield Input(placeholder="/ search name, provider, type", compact=True, id="search",
+                    max_length=limits.SEARCH_LENGTH)
+        tenants = Select(tenant_options(()), value=ANY_TENANT, allow_blank=False, compact=True,
+                         id="tenant-filter")
+        tenants.display = False  # until a tenant exists (``show_tenants``)
+        yield tenants
         yield Static(id="page-info")
 
     def watch_page_info(self, info: str) -> None:
@@ -84,7 +150,7 @@ class JobFilters(Horizontal):
             box.value = ""
         if self._search:
             self._search = ""
-            self.post_message(self.Changed(self.status, self._search))
+            self._changed()
         return had
 
     def focus_search(self) -> None:
@@ -100,7 +166,15 @@ class JobFilters(Horizontal):
         value = str(event.value)
         if value != self._status:
             self._status = value
-            self.post_message(self.Changed(self.status, self._search))
+            self._changed()
+
+    @on(Select.Changed, "#tenant-filter")
+    def _tenant_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        value = event.value
+        if isinstance(value, tuple) and value != self._tenant:
+            self._tenant = value
+            self._changed()
 
     @on(Input.Changed, "#search")
     def _search_changed(self, event: Input.Changed) -> None:
@@ -114,7 +188,7 @@ class JobFilters(Horizontal):
         value = self.query_one("#search", Input).value.strip()
         if value != self._search:
             self._search = value
-            self.post_message(self.Changed(self.status, self._search))
+            self._changed()
 
     @on(Input.Submitted, "#search")
     def _search_submitted(self, event: Input.Submitted) -> None:

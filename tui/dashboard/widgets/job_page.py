@@ -110,9 +110,11 @@ def diff_page(
                     overflow=len(jobs) > max_changes, outranked=outranked)
 
 
-def matching_total(total: int, stats: core.QueueStats | None, status: str | None, search: str) -> int:
-    """How many jobs match the filter: the queue's totals know exactly, unless a search narrows it."""
-    if stats is None or search:
+def matching_total(
+    total: int, stats: core.QueueStats | None, status: str | None, search: str, tenant: str | None = None
+) -> int:
+    """How many jobs match the filter: the queue's totals know exactly, unless a search or a tenant narrows it."""
+    if stats is None or search or tenant is not None:
         return total
     if status is None:
         return sum(stats.jobs_by_status.values())

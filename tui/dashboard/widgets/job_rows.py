@@ -7,7 +7,7 @@ widget per row would cost a widget each: the bar is drawn as ``Text`` in the cel
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +22,7 @@ from rich.text import Text
 COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
     ("id", "ID", 5, True),
     ("name", "Name", 20, False),
+    ("tenant", "Tenant", 12, False),
     ("type", "Type", 8, False),
     ("provider", "Provider", 11, False),
     ("processor", "Processor", 16, False),
@@ -60,25 +61,32 @@ FITS: dict[str, Fit] = {
     "eta": Fit(6, 6, 6),
     "note": Fit(7, 12, 120),
     "rate": Fit(8, 7, 8),
-    "provider": Fit(9, 8, 24),
-    "type": Fit(10, 6, 14),
-    "age": Fit(11, 4, 4),
+    # who the job is for (fair scheduling); only in a page that holds a tenant's job (``WHEN_PRESENT``)
+    "tenant": Fit(9, 8, 30),
+    "provider": Fit(10, 8, 24),
+    "type": Fit(11, 6, 14),
+    "age": Fit(12, 4, 4),
     # where the job is routed (None: any worker); the first to go, shown once a terminal has room for it
-    "processor": Fit(12, 10, 40),
+    "processor": Fit(13, 10, 40),
 }
+#: columns shown only when a job on the page has a value for them: a queue that never uses tenants
+#: keeps its table (and its room) as it was
+WHEN_PRESENT: tuple[str, ...] = ("tenant",)
 #: columns from this priority on appear only once the essentials have their usual widths
 OPTIONAL = 8
 #: columns sized for the numbers they hold (a count is never cut)
 COUNT_COLUMNS = ("id", "done", "errors")
 #: the columns that share the extra room of a wide terminal, and in what proportion
-GROW: dict[str, int] = {"name": 4, "note": 4, "progress": 1, "provider": 1, "type": 1}
+GROW: dict[str, int] = {"name": 4, "note": 4, "progress": 1, "provider": 1, "type": 1, "tenant": 1}
 #: the DataTable's padding around every cell (cell_padding 1 on each side)
 CELL_PAD = 2
 #: what follows the bar in the Progress cell: " 100.0%"
 PERCENT_WIDTH = 7
 
 
-def fit_columns(available: int, needs: Mapping[str, int] | None = None) -> dict[str, int]:
+def fit_columns(
+    available: int, needs: Mapping[str, int] | None = None, *, present: Collection[str] = ()
+) -> dict[str, int]:
     """The columns shown in a table ``available`` cells wide, and their widths, in display order.
 
     Columns go in by priority while they fit (ID, Name, Status, Progress, counts,
@@ -86,14 +94,17 @@ def fit_columns(available: int, needs: Mapping[str, int] | None = None) -> dict[
     usual width (``COLUMNS``), then is shared among names, notes and the bar up to
     their maximums. ``needs`` are the widest cells of count columns: a count column
     is always that wide, so a number is never cut (it is dropped whole instead).
+    ``present``: the ``WHEN_PRESENT`` columns some job on the page has a value for
+    (the others are left out, as if they did not exist).
     """
     needs = needs or {}
+    keys = [k for k in COLUMN_KEYS if k not in WHEN_PRESENT or k in present]
     base = {key: width for key, _label, width, _right in COLUMNS}
     labels = {key: len(label) for key, label, _width, _right in COLUMNS}
-    least = {k: max(FITS[k].min, labels[k] if k in COUNT_COLUMNS else 0, needs.get(k, 0)) for k in COLUMN_KEYS}
+    least = {k: max(FITS[k].min, labels[k] if k in COUNT_COLUMNS else 0, needs.get(k, 0)) for k in keys}
     widths: dict[str, int] = {}
     room = available
-    ranked = sorted(COLUMN_KEYS, key=lambda k: FITS[k].priority)
+    ranked = sorted(keys, key=lambda k: FITS[k].priority)
     for key in [k for k in ranked if FITS[k].priority < OPTIONAL]:  # the essentials, as narrow as they go
         if least[key] + CELL_PAD <= room:
             widths[key] = least[key]
@@ -121,7 +132,12 @@ def fit_columns(available: int, needs: Mapping[str, int] | None = None) -> dict[
         growers = [k for k in growers if widths[k] < FITS[k].max]
         if given == 0:
             break
-    return {key: widths[key] for key in COLUMN_KEYS if key in widths}
+    return {key: widths[key] for key in keys if key in widths}
+
+
+def present_columns(jobs: Iterable[core.Job]) -> frozenset[str]:
+    """The ``WHEN_PRESENT`` columns ``jobs`` give a value to (``fit_columns(present=...)``)."""
+    return frozenset(("tenant",)) if any(job.tenant for job in jobs) else frozenset()
 
 
 def count_needs(cells: Iterable[Mapping[str, Text]]) -> dict[str, int]:
@@ -246,6 +262,7 @@ def job_cells(
     return {
         "id": Text(str(job.id), justify="right", end=""),
         "name": cell_text(job.name or "—"),
+        "tenant": cell_text(job.tenant or "—", "" if job.tenant else "dim"),  # user text: plain, escaped
         "type": cell_text(job.entity_type),
         "provider": cell_text(job.provider),
         "processor": cell_text(job.processor or "any", "" if job.processor else "dim"),

@@ -73,6 +73,7 @@ def title_text(job: Job, palette: fmt.Palette | None = None) -> Text:
         fmt.status_text(job.status, palette),
         (f"   {fmt.printable(job.entity_type)} via {fmt.printable(job.provider)}", "dim"),
         (f"   → {fmt.printable(job.processor)}" if job.processor else "   → any processor", "dim"),
+        (f"   for {fmt.printable(job.tenant)}" if job.tenant else "", "dim"),  # fair scheduling's tenant
         (f"   retry of job #{job.parent_id}" if job.parent_id else "", "dim"),
     )
 

@@ -27,6 +27,7 @@ from chunkq.tui.dashboard.widgets.job_rows import (
     count_needs,
     fit_columns,
     job_cells,
+    present_columns,
     sort_key,
 )
 from rich.text import Text
@@ -41,7 +42,8 @@ class JobsTable(DataTable[Text]):
 
     Its columns fit the terminal (``job_rows.fit_columns``): on a resize, or when a
     count outgrows its column, the columns are laid out again and the rows re-added
-    in place, the cursor staying on its job. ``sort_by`` orders the page by another
+    in place, the cursor staying on its job. The Tenant column joins them only while
+    a job on the page has a tenant (``job_rows.WHEN_PRESENT``). ``sort_by`` orders the page by another
     column (``o`` cycles, ``O`` flips, a click on a header sorts by it).
     """
 
@@ -68,6 +70,8 @@ class JobsTable(DataTable[Text]):
         #: (column, descending) the page is ordered by; ("status", False) is the queue's own order
         self.sort_by: tuple[str, bool] = ("status", False)
         self._outgrown = False  # a count is wider than its column: fit() at the end of apply()
+        #: the ``WHEN_PRESENT`` columns shown (the Tenant column once a job on the page has a tenant)
+        self.present: frozenset[str] = frozenset()
 
     def on_mount(self) -> None:
         self._layout(fit_columns(self._available()))
@@ -87,8 +91,9 @@ class JobsTable(DataTable[Text]):
         self.fit()
 
     def fit(self) -> None:
-        """Lay the columns out again if the width or the widest count changed what fits."""
-        widths = fit_columns(self._available(), count_needs(self._cells.values()))
+        """Lay the columns out again if the width, the widest count or the tenants changed what fits."""
+        self.present = present_columns(self.jobs.values())
+        widths = fit_columns(self._available(), count_needs(self._cells.values()), present=self.present)
         if widths != self.widths:
             self._layout(widths)
 
@@ -189,7 +194,8 @@ class JobsTable(DataTable[Text]):
             self.sort("id", key=self._sort_key)  # another order than core's: any change may move a row
         elif diff.order_changed and len(self.jobs) > 1:
             self.sort("id", key=self._sort_key)
-        if self._outgrown:
+        arrivals = bool(diff.puts or diff.removes)  # a tenant is set at enqueue: only rows in or out change it
+        if self._outgrown or (arrivals and present_columns(self.jobs.values()) != self.present):
             self._outgrown = False
             self.fit()
         target = self._select_after if self._select_after in self.jobs else selected

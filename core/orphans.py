@@ -1,0 +1,174 @@
+"""Chunks whose worker is gone: what "until empty" still waits for.
+
+A worker that finds nothing to claim is not done if a chunk is leased by a
+process that will never commit it: a worker killed with ``kill -9`` (or lost
+with its host) leaves its chunks leased until their leases expire, and a run
+that stops then leaves the job short (``running 130/150``) for whoever comes
+next. "Empty", for a run that drains the queue (``Worker(wait_for_retries=True)``:
+``process --until-empty``, every child of ``--processes N``, the dashboard's
+auto-run), therefore means, among the active jobs it may run (its processor's,
+``job_id``'s if given):
+
+* nothing is claimable now (a fresh range, a retry that is due, an expired lease);
+* no entity retry is due within the run (``Worker._wait_for_retry``);
+* no chunk is leased by a worker that is not alive (*orphaned*): those leases
+  are waited out and the chunks redone (``Worker._wait_for_orphans``).
+
+A chunk leased by a *live* worker is that worker's to finish, as before: a run
+does not wait for its siblings. Whether a lease owner (``host:pid:nonce``,
+``claims.make_owner``) is alive is decided here, from what is known without
+asking it:
+
+* on this host, by its pid: a pid that does not exist is dead, however fresh its
+  workers-registry row still reads (a process killed a second ago heartbeated a
+  second ago); one that exists is alive;
+* on another host, by the workers registry (``registry.alive_condition``): a row
+  for that host and pid that heartbeats is alive; no row, or a stopped or lost
+  one, is not known to be alive;
+* and always by its lease: a lease renewed while a run waited for it belongs to
+  a live process (one not registered: a library user's own worker; another PID
+  namespace on the same host name), and is not waited for again. So a live
+  worker misjudged costs a run at most one wait of its lease, never a hang.
+
+A released lease (expired at 0) and an expired one are claimable at once and
+are taken over by the claim itself; one in a job whose worker slots
+(``max_workers``) are all held by live workers is left to them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from . import schema as s
+from .claims import ROUTE
+from .limits import check_id
+from .registry import alive_condition
+from .sql import routed, status_in
+from .status import ACTIVE_STATUSES
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from .queue import Queue
+
+
+@dataclass(frozen=True)
+class OrphanedLease:
+    """A chunk leased by a worker that is not known to be alive; it is claimable once ``expires_at`` passes."""
+
+    job_id: int
+    chunk_index: int
+    attempt: int
+    owner: str
+    #: epoch seconds on the queue's clock (``Queue.now``)
+    expires_at: float
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        """This lease (not the chunk): a take-over bumps the attempt."""
+        return (self.job_id, self.chunk_index, self.attempt)
+
+    @property
+    def holder(self) -> str:
+        """``host:pid`` of the owner, as ``chunkq workers`` and ``released_by`` show it."""
+        host, pid = owner_host_pid(self.owner)
+        return self.owner if pid is None else f"{host}:{pid}"
+
+
+def owner_host_pid(owner: str) -> tuple[str, int | None]:
+    """``host:pid:nonce`` -> (host, pid); an owner not made by ``make_owner`` -> (owner, None)."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return owner, None
+
+
+def pid_exists(pid: int) -> bool:
+    """Does a process with this pid exist on this host (a zombie counts as gone)?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    except OSError:
+        return False
+    try:  # Linux: a zombie (killed, not yet reaped by its parent) holds its pid but runs nothing
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _alive(owner: str, me: str, host: str, registered: set[tuple[str, int]]) -> bool:
+    if owner == me:
+        return True
+    owner_host, pid = owner_host_pid(owner)
+    if pid is None:
+        return False
+    if owner_host == host:
+        return pid_exists(pid)
+    return (owner_host[:200], pid) in registered
+
+
+async def orphaned_leases(queue: Queue, job_id: int | None = None) -> list[OrphanedLease]:
+    """The leased chunks of active jobs (``job_id``'s, if given; routed to this task's processor,
+    ``claims.ROUTE``) whose owner is not known to be alive, earliest expiry first. One read."""
+    now = queue.now()
+    host = socket.gethostname()
+    route = routed(ROUTE.get())
+    c, j, w = s.chunks.c, s.jobs.c, s.workers.c
+    leased = (select(c.job_id, c.chunk_index, c.attempt, c.owner, c.lease_expires_at, j.max_workers)
+              .select_from(s.chunks.join(s.jobs, j.id == c.job_id))
+              .where(c.state == "leased", status_in(ACTIVE_STATUSES), route))
+    if job_id is not None:
+        leased = leased.where(c.job_id == check_id(job_id))
+    registered_q = select(w.host, w.pid).where(alive_condition(now))
+
+    def read(conn: Connection) -> tuple[list[Any], set[tuple[str, int]]]:
+        rows = list(conn.execute(leased).all())
+        registered = {(str(h), int(p)) for h, p in conn.execute(registered_q).all()} if rows else set()
+        return rows, registered
+
+    rows, registered = await queue.backend.read(read, "looking for chunks of workers that are gone")
+    live_owners: dict[int, set[str]] = {}
+    found: list[tuple[OrphanedLease, int]] = []
+    for r in rows:
+        expires = float(r.lease_expires_at or 0.0)
+        owner = str(r.owner or "")
+        if expires > now and _alive(owner, queue.owner, host, registered):
+            live_owners.setdefault(int(r.job_id), set()).add(owner)
+        else:
+            found.append((OrphanedLease(int(r.job_id), int(r.chunk_index), int(r.attempt), owner, expires),
+                          int(r.max_workers)))
+    # an expired lease in a job whose slots live workers fill is theirs to take over when a slot frees
+    out = [o for o, max_workers in found
+           if o.expires_at > now or len(live_owners.get(o.job_id, ())) < max_workers]
+    return sorted(out, key=lambda o: (o.expires_at, o.job_id, o.chunk_index))
+
+
+def describe(leases: list[OrphanedLease]) -> str:
+    """``2 chunks of job 1 leased by a worker that stopped (host:123)``: what is left, in a phrase."""
+    jobs: dict[int, int] = {}
+    for o in leases:
+        jobs[o.job_id] = jobs.get(o.job_id, 0) + 1
+    holders = sorted({o.holder for o in leases})
+    n = len(leases)
+    what = f"{n} chunk{'s' if n != 1 else ''}"
+    if len(jobs) == 1:
+        what += f" of job {next(iter(jobs))}"
+    else:
+        what += f" of jobs {', '.join(str(j) for j in sorted(jobs))}"
+    who = "a worker that stopped" if len(holders) == 1 else f"{len(holders)} workers that stopped"
+    shown = ", ".join(holders[:3]) + (", ..." if len(holders) > 3 else "")
+    return f"{what} leased by {who} ({shown})"
+
+
+__all__ = ["OrphanedLease", "describe", "orphaned_leases", "owner_host_pid", "pid_exists"]
