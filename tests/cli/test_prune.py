@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -102,12 +103,14 @@ def test_an_archive_folder_that_cannot_be_written(cli: Any, db_url: str, tmp_pat
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop root's file permission override")
 def test_a_read_only_archive_folder_as_another_user(db_url: str, tmp_path: Path, env: dict[str, str]) -> None:
-    """The folder is checked before the database is opened, so only the folder needs to be reachable."""
+    """A 0555 folder, for a process to which file permissions apply: root without its capabilities to
+    override them (the same user, so the checkout and its venv stay readable wherever CI clones it)."""
     ids = old_jobs(db_url, (3, 40, "complete"))
     folder = Path(tempfile.mkdtemp(prefix="chunkq-ro-"))
     folder.chmod(0o555)
-    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *CHUNKQ, "--db", db_url, "prune",
-           "--archive", str(folder)]
+    drop = "-dac_override,-dac_read_search"
+    prefix = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}"] if os.geteuid() == 0 else []
+    cmd = [*prefix, *CHUNKQ, "--db", db_url, "prune", "--archive", str(folder)]
     try:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd="/")
     finally:
