@@ -6,13 +6,24 @@ command line (``tui``) build on it, never the reverse. The module map is in
 ``Status`` (display rank), ``limits`` (every input bound), ``ProcessorOptions`` /
 ``apply_overrides`` (the one merge rule), ``Worker(wait_for_retries=True)`` and
 ``Worker.stop_on_signals()``, ``Queue.bulk`` and ``Queue.next_retry_due``.
+
+Everything a front end uses is exported here (``__all__``); front ends import
+this package itself, never a module inside it (an import-linter contract and
+``tests/test_boundaries.py`` hold them to it), so core's insides can move.
 """
 
 from . import limits
+from .adaptive import is_auto, limit_for
 from .archive import ArchiveWriter, ImportResult, MalformedArchive, export_job, import_jobs, open_export
-from .db import deadline
+from .capture import set_echo as set_output_echo
+from .capture import stderr_echo as output_to_stderr
+from .claims import ORDERS
+from .db import deadline, mask_password
+from .demo import seed as seed_demo
 from .enqueue import check_settings as check_job_settings
 from .errors import DatabaseStalled, NoDatabase, SchemaMismatch, WorkerNotFound
+from .fingerprint import fingerprint_as
+from .history import DURATION_BOUNDS
 from .limits import FloatLimit, IntLimit, TextLimit
 from .loader import ProcessorHandle, load_processor
 from .migrations import SchemaState, SchemaUpgrade, schema_status, upgrade_schema
@@ -26,6 +37,7 @@ from .models import (
     PENDING,
     RUNNING,
     STATUSES,
+    WORKER_KINDS,
     BulkResult,
     ChunkInfo,
     ChunkqError,
@@ -34,6 +46,7 @@ from .models import (
     EntityResult,
     ErrorEntry,
     ErrorGroup,
+    ErrorGroupPage,
     HistoryBucket,
     InvalidInput,
     InvalidTransition,
@@ -48,27 +61,56 @@ from .models import (
     WorkerInfo,
 )
 from .options import ProcessorOptions, apply_overrides, parse_rate, parse_rates
+from .processor import Processor
 from .queue import MAX_CHUNK_SIZE, MAX_ID_LENGTH, Queue, clean_entity_id
-from .registry import Registration
-from .retention import DEFAULT_POLICY, Pruner, PruneResult, RetentionPolicy, parse_age, prune_periodically
-from .runner import Processor
+from .registry import DEFAULT_INTERVAL as WORKER_HEARTBEAT_SECONDS
+from .registry import Registrant, Registration
+from .retention import (
+    DEFAULT_POLICY,
+    PRUNE_EVERY,
+    Pruner,
+    PruneResult,
+    RetentionPolicy,
+    archive_folder,
+    parse_age,
+    prune_periodically,
+    pruning_in_background,
+)
+from .schema import SCHEMA_VERSION
+from .schema import revision_of as schema_revision
 from .signals import SignalStop, stop_message
 from .status import Status
-from .worker import RunSummary, Worker
+from .supervisor import EXIT_WORK_LEFT, Supervisor, strip_option, supervised, team, time_left, watch_supervisor
+from .tracebacks import NO_MESSAGE, source_digest
+from .tracebacks import describe as describe_error
+from .vacuum import SpaceReport, VacuumResult, space
+from .vacuum import vacuum as vacuum_database  # as ``vacuum`` it would hide the module
+from .version import RELEASES, __version__
+from .worker import RETRY_POLL_SECONDS, RunSummary, Worker
 
 __all__ = [
     "ACTIVE_STATUSES",
     "CANCELLED",
     "COMPLETE",
     "DEFAULT_POLICY",
+    "DURATION_BOUNDS",
+    "EXIT_WORK_LEFT",
     "FAILED",
     "FINISHED_STATUSES",
     "MAX_CHUNK_SIZE",
     "MAX_ID_LENGTH",
+    "NO_MESSAGE",
+    "ORDERS",
     "PAUSED",
     "PENDING",
+    "PRUNE_EVERY",
+    "RELEASES",
+    "RETRY_POLL_SECONDS",
     "RUNNING",
+    "SCHEMA_VERSION",
     "STATUSES",
+    "WORKER_HEARTBEAT_SECONDS",
+    "WORKER_KINDS",
     "ArchiveWriter",
     "BulkResult",
     "ChunkInfo",
@@ -79,6 +121,7 @@ __all__ = [
     "EntityResult",
     "ErrorEntry",
     "ErrorGroup",
+    "ErrorGroupPage",
     "FloatLimit",
     "HistoryBucket",
     "ImportResult",
@@ -98,6 +141,7 @@ __all__ = [
     "Pruner",
     "Queue",
     "QueueStats",
+    "Registrant",
     "Registration",
     "RetentionPolicy",
     "Retry",
@@ -106,27 +150,50 @@ __all__ = [
     "SchemaState",
     "SchemaUpgrade",
     "SignalStop",
+    "SpaceReport",
     "Status",
+    "Supervisor",
     "TextLimit",
     "TraceFrame",
     "TraceStack",
+    "VacuumResult",
     "Worker",
     "WorkerInfo",
     "WorkerNotFound",
+    "__version__",
     "apply_overrides",
+    "archive_folder",
     "check_job_settings",
     "clean_entity_id",
     "deadline",
+    "describe_error",
     "export_job",
+    "fingerprint_as",
     "import_jobs",
+    "is_auto",
+    "limit_for",
     "limits",
     "load_processor",
+    "mask_password",
     "open_export",
+    "output_to_stderr",
     "parse_age",
     "parse_rate",
     "parse_rates",
     "prune_periodically",
+    "pruning_in_background",
+    "schema_revision",
     "schema_status",
+    "seed_demo",
+    "set_output_echo",
+    "source_digest",
+    "space",
     "stop_message",
+    "strip_option",
+    "supervised",
+    "team",
+    "time_left",
     "upgrade_schema",
+    "vacuum_database",
+    "watch_supervisor",
 ]

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -53,7 +54,7 @@ from .errors import InvalidInput, Retry
 from .limits import check_concurrency
 
 if TYPE_CHECKING:
-    from .runner import Processor
+    from .processor import Processor
 
 #: ``concurrency="auto"``'s defaults: where it starts, and the bounds it moves within
 AUTO_INITIAL = 4
@@ -393,24 +394,28 @@ def limit_for(processor: Processor, *, clock: Clock = time.monotonic) -> Limiter
     concurrency = processor.concurrency
     if not isinstance(concurrency, str):
         return FixedLimit(concurrency)
-    cached = vars(processor).get(_CACHE)
-    if isinstance(cached, AIMDLimit) and cached.spec == concurrency:
+    key = id(processor)
+    cached = _AUTO.get(key)
+    if cached is not None and cached.spec == concurrency:
         return cached
     maximum = parse_auto(concurrency) or AUTO_MAXIMUM
     limiter = AIMDLimit(min(AUTO_INITIAL, maximum), AUTO_MINIMUM, maximum, clock=clock)
     limiter.spec = concurrency
-    vars(processor)[_CACHE] = limiter
+    if key not in _AUTO:
+        weakref.finalize(processor, _AUTO.pop, key, None)  # before the id can be reused
+    _AUTO[key] = limiter
     return limiter
 
 
-#: where ``limit_for`` keeps a processor's ``AIMDLimit`` (an attribute no dataclass field copies)
-_CACHE = "_chunkq_auto_limiter"
+#: each ``auto`` processor object's ``AIMDLimit`` (by identity: a ``Processor`` compares by value, so it
+#: is unhashable), until the object is collected. Kept here, not on the user's object, which is theirs.
+_AUTO: dict[int, AIMDLimit] = {}
 
 
 def current_limit(processor: Processor) -> int | None:
     """The limit ``auto`` has found so far for ``processor`` (None before its first call, or not auto)."""
-    cached = vars(processor).get(_CACHE)
-    return cached.limit if isinstance(cached, AIMDLimit) else None
+    cached = _AUTO.get(id(processor))
+    return cached.limit if cached is not None and cached.spec == processor.concurrency else None
 
 
 def is_auto(concurrency: object) -> bool:

@@ -1,5 +1,7 @@
 """Jobs to a file and back: JSON Lines that ``chunkq export`` writes and ``chunkq import`` reads.
 
+Longer than 500 lines: writer and reader of one format, kept together so the round trip is one.
+
 Archive before delete (issue 26): a finished job leaves the database whole, to a
 file a person can keep, grep, and load back into any chunkq database.
 
@@ -43,6 +45,7 @@ from typing import IO, TYPE_CHECKING, Any
 from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, String, Text, insert, select, update
 from sqlalchemy.engine import Connection
 
+from . import error_groups
 from . import schema as s
 from .errors import InvalidInput, InvalidTransition, JobNotFound
 from .limits import check_id
@@ -486,6 +489,8 @@ async def import_jobs(queue: Queue, path: str | os.PathLike[str], *,
                 result.errors += 1
             elif kind == "end":
                 await flush()
+                # the job's error groups, made from its imported errors (not exported: they follow from them)
+                await backend.write(lambda conn, job_id=new_id: error_groups.rebuild(conn, job_id), "importing jobs")
                 if on_job is not None:
                     on_job(*result.jobs[-1])
                 continue

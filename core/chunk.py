@@ -14,8 +14,10 @@ If the run is cancelled (the worker aborts, the dashboard quits), the lease is
 released at once so another worker redoes the chunk instead of waiting for the
 lease to expire.
 
-Claim and commit are reached through the queue's ``_claim`` and ``_commit``:
-the reliability suite wraps those two to kill a worker at each step.
+Claim and commit are reached through the queue's collaborators,
+``queue.claims.claim`` (the one claim, for every way in) and
+``queue.committer.commit``: the reliability suite wraps those two to kill a
+worker at each step.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .adaptive import Limiter
-from .claims import Claim, route_to
+from .claims import Claim
 from .errors import InvalidTransition
 from .heartbeat import Heartbeat
 from .models import ChunkResult
 from .outcomes import Outcomes
-from .runner import ChunkAborted, ChunkRunner, EntityHook, Processor
+from .processor import EntityHook, Processor
+from .runner import ChunkAborted, ChunkRunner
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -54,9 +57,8 @@ async def process(
         if job.processor is not None and job.processor != processor.name:
             raise InvalidTransition(f"job {job_id} is routed to processor {job.processor!r}, not "
                                     f"{processor.name or 'this unnamed one'!r}; a worker for it runs it")
-    # 1. Claim (only a job routed to this processor, or to none: claims.ROUTE).
-    with route_to(processor.name):
-        claim = await queue._claim(job_id)
+    # 1. Claim (only a job routed to this processor, or to none: sql.routed).
+    claim = await queue.claims.claim(job_id, route=processor.name)
     if claim is None:
         return None
     return await run_claimed(queue, claim, processor, on_entity)
@@ -108,4 +110,4 @@ async def run_claimed(
     if on_ran is not None:
         on_ran()
     # 3. Commit, fenced (a chunk whose lease was lost is refused here, whatever ran of it).
-    return await queue._commit(claim, outcomes, time.perf_counter() - t0, abort)
+    return await queue.committer.commit(claim, outcomes, time.perf_counter() - t0, abort)

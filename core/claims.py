@@ -1,5 +1,7 @@
 """Leases: claiming a chunk, taking over an expired one, renewing and releasing.
 
+Longer than 500 lines: the claim and the lease's other transactions share their fencing rules.
+
 A claim is one short write transaction that hands a worker a chunk under a lease
 of ``lease_seconds``. The lease lives on the chunk row, so several workers can
 share a job (up to its ``max_workers``); a worker that stops renewing loses its
@@ -9,13 +11,11 @@ chunk to the next worker that looks, and its late commit is fenced off
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
 import socket
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,21 +57,6 @@ log = logging.getLogger("chunkq")
 ORDERS = ("fair", "fifo")
 #: how often a busy worker also looks for expired leases (at most; half a lease when that is shorter)
 STALE_CHECK_SECONDS = 5.0
-#: the processor name (``Processor.name``) the claims made in this task are for: a job routed to another
-#: processor is never claimed (``sql.routed``). Set by ``chunk.process`` around its claim, so the reliability
-#: suite's wrappers of ``Queue._claim(job_id)`` keep their signature; unset: jobs routed to no one only.
-ROUTE: ContextVar[str | None] = ContextVar("chunkq_route", default=None)
-@contextlib.contextmanager
-def route_to(name: str | None) -> Iterator[None]:
-    """Claims made inside are for processor ``name`` (``ROUTE``); None leaves the route as it is."""
-    if name is None:
-        yield
-        return
-    token = ROUTE.set(name)
-    try:
-        yield
-    finally:
-        ROUTE.reset(token)
 
 
 def check_order(order: str) -> str:
@@ -147,7 +132,7 @@ class ClaimStatements:
     advance: HotStatement  # the served job's tenant: its turn is taken (``vtime``)
 
     @staticmethod
-    def _tenant_turn(now: Any, mine: Any) -> list[Any]:
+    def _tenant_turn(now: Any, mine: Any, team: Any) -> list[Any]:
         """The fair claim's two levels: the best priority with a claimable job, then, at it, the
         tenant whose turn it is (the lowest ``vtime`` with such a job), whose least recently
         served job the claim takes.
@@ -158,7 +143,7 @@ class ClaimStatements:
         (written by hand) still runs: the tenant of the best job is the fallback.
         """
         j, t = s.jobs.c, s.tenants.c
-        live = (claimable(now, mine, in_order=True), routed(bindparam("p_proc", type_=Text)))
+        live = (claimable(now, mine, team=team, in_order=True), routed(bindparam("p_proc", type_=Text)))
         head = select(j.priority).where(*live).order_by(j.priority.desc(), j.served_at, j.id).limit(1)
         top = head.correlate(None).scalar_subquery()
         top_tenant = head.with_only_columns(j.tenant).correlate(None).scalar_subquery()
@@ -175,20 +160,21 @@ class ClaimStatements:
             j = s.jobs.c
             now = bindparam("p_now", type_=Float)
             mine = bindparam("p_mine", type_=BigInteger)
-            # routing (sql.routed): only jobs for this task's processor (``ROUTE``), or for any
+            team = bindparam("p_team", type_=Text)  # the claiming worker (``Claims.holder``)
+            # routing (sql.routed): only jobs for the claiming processor (``Claims.claim(route=...)``), or for any
             # (read in the order of an index made for it: ``sql.claimable``)
-            cand = select(j.id).where(claimable(now, mine, in_order=True),
+            cand = select(j.id).where(claimable(now, mine, team=team, in_order=True),
                                       routed(bindparam("p_proc", type_=Text)))
             if one_job:
                 cand = cand.where(j.id == bindparam("p_job", type_=BigInteger))
             elif tenants:
-                cand = cand.where(*cls._tenant_turn(now, mine))
+                cand = cand.where(*cls._tenant_turn(now, mine, team))
             best = (j.priority.desc(), j.served_at, j.id) if order == "fair" else (j.priority.desc(), j.id)
             cand = backend.lock_rows(cand.order_by(*best).limit(1), skip_locked=skip_locked)
             retry_due = and_(j.next_retry_at.is_not(None), j.next_retry_at <= now)
             return HotStatement(
                 update(s.jobs)
-                .where(j.id == cand.scalar_subquery(), claimable(now, mine))
+                .where(j.id == cand.scalar_subquery(), claimable(now, mine, team=team))
                 .values(
                     next_pos=case((retry_due, j.next_pos), else_=j.next_pos + j.chunk_size),
                     next_chunk=j.next_chunk + 1,
@@ -208,7 +194,7 @@ class ClaimStatements:
 
         chunk = s.chunks.c
         leased = ("job_id", "chunk_index", "kind", "start_pos", "end_pos", "size", "state", "owner", "attempt",
-                  "lease_expires_at", "started_at", "ok", "errors", "lost_leases")
+                  "lease_expires_at", "started_at", "ok", "errors", "lost_leases", "team")
 
         return cls(
             claim=claim(False, True, tenants=order == "fair"),
@@ -278,12 +264,16 @@ class Claims:
     def __init__(
         self, backend: Backend, *, owner: str, lease_seconds: float, now: Callable[[], float],
         committer: Committer | None = None, isolate_after: int = ISOLATE_AFTER, order: str = "fair",
+        team: str | None = None,
     ) -> None:
         self.backend = backend
         #: which job a claim serves next unless told otherwise (``ORDERS``, ``ClaimStatements``)
         self.order = check_order(order)
         self._built: dict[str, ClaimStatements] = {}
         self.owner = owner
+        #: the worker an operator sees this one as part of (a supervisor's id for its children,
+        #: ``supervisor.team``), written on each lease; None: this owner is a worker on its own
+        self.team = team
         self.lease_seconds = lease_seconds
         self.now = now
         self.committer = committer  # records a poison entity's failure inside the claim transaction
@@ -293,6 +283,11 @@ class Claims:
         self.warned_blocked_loop = False
         #: the thread renewing this queue's leases off the event loop, where the backend allows (``heartbeat.py``)
         self.beater: Any = None
+
+    @property
+    def holder(self) -> str:
+        """Who this worker's leases count as against ``max_workers`` (``sql.holder``): its team, else itself."""
+        return self.team or self.owner
 
     @property
     def statements(self) -> ClaimStatements:
@@ -306,15 +301,24 @@ class Claims:
         return built
 
     async def claim(
-        self, job_id: int | None = None, *, mine: int | None = None, order: str | None = None
+        self, job_id: int | None = None, *, route: str | None = None, mine: int | None = None,
+        order: str | None = None,
     ) -> Claim | None:
         """Lease the best claimable chunk (of ``job_id`` only, if given); None when there is none.
 
+        The one way a chunk is claimed: ``Worker``, ``Queue.process_next_chunk`` and
+        ``process_chunk`` all come here (tests wrap it, and ``Committer.commit``, to stop a
+        worker at each step). ``route``: the claiming processor's name (``Processor.name``):
+        only jobs routed to it or to no one are claimed (``sql.routed``); None: only the
+        jobs routed to no one (an unnamed processor cannot know it runs another's callback).
+
         ``order``: ``fair`` or ``fifo`` (``ClaimStatements``); None: this queue's ``order``.
 
-        ``mine``: a job this worker already holds a chunk of (its window, ``worker.py``):
-        that job's ``max_workers`` already counts this worker, so one more chunk of it may
-        be leased even when its leased chunks reach ``max_workers``.
+        ``max_workers`` counts the *other* workers holding a job (``sql.claimable``; this
+        worker's team, ``team``, is one with it), so a worker, or a team, that holds a
+        chunk of a job may lease more of it, and a taken-over lease obeys the same rule.
+        ``mine``: a job this worker already holds a chunk of (its window, ``worker.py``),
+        decided without counting.
 
         Expired leases are looked for at most every few seconds (and whenever there
         is nothing fresh), so a busy worker does not pay for that query per chunk.
@@ -327,33 +331,24 @@ class Claims:
             if job_id is not None or now >= self._next_stale_check:
                 checked_stale = True
                 self._next_stale_check = now + min(self.lease_seconds / 2, STALE_CHECK_SECONDS)
-                claim = self._reclaim_expired(conn, now, job_id, mine)
+                claim = self._reclaim_expired(conn, now, job_id, route)
                 if claim is not None:
                     return claim
-            claim = self._claim_fresh(conn, now, job_id, mine, order)
+            claim = self._claim_fresh(conn, now, job_id, route, mine, order)
             if claim is None and not checked_stale:
                 self._next_stale_check = now + min(self.lease_seconds / 2, STALE_CHECK_SECONDS)
-                claim = self._reclaim_expired(conn, now, job_id, mine)
+                claim = self._reclaim_expired(conn, now, job_id, route)
             return claim
 
-        route = ROUTE.get()
-
-        def routed_tx(conn: Connection) -> Claim | None:
-            token = ROUTE.set(route)  # the transaction may run on a thread (SQLite), outside this task's context
-            try:
-                return tx(conn)
-            finally:
-                ROUTE.reset(token)
-
-        return await self.backend.write(routed_tx, "claiming a chunk", undo=self._release_claimed, short=True)
+        return await self.backend.write(tx, "claiming a chunk", undo=self._release_claimed, short=True)
 
     def _claim_fresh(
-        self, conn: Connection, now: float, job_id: int | None, mine: int | None = None, order: str | None = None
+        self, conn: Connection, now: float, job_id: int | None, route: str | None, mine: int | None = None,
+        order: str | None = None,
     ) -> Claim | None:
         st = self.statements_for(order or self.order)
         params = {"p_now": now, "p_owner": self.owner, "p_until": now + self.lease_seconds, "p_job": job_id,
-                  "p_mine": mine}
-        params["p_proc"] = ROUTE.get()
+                  "p_mine": mine, "p_team": self.holder, "p_proc": route}
         row = (st.claim if job_id is None else st.claim_job).first(conn, params)
         if row is None and job_id is None and st.claim_any is not None:
             row = st.claim_any.first(conn, params)  # the tenant whose turn it is: its jobs are being claimed
@@ -391,19 +386,18 @@ class Claims:
             "job_id": job.id, "chunk_index": index, "kind": kind, "start_pos": start, "end_pos": end,
             "size": len(items), "state": "leased", "owner": self.owner, "attempt": 1,
             "lease_expires_at": now + self.lease_seconds, "started_at": now, "ok": 0, "errors": 0, "lost_leases": 0,
+            "team": self.team,
         })
         return Claim(job, index, kind, 1, self.owner, items, now)
 
-    def _reclaim_expired(
-        self, conn: Connection, now: float, job_id: int | None, mine: int | None = None
-    ) -> Claim | None:
+    def _reclaim_expired(self, conn: Connection, now: float, job_id: int | None, route: str | None) -> Claim | None:
         """Take over a chunk whose worker stopped renewing its lease: nothing stays stuck.
 
         A poison chunk (see the class) is isolated or settled here instead of
         handed out, and the next expired chunk is looked for.
         """
         for _ in range(SETTLED_PER_CLAIM):
-            claim, lost = self._take_over(conn, now, job_id, mine)
+            claim, lost = self._take_over(conn, now, job_id, route)
             if claim is None:
                 return None
             if lost < self.isolate_after or self.committer is None:
@@ -417,28 +411,29 @@ class Claims:
         return None
 
     def _take_over(
-        self, conn: Connection, now: float, job_id: int | None, mine: int | None = None
+        self, conn: Connection, now: float, job_id: int | None, route: str | None
     ) -> tuple[Claim | None, int]:
         """Lease the best expired chunk to this worker; (claim, leases it has lost so far)."""
         c, j = s.chunks.c, s.jobs.c
         live = s.chunks.alias("live")
         # Chunks run one entity at a time after a split can outnumber the job's worker slots:
-        # take one over only while the job has a free slot, as a fresh claim would.
-        busy = (select(func.count()).select_from(live)
-                .where(live.c.job_id == c.job_id, live.c.state == "leased", live.c.lease_expires_at >= now)
+        # take one over only while the job has a free slot, as a fresh claim would (``sql.claimable``:
+        # fewer other workers than ``max_workers`` hold a live lease of it).
+        others = func.coalesce(live.c.team, live.c.owner)
+        busy = (select(func.count(others.distinct())).select_from(live)
+                .where(live.c.job_id == c.job_id, live.c.state == "leased", live.c.lease_expires_at >= now,
+                       others != self.holder)
                 .scalar_subquery())
         q = (
             select(c.job_id, c.chunk_index, c.attempt)
             .select_from(s.chunks.join(s.jobs, j.id == c.job_id))
-            # (a job this worker already holds a chunk of counts it already: ``claimable``)
-            .where(expired_lease(now), busy < j.max_workers if mine is None else or_(busy < j.max_workers,
-                                                                                     c.job_id == mine))
+            .where(expired_lease(now), busy < j.max_workers)
             .order_by(j.priority.desc(), j.id, c.chunk_index)
             .limit(1)
         )
         if job_id is not None:
             q = q.where(c.job_id == job_id)
-        q = q.where(routed(ROUTE.get()))
+        q = q.where(routed(route))
         found = conn.execute(self.backend.lock_rows(q, of=s.chunks, skip_locked=True)).first()
         if found is None:
             return None, 0
@@ -449,7 +444,7 @@ class Claims:
                    c.state == "leased", c.attempt == found.attempt)
             # A lease given back on purpose expires at 0 (``release``): that is no death. An expired one
             # counts if it was the chunk's first (a suspect now) or its worker ran it alone (see the class).
-            .values(owner=self.owner, attempt=c.attempt + 1, lease_expires_at=until, started_at=now,
+            .values(owner=self.owner, team=self.team, attempt=c.attempt + 1, lease_expires_at=until, started_at=now,
                     lost_leases=c.lost_leases + case(
                         (and_(c.lease_expires_at > 0, or_(c.lost_leases == 0, c.solo_at.is_not(None))), 1),
                         else_=0),

@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from . import rows
+from . import error_groups, rows
 from . import schema as s
 from .backend import Backend
 from .claims import Claim
@@ -205,10 +205,11 @@ class Committer:
             current = conn.execute(select(j.status).where(j.id == job.id)).scalar()
             return ChunkResult(job.id, claim.chunk_index, 0, 0, Status(current or job.status), duration,
                                committed=False)
+        fresh: tuple[str, ...] = ()
         if failures:
             if prints is None or len(prints) != len(failures):
                 prints = fingerprints(failures)
-            conn.execute(insert(s.errors), [{
+            logged = [{
                 "job_id": job.id, "pos": o.item.pos, "entity_id": o.item.entity_id,
                 # storable already (the runner made it so); again here, the one door to the error log
                 "error_type": storable(o.error_type), "message": storable(o.message[:rows.MESSAGE_MAX]),
@@ -216,7 +217,11 @@ class Committer:
                 "chunk_index": claim.chunk_index, "attempt": o.item.attempt,
                 "final": o.retry_at is None, "created_at": now,
                 "fingerprint": fp.key, "normalized": fp.normalized, "location": fp.where,
-            } for o, fp in zip(failures, prints, strict=True)])
+                "output": o.output,  # what it printed and logged (capture.py): bounded, storable
+            } for o, fp in zip(failures, prints, strict=True)]
+            # each row's group (its "fingerprint"), decided and counted in this transaction (issue 27)
+            fresh = error_groups.record(conn, job.id, logged, prints, now)
+            conn.execute(insert(s.errors), logged)
         if claim.kind == "retry" and abort is None:
             r = s.retries.c
             conn.execute(delete(s.retries).where(r.job_id == job.id, r.chunk_index == claim.chunk_index))
@@ -225,6 +230,7 @@ class Committer:
                 # The entity got through after all: its earlier transient errors are history,
                 # no longer part of "what is broken" (the log keeps them, marked resolved).
                 er = s.errors.c
+                error_groups.resolve(conn, job.id, er.pos.in_(recovered))
                 conn.execute(update(s.errors)
                              .where(er.job_id == job.id, er.pos.in_(recovered), er.resolved_at.is_(None))
                              .values(resolved_at=now))
@@ -256,16 +262,17 @@ class Committer:
         if culprit is not None and new == FAILED.value:
             # JobFailed: the entity that raised it is logged with its traceback, and the job points at it
             fp = fingerprints([culprit])[0]
-            err_id = conn.execute(insert(s.errors).values(
+            row = dict(
                 job_id=job.id, pos=culprit.item.pos, entity_id=culprit.item.entity_id,
                 error_type=storable(culprit.error_type), message=storable(culprit.message[:rows.MESSAGE_MAX]),
                 traceback=storable(culprit.traceback[:rows.TRACEBACK_MAX]), stacks=rows.stacks_json(culprit.stacks),
                 chunk_index=claim.chunk_index, attempt=culprit.item.attempt, final=True, created_at=now,
-                fingerprint=fp.key, normalized=fp.normalized, location=fp.where,
-            ).returning(s.errors.c.id)).scalar_one()
+                fingerprint=fp.key, normalized=fp.normalized, location=fp.where, output=culprit.output,
+            )
+            error_groups.record(conn, job.id, [row], [fp], now)
+            err_id = conn.execute(insert(s.errors).values(**row).returning(s.errors.c.id)).scalar_one()
             conn.execute(update(s.jobs).where(j.id == job.id)
                          .values(reason_error_id=err_id, error_count=j.error_count + 1))
-        fresh = new_fingerprints(conn, job.id, claim.chunk_index, prints) if failures and prints else ()
         return ChunkResult(job.id, claim.chunk_index, processed, len(failures), Status(new), duration,
                            retried=len(to_retry), new_fingerprints=fresh)
 
@@ -273,27 +280,5 @@ class Committer:
 def fingerprints(outcomes: Sequence[Outcome]) -> list[Fingerprint]:
     """The fingerprint of each failed outcome, in order; a chunk's alike failures are normalised once."""
     cache = FingerprintCache()
-    return [cache(o.error_type, o.message[:rows.MESSAGE_MAX], o.stacks, entity_id=o.item.entity_id)
-            for o in outcomes if not o.ok]
-
-
-def new_fingerprints(
-    conn: Connection, job_id: int, chunk_index: int, prints: Sequence[Fingerprint]
-) -> tuple[str, ...]:
-    """Which of a chunk's fingerprints its job had never logged before, in the order first logged.
-
-    Run after the job row's update, so on PostgreSQL it waited for the lock a
-    concurrent commit of the same job held and sees that commit's errors: of
-    two chunks logging one new bug at once, one says it is new. Each key is one
-    index probe (``ix_chunkq_errors_fingerprint``) that stops at the first older
-    row: the rows of this chunk (``chunk_index``) are skipped, at most a chunk's worth.
-    """
-    er = s.errors.c
-    fresh: list[str] = []
-    for key in dict.fromkeys(fp.key for fp in prints):
-        older = conn.execute(
-            select(er.id).where(er.job_id == job_id, er.fingerprint == key, er.chunk_index != chunk_index).limit(1)
-        ).first()
-        if older is None:
-            fresh.append(key)
-    return tuple(fresh)
+    return [cache(o.error_type, o.message[:rows.MESSAGE_MAX], o.stacks, entity_id=o.item.entity_id,
+                  declared=o.fingerprint) for o in outcomes if not o.ok]

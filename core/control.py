@@ -23,8 +23,9 @@ from .fingerprint import fingerprint as fingerprint_of
 from .limits import TENANT, TENANT_WEIGHT, check_id
 from .models import BulkResult, EntityResult, Job
 from .outcomes import Item, Outcomes
+from .processor import EntityHook, Processor
 from .reads import Reads
-from .runner import ChunkAborted, ChunkRunner, EntityHook, Processor
+from .runner import ChunkAborted, ChunkRunner
 from .sql import job_filter, next_retry_subquery
 from .status import CANCELLED, COMPLETE, FAILED, PAUSED, PENDING, RUNNING, Status
 
@@ -81,7 +82,7 @@ class Control:
         share = TENANT_WEIGHT.check(weight)
 
         def tx(conn: Connection) -> None:
-            join_tenant(conn, name)  # its row, if it had none
+            join_tenant(self.backend, conn, name)  # its row, if it had none
             conn.execute(update(s.tenants).where(s.tenants.c.name == name).values(weight=share))
 
         await self.backend.write(tx, f"setting the weight of tenant {name!r}")
@@ -237,17 +238,20 @@ class Control:
             er, r = s.errors.c, s.retries.c
             if outcome is not None:
                 fp = fingerprint_of(outcome.error_type, outcome.message[:rows.MESSAGE_MAX], outcome.stacks,
-                                    entity_id=item.entity_id)
-                conn.execute(insert(s.errors).values(
-                    job_id=job.id, pos=item.pos, entity_id=item.entity_id, error_type=outcome.error_type,
-                    message=outcome.message[:rows.MESSAGE_MAX], traceback=outcome.traceback[:rows.TRACEBACK_MAX],
-                    stacks=rows.stacks_json(outcome.stacks), chunk_index=-1, attempt=item.attempt,
-                    final=err.final, created_at=now, fingerprint=fp.key, normalized=fp.normalized,
-                    location=fp.where,
-                ))
+                                    entity_id=item.entity_id, declared=outcome.fingerprint)
+                logged = {
+                    "job_id": job.id, "pos": item.pos, "entity_id": item.entity_id, "error_type": outcome.error_type,
+                    "message": outcome.message[:rows.MESSAGE_MAX], "traceback": outcome.traceback[:rows.TRACEBACK_MAX],
+                    "stacks": rows.stacks_json(outcome.stacks), "chunk_index": -1, "attempt": item.attempt,
+                    "final": err.final, "created_at": now, "fingerprint": fp.key, "normalized": fp.normalized,
+                    "location": fp.where, "output": outcome.output,
+                }
+                error_groups.record(conn, job.id, [logged], [fp], now)  # its group and the group's counts
+                conn.execute(insert(s.errors).values(**logged))
                 conn.execute(update(s.jobs).where(_j.id == job.id)
                              .values(error_count=_j.error_count + 1, updated_at=now))
                 return
+            error_groups.resolve(conn, job.id, er.pos == item.pos)
             finals = conn.execute(
                 update(s.errors).where(er.job_id == job.id, er.pos == item.pos, er.resolved_at.is_(None))
                 .values(resolved_at=now).returning(er.final)

@@ -1,7 +1,9 @@
 """Database URLs as people type them, and database errors as people read them.
 
+Longer than 500 lines: reaching a database and giving up on one (URLs, errors, deadlines) is one concern.
+
 The engines and everything else that differs between SQLite and PostgreSQL live
-in ``backend.py``; this module is what both share: turning ``jobs.db`` or
+in ``backend/``; this module is what both share: turning ``jobs.db`` or
 ``postgresql://host/db`` into a driver URL, telling a transient error (a lock, a
 restarting server) from a real one, and retrying whole transactions on the former.
 
@@ -166,7 +168,7 @@ _DRIVER_PARAMS: dict[str, frozenset[str] | None] = {
 _FILE_PARAMS = ("sslcert", "sslkey", "sslrootcert", "sslcrl", "passfile")
 #: what SQLAlchemy's asyncpg dialect passes on itself (``dbname`` is renamed ``database`` for it)
 _DIALECT_PARAMS = frozenset({"host", "port", "user", "password", "dbname", "prepared_statement_cache_size"})
-#: the client's TCP keepalives and user timeout (``backend.py`` sets them on the driver's socket)
+#: the client's TCP keepalives and user timeout (``backend/postgres.py`` sets them on the driver's socket)
 SOCKET_PARAMS = ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout")
 #: libpq parameters for something asyncpg never does: accepted only with a value that asks for nothing more
 _DEFAULT_ONLY = {
@@ -280,7 +282,7 @@ def _server_options(raw: str) -> dict[str, str]:
 
 
 _TRANSIENT_PG_CODES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "08000", "08003", "08006",
-                       # a bound of the session settings (backend.py) ended it: the transaction is redone
+                       # a bound of the session settings (backend/postgres.py) ended it: the transaction is redone
                        "25P03", "57014"}
 
 

@@ -12,8 +12,8 @@ import random
 import zlib
 
 from .models import Job, Retry
+from .processor import Processor
 from .queue import Queue
-from .runner import Processor
 
 #: IDs ending with these digits fail in a deterministic, explainable way
 _UNKNOWN = "7"

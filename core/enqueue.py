@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import exists, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -106,7 +104,7 @@ async def enqueue(
     ids = checked_ids(entity_ids)
 
     def tx(conn: Connection) -> int:
-        join_tenant(conn, job["tenant"])
+        join_tenant(backend, conn, job["tenant"])
         job_id = conn.execute(
             insert(s.jobs).values(**new_job_row(now(), parent_id=parent_id, **job)).returning(s.jobs.c.id)
         ).scalar_one()
@@ -125,7 +123,7 @@ async def enqueue(
         raise DatabaseUnavailable(f"enqueue failed, nothing was created: {describe_db_error(exc)}") from exc
 
 
-def join_tenant(conn: Connection, tenant: str) -> None:
+def join_tenant(backend: Backend, conn: Connection, tenant: str) -> None:
     """Give ``tenant`` its row, and a turn no earlier than the tenants already waiting.
 
     Its virtual time (``schema.tenants``) starts at the lowest of the tenants that have a
@@ -141,8 +139,7 @@ def join_tenant(conn: Connection, tenant: str) -> None:
     own = conn.execute(select(t.vtime).where(t.name == tenant)).first()
     if own is None:
         # two first jobs of one tenant enqueued at once (PostgreSQL): the second finds the row made
-        insert_ = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
-        conn.execute(insert_(s.tenants).values(name=tenant, vtime=floor or 0.0).on_conflict_do_nothing())
+        conn.execute(backend.insert_ignoring_conflicts(s.tenants).values(name=tenant, vtime=floor or 0.0))
     elif floor is not None and own.vtime < floor and not conn.execute(
             select(j.id).where(j.tenant == tenant, status_in(ACTIVE_STATUSES)).limit(1)).first():
         conn.execute(update(s.tenants).where(t.name == tenant).values(vtime=floor))

@@ -1,5 +1,18 @@
 """Error fingerprints: which failures are the same bug.
 
+Longer than 500 lines: the normalisation rules are one ordered table, with the frame filter.
+
+Since issue 27 this module prepares a failure and ``error_groups.py`` decides
+its group when it is logged: ``Fingerprint.family`` is where it happened (the
+type and the user's own frames, ``file.py:function`` outermost first, no line
+numbers, library and chunkq frames left out: ``user_frames``), or the name a
+processor gave the bug (``fingerprint_as`` / the ``chunkq_fingerprint``
+attribute: every failure so named is one group); ``tokens`` is the message,
+normalised by the rules below, for the template miner (``templates.py``), which
+learns per family which words vary. The rules alone (``Fingerprint.key``) are
+no longer what groups: they met the next processor's message and split it.
+What follows describes them, as the first step.
+
 The error log is read one group at a time, so a group must be what an operator
 calls "one problem". Grouping by the exact message fails on every real provider:
 ``upstream 500 for s-000011`` and ``upstream 500 for s-000069`` are one outage,
@@ -76,8 +89,8 @@ from urllib.parse import quote, quote_plus
 from .models import TraceFrame, TraceStack
 
 __all__ = [
-    "MAX_CHARS", "VERSION", "Fingerprint", "FingerprintCache", "fingerprint", "is_library_file", "normalize_message",
-    "user_frame",
+    "ATTRIBUTE", "MAX_CHARS", "VERSION", "Fingerprint", "FingerprintCache", "declared", "family_of", "fingerprint",
+    "fingerprint_as", "is_library_file", "normalize_message", "user_frame", "user_frames",
 ]
 
 #: bump when a rule changes: stored keys from another version must be recomputed, never compared
@@ -440,18 +453,24 @@ def is_library_file(filename: str) -> bool:
     return filename.startswith(_OWN_DIRS) and filename != _OWN_USER_CODE
 
 
-def user_frame(stacks: Sequence[TraceStack] | Sequence[Mapping[str, Any]] | None) -> str | None:
-    """``file.py:function`` of the innermost non-library frame of the exception raised (the last stack)."""
+def _last_frames(stacks: Sequence[TraceStack] | Sequence[Mapping[str, Any]] | None) -> Sequence[Any]:
+    """The frames of the exception raised (the last stack), or none for stored data from a broken writer."""
     if not stacks or not isinstance(stacks, Sequence):
-        return None
+        return ()
     last = stacks[-1]
     if isinstance(last, TraceStack):
         frames: Any = last.frames
     else:
         frames = last.get("frames") if isinstance(last, Mapping) else None
     if not isinstance(frames, Sequence) or isinstance(frames, str):
-        return None  # stored data from an older or broken writer: no frame, rather than no error log
-    for frame in reversed(frames):
+        return ()  # stored data from an older or broken writer: no frame, rather than no error log
+    return frames
+
+
+def _user_places(frames: Sequence[Any]) -> list[str]:
+    """``file.py:function`` of each frame of the user's code, outermost first."""
+    out = []
+    for frame in frames:
         if isinstance(frame, TraceFrame):
             filename, name = frame.filename, frame.name
         elif isinstance(frame, Mapping):
@@ -459,17 +478,103 @@ def user_frame(stacks: Sequence[TraceStack] | Sequence[Mapping[str, Any]] | None
         else:
             continue
         if isinstance(filename, str) and filename and not is_library_file(filename):
-            return f"{_SEP.split(filename)[-1]}:{name if isinstance(name, str) else '?'}"
-    return None
+            out.append(f"{_SEP.split(filename)[-1]}:{name if isinstance(name, str) else '?'}")
+    return out
+
+
+def user_frame(stacks: Sequence[TraceStack] | Sequence[Mapping[str, Any]] | None) -> str | None:
+    """``file.py:function`` of the innermost non-library frame of the exception raised (the last stack)."""
+    places = _user_places(_last_frames(stacks))
+    return places[-1] if places else None
+
+
+#: the user's frames a family is told apart by, innermost first: deep recursion or a long call chain above
+#: the failing code does not make every depth a bug of its own
+FRAMES_KEPT = 8
+
+
+def user_frames(stacks: Sequence[TraceStack] | Sequence[Mapping[str, Any]] | None) -> tuple[str, ...]:
+    """The user's own frames of the exception raised, ``file.py:function``, outermost first (at most
+    ``FRAMES_KEPT``, the innermost). No line numbers: an edit above the ``raise`` splits nothing."""
+    return tuple(_user_places(_last_frames(stacks))[-FRAMES_KEPT:])
+
+
+#: the attribute a processor sets on an exception to say which bug it is (``fingerprint_as``)
+ATTRIBUTE = "chunkq_fingerprint"
+_USER_MAX = 200
+
+
+def fingerprint_as(exc: BaseException, name: str) -> BaseException:
+    """Say which bug ``exc`` is: every failure given the same ``name`` is one group, whatever its type,
+    place or message. Returns ``exc``, so ``raise fingerprint_as(ValueError(...), "bad-vat-number")`` reads."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a fingerprint is a non-empty string, got {name!r}"[:200])
+    setattr(exc, ATTRIBUTE, name)
+    return exc
+
+
+def declared(exc: BaseException) -> str | None:
+    """The fingerprint a processor set on ``exc`` (``fingerprint_as``, or the attribute by hand), if any."""
+    try:
+        value = getattr(exc, ATTRIBUTE, None)
+    except Exception:  # a broken __getattr__
+        return None
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else repr(value)
+    return text.strip()[:_USER_MAX] or None
 
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
-    """What groups a failure: ``key`` to index and compare, the rest to show."""
+    """What groups a failure: ``key`` to index and compare, the rest to show.
 
-    key: str  # 16 hex characters
+    ``family`` is where it happened (type and user frames, or the name a
+    processor gave it) and ``tokens`` its message prepared for templates
+    (``templates.py``): the group an error row is stored under is decided from
+    these when it is written (``error_groups.record``), since it depends on the
+    job's earlier failures.
+    """
+
+    key: str  # 16 hex characters: type, innermost user frame and normalised message
     normalized: str  # the message with placeholders
     where: str | None  # "file.py:function" in the user's code, None when every frame is a library's
+    family: str = ""
+    tokens: tuple[str, ...] = ()
+    declared: bool = False  # the processor named the bug: the family's one template takes every message
+
+    def template_key(self) -> str:
+        """The key of a new group for this failure: its family and its template, hashed."""
+        return self.family if self.declared else _hash(("t", str(FAMILY_VERSION), self.family, " ".join(self.tokens)))
+
+
+#: bump when a family or template rule changes
+FAMILY_VERSION = 2
+
+
+def family_of(error_type: str, frames: Sequence[str], name: str | None) -> str:
+    """16 hex characters: a declared name alone, else the type and the user's frames."""
+    if name is not None:
+        return _hash(("declared", name))
+    return _hash(("f", str(FAMILY_VERSION), error_type, *frames))
+
+
+def _hash(parts: Sequence[str]) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        raw = part.encode("utf-8", "surrogatepass")
+        h.update(len(raw).to_bytes(4, "big"))
+        h.update(raw)
+    return h.hexdigest()
+
+
+def _complete(error_type: str, key: str, normalized: str, where: str | None,
+              stacks: Sequence[TraceStack] | Sequence[Mapping[str, Any]] | None, name: str | None) -> Fingerprint:
+    from .templates import tokenize
+
+    family = family_of(error_type, user_frames(stacks), name)
+    return Fingerprint(key=key, normalized=normalized, where=where, family=family, tokens=tokenize(normalized),
+                       declared=name is not None)
 
 
 def fingerprint(
@@ -478,20 +583,16 @@ def fingerprint(
     stacks: Sequence[TraceStack] | Sequence[Mapping[str, Any]] | None,
     *,
     entity_id: str | None = None,
+    declared: str | None = None,
 ) -> Fingerprint:
     """The failure's fingerprint: same type, same user frame and same normalised message, same key."""
     normalized = normalize_message(message, entity_id=entity_id)
     where = user_frame(stacks)
-    return Fingerprint(key=_key(error_type, where, normalized), normalized=normalized, where=where)
+    return _complete(error_type, _key(error_type, where, normalized), normalized, where, stacks, declared)
 
 
 def _key(error_type: str, where: str | None, normalized: str) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    for part in (str(VERSION), error_type, where or "", normalized):
-        raw = part.encode("utf-8", "surrogatepass")
-        h.update(len(raw).to_bytes(4, "big"))
-        h.update(raw)
-    return h.hexdigest()
+    return _hash((str(VERSION), error_type, where or "", normalized))
 
 
 class FingerprintCache:
@@ -503,23 +604,25 @@ class FingerprintCache:
     """
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str | None, str], Fingerprint] = {}
+        self._seen: dict[tuple[str, tuple[str, ...], str | None, str], Fingerprint] = {}
 
     def __call__(
         self, error_type: str, message: str,
         stacks: Sequence[TraceStack] | Sequence[Mapping[str, Any]] | None, *, entity_id: str | None = None,
+        declared: str | None = None,
     ) -> Fingerprint:
         if not isinstance(message, str):
             message = str(message)
-        where = user_frame(stacks)
+        places = tuple(_user_places(_last_frames(stacks))[-FRAMES_KEPT:])
+        where = places[-1] if places else None
         head = message[:MAX_CHARS]
         templated = _replace_entity(head, entity_id) if entity_id else head
-        cache_key = (error_type, where, templated)
+        cache_key = (error_type, places, declared, templated)
         found = self._seen.get(cache_key)
         if found is None:
             normalized = _normalize(templated)  # normalize_message's first (and nearly always only) step
             if len(normalized) > MAX_CHARS:  # placeholders made it longer than the cap: the full rule
                 normalized = normalize_message(message, entity_id=entity_id)
-            found = Fingerprint(key=_key(error_type, where, normalized), normalized=normalized, where=where)
+            found = _complete(error_type, _key(error_type, where, normalized), normalized, where, stacks, declared)
             self._seen[cache_key] = found
         return found

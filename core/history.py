@@ -19,15 +19,15 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, case, cast, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.engine import Connection
 
+from . import counts
 from . import schema as s
 from .backend import Backend
 from .errors import InvalidInput
 from .limits import check_id
 from .models import HistoryBucket, to_datetime
-from .sql import status_in
 from .status import ACTIVE_STATUSES
 
 #: at most this many buckets in one answer (a sparkline is a few hundred cells wide at most)
@@ -55,10 +55,7 @@ class History:
         self.now = now
 
     def _index(self, expr: Any) -> Any:
-        # floor() of a positive number: SQLite's CAST truncates (= floor here); PostgreSQL's rounds
-        if self.backend.engine.dialect.name == "postgresql":
-            return cast(func.floor(expr), BigInteger)
-        return cast(expr, Integer)
+        return self.backend.floor(expr)  # a cast alone rounds on PostgreSQL
 
     def _segment(self, conn: Connection, job_id: int | None, start: float, end: float,
                  width: float) -> list[HistoryBucket]:
@@ -123,24 +120,26 @@ class History:
 DURATION_BOUNDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
+_PROCESSED, _FAILED, _WAITING = (counts.FIELDS.index(f) for f in ("processed_count", "failed_count", "waiting_count"))
+
+
 async def provider_totals(backend: Backend) -> dict[str, tuple[int, int, int]]:
-    """``{provider: (entities processed, failed for good, waiting for a retry)}`` over every job, one query."""
-    j = s.jobs.c
-    q = (select(j.provider, func.coalesce(func.sum(j.processed_count), 0), func.coalesce(func.sum(j.failed_count), 0),
-                func.coalesce(func.sum(j.waiting_count), 0))
-         .group_by(j.provider).order_by(j.provider))
-    found = await backend.read(lambda conn: list(conn.execute(q).all()), "totalling by provider")
-    return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in found}
+    """``{provider: (entities processed, failed for good, waiting for a retry)}`` over every job: the live
+    jobs' rows and the finished ones' maintained counts (``counts.py``), not every job."""
+    found = await backend.read(lambda conn: counts.totals(conn, group=("provider",)), "totalling by provider")
+    return {key[0]: (v[_PROCESSED], v[_FAILED], v[_WAITING]) for key, v in sorted(found.items())}
 
 
 async def tenant_totals(backend: Backend) -> dict[str, tuple[int, int]]:
-    """``{tenant: (entities processed, live jobs)}`` over every job, one query ('' : jobs without a tenant)."""
-    j = s.jobs.c
-    live = func.coalesce(func.sum(case((status_in(ACTIVE_STATUSES), 1), else_=0)), 0)
-    q = (select(j.tenant, func.coalesce(func.sum(j.processed_count), 0), live)
-         .group_by(j.tenant).order_by(j.tenant))
-    found = await backend.read(lambda conn: list(conn.execute(q).all()), "totalling by tenant")
-    return {str(r[0]): (int(r[1]), int(r[2])) for r in found}
+    """``{tenant: (entities processed, live jobs)}`` over every job ('' : jobs without a tenant), from the
+    live jobs' rows and the finished ones' maintained counts (``counts.py``)."""
+
+    def read(conn: Connection) -> tuple[counts.Totals, counts.Totals]:
+        return (counts.totals(conn, group=("tenant",)),
+                counts.totals(conn, group=("tenant",), statuses=ACTIVE_STATUSES))
+
+    every, live = await backend.read(read, "totalling by tenant")
+    return {key[0]: (v[_PROCESSED], live.get(key, [0])[0]) for key, v in sorted(every.items())}
 
 
 async def chunk_durations(

@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import ProcessorError
 from .options import ProcessorOptions, apply_overrides
-from .runner import Processor
+from .processor import Processor
 
 _OWN_PACKAGES = ("chunkq",)
 

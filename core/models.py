@@ -38,7 +38,8 @@ from .status import (
 __all__ = [  # the errors and statuses are re-exported: ``from chunkq.core.models import PENDING`` keeps working
     "ACTIVE_STATUSES", "CANCELLED", "COMPLETE", "FAILED", "FINISHED_STATUSES", "PAUSED", "PENDING", "RUNNING",
     "STATUSES", "BulkResult", "ChunkInfo", "ChunkResult", "ChunkqError", "DatabaseUnavailable", "EntityResult",
-    "ErrorEntry", "ErrorGroup", "HistoryBucket", "InvalidInput", "InvalidTransition", "Job", "JobFailed", "JobNotFound",
+    "ErrorEntry", "ErrorGroup", "ErrorGroupPage", "HistoryBucket", "InvalidInput", "InvalidTransition", "Job",
+    "JobFailed", "JobNotFound",
     "ProcessorError", "QueueStats", "Retry", "Status", "TraceFrame", "TraceStack", "WorkerInfo", "to_datetime",
 ]
 
@@ -236,6 +237,9 @@ class ErrorEntry:
     fingerprint: str | None = None
     normalized: str | None = None  # the message with its variable parts replaced
     location: str | None = None  # "file.py:function" in the user's code that raised it
+    #: what the callback printed and logged for this entity (``capture.py``): read by ``get_error``
+    #: only (a page of errors would carry up to 64 KB a row); None there too when nothing was written
+    output: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -258,9 +262,9 @@ class ErrorEntry:
 
 @dataclass(frozen=True, slots=True)
 class ErrorGroup:
-    """Failures that are the same bug (one fingerprint): what an operator reads first.
+    """Failures that are the same bug (one group: ``error_groups.py``): what an operator reads first.
 
-    ``message`` is the normalised message (``upstream 500 for <id>``) and
+    ``message`` is the group's template (``upstream <*> for <*>``: ``templates.py``) and
     ``samples`` up to 3 distinct real ones. ``count`` is attempts logged,
     ``entities`` distinct entities. Rows written before fingerprints existed
     group by their exact message, under a key starting ``legacy:``.
@@ -275,13 +279,30 @@ class ErrorGroup:
     fingerprint: str = ""
     location: str | None = None
     samples: tuple[str, ...] = ()
+    #: groups an operator merged into this one (``chunkq errors unmerge JOB KEY`` splits one off again)
+    merged: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint, "error_type": self.error_type, "message": self.message,
             "location": self.location, "count": self.count, "entities": self.entities,
             "first_at": self.first_at.isoformat(), "last_at": self.last_at.isoformat(), "samples": list(self.samples),
+            "merged": list(self.merged),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorGroupPage:
+    """A page of a job's error groups and how many it has in all: a view says "103 bugs", never a silent cap."""
+
+    total: int
+    groups: tuple[ErrorGroup, ...]
+    limit: int
+    offset: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "limit": self.limit, "offset": self.offset,
+                "groups": [g.to_dict() for g in self.groups]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +342,8 @@ class EntityResult:
     retry_at: float | None = None
     duration: float = 0.0
     stacks: tuple[TraceStack, ...] = ()
+    #: what the callback printed and logged for this entity, bounded (``capture.py``); None: nothing
+    output: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

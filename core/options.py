@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import InvalidInput
 from .limits import RATE, TIMEOUT, check_concurrency_optional
-from .runner import Processor
+from .processor import Processor
 
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
         "h": 3600.0, "hour": 3600.0}

@@ -32,7 +32,10 @@ asking it:
 
 A released lease (expired at 0) and an expired one are claimable at once and
 are taken over by the claim itself; one in a job whose worker slots
-(``max_workers``) are all held by live workers is left to them.
+(``max_workers``) are all held by other live workers is left to them. Slots
+are counted as the claim counts them (``sql.claimable``): by worker as an
+operator sees it (a supervisor's children are one, their ``team``), the run's
+own worker not among the others.
 """
 
 from __future__ import annotations
@@ -42,13 +45,12 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from . import schema as s
-from .claims import ROUTE
 from .limits import check_id
 from .registry import alive_condition
-from .sql import routed, status_in
+from .sql import holder, leasing_workers, routed, status_in
 from .status import ACTIVE_STATUSES
 
 if TYPE_CHECKING:
@@ -76,8 +78,13 @@ class OrphanedLease:
     @property
     def holder(self) -> str:
         """``host:pid`` of the owner, as ``chunkq workers`` and ``released_by`` show it."""
-        host, pid = owner_host_pid(self.owner)
-        return self.owner if pid is None else f"{host}:{pid}"
+        return _host_pid(self.owner)
+
+
+def _host_pid(owner: str) -> str:
+    """``host:pid`` of a lease owner or a team (``supervisor.make_team``); anything else as it is."""
+    host, pid = owner_host_pid(owner)
+    return owner if pid is None else f"{host}:{pid}"
 
 
 def owner_host_pid(owner: str) -> tuple[str, int | None]:
@@ -118,16 +125,15 @@ def _alive(owner: str, me: str, host: str, registered: set[tuple[str, int]]) -> 
     return (owner_host[:200], pid) in registered
 
 
-async def orphaned_leases(queue: Queue, job_id: int | None = None) -> list[OrphanedLease]:
-    """The leased chunks of active jobs (``job_id``'s, if given; routed to this task's processor,
-    ``claims.ROUTE``) whose owner is not known to be alive, earliest expiry first. One read."""
+async def orphaned_leases(queue: Queue, job_id: int | None = None, *, route: str | None = None) -> list[OrphanedLease]:
+    """The leased chunks of active jobs (``job_id``'s, if given; that processor ``route`` may claim,
+    ``sql.routed``) whose owner is not known to be alive, earliest expiry first. One read."""
     now = queue.now()
     host = socket.gethostname()
-    route = routed(ROUTE.get())
     c, j, w = s.chunks.c, s.jobs.c, s.workers.c
-    leased = (select(c.job_id, c.chunk_index, c.attempt, c.owner, c.lease_expires_at, j.max_workers)
+    leased = (select(c.job_id, c.chunk_index, c.attempt, c.owner, c.team, c.lease_expires_at, j.max_workers)
               .select_from(s.chunks.join(s.jobs, j.id == c.job_id))
-              .where(c.state == "leased", status_in(ACTIVE_STATUSES), route))
+              .where(c.state == "leased", status_in(ACTIVE_STATUSES), routed(route)))
     if job_id is not None:
         leased = leased.where(c.job_id == check_id(job_id))
     registered_q = select(w.host, w.pid).where(alive_condition(now))
@@ -138,20 +144,67 @@ async def orphaned_leases(queue: Queue, job_id: int | None = None) -> list[Orpha
         return rows, registered
 
     rows, registered = await queue.backend.read(read, "looking for chunks of workers that are gone")
-    live_owners: dict[int, set[str]] = {}
+    me = queue.claims.holder
+    live_holders: dict[int, set[str]] = {}  # per job: the other live workers (``sql.holder``) holding it
     found: list[tuple[OrphanedLease, int]] = []
     for r in rows:
         expires = float(r.lease_expires_at or 0.0)
         owner = str(r.owner or "")
         if expires > now and _alive(owner, queue.owner, host, registered):
-            live_owners.setdefault(int(r.job_id), set()).add(owner)
+            if (r.team or owner) != me:
+                live_holders.setdefault(int(r.job_id), set()).add(str(r.team or owner))
         else:
             found.append((OrphanedLease(int(r.job_id), int(r.chunk_index), int(r.attempt), owner, expires),
                           int(r.max_workers)))
-    # an expired lease in a job whose slots live workers fill is theirs to take over when a slot frees
+    # an expired lease in a job whose slots other live workers fill is theirs to take over when a slot frees
     out = [o for o, max_workers in found
-           if o.expires_at > now or len(live_owners.get(o.job_id, ())) < max_workers]
+           if o.expires_at > now or len(live_holders.get(o.job_id, ())) < max_workers]
     return sorted(out, key=lambda o: (o.expires_at, o.job_id, o.chunk_index))
+
+
+#: the most jobs ``held_back`` names
+HELD_BACK_SHOWN = 3
+
+
+async def held_back(queue: Queue, job_id: int | None = None, *, route: str | None = None) -> str | None:
+    """Why a run found nothing to claim while work is left, in a phrase; None when no limit is the reason.
+
+    ``job 4 is at its max_workers (1), held by another worker (host:123)``: jobs with
+    work left (a fresh range or a retry that is due) that this worker may not join because
+    other workers, as many as the job's ``max_workers``, hold it (``sql.claimable``). An
+    operator who ran ``--processes 2`` beside another worker should read why a process
+    sat idle, not "nothing left to do". Asked once when a run finds nothing (never on a
+    timer); two reads, of at most ``HELD_BACK_SHOWN`` jobs' few leased chunks.
+    """
+    now = queue.now()
+    j, c = s.jobs.c, s.chunks.c
+    me = queue.claims.holder
+    full = (select(j.id, j.max_workers)
+            .where(status_in(ACTIVE_STATUSES), routed(route), j.leased_chunks >= j.max_workers,
+                   or_(j.next_pos < j.total_count, j.next_retry_at <= now), leasing_workers(me) >= j.max_workers)
+            .order_by(j.priority.desc(), j.id).limit(HELD_BACK_SHOWN))
+    if job_id is not None:
+        full = full.where(j.id == check_id(job_id))
+
+    def read(conn: Connection) -> tuple[list[Any], list[str]]:
+        jobs = list(conn.execute(full).all())
+        if not jobs:
+            return jobs, []
+        who = (select(holder()).distinct()
+               .where(c.job_id.in_([r.id for r in jobs]), c.state == "leased", holder() != me))
+        return jobs, sorted(str(h) for (h,) in conn.execute(who).all())
+
+    jobs, holders = await queue.backend.read(read, "looking for why nothing was claimable")
+    if not jobs:
+        return None
+    limits = {int(r.max_workers) for r in jobs}
+    what = (f"job {jobs[0].id} is at its max_workers ({jobs[0].max_workers})" if len(jobs) == 1 else
+            f"jobs {', '.join(str(r.id) for r in jobs)} are at their max_workers"
+            + (f" ({limits.pop()})" if len(limits) == 1 else ""))
+    names = sorted({_host_pid(h) for h in holders})
+    who = "another worker" if len(names) == 1 else f"{len(names)} other workers"
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"{what}, held by {who} ({shown})" if names else what
 
 
 def describe(leases: list[OrphanedLease]) -> str:
@@ -171,4 +224,4 @@ def describe(leases: list[OrphanedLease]) -> str:
     return f"{what} leased by {who} ({shown})"
 
 
-__all__ = ["OrphanedLease", "describe", "orphaned_leases", "owner_host_pid", "pid_exists"]
+__all__ = ["OrphanedLease", "describe", "held_back", "orphaned_leases", "owner_host_pid", "pid_exists"]

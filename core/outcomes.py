@@ -109,6 +109,10 @@ class Outcome:
     #: this entity raised ``JobFailed``: its row is logged with its traceback and the job's
     #: ``reason_error_id`` points at it (``commit.py``)
     aborted_job: bool = False
+    #: what the callback printed and logged for this entity, bounded (``capture.py``); None: nothing
+    output: str | None = None
+    #: the bug, as the processor named it (``fingerprint_as``): its group, whatever the message says
+    fingerprint: str | None = None
 
 
 @dataclass(slots=True)

@@ -2,8 +2,9 @@
 
 ``Queue`` is a thin facade; each concept lives in its own module:
 
-* ``backend.py`` - the database: engines, the transaction executor, every SQLite/PostgreSQL difference
+* ``backend/`` - the database: engines, the transaction executor, every SQLite/PostgreSQL difference
 * ``enqueue.py`` - creating a job;  ``claims.py`` - leases;  ``commit.py`` - the fenced commit
+* ``processor.py`` - what the user hands over: the callback and its knobs
 * ``chunk.py`` - the life of one chunk, top to bottom;  ``runner.py`` - calling the user's callback
   (``callbacks.py`` - what it returns and raises; ``threads.py`` - the threads sync ones run on;
   ``text.py`` - its text made storable);  ``heartbeat.py`` - keeping a lease;  ``poison.py`` - chunks
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -29,7 +30,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import chunk, enqueue, history
-from .adaptive import Limiter
 from .backend import Backend, backend_for
 from .claims import Claim, Claims, make_owner
 from .commit import Committer
@@ -45,16 +45,16 @@ from .models import (
     EntityResult,
     ErrorEntry,
     ErrorGroup,
+    ErrorGroupPage,
     HistoryBucket,
     Job,
     QueueStats,
     WorkerInfo,
 )
-from .outcomes import Outcomes
+from .processor import EntityHook, Processor, ProcessorLike
 from .ratelimit import RateLimiter
 from .reads import Reads
 from .registry import Registry
-from .runner import EntityHook, Processor, ProcessorLike
 
 # Names this module has always exported (front ends and tests import them from here).
 MAX_CHUNK_SIZE = CHUNK_SIZE.hi
@@ -78,6 +78,10 @@ class Queue:
     among jobs of the same priority, the one served least recently first) or
     ``fifo`` (the oldest job first); see ``claims.ClaimStatements``. A ``Worker``
     may ask for the other one.
+
+    ``team``: several processes that count as one worker against a job's
+    ``max_workers`` share it (``--processes N``'s children get their supervisor's,
+    ``supervisor.team``); None: this queue's worker is a worker of its own.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class Queue:
         upgrade: bool = False,
         readonly: bool = False,
         order: str = "fair",
+        team: str | None = None,
     ) -> None:
         self.backend: Backend = backend_for(url)
         self._open_options = {"create": create and not readonly, "upgrade": upgrade and not readonly,
@@ -105,7 +110,7 @@ class Queue:
         self._offset = 0.0
         self.committer = Committer(self.backend, owner=self.owner, breaker_chunks=breaker_chunks, now=self.now)
         self.claims = Claims(self.backend, owner=self.owner, lease_seconds=self.lease_seconds, now=self.now,
-                             committer=self.committer, order=order)
+                             committer=self.committer, order=order, team=team)
         self.rate_limiter = RateLimiter(self.backend, self.now)
         self.reads = Reads(self.backend, self.now)
         self.control = Control(self.backend, self.reads, self.now)
@@ -206,27 +211,6 @@ class Queue:
         """
         processor = Processor.coerce(on_process)
         return await chunk.process(self, processor, job_id=check_id(job_id), on_entity=on_entity)
-
-    # The two transactions of a chunk's life, and the run between them; the reliability
-    # suite wraps these to stop a worker at each step.
-
-    async def _claim(
-        self, job_id: int | None = None, *, mine: int | None = None, order: str | None = None
-    ) -> Claim | None:
-        return await self.claims.claim(job_id, mine=mine, order=order)
-
-    async def _commit(
-        self, claim: Claim, outcomes: Outcomes, duration: float, abort: str | None
-    ) -> ChunkResult:
-        return await self.committer.commit(claim, outcomes, duration, abort)
-
-    async def _run_claim(
-        self, claim: Claim, processor: Processor, on_entity: EntityHook | None, *,
-        limiter: Limiter | None = None, on_ran: Callable[[], None] | None = None,
-        alone: Callable[[], Awaitable[object]] | None = None,
-    ) -> ChunkResult:
-        return await chunk.run_claimed(self, claim, processor, on_entity, limiter=limiter, on_ran=on_ran,
-                                       alone=alone)
 
     @property
     def _thread_engine(self) -> Engine | None:
@@ -348,6 +332,33 @@ class Queue:
         return await self.reads.group_entities(job_id, fingerprint, limit=limit, offset=offset,
                                                include_resolved=include_resolved)
 
+    async def error_group_page(
+        self, job_id: int, *, limit: int = 100, offset: int = 0, include_resolved: bool = False,
+        search: str | None = None,
+    ) -> ErrorGroupPage:
+        """A page of the job's error groups (biggest first) and how many it has in all (issue 27)."""
+        return await self.reads.group_page(job_id, limit=limit, offset=offset, include_resolved=include_resolved,
+                                           search=search)
+
+    async def merge_error_groups(self, job_id: int, groups: Sequence[str], into: str) -> list[str]:
+        """An operator says ``groups`` are the same bug as group ``into``: merged, for the job's future
+        errors of those templates too, until ``unmerge_error_group``. Returns the groups merged."""
+        from . import error_groups
+
+        check_id(job_id)
+        await self.reads.get_job(job_id)
+        return await self.backend.write(lambda conn: error_groups.merge(conn, job_id, list(groups), into),
+                                        "merging error groups")
+
+    async def unmerge_error_group(self, job_id: int, group: str) -> str:
+        """Split ``group`` off the group it was merged into (with what was merged into it); returns that group."""
+        from . import error_groups
+
+        check_id(job_id)
+        await self.reads.get_job(job_id)
+        return await self.backend.write(lambda conn: error_groups.unmerge(conn, job_id, group),
+                                        "splitting an error group off")
+
     async def list_chunks(self, job_id: int, *, limit: int = 200) -> list[ChunkInfo]:
         """The job's chunk history, newest last (the latest ``limit`` chunks)."""
         return await self.reads.list_chunks(job_id, limit=limit)
@@ -409,10 +420,11 @@ class Queue:
         It acts on its next heartbeat. Unknown id: ``WorkerNotFound``; stopped or lost: ``InvalidInput``."""
         return await self.registry.request_stop(worker_id, now=now)
 
-    async def has_claimable(self, *, mine: int | None = None) -> bool:
+    async def has_claimable(self, *, mine: int | None = None, route: str | None = None) -> bool:
         """Cheap check used by idle workers before they take the write lock; ``mine``: a job this
-        worker holds a chunk of (its window may take one more of it, ``claims.Claims.claim``)."""
-        return await self.reads.has_claimable(mine)
+        worker holds a chunk of (its window may take one more of it), ``route``: its processor's
+        name (``claims.Claims.claim``)."""
+        return await self.reads.has_claimable(mine, team=self.claims.holder, route=route)
 
     async def next_retry_due(self, job_id: int | None = None) -> float | None:
         """When the earliest entity retry of an active job (or of ``job_id``) falls due, in epoch

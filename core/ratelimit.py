@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from . import schema as s
 from .backend import Backend
 from .models import Job
-from .runner import Processor
+from .processor import Processor
 
 BeforeCall = Callable[[], Awaitable[None]]
 

@@ -13,16 +13,15 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Connection
 
-from . import error_groups, rows
+from . import counts, error_groups, rows
 from . import schema as s
 from .backend import Backend
-from .claims import ROUTE
 from .errors import InvalidInput, JobNotFound
 from .limits import ERRORS_PAGE, JOBS_PAGE, OFFSET, check_id
-from .models import ChunkInfo, ErrorEntry, ErrorGroup, Job, QueueStats
+from .models import ChunkInfo, ErrorEntry, ErrorGroup, ErrorGroupPage, Job, QueueStats
 from .registry import Registry
 from .sql import claimable, expired_lease, job_filter, routed, stale_lease, status_in, tenant_filter
-from .status import ACTIVE_STATUSES, STATUSES, Status
+from .status import ACTIVE_STATUSES, DISPLAY_ORDER, STATUSES, Status
 
 #: a job whose newest chunk finished longer ago than this (or than three of its chunk durations) is idle
 IDLE_SECONDS = 15.0
@@ -62,14 +61,51 @@ class Reads:
         q = select(s.jobs).where(*job_filter(status, search), *tenant_filter(tenant))
         if changed_since is not None:
             q = q.where(j.updated_at >= float(changed_since)).order_by(j.updated_at, j.id)
+        elif search is not None:
+            q = q.order_by(_RANK, j.id.desc())  # a text search reads every job anyway
         else:
-            q = q.order_by(_RANK, j.id.desc())
+            return await self._list_by_status(status, limit, offset, tenant)
         return [rows.job(r) for r in await self._all(q.limit(limit).offset(offset), "listing jobs")]
+
+    async def _list_by_status(
+        self, status: str | Sequence[str] | None, limit: int, offset: int, tenant: str | None,
+    ) -> list[Job]:
+        """``list_jobs``' order without sorting every job: each status in rank order, newest first, read
+        through ``ix_chunkq_jobs_list`` (``_tenant_list``) with a LIMIT; the maintained counts
+        (``counts.py``) say which statuses the page starts in, so earlier ones are skipped, not read."""
+        wanted = None if not status else [status] if isinstance(status, str) else list(status)
+        j = s.jobs.c
+
+        def read(conn: Connection) -> list[Any]:
+            sizes = counts.by_status(conn, statuses=wanted, tenant=tenant)
+            found: list[Any] = []
+            skip = offset
+            for st in DISPLAY_ORDER:
+                n = sizes.get(st.value, 0)
+                if skip >= n:
+                    skip -= n
+                    continue
+                q = (select(s.jobs).where(j.status == st.value, *tenant_filter(tenant))
+                     .order_by(j.id.desc()).limit(limit - len(found)).offset(skip))
+                found += conn.execute(q).all()
+                skip = 0
+                if len(found) >= limit:
+                    break
+            return found
+
+        return [rows.job(r) for r in await self.backend.read(read, "listing jobs")]
 
     async def count_jobs(
         self, status: str | Sequence[str] | None = None, *, search: str | None = None, tenant: str | None = None,
     ) -> int:
-        q = select(func.count()).select_from(s.jobs).where(*job_filter(status, search), *tenant_filter(tenant))
+        """How many jobs a filter selects: from the maintained counts (``counts.py``) unless ``search`` is
+        given (a text search reads every job)."""
+        where = [*job_filter(status, search), *tenant_filter(tenant)]  # bad input is refused here
+        if search is None:
+            wanted = None if not status else [status] if isinstance(status, str) else list(status)
+            return await self.backend.read(lambda conn: counts.count(conn, statuses=wanted, tenant=tenant),
+                                           "counting jobs")
+        q = select(func.count()).select_from(s.jobs).where(*where)
         return int(await self._scalar(q, "counting jobs"))
 
     async def list_tenants(self) -> list[tuple[str | None, float]]:
@@ -102,7 +138,8 @@ class Reads:
         ERRORS_PAGE.check(limit)
         OFFSET.check(offset)
         er = s.errors.c
-        q = select(s.errors).where(er.job_id == job_id)
+        # not the captured output (up to 64 KB a row): ``get_error`` reads it for the one error shown
+        q = select(*(c for c in s.errors.c if c.name != "output")).where(er.job_id == job_id)
         if error_type is not None:
             q = q.where(er.error_type == error_type)
         if message is not None:
@@ -153,16 +190,25 @@ class Reads:
         self, job_id: int, *, limit: int = 100, include_resolved: bool = False, search: str | None = None,
     ) -> list[ErrorGroup]:
         """Failures grouped by fingerprint (the same bug), biggest group first (``error_groups.py``)."""
+        page = await self.group_page(job_id, limit=limit, include_resolved=include_resolved, search=search)
+        return list(page.groups)
+
+    async def group_page(
+        self, job_id: int, *, limit: int = 100, offset: int = 0, include_resolved: bool = False,
+        search: str | None = None,
+    ) -> ErrorGroupPage:
+        """A page of the job's error groups, biggest first, with how many there are (``error_groups.py``)."""
         check_id(job_id)
         ERRORS_PAGE.check(limit)
+        OFFSET.check(offset)
         error_groups.search_condition(search)  # bad input is refused before any read
 
-        def read(conn: Connection) -> list[ErrorGroup]:
-            found = error_groups.read_groups(conn, job_id, limit=limit, include_resolved=include_resolved,
-                                             search=search)
-            if not found and not conn.execute(select(s.jobs.c.id).where(s.jobs.c.id == job_id)).scalar():
+        def read(conn: Connection) -> ErrorGroupPage:
+            total, found = error_groups.read_page(conn, job_id, limit=limit, offset=offset,
+                                                  include_resolved=include_resolved, search=search)
+            if not total and not conn.execute(select(s.jobs.c.id).where(s.jobs.c.id == job_id)).scalar():
                 raise JobNotFound(job_id)  # an unknown job is an error, not an empty list
-            return found
+            return ErrorGroupPage(total, tuple(found), limit, offset)
 
         return await self.backend.read(read, "grouping errors")
 
@@ -231,16 +277,14 @@ class Reads:
 
     async def stats(self, *, window: float = 60.0) -> QueueStats:
         def read(conn: Connection) -> QueueStats:
-            j, c = s.jobs.c, s.chunks.c
+            c = s.chunks.c
             now = self.now()
-            by_status = {k.value: 0 for k in STATUSES}
-            for st, n in conn.execute(select(j.status, func.count()).group_by(j.status)).all():
-                by_status[st] = int(n)
-            tot = conn.execute(
-                select(func.coalesce(func.sum(j.total_count), 0), func.coalesce(func.sum(j.processed_count), 0),
-                       func.coalesce(func.sum(j.error_count), 0), func.coalesce(func.sum(j.waiting_count), 0),
-                       func.coalesce(func.sum(j.failed_count), 0))
-            ).one()
+            # history from the maintained counts, live jobs from their rows (counts.py): not every job
+            found = counts.totals(conn)
+            by_status = {k.value: found.get((k.value,), [0])[0] for k in STATUSES}
+            sums = {f: sum(v[i] for v in found.values()) for i, f in enumerate(counts.FIELDS)}
+            tot = (sums["total_count"], sums["processed_count"], sums["error_count"], sums["waiting_count"],
+                   sums["failed_count"])
             recent = conn.execute(
                 select(func.coalesce(func.sum(c.size), 0), func.min(c.started_at), func.max(c.finished_at),
                        func.avg(c.duration))
@@ -259,15 +303,17 @@ class Reads:
 
         return await self.backend.read(read, "reading stats")
 
-    async def has_claimable(self, mine: int | None = None) -> bool:
+    async def has_claimable(
+        self, mine: int | None = None, *, team: str | None = None, route: str | None = None
+    ) -> bool:
         """Cheap check used by idle workers before they take the write lock (jobs this task's
-        processor may run only: ``claims.ROUTE``; ``mine``: see ``sql.claimable``)."""
+        processor, ``route``, may run only: ``sql.routed``; ``mine``, ``team``: see ``sql.claimable``)."""
         now = self.now()
         j, c = s.jobs.c, s.chunks.c
-        route = routed(ROUTE.get())
-        fresh = select(j.id).where(claimable(now, mine), route).limit(1)
+        only = routed(route)
+        fresh = select(j.id).where(claimable(now, mine, team=team), only).limit(1)
         expired = (select(c.job_id).select_from(s.chunks.join(s.jobs, j.id == c.job_id))
-                   .where(expired_lease(now), route).limit(1))
+                   .where(expired_lease(now), only).limit(1))
         return bool(await self.backend.read(
             lambda conn: conn.execute(fresh).first() is not None or conn.execute(expired).first() is not None,
             "polling for work"))

@@ -2,7 +2,7 @@
 
 Sidekiq's "Busy" page and Oban's "Nodes" answer "who is working, on what, and is
 it still there?" from rows the processes write themselves; so does this. A
-``Registration`` (``async with`` around ``Worker.run()``) inserts the process's
+``Registration`` (``async with worker.registered(...)`` around ``worker.run()``) inserts the process's
 row in ``chunkq_workers`` (host, pid, kind, processor, version), then
 heartbeats it from a task of its own every ``interval`` seconds: busy or idle,
 the chunks it holds, entities done and failed since it started.
@@ -31,18 +31,18 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from contextvars import Token
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from . import schema as s
 from .backend import Backend
-from .claims import ROUTE, release_tag
+from .claims import release_tag
 from .errors import InvalidInput, WorkerNotFound
 from .limits import text_problem
 from .models import STALE_HEARTBEATS, WORKER_KINDS, WorkerInfo, to_datetime
+from .version import __version__
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -61,13 +61,10 @@ WRITTEN_STATES = ("busy", "idle", "stopping", "stopped")
 
 
 def chunkq_version() -> str:
-    """The installed chunkq's version, as the registry shows it (mixed versions during a rolling upgrade)."""
-    try:
-        from importlib.metadata import version
+    """This chunkq's version, as the registry shows it (mixed versions during a rolling upgrade).
 
-        return version("chunkq")[:32]
-    except Exception:  # not installed (a source checkout on sys.path)
-        return "unknown"
+    Read from ``version.py``, not the installed metadata, which an editable checkout leaves stale."""
+    return __version__
 
 
 def new_worker_id() -> str:
@@ -184,36 +181,59 @@ class Registry:
 
         await self.backend.write(tx, "unregistering a worker")
 
-    def held_by(self, conn: Connection, owner: str) -> list[tuple[int, int]]:
-        """The chunks a lease owner holds now, ``(job_id, chunk_index)``, read off the chunks table."""
-        c = s.chunks.c
-        q = (select(c.job_id, c.chunk_index).where(c.state == "leased", c.owner == owner, c.lease_expires_at > 0)
-             .order_by(c.job_id, c.chunk_index).limit(100))
-        return [(int(a), int(b)) for a, b in conn.execute(q).all()]
-
     @staticmethod
     def count_alive(conn: Connection, now: float) -> int:
         return int(conn.execute(select(func.count()).select_from(s.workers).where(alive_condition(now))).scalar()
                    or 0)
 
 
+class Counts(Protocol):
+    """What a run has done so far (``RunSummary``): entities, failures, and failures to be retried;
+    why it stopped, once it did."""
+
+    entities: int
+    errors: int
+    retried: int
+    stopped_by: str
+
+
+class Registrant(Protocol):
+    """What a registration reads from the process it registers and asks of it: a ``Worker``
+    (``Worker.registered`` is how one registers itself; tests register stand-ins of this shape)."""
+
+    @property
+    def in_flight(self) -> list[tuple[int, int]]: ...  # (job_id, chunk_index) held right now
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def summary(self) -> Counts: ...
+
+    @property
+    def concurrency_limit(self) -> int | None: ...  # None: it runs no callbacks of its own
+
+    def stop(self) -> None: ...  # an operator's "finish"
+
+    def abort(self) -> None: ...  # an operator's "release"
+
+
 class Registration:
-    """``async with Registration(queue, worker, kind="worker", processor_name=path): await worker.run()``.
+    """``async with worker.registered(kind="worker", processor_name=path): await worker.run()``.
 
     Registers the process, heartbeats it while the block runs, acts on an
     operator's stop request (``worker.stop()`` for "finish", ``worker.abort()``
     for "release") and marks the row stopped on the way out, however the block
     ends. A database that is briefly unavailable costs heartbeats, never the
     worker: the row reads ``lost`` meanwhile and recovers with the next beat.
-
-    What the worker holds is ``worker.in_flight`` (``[(job_id, chunk_index)]``)
-    when the worker has it, else the chunks leased to the queue's owner.
+    (Which jobs the worker claims is its own: ``Worker`` passes its processor's name
+    to every claim, ``claims.Claims.claim``.)
     """
 
     def __init__(
         self,
         queue: Queue,
-        worker: Any,
+        worker: Registrant,
         *,
         kind: str,
         processor_name: str | None = None,
@@ -234,36 +254,19 @@ class Registration:
         self.stop_request: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._registered = False
-        self._route_token: Token[str | None] | None = None
 
     @property
     def registry(self) -> Registry:
         return self.queue.registry
 
     def _snapshot(self) -> dict[str, Any]:
-        w = self.worker
-        summary = getattr(w, "summary", None)
-        done = int(getattr(summary, "entities", 0) or 0)
-        failed = max(int(getattr(summary, "errors", 0) or 0) - int(getattr(summary, "retried", 0) or 0), 0)
-        processor = getattr(w, "processor", None)
-        concurrency = getattr(processor, "concurrency", None)
-        current = getattr(w, "concurrency_limit", None)  # a worker that moves its limit (--concurrency auto)
-        if isinstance(current, int):
-            concurrency = current
-        return {"done": done, "failed": failed, "concurrency": concurrency}
-
-    def _held(self) -> list[tuple[int, int]] | None:
-        held = getattr(self.worker, "in_flight", None)
-        if held is None:
-            return None
-        try:
-            return [(int(j), int(c)) for j, c in held]
-        except (TypeError, ValueError):
-            return None
+        summary = self.worker.summary
+        # the limit right now: what ``--concurrency auto`` has found so far moves
+        return {"done": summary.entities, "failed": max(summary.errors - summary.retried, 0),
+                "concurrency": self.worker.concurrency_limit}
 
     def _values(self, held: list[tuple[int, int]]) -> dict[str, Any]:
-        stopping = bool(getattr(self.worker, "stopping", False))
-        state = "stopping" if stopping else ("busy" if held else "idle")
+        state = "stopping" if self.worker.stopping else ("busy" if held else "idle")
         detail = None
         if held:
             jobs: dict[int, list[int]] = {}
@@ -275,12 +278,7 @@ class Registration:
                 **self._snapshot()}
 
     async def _beat_once(self) -> None:
-        held = self._held()
-        if held is None:
-            owner = self.queue.owner
-            held = await self.queue.backend.read(lambda conn: self.registry.held_by(conn, owner),
-                                                 "reading held chunks")
-        request = await self.registry.beat(self.id, self._values(held))
+        request = await self.registry.beat(self.id, self._values(self.worker.in_flight))
         if request and request != self.stop_request:
             self.stop_request = request
             if request == STOP_REQUESTS[True]:
@@ -311,17 +309,14 @@ class Registration:
             **{k: v for k, v in self._snapshot().items() if k == "concurrency"},
         })
         self._registered = True
-        # the worker claims only jobs routed to its processor (or to none): claims.ROUTE, for this task
-        route = getattr(getattr(self.worker, "processor", None), "name", None) or self.processor_name
-        self._route_token = ROUTE.set(route)
         self._task = asyncio.ensure_future(self._beat_forever())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._route_token is not None:
-            with contextlib.suppress(ValueError):  # left in another context: nothing to undo here
-                ROUTE.reset(self._route_token)
-            self._route_token = None
+        summary = self.worker.summary
+        if self.stop_request == STOP_REQUESTS[False] and summary.stopped_by == "signal":
+            # the graceful stop came through the database (``request_stop``), not a signal: say so
+            summary.stopped_by = "requested"
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -336,5 +331,5 @@ class Registration:
                 log.warning("worker %s: could not mark itself stopped: %s", self.id, exc)
 
 
-__all__ = ["DEFAULT_INTERVAL", "FORGET_SECONDS", "Registration", "Registry", "alive_condition", "chunkq_version",
-           "new_worker_id", "release_tag"]
+__all__ = ["DEFAULT_INTERVAL", "FORGET_SECONDS", "Registrant", "Registration", "Registry", "alive_condition",
+           "chunkq_version", "new_worker_id", "release_tag"]

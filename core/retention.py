@@ -1,5 +1,7 @@
 """Retention: how long finished jobs are kept, and the pruner that deletes them in small transactions.
 
+Longer than 500 lines: policy, the pruner's lease and its pacing are one loop.
+
 Nothing else in chunkq deletes a job, so without this a queue only grows (issue 26:
 a per-minute cron reaches a million jobs in two years; one job with 87,500 errors
 was a 111 MB file). The rules:
@@ -20,9 +22,11 @@ was a 111 MB file). The rules:
   of a job is read off its own counters (entities + errors + chunks + retries),
   so choosing a batch reads no child table. Each transaction checks again, under
   the lock, that the job may still go. The number of jobs per transaction adapts
-  to ``TX_SECONDS``: deleting a job row also looks for its retry jobs
-  (``parent_id``'s ``ON DELETE SET NULL``), through ``ix_chunkq_jobs_parent``
-  (revision 0006; before it, that look read the whole jobs table).
+  to ``TX_SECONDS``, and on SQLite the pruner then leaves the write lock alone as
+  long as it held it (``YIELD_RATIO``: claims and commits waiting for it get in).
+  Deleting a job row also looks for its retry jobs (``parent_id``'s ``ON DELETE
+  SET NULL``), through ``ix_chunkq_jobs_parent`` (revision 0006; before it, that
+  look read the whole jobs table).
 * **Known limit.** A big job goes in several transactions; a person who requeues
   it (``retry --in-place``) between two of them stops the pruning of it (the check
   under the lock fails) but finds it without the rows already deleted. Jobs that
@@ -36,6 +40,11 @@ was a 111 MB file). The rules:
   ``ix_chunkq_jobs_updated``, with a keyset that never re-reads a job it passed;
   the "live retry" check reads the live jobs through ``ix_chunkq_jobs_claim``
   (status first), a set as small as the work in flight.
+
+* **Space comes back.** After its deletes a prune gives SQLite's free pages back to
+  the file system in short transactions, still under the lease (``vacuum.py``: why
+  incremental auto-vacuum, and ``chunkq db vacuum`` for files made before it);
+  PostgreSQL leaves it to autovacuum, which small batches let keep up.
 
 ``prune(archive=...)`` writes each batch to an export file (``archive.py``) and
 syncs it to disk before the transaction that deletes it.
@@ -63,6 +72,7 @@ from sqlalchemy.exc import IntegrityError
 from . import schema as s
 from .errors import DatabaseUnavailable, InvalidInput
 from .status import CANCELLED, COMPLETE, FAILED, FINISHED_STATUSES, PAUSED, PENDING, RUNNING, Status
+from .vacuum import reclaim
 
 if TYPE_CHECKING:
     from .archive import ArchiveWriter
@@ -80,10 +90,16 @@ FOREVER = "forever"
 BATCH_ROWS = 5_000
 #: candidate jobs read per transaction (a batch of small jobs takes as many of them as fit in BATCH_ROWS)
 BATCH_JOBS = 200
-#: what one pruning transaction should take at most: the number of jobs per transaction halves when
-#: one takes longer, and doubles again (up to BATCH_JOBS) when they are quick, whatever a slow disk or
-#: a busy server makes of a batch.
+#: what one pruning transaction should take at most: the number of jobs per transaction follows what the
+#: last one took (at most halving or doubling, up to BATCH_JOBS), whatever a slow disk or a busy server
+#: makes of a batch.
 TX_SECONDS = 0.05
+#: the same where there are no row locks (SQLite): every claim and commit waits for the whole transaction
+ONE_LOCK_TX_SECONDS = 0.02
+#: on a database with one write lock for everyone (SQLite), the pruner waits after each transaction as long
+#: as it took, so a claim or a commit waiting for the lock gets it (SQLite's busy handler retries every
+#: 25-50 ms once it has waited a while: a pruner that took the lock back at once kept one waiting 100 ms)
+YIELD_RATIO = 1.0
 #: seconds a pruner's lease lasts without a renewal (renewed by every batch)
 LEASE_SECONDS = 60.0
 LEASE_KEY = "pruner"
@@ -232,11 +248,13 @@ class PruneResult:
     archive: str | None = None
     job_ids: list[int] = field(default_factory=list)
     policy: dict[str, str] = field(default_factory=dict)
+    #: SQLite pages given back to the file system after the deletes (``vacuum.reclaim``)
+    reclaimed_pages: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"jobs": self.jobs, "entities": self.entities, "errors": self.errors, "chunks": self.chunks,
                 "dry_run": self.dry_run, "busy": self.busy, "archive": self.archive,
-                "job_ids": self.job_ids[:1000], "policy": self.policy}
+                "job_ids": self.job_ids[:1000], "policy": self.policy, "reclaimed_pages": self.reclaimed_pages}
 
 
 _j = s.jobs.c
@@ -283,8 +301,12 @@ class Pruner:
         self.pause = pause
         self.owner = f"{queue.owner}:prune"
         self._lease_value: str | None = None
-        #: jobs per transaction now (adapted to ``TX_SECONDS``)
+        #: what a transaction should take (``TX_SECONDS``; shorter where every writer waits for it)
+        self.tx_seconds = TX_SECONDS if self.backend.row_locks else ONE_LOCK_TX_SECONDS
+        #: jobs per transaction now (adapted to ``tx_seconds``)
         self.jobs_per_tx = 8  # grows while transactions are quick
+        #: how long the last transaction took (what the pruner yields after it, ``YIELD_RATIO``)
+        self._last_tx = 0.0
 
     # ------------------------------------------------------------------ reading
 
@@ -297,6 +319,19 @@ class Pruner:
                                       func.sum(_j.next_chunk)).where(*where)).one()
             return PruneResult(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), int(row[3] or 0),
                                dry_run=True, policy=policy.to_dict())
+
+        return await self.backend.read(read, "counting what retention would prune")
+
+    async def count_by_status(self, policy: RetentionPolicy) -> dict[Status, PruneResult]:
+        """``count`` per finished status (every one present, zero or not): what a person confirms first."""
+        where = eligible(policy, self.queue.now())
+
+        def read(conn: Connection) -> dict[Status, PruneResult]:
+            rows = conn.execute(select(_j.status, func.count(), func.sum(_j.total_count), func.sum(_j.error_count),
+                                       func.sum(_j.next_chunk)).where(*where).group_by(_j.status)).all()
+            found = {str(r[0]): [int(v or 0) for v in r[1:]] for r in rows}
+            return {st: PruneResult(*found.get(str(st), [0, 0, 0, 0]), dry_run=True, policy=policy.to_dict())
+                    for st in FINISHED_STATUSES}
 
         return await self.backend.read(read, "counting what retention would prune")
 
@@ -332,8 +367,9 @@ class Pruner:
 
         ``archive``: each job is written there (and synced) before the transaction
         that deletes it. ``max_batches``/``stop``: end early (a background pruner
-        takes its turn in rounds); the next call carries on. Returns what went;
-        ``busy`` when another pruner holds the lease (nothing was done).
+        takes its turn in rounds); the next call carries on. A call that got to the
+        end gives SQLite's freed pages back to the file system (``reclaimed_pages``).
+        Returns what went; ``busy`` when another pruner holds the lease (nothing was done).
         """
         result = PruneResult(policy=policy.to_dict(), archive=archive.name if archive is not None else None)
         if not policy.cutoffs(self.queue.now()):
@@ -342,7 +378,13 @@ class Pruner:
             result.busy = True
             return result
         try:
-            await self._run(policy, archive, result, max_batches, stop)
+            batches = await self._run(policy, archive, result, max_batches, stop)
+            if max_batches is None or batches < max_batches:
+                # the space the deletes freed, given back in steps as short as the batches (vacuum.py);
+                # still under the lease, so two pruners never vacuum at once
+                steps = None if max_batches is None else max(1, max_batches - batches)
+                result.reclaimed_pages = await reclaim(self.queue, max_steps=steps, pause=self.pause, stop=stop,
+                                                       each=self._renew)
         except _LeaseLost:
             log.info("another pruner took the lease over; leaving the rest to it")
             result.busy = True
@@ -351,7 +393,8 @@ class Pruner:
         return result
 
     async def _run(self, policy: RetentionPolicy, archive: ArchiveWriter | None, result: PruneResult,
-                   max_batches: int | None, stop: Callable[[], bool] | None) -> None:
+                   max_batches: int | None, stop: Callable[[], bool] | None) -> int:
+        """The deletes; returns how many transactions they took."""
         after: tuple[float, int] | None = None  # keyset: the last job passed (deleted or not)
         current: int | None = None  # a big job being deleted slice by slice
         archived: set[int] = set()
@@ -359,8 +402,8 @@ class Pruner:
         while max_batches is None or batches < max_batches:
             if stop is not None and stop():
                 break
-            if batches and self.pause:
-                await asyncio.sleep(self.pause)
+            if batches:
+                await self._yield()
             batches += 1
             where = eligible(policy, self.queue.now())
             if current is None:
@@ -379,6 +422,7 @@ class Pruner:
                 current = big
             if await self._delete_slice(current, where, result):  # type: ignore[arg-type]
                 current = None
+        return batches
 
     async def _pick(
         self, where: list[Any], after: tuple[float, int] | None
@@ -424,16 +468,19 @@ class Pruner:
                 n = conn.execute(delete(table).where(table.c.job_id.in_(still))).rowcount or 0
                 if key is not None:
                     counts[key] += n
+            conn.execute(delete(s.error_groups).where(s.error_groups.c.job_id.in_(still)))  # a few rows a job
             conn.execute(delete(s.jobs).where(_j.id.in_(still)))
             return still, counts
 
         started = time.monotonic()
         gone, counts = await self.backend.write(tx, "pruning finished jobs")
-        took = time.monotonic() - started
-        if took > TX_SECONDS:
-            self.jobs_per_tx = max(1, len(job_ids) // 2)
-        elif took < TX_SECONDS / 4 and len(job_ids) >= self.jobs_per_tx:
-            self.jobs_per_tx = min(BATCH_JOBS, self.jobs_per_tx * 2)
+        took = self._last_tx = time.monotonic() - started
+        # Aim at the size that would have taken ``tx_seconds``, at most halving or doubling per transaction
+        # (doubling only after a full batch). Proportional, not "halve when slow, double when very quick":
+        # a transaction's fixed cost (a commit's flush on a busy server) once pinned that rule at one job.
+        ideal = int(len(job_ids) * self.tx_seconds / max(took, 1e-6))
+        cap = self.jobs_per_tx * 2 if len(job_ids) >= self.jobs_per_tx else self.jobs_per_tx
+        self.jobs_per_tx = max(1, self.jobs_per_tx // 2, min(BATCH_JOBS, cap, ideal))
         self._add(result, gone, counts)
 
     async def delete_job(self, job_id: int) -> PruneResult:
@@ -468,12 +515,22 @@ class Pruner:
                 left -= n
             if left <= 0:
                 return False, False, counts
+            conn.execute(delete(s.error_groups).where(s.error_groups.c.job_id == job_id))  # its groups: few rows
             conn.execute(delete(s.jobs).where(_j.id == job_id))
             return True, True, counts
 
+        started = time.monotonic()
         done, deleted, counts = await self.backend.write(tx, f"pruning job {job_id}")
+        self._last_tx = time.monotonic() - started
         self._add(result, [job_id] if deleted else [], counts)
         return done
+
+    async def _yield(self) -> None:
+        """Leave the database to the workers between two transactions: ``pause``, and where there are no row
+        locks (SQLite: one write lock for everyone) at least as long as the last transaction held it."""
+        wait = max(self.pause, self._last_tx * YIELD_RATIO if not self.backend.row_locks else 0.0)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     @staticmethod
     def _add(result: PruneResult, gone: Sequence[int], counts: dict[str, int]) -> None:

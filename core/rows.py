@@ -95,6 +95,7 @@ def error(row: Any) -> ErrorEntry:
         resolved_at=to_datetime(m["resolved_at"]), stacks=stacks(m["stacks"]),
         fingerprint=m.get("fingerprint"), normalized=readable(m.get("normalized")),
         location=readable(m.get("location")),
+        output=readable(m.get("output")),
     )
 
 

@@ -12,101 +12,24 @@ and the commit then agree on it, because there is only one decision.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import math
-import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import capture
 from .adaptive import Limiter, is_overloaded, limit_for
 from .callbacks import batch_failures, being_cancelled, captured, is_async, needs_settling, settle
-from .errors import InvalidInput, JobFailed, Retry
-from .limits import CONCURRENCY, RATE, TIMEOUT, check_concurrency
+from .errors import JobFailed, Retry
+from .fingerprint import declared
 from .models import EntityResult, Job
 from .outcomes import Item, Items, Outcome, Outcomes
+from .processor import EntityCallback, EntityHook, Processor, noop
 from .text import safe_str, storable
-from .threads import CALLBACK_THREADS, CallbackThreads
 from .tracebacks import capture_stacks, format_exception, message, type_name
-
-EntityCallback = Callable[[str, Job], Any]
-BatchCallback = Callable[[list[str], Job], Any]
-EntityHook = Callable[[EntityResult], None]
-
-
-@dataclass
-class Processor:
-    """How to run a chunk: the callback and the knobs around it.
-
-    ``on_process(entity_id, job)`` is called once per entity (sync callbacks run
-    in a worker thread, so they never block the event loop); ``on_chunk(ids, job)``
-    is the batch form for providers with bulk APIs and returns
-    ``{entity_id: error}`` for the entities that failed.
-    """
-
-    on_process: EntityCallback | None = None
-    on_chunk: BatchCallback | None = None
-    #: calls at once: a number, or ``"auto"`` (``"auto:N"``: at most N) to find the provider's limit (``adaptive.py``)
-    concurrency: int | str = 1
-    timeout: float | None = None
-    #: exception types treated like ``Retry`` (e.g. a client's 429 error)
-    retry_on: tuple[type[BaseException], ...] = ()
-    #: decides for any exception whether it is transient (e.g. by HTTP status)
-    is_transient: Callable[[BaseException], bool] | None = None
-    backoff_base: float = 2.0
-    backoff_cap: float = 300.0
-    capture_locals: bool = False
-    #: provider name -> calls per second, enforced across every worker on the database
-    rate_limits: dict[str, float] = field(default_factory=dict)
-    #: the name jobs are routed by (``enqueue_job(processor=...)``): a worker claims only jobs routed to its
-    #: name, and jobs routed to no one. The CLI names a processor by its import path; None: unnamed.
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.on_process is not None and self.on_chunk is not None:
-            raise InvalidInput("give on_process or on_chunk, not both")
-        if isinstance(self.concurrency, str):
-            self.concurrency = check_concurrency(self.concurrency)
-        elif isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
-            raise InvalidInput(f"concurrency must be a whole number or 'auto', got {self.concurrency!r}",
-                               field="concurrency")
-        elif self.concurrency < CONCURRENCY.lo:
-            raise InvalidInput("concurrency must be at least 1", field="concurrency")
-        # a processor's own knobs meet the same limits as the command line's (nan or 1e308 overflowed later)
-        self.timeout = TIMEOUT.check_optional(self.timeout)
-        self.rate_limits = {provider: RATE.check(rate) for provider, rate in self.rate_limits.items()}
-
-    @classmethod
-    def coerce(cls, value: Processor | EntityCallback | None) -> Processor:
-        if isinstance(value, Processor):
-            return value
-        if value is None:
-            return cls(on_process=_noop)
-        if not callable(value):
-            raise TypeError(f"a processor must be callable, got {type(value).__name__}")
-        return cls(on_process=value)
-
-    @property
-    def threads(self) -> CallbackThreads:
-        """The daemon threads sync callbacks run on (``threads.py``): one pool per process, so a
-        processor made per call (``queue.process_next_chunk(fn)`` in a loop) leaves no idle threads
-        behind; how many run at once is the runner's ``concurrency``."""
-        return CALLBACK_THREADS
-
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait before attempt ``attempt + 1``: exponential, capped, jittered."""
-        raw = min(self.backoff_cap, self.backoff_base * (2 ** max(attempt - 1, 0)))
-        return raw * (0.5 + random.random() / 2) if raw > 0 else 0.0
-
-
-#: what every "run this" API accepts: a ``Processor``, a bare per-entity callback, or None (do nothing)
-ProcessorLike = Processor | EntityCallback | None
-
-
-def _noop(entity_id: str, job: Job) -> None:
-    return None
 
 
 class ChunkAborted(Exception):
@@ -179,11 +102,15 @@ class ChunkRunner:
         self.stop = threading.Event()  # set to stop a sync chunk loop between entities
 
     async def run(self, items: Sequence[Item]) -> Outcomes:
-        """Run every entity (until the lease is known lost or the chunk is cancelled); what came of it."""
+        """Run every entity (until the lease is known lost or the chunk is cancelled); what came of it.
+
+        What the callback prints and logs for an entity is captured (``capture.py``) and kept on its
+        ``Outcome``/``EntityResult`` (``output``)."""
         chunk = Items.of(items)
+        capture.install()
         if self.processor.on_chunk is not None:
             return await self._run_batch(chunk)
-        fn = self.processor.on_process or _noop
+        fn = self.processor.on_process or noop
         if (
             not is_async(fn)
             and self.processor.concurrency == 1
@@ -232,34 +159,48 @@ class ChunkRunner:
         def work() -> Outcomes:
             # The per-entity cost of a no-op callback is this loop's own (issue 14): names are local,
             # the clock is read once per entity (it times a failure, and a success only when someone
-            # listens), and a success makes no object at all (``outcomes.py``).
+            # listens), and a success makes no object at all (``outcomes.py``). One ``Output`` serves
+            # the chunk, made current once for this thread: per entity, a label and a flag.
             failures: list[Outcome] = []
             stopped = stop.is_set
+            out = capture.Output()
+            token = capture.activate(out)
             ran = 0
-            for ran, entity_id in enumerate(items.ids):  # ``ran``: how many were started before this one
-                t0 = monotonic()
-                if t0 >= trusted or stopped():  # the cheap test inline
-                    if not may_start():
-                        break
-                    t0 = monotonic()  # asking the database is not the entity's time
-                try:
-                    result = fn(entity_id, job)
-                    if result is not None and needs_settling(result):  # a sync wrapper around an async callback
-                        on_loop(settle(result))
-                except JobFailed as exc:
-                    culprit = self._culprit(items[ran], exc, monotonic() - t0)
-                    raise ChunkAborted(message(exc, empty="JobFailed"), Outcomes.ran(items, ran, failures),
-                                       culprit) from exc
-                except BaseException as exc:
-                    failure = self._failure(items[ran], exc, monotonic() - t0, capture_locals)
-                    failures.append(failure)
+            try:
+                for ran, entity_id in enumerate(items.ids):  # ``ran``: how many were started before this one
+                    t0 = monotonic()
+                    if t0 >= trusted or stopped():  # the cheap test inline
+                        if not may_start():
+                            break
+                        t0 = monotonic()  # asking the database is not the entity's time
+                    out.label = entity_id
+                    try:
+                        result = fn(entity_id, job)
+                        if result is not None and needs_settling(result):  # a sync wrapper around an async one
+                            on_loop(settle(result))
+                    except JobFailed as exc:
+                        culprit = self._culprit(items[ran], exc, monotonic() - t0)
+                        culprit.output = out.take()
+                        raise ChunkAborted(message(exc, empty="JobFailed"), Outcomes.ran(items, ran, failures),
+                                           culprit) from exc
+                    except BaseException as exc:
+                        failure = self._failure(items[ran], exc, monotonic() - t0, capture_locals)
+                        if out.last_write:
+                            failure.output = out.take()
+                            out.restart("")
+                        failures.append(failure)
+                        if hook is not None:
+                            loop.call_soon_threadsafe(hook, _result(failure))
+                        continue
                     if hook is not None:
-                        loop.call_soon_threadsafe(hook, _result(failure))
-                    continue
-                if hook is not None:
-                    loop.call_soon_threadsafe(hook, EntityResult(entity_id, True, duration=monotonic() - t0))
-            else:
-                ran = len(items)
+                        loop.call_soon_threadsafe(hook, EntityResult(entity_id, True, duration=monotonic() - t0,
+                                                                     output=out.take()))
+                    if out.last_write:
+                        out.restart("")
+                else:
+                    ran = len(items)
+            finally:
+                capture.reset(token)
             return Outcomes.ran(items, ran, failures)
 
         try:
@@ -295,12 +236,17 @@ class ChunkRunner:
                     if not await may_start():
                         return
                 slot.started()
+                # this task's own context: the entity's output, and the threads it copies the context to
+                out = capture.Output(ids[i])
+                capture.activate(out)
                 t0 = time.perf_counter()
                 try:
                     await self._invoke(fn, (ids[i], self.job), on_loop)
                 except JobFailed as exc:
                     abort.append(message(exc, empty="JobFailed"))
-                    culprits.append(self._culprit(items[i], exc, time.perf_counter() - t0))
+                    culprit = self._culprit(items[i], exc, time.perf_counter() - t0)
+                    culprit.output = out.take()
+                    culprits.append(culprit)
                     return
                 except _TimedOut:
                     slot.done(ok=False, overloaded=True)
@@ -317,8 +263,10 @@ class ChunkRunner:
                     slot.done(ok=True, overloaded=False)
                     results[i] = True
                     if self.on_entity is not None:
-                        self.on_entity(EntityResult(ids[i], True, duration=time.perf_counter() - t0))
+                        self.on_entity(EntityResult(ids[i], True, duration=time.perf_counter() - t0,
+                                                    output=out.take()))
                     return
+                outcome.output = out.take()
                 results[i] = outcome
                 if self.on_entity is not None:
                     self.on_entity(_result(outcome))
@@ -346,6 +294,16 @@ class ChunkRunner:
         fn = self.processor.on_chunk
         ids = items.ids
         t0 = time.perf_counter()
+        # one call for the chunk: its output is the chunk's, kept with each of its entities
+        out = capture.Output(ids[0] if len(ids) == 1 else f"{ids[0] if ids else ''} (+{len(ids) - 1:,})")
+        token = capture.activate(out)
+        try:
+            return await self._batch_call(fn, items, out, t0)
+        finally:
+            capture.reset(token)
+
+    async def _batch_call(self, fn: Callable[..., Any], items: Items, out: capture.Output, t0: float) -> Outcomes:
+        ids = items.ids
         capture_locals = self.processor.capture_locals
         try:
             if self.before_call is not None:
@@ -359,25 +317,27 @@ class ChunkRunner:
         except asyncio.CancelledError as exc:
             if being_cancelled():
                 raise
-            return self._all_failed(items, exc, t0, capture_locals)
+            return self._all_failed(items, exc, t0, capture_locals, out.take())
         except _TimedOut:
             exc = TimeoutError(f"batch timed out after {self.processor.timeout:g}s")
-            return self._all_failed(items, exc, t0, False)
+            return self._all_failed(items, exc, t0, False, out.take())
         except BaseException as exc:
-            return self._all_failed(items, exc, t0, capture_locals)
+            return self._all_failed(items, exc, t0, capture_locals, out.take())
         duration = (time.perf_counter() - t0) / max(len(items), 1)
+        output = out.take()
         failed: list[Outcome] = []
         for i, entity_id in enumerate(ids):
             err = failures.get(entity_id)
             if err is None:
                 if self.on_entity is not None:
-                    self.on_entity(EntityResult(entity_id, True, duration=duration))
+                    self.on_entity(EntityResult(entity_id, True, duration=duration, output=output))
                 continue
             if isinstance(err, BaseException):
                 outcome = self._failure(items[i], err, duration, False)
             else:
                 text = storable(safe_str(err))
                 outcome = Outcome(items[i], False, "Error", text, text, duration=duration)
+            outcome.output = output
             failed.append(outcome)
             if self.on_entity is not None:
                 self.on_entity(_result(outcome))
@@ -398,12 +358,17 @@ class ChunkRunner:
             raise
 
     async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], on_loop: bool) -> Any:
-        result = fn(*args) if on_loop else await self.processor.threads.call(fn, *args)
+        # a sync callback runs in a copy of this task's context, as ``asyncio.to_thread`` would: its
+        # output is the entity's (``capture.py``)
+        result = fn(*args) if on_loop else await self.processor.threads.call(contextvars.copy_context().run, fn, *args)
         return await settle(result)
 
-    def _all_failed(self, items: Items, exc: BaseException, t0: float, capture_locals: bool) -> Outcomes:
+    def _all_failed(self, items: Items, exc: BaseException, t0: float, capture_locals: bool,
+                    output: str | None = None) -> Outcomes:
         duration = time.perf_counter() - t0
         failed = [self._failure(item, exc, duration, capture_locals) for item in items]
+        for o in failed:
+            o.output = output
         if self.on_entity is not None:
             for o in failed:
                 self.on_entity(_result(o))
@@ -427,6 +392,7 @@ class ChunkRunner:
                 stacks=capture_stacks(exc, capture_locals=capture_locals),
                 retry_at=self._retry_at(item, exc),
                 duration=duration,
+                fingerprint=declared(exc),  # the processor named the bug (``fingerprint_as``)
             )
         except Exception as broken:  # capturing the traceback failed: keep what can be kept
             return Outcome(item, False, error_type=type_name(exc), message=message(exc),
@@ -467,4 +433,5 @@ def _result(o: Outcome) -> EntityResult:
         retry_at=o.retry_at,
         duration=o.duration,
         stacks=o.stacks,
+        output=o.output,
     )

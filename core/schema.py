@@ -50,7 +50,7 @@ from sqlalchemy.engine import Connection
 from .errors import NoDatabase, SchemaMismatch
 
 #: the number of the newest revision in migrations/versions (tests/migrations checks they agree)
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 10
 #: chunkq 0.1.0: tables made by ``create_all``, ``schema_version`` 1, no revision table
 LEGACY_VERSION = 1
 #: Alembic's version table under a chunkq name, so an application's own Alembic in the same
@@ -136,6 +136,25 @@ Index("ix_chunkq_jobs_updated", jobs.c.updated_at)
 #: pruner's "a live retry names it" check read this instead of every job (0006)
 Index("ix_chunkq_jobs_parent", jobs.c.parent_id, sqlite_where=text("parent_id IS NOT NULL"),
       postgresql_where=text("parent_id IS NOT NULL"))
+#: the jobs list's order (``Reads.list_jobs``): each status' page, newest first, is an index walk with a
+#: LIMIT, for every job and for one tenant's (0008)
+Index("ix_chunkq_jobs_list", jobs.c.status, jobs.c.id)
+Index("ix_chunkq_jobs_tenant_list", jobs.c.tenant, jobs.c.status, jobs.c.id)
+
+# Finished jobs' counts and sums per (status, provider, tenant), kept exact by triggers on chunkq_jobs in the
+# transaction that finishes, reopens or deletes a job (``migrations/versions/0008_job_counts.py``), so views
+# read history's totals in a few rows instead of summing every job (issue 26). Live jobs are summed from
+# their rows. A row whose ``jobs`` fell to 0 stays (readers skip it).
+job_counts = Table(
+    "chunkq_job_counts",
+    metadata,
+    Column("status", String(16), primary_key=True),
+    Column("provider", Text, primary_key=True),
+    Column("tenant", Text, primary_key=True),
+    *(Column(name, BigInteger, nullable=False, server_default=text("0"))
+      for name in ("jobs", "total_count", "processed_count", "succeeded_count", "failed_count", "waiting_count",
+                   "error_count")),
+)
 
 entities = Table(
     "chunkq_entities",
@@ -171,6 +190,9 @@ chunks = Table(
     # when this lease's worker started running the chunk with nothing else in flight: only such a
     # lost lease counts toward isolation, so a window's innocent chunks are redone, not split (0004)
     Column("solo_at", Float),
+    # the worker an operator sees holding the lease: a supervisor's id for its child processes' chunks,
+    # NULL for a worker on its own (the owner is its own team); ``max_workers`` counts these (0007)
+    Column("team", Text),
     sqlite_with_rowid=False,
 )
 Index("ix_chunkq_chunks_lease", chunks.c.state, chunks.c.lease_expires_at)
@@ -210,9 +232,41 @@ errors = Table(
     Column("fingerprint", String(32)),
     Column("normalized", Text),
     Column("location", Text),
+    # what the callback printed and logged for this entity, bounded (core/capture.py); NULL: nothing (0010)
+    Column("output", Text),
 )
 Index("ix_chunkq_errors_job", errors.c.job_id, errors.c.id)
 Index("ix_chunkq_errors_fingerprint", errors.c.job_id, errors.c.fingerprint, errors.c.id)
+# an entity's own errors: which groups it already failed in (error_groups.record), which rows it resolves (0009)
+Index("ix_chunkq_errors_pos", errors.c.job_id, errors.c.pos)
+
+# Error groups (issue 27, core/error_groups.py): one row per message template of a job, keyed by the
+# ``fingerprint`` its error rows carry, its counters moved in the transaction that logs them, so the grouped
+# view reads a job's groups, never its errors. ``root`` is the group it was merged into (automatically, when a
+# word turned out to vary, or by an operator: ``merged_by``), ``parent`` the one it was merged into directly
+# (what ``unmerge`` restores). ``n``/``entities`` count every attempt logged; ``open_*`` the unresolved ones.
+error_groups = Table(
+    "chunkq_error_groups",
+    metadata,
+    Column("job_id", _BigId, ForeignKey("chunkq_jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(32), primary_key=True),
+    Column("family", String(32), nullable=False),
+    Column("template", Text, nullable=False),
+    Column("error_type", Text, nullable=False),
+    Column("location", Text),
+    Column("parent", String(32)),
+    Column("root", String(32)),
+    Column("merged_by", String(16)),
+    Column("n", BigInteger, nullable=False),
+    Column("entities", BigInteger, nullable=False),
+    Column("open_n", BigInteger, nullable=False),
+    Column("open_entities", BigInteger, nullable=False),
+    Column("first_at", Float, nullable=False),
+    Column("last_at", Float, nullable=False),
+    Column("samples", JSON),  # up to 3 distinct real messages, kept at write: the view reads no error row
+)
+Index("ix_chunkq_error_groups_family", error_groups.c.job_id, error_groups.c.family)
+Index("ix_chunkq_error_groups_root", error_groups.c.job_id, error_groups.c.root)
 
 # Shared token buckets: one row per provider, so every worker on the database obeys one limit.
 rate_limits = Table(

@@ -23,12 +23,17 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .worker import Worker
+from typing import Protocol
 
 SignalHook = Callable[[signal.Signals, int], None]
+
+
+class Stoppable(Protocol):
+    """What a signal stops: a ``Worker`` (a protocol, so that this module needs no worker to import)."""
+
+    def stop(self) -> None: ...  # the first signal: finish what is in flight
+
+    def abort(self) -> None: ...  # the second: give it up now
 
 
 def stop_message(sig: signal.Signals, count: int) -> str:
@@ -51,7 +56,7 @@ class SignalStop:
 
     def __init__(
         self,
-        worker: Worker | None = None,
+        worker: Stoppable | None = None,
         *,
         on_signal: SignalHook | None = None,
         signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
@@ -67,11 +72,11 @@ class SignalStop:
         self._installed: list[signal.Signals] = []
 
     @property
-    def worker(self) -> Worker | None:
+    def worker(self) -> Stoppable | None:
         return self._worker
 
     @worker.setter
-    def worker(self, worker: Worker | None) -> None:
+    def worker(self, worker: Stoppable | None) -> None:
         self._worker = worker
         if worker is not None and self.count:
             worker.stop() if self.aborted_by is None else worker.abort()

@@ -50,14 +50,20 @@ def _likely_sqlite(element: likely, compiler: Any, **kw: Any) -> str:
     return f"likely({compiler.process(element.clauses, **kw)})"
 
 
-def claimable(now: Any, mine: Any = None, *, in_order: bool = False) -> Any:
+def claimable(now: Any, mine: Any = None, *, team: Any = None, in_order: bool = False) -> Any:
     """A live job with a free worker slot and either a fresh range or a retry that is due.
 
-    ``max_workers`` counts *workers*, not chunks: a worker holds a small window of
-    chunks (``worker.py``), so a job whose leased chunks reach ``max_workers`` still
-    has a free slot while fewer distinct workers hold them (counted only then: the
-    common case is decided by the job row alone). ``mine`` is the job whose chunks
-    the claiming worker already holds (one of its slots is already taken).
+    ``max_workers`` counts *workers* as an operator sees them, not chunks nor
+    processes: a worker holds a small window of chunks (``worker.py``), and a
+    supervisor's child processes are one worker (their chunks carry its ``team``,
+    revision 0007). A slot is free while fewer *other* workers than ``max_workers``
+    hold a leased chunk of the job (``leasing_workers``, counted only when its leased
+    chunks reach ``max_workers``: the common case is decided by the job row alone), so
+    a worker that already holds the job, or whose team does, may take more of it,
+    and a window holding chunks of two ``max_workers=1`` jobs keeps both. ``team``:
+    the claiming worker's (its team id, else its owner; None counts every holder).
+    ``mine``: a job the claiming worker holds a chunk of, for a decision without the
+    count (the same answer, cheaper).
 
     ``in_order``: the query reads jobs in a claim order (``ix_chunkq_jobs_fair``/``_fifo``,
     partial indexes over live jobs): the status term is marked ``likely`` so that SQLite
@@ -66,7 +72,7 @@ def claimable(now: Any, mine: Any = None, *, in_order: bool = False) -> Any:
     """
     j = s.jobs.c
     live = status_in(ACTIVE_STATUSES)
-    slot = [j.leased_chunks < j.max_workers, leasing_workers() < j.max_workers]
+    slot = [j.leased_chunks < j.max_workers, leasing_workers(team) < j.max_workers]
     if mine is not None:
         slot.insert(1, j.id == mine)
     return and_(
@@ -76,14 +82,23 @@ def claimable(now: Any, mine: Any = None, *, in_order: bool = False) -> Any:
     )
 
 
-def leasing_workers() -> Any:
-    """How many distinct workers hold a leased chunk of the job (correlated to the jobs row)."""
+def holder() -> Any:
+    """Who holds a chunk's lease as ``max_workers`` counts it: its team (a supervisor's children, 0007),
+    else its owner (a worker on its own, or one of a revision before teams)."""
+    c = s.chunks.c
+    return func.coalesce(c.team, c.owner)
+
+
+def leasing_workers(team: Any = None) -> Any:
+    """How many distinct workers (``holder``) other than ``team`` hold a leased chunk of the job
+    (correlated to the jobs row); ``team`` None: every one."""
     c = s.chunks.c
     # "job_id + 0": read through the lease index (the few leased chunks of all jobs), not the primary
     # key (every chunk the job ever had: the cost of a claim must not grow with the job)
-    return (select(func.count(c.owner.distinct()))
-            .where((c.job_id + 0) == s.jobs.c.id, c.state == "leased")
-            .scalar_subquery())
+    q = select(func.count(holder().distinct())).where((c.job_id + 0) == s.jobs.c.id, c.state == "leased")
+    if team is not None:
+        q = q.where(holder() != team)
+    return q.scalar_subquery()
 
 
 def expired_lease(now: Any) -> Any:

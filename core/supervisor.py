@@ -22,6 +22,11 @@ copies of the same command (its argv minus ``--processes``) and:
   told how much of it is left (``ENV_DEADLINE``, read by ``time_left``), so a restarted child does not
   get the budget afresh, and a child that crashes when no time is left is not restarted (its status
   is the supervisor's: work is left);
+- **is one worker** to a job's ``max_workers``: each child is given the
+  supervisor's id (``ENV_TEAM``, read by ``team``) and its leases carry it
+  (``claims.Claims.team``), so ``--processes N`` on one job enqueued with the
+  default ``max_workers`` 1 runs it in all N processes, while a worker started
+  elsewhere still waits for that one slot;
 - **exits** once every child has ended, with one status: 0 when each ended
   cleanly (after a graceful stop, or because the queue is empty), 128+signal
   after an abort, otherwise the first failure's status. A child of
@@ -40,6 +45,18 @@ another worker), and ``hard_exit_after`` after that ``os._exit(143)`` from the
 watching thread itself, so a sync callback that never returns, or a blocked
 event loop, cannot keep it alive.
 
+**Children start from the supervisor, already imported.** Executing
+``command`` afresh imports Python, chunkq and the processor again in every
+child: ``--processes 2`` took three times as long as one process to start on an
+empty queue. Given ``start`` (the command's entry point, run in the child), a
+supervisor that can be forked safely - Linux, no thread but its own (counted by
+the kernel: a library's native threads too), and it never holds a database
+connection (``Supervisor`` knows no database) - forks each child instead, which
+sets up what ``Popen`` did (a session of its own, the parent-death signal, the
+environment, default signal handlers) and calls ``start``. Otherwise
+``command`` is executed, as before; either way the child is the same command,
+watched and stopped the same way.
+
 Core may start processes; it prints nothing: ``say`` (one line per event) is the
 front end's voice, the standard logger by default.
 """
@@ -50,7 +67,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -68,6 +87,8 @@ ENV_CHILD = "CHUNKQ_SUPERVISED"
 ENV_SUPERVISOR = "CHUNKQ_SUPERVISOR_PID"
 #: set in each child's environment when the run has a deadline: when it ends, epoch seconds (``time_left``)
 ENV_DEADLINE = "CHUNKQ_RUN_DEADLINE"
+#: set in each child's environment: the supervisor's id (``host:pid:nonce``), the team its leases count as
+ENV_TEAM = "CHUNKQ_TEAM"
 #: exit status of a child refusing its input: restarting it would fail again
 EXIT_USAGE = 2
 #: exit status of a run whose time ran out with work left: chunks of a worker that is gone still leased
@@ -108,6 +129,17 @@ def supervised() -> bool:
     return bool(os.environ.get(ENV_CHILD))
 
 
+def team() -> str | None:
+    """The team a supervised child's leases count as (its supervisor's id); None: not supervised."""
+    return (os.environ.get(ENV_TEAM) or None) if supervised() else None
+
+
+def make_team() -> str:
+    """A supervisor's id: ``host:pid:nonce`` like a lease owner (``claims.make_owner``), so it reads the
+    same in a message, and never equal to one (no worker runs in the supervisor's process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"[:200]
+
+
 def time_left(max_seconds: float | None) -> float | None:
     """``max_seconds``, or less in a supervised child: what is left of its supervisor's deadline."""
     if not supervised():
@@ -122,10 +154,49 @@ def time_left(max_seconds: float | None) -> float | None:
     return left if max_seconds is None else min(max_seconds, left)
 
 
+class _Forked:
+    """A child forked from the supervisor: the part of ``subprocess.Popen`` a ``Supervisor`` uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """Its exit status once it ended (negative: the signal that killed it), reaped; else None."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: its status is lost
+                self.returncode = 1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+def can_fork() -> bool:
+    """May this process fork a child that runs on (``Supervisor.start``)? Linux (macOS frameworks do not
+    survive a fork), and no thread but this one: a lock held by another thread at the fork would never
+    be released in the child. Threads are counted by the kernel, so a C library's count too."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
 @dataclass
 class _Child:
     index: int
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | _Forked | None = None
     started: float = 0.0
     crashes: int = 0  # in a row
     restart_at: float | None = None
@@ -141,6 +212,8 @@ class Supervisor:
     restarted (None: forever, as a ``worker`` should); ``say(level, line)``
     receives each event as one line (a logging level: restarts are warnings).
     ``deadline`` (seconds from ``run()``): the run's one time budget (see the module).
+    ``start``: ``command``'s entry point in this process (it returns the exit status); a child
+    is then forked and runs it when that is safe (``can_fork``), instead of executing ``command``.
     """
 
     command: Sequence[str]
@@ -153,6 +226,9 @@ class Supervisor:
     poll: float = 0.05
     deadline: float | None = None
     children: list[_Child] = field(default_factory=list)
+    #: the one worker its children are to a job's ``max_workers`` (``ENV_TEAM``)
+    team: str = field(default_factory=make_team)
+    start: Callable[[], int] | None = None
 
     def __post_init__(self) -> None:
         if self.processes < 1:
@@ -190,12 +266,51 @@ class Supervisor:
         env = dict(os.environ if self.env is None else self.env)
         env[ENV_CHILD] = str(child.index)
         env[ENV_SUPERVISOR] = str(os.getpid())
+        env[ENV_TEAM] = self.team
         if self._ends is not None:
             env[ENV_DEADLINE] = repr(time.time() + (self._ends - time.monotonic()))
-        child.proc = subprocess.Popen(list(self.command), env=env, start_new_session=True,
-                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        if self.start is not None and can_fork():
+            child.proc = self._fork(env, self.start)
+        else:
+            child.proc = subprocess.Popen(list(self.command), env=env, start_new_session=True,
+                                          preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         child.started = time.monotonic()
         child.restart_at = None
+
+    @staticmethod
+    def _fork(env: Mapping[str, str], start: Callable[[], int]) -> _Forked:
+        """A child that runs ``start`` as ``Popen`` would have run ``command`` (see the module)."""
+        for stream in (sys.stdout, sys.stderr):  # or what is buffered would be written twice
+            with contextlib.suppress(Exception):
+                stream.flush()
+        pid = os.fork()
+        if pid:
+            return _Forked(pid)
+        code = 1  # pragma: no cover - the child (the tests run it as a real process)
+        try:
+            os.setsid()  # start_new_session: a terminal's Ctrl-C reaches it through the supervisor only
+            _die_with_parent()
+            # not the supervisor's handlers: a fresh interpreter's
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.environ.clear()
+            os.environ.update(env)
+            code = start()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            # never back into the supervisor's own loop (its ``finally`` would terminate its children)
+            with contextlib.suppress(Exception):
+                logging.shutdown()
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code & 0xFF if code >= 0 else 1)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _reap(self, child: _Child, code: int) -> None:
         """A child ended with ``code`` (negative: killed by that signal)."""

@@ -4,7 +4,7 @@ A sync callback runs in a thread so it never blocks the event loop. Those
 threads are not asyncio's default pool, for three reasons:
 
 * the queue's transactions must never wait behind a callback (SQLite's run on
-  the backend's own executor; see ``backend.py``), nor must asyncio's
+  the backend's own executor; see ``backend/sqlite.py``), nor must asyncio's
   ``getaddrinfo`` (PostgreSQL reconnects), which uses the default pool;
 * a callback that outlives its ``timeout`` is recorded as a ``TimeoutError``
   and *abandoned*: Python cannot stop a thread, so it goes on running, and a

@@ -1,5 +1,7 @@
 """The processing loop shared by `chunkq process`, `chunkq worker`, auto-run and HTTP.
 
+Longer than 500 lines: the sliding window's state machine is one loop, read best in one place.
+
 A worker runs a sliding window of chunks (see ``Worker``), not one chunk at a time.
 Stopping is two-staged, like every well-behaved worker: a graceful stop finishes
 and commits the chunks in flight; an abort gives them up at once (their leases are
@@ -26,16 +28,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import threads
+from . import chunk, threads
 from .adaptive import limit_for, nominal
 from .callbacks import is_async
-from .claims import Claim, check_order, route_to
+from .claims import Claim, check_order
 from .db import deadline as db_deadline
 from .errors import DatabaseUnavailable
 from .models import ChunkResult, EntityResult
-from .orphans import OrphanedLease, describe, orphaned_leases
+from .orphans import OrphanedLease, describe, held_back, orphaned_leases
+from .processor import Processor, ProcessorLike
 from .queue import Queue
-from .runner import Processor, ProcessorLike
+from .registry import DEFAULT_INTERVAL, Registration
 from .signals import SignalHook, SignalStop
 from .status import ACTIVE_STATUSES, COMPLETE
 from .threads import ABANDONED_THREADS_MAX
@@ -64,6 +67,9 @@ class _Held:
     committing: bool = False
     #: a suspect chunk (``Claim.suspect``) waits for this before it starts: the rest of the window is done
     alone: asyncio.Event | None = None
+    #: its task began to run: from then on ``chunk.run_claimed`` releases the lease if cancelled. A task
+    #: cancelled before its first step never runs a line of it, so the window releases that one itself.
+    started: bool = False
 
 
 def _runs_as_one_loop(processor: Processor) -> bool:
@@ -84,7 +90,8 @@ class RunSummary:
     discarded: int = 0
     jobs_completed: list[int] = field(default_factory=list)
     elapsed: float = 0.0
-    #: empty | max_chunks | max_seconds | signal | aborted | retry_later (the next retry is due
+    #: empty | max_chunks | max_seconds | signal | requested (an operator's "stop after the chunk" through
+    #: the database: ``Registration``) | aborted | retry_later (the next retry is due
     #: after ``max_retry_wait``: see ``next_retry_at``) | wedged (too many callback threads are
     #: still running past their timeout: a supervisor should start a fresh process; see ``Worker``) |
     #: new_error (``stop_on_new_error``: a chunk logged a kind of error its job never had; see ``new_error``) |
@@ -102,6 +109,9 @@ class RunSummary:
     orphaned: str | None = None
     #: with stopped_by "orphaned": seconds from the stop until the last of those leases expires
     orphaned_expire_in: float | None = None
+    #: with stopped_by "empty": work is left that other workers hold at its jobs' ``max_workers``, in a
+    #: phrase (``orphans.held_back``): why this run had nothing to do
+    held_back: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +127,7 @@ class RunSummary:
             **({"new_error": self.new_error, "new_error_job": self.new_error_job} if self.new_error else {}),
             **({"orphaned": self.orphaned, "orphaned_expire_in": round(self.orphaned_expire_in or 0.0, 3)}
                if self.orphaned else {}),
+            **({"held_back": self.held_back} if self.held_back else {}),
         }
 
 
@@ -224,6 +235,8 @@ class Worker:
         #: a breakpoint: stop (gracefully) after a committed chunk logs a fingerprint its job never had
         self.stop_on_new_error = stop_on_new_error
         self._stop = asyncio.Event()
+        self._resume = asyncio.Event()  # set: claims may go on (``pause``/``resume``)
+        self._resume.set()
         self._task: asyncio.Task[Any] | None = None
         self._idle = False
         self.summary = RunSummary()
@@ -242,6 +255,9 @@ class Worker:
         self._renewed: set[tuple[int, int, int]] = set()  # leases seen renewed: their owner lives after all
         self._orphans_said: frozenset[tuple[int, int, int]] = frozenset()
         self._solo: _Held | None = None  # the suspect chunk of the window, run alone (``_start``)
+        #: what an idle ``forever`` worker said last about jobs it may not join (``_say_held_back``);
+        #: "" once it looked and found nothing to say; None: it has claimed since
+        self._held_said: str | None = None
 
     @property
     def concurrency_limit(self) -> int:
@@ -257,12 +273,33 @@ class Worker:
         """Graceful: finish and commit the chunks in flight (the whole window), claim no other."""
         self._stop.set()
 
+    @property
+    def paused(self) -> bool:
+        return not self._resume.is_set()
+
+    def pause(self) -> None:
+        """Claim nothing new until ``resume()``; the chunks in flight still run and commit, and then the
+        run waits instead of ending. For a question whose answer decides whether more work is wanted (the
+        dashboard's quit dialog): no chunk is claimed only to be released. ``stop``/``abort`` still end it."""
+        self._resume.clear()
+
+    def resume(self) -> None:
+        self._resume.set()
+
     def abort(self) -> None:
         """Give up the chunks in flight now; their leases are released for another worker."""
         self._stop.set()
         self.summary.stopped_by = "aborted"
         if self._task is not None:
             self._task.cancel()
+
+    def registered(self, *, kind: str, processor_name: str | None = None, interval: float = DEFAULT_INTERVAL,
+                   worker_id: str | None = None) -> Registration:
+        """``async with worker.registered(kind="worker"): await worker.run()`` - in the workers registry
+        while the block runs (``registry.py``): listed by ``chunkq workers``, stoppable by an operator on
+        any host. ``processor_name``: what the registry shows (default: the processor's name)."""
+        return Registration(self.queue, self, kind=kind, processor_name=processor_name or self.processor.name,
+                            interval=interval, worker_id=worker_id)
 
     def stop_on_signals(
         self, on_signal: SignalHook | None = None, *, hard_exit_after: float | None = None
@@ -277,7 +314,7 @@ class Worker:
         deadline = start + self.max_seconds if self.max_seconds is not None else None
         s = self.summary
         s.next_retry_at = None
-        s.orphaned = s.orphaned_expire_in = None
+        s.orphaned = s.orphaned_expire_in = s.held_back = None
         try:
             # past the deadline no transaction waits for a silent database for long (``db.deadline``):
             # given up, it raises ``DatabaseStalled`` and the run ends instead of hanging
@@ -315,7 +352,7 @@ class Worker:
         joined by another: there is no waiting to fill, and a claim running beside the loop only
         competes with it for the GIL (measured: 20-25% slower with no-op callbacks).
         """
-        if self._exhausted or len(self._flight) >= self.window_cap or self._solo is not None:
+        if self._exhausted or len(self._flight) >= self.window_cap or self._solo is not None or self.paused:
             return False
         if not self._flight:
             return True
@@ -359,6 +396,7 @@ class Worker:
                     if not self._flight:
                         self._idle = claim is None
                     if claim is not None:
+                        self._held_said = None
                         self._start(claim)
                         continue
                     self._exhausted = True
@@ -382,9 +420,13 @@ class Worker:
                     if why != "aborted":
                         s.stopped_by = why
                     return
+                if self.paused:  # nothing in flight: wait to be resumed (or stopped), never end the run here
+                    await self._until_resumed()
+                    continue
                 # Nothing in flight and nothing claimable.
                 self._exhausted = False
                 if self.forever:
+                    await self._say_held_back()
                     await self._sleep(self.poll_interval * (0.75 + random.random() / 2), deadline)
                     continue
                 if self.wait_for_retries and await self._wait_for_retry(deadline):
@@ -393,6 +435,8 @@ class Worker:
                     continue
                 s.stopped_by = ("orphaned" if s.orphaned is not None else
                                 "empty" if s.next_retry_at is None else "retry_later")
+                if s.stopped_by == "empty":
+                    s.held_back = await self._held_back()
                 return
         finally:
             if self._flight:
@@ -401,29 +445,30 @@ class Worker:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                for held in self._flight.values():
+                    if not held.started:  # claimed, cancelled before it ran: nobody else gives it back
+                        try:
+                            await asyncio.shield(self.queue.claims.release(held.claim))
+                        except Exception as exc:  # its lease expires on its own
+                            log.warning("could not release chunk %s of job %s: %s",
+                                        held.claim.chunk_index, held.claim.job.id, exc)
                 self._flight.clear()
                 self._backlog = self._committing = 0
                 self._solo = None
 
     async def _claim_next(self) -> Claim | None:
-        with route_to(self.processor.name):  # only jobs routed to this processor, or to none (claims.ROUTE)
-            return await self._claim_routed()
-
-    async def _claim_routed(self) -> Claim | None:
-        if self._idle and not self._flight and not await self.queue.has_claimable():
+        """The window's next chunk, through the one claim (``claims.Claims.claim``): only jobs routed to
+        this processor or to none, ``job_id``'s if given, in this worker's ``order``."""
+        route = self.processor.name
+        if self._idle and not self._flight and not await self.queue.has_claimable(route=route):
             # An idle worker polls with a cheap read: on SQLite, taking the write lock
             # every second in each of N idle workers would slow the busy ones.
             return None
-        mine = self._mine()
-        if self.job_id is not None:
-            if not self._flight:
-                job = await self.queue.get_job(self.job_id)
-                if job.status not in ACTIVE_STATUSES:
-                    return None
-            return await self.queue._claim(self.job_id, mine=mine)
-        if self.order is not None:
-            return await self.queue._claim(mine=mine, order=self.order)
-        return await self.queue._claim(mine=mine)
+        if self.job_id is not None and not self._flight:
+            job = await self.queue.get_job(self.job_id)
+            if job.status not in ACTIVE_STATUSES:
+                return None
+        return await self.queue.claims.claim(self.job_id, route=route, mine=self._mine(), order=self.order)
 
     def _mine(self) -> int | None:
         """The job of the window's latest chunk: one more of it may be claimed past ``max_workers``."""
@@ -438,11 +483,15 @@ class Worker:
             self._solo = held
         self._backlog += held.remaining
         per_entity = self.on_entity is not None or not self._one_loop
-        task = asyncio.ensure_future(self.queue._run_claim(
-            claim, self.processor, (lambda r: self._entity_done(held, r)) if per_entity else None,
-            limiter=self.limiter, on_ran=lambda: self._ran(held),
-            alone=None if held.alone is None else held.alone.wait))
-        self._flight[task] = held
+
+        async def run() -> ChunkResult:
+            held.started = True
+            return await chunk.run_claimed(
+                self.queue, claim, self.processor, (lambda r: self._entity_done(held, r)) if per_entity else None,
+                limiter=self.limiter, on_ran=lambda: self._ran(held),
+                alone=None if held.alone is None else held.alone.wait)
+
+        self._flight[asyncio.ensure_future(run())] = held
 
     def _leaves(self, held: _Held) -> None:
         """A chunk left the window: a suspect waiting for the rest of it may start once it is alone."""
@@ -498,12 +547,30 @@ class Worker:
     async def _wedged(self) -> bool:
         """Too many abandoned callback threads, and work this worker would otherwise claim."""
         stuck = threads.abandoned()
-        if stuck <= self.max_abandoned or not (self.forever or await self.queue.has_claimable(mine=self._mine())):
+        if stuck <= self.max_abandoned or not (
+                self.forever or await self.queue.has_claimable(mine=self._mine(), route=self.processor.name)):
             return False
         log.error("%d callback threads are still running after their timeout (more than %d): this worker "
                   "claims no more chunks and stops, so that its supervisor can start a fresh process",
                   stuck, self.max_abandoned)
         return True
+
+    async def _held_back(self) -> str | None:
+        """Jobs with work left that other workers hold at their ``max_workers`` (``orphans.held_back``):
+        a front end says why this worker sat idle. Advisory: a database error is not the run's."""
+        try:
+            return await held_back(self.queue, self.job_id, route=self.processor.name)
+        except DatabaseUnavailable:
+            return None
+
+    async def _say_held_back(self) -> None:
+        """A ``forever`` worker that found nothing says once why, when a limit is the reason: looked up
+        when it turns idle, not on every poll."""
+        if self._held_said is not None:
+            return
+        said = self._held_said = await self._held_back() or ""
+        if said:
+            log.warning("idle: %s (another worker may join a job only below its max_workers)", said)
 
     async def _wait_for_retry(self, deadline: float | None) -> bool:
         """Sleep until the next entity retry is due; False when none waits (or it is too far off)."""
@@ -528,8 +595,8 @@ class Worker:
         """Sleep until the next lease of a worker that is gone expires (``orphans.py``); False when
         none is left to wait for, or (``summary.orphaned`` set) when it expires too late for this run."""
         found: list[OrphanedLease] = []
-        with route_to(self.processor.name):  # the jobs its claims may take (claims.ROUTE), as ``_claim_next``
-            leases = await orphaned_leases(self.queue, self.job_id)
+        # the jobs its claims may take, as ``_claim_next``
+        leases = await orphaned_leases(self.queue, self.job_id, route=self.processor.name)
         for lease in leases:
             first = self._orphan_expiry.setdefault(lease.key, lease.expires_at)
             if lease.expires_at > first:  # renewed since we first saw it: its owner is alive after all
@@ -574,6 +641,14 @@ class Worker:
                 self._stop.set()
         if self.on_chunk is not None:
             self.on_chunk(result)
+
+    async def _until_resumed(self) -> None:
+        waits = [asyncio.ensure_future(self._resume.wait()), asyncio.ensure_future(self._stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def _sleep(self, seconds: float, deadline: float | None) -> None:
         if deadline is not None:

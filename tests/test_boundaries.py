@@ -37,8 +37,8 @@ def test_import_contracts_hold(python_env: dict[str, str]) -> None:
 
 
 CORE_MODULES = sorted(
-    "chunkq.core" + ("" if p.stem == "__init__" else "." + p.stem)
-    for p in (ROOT / "core").glob("*.py") if p.stem != "__main__"
+    ".".join(("chunkq", *p.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
+    for p in [*(ROOT / "core").glob("*.py"), *(ROOT / "core" / "backend").glob("*.py")] if p.stem != "__main__"
 )
 
 
@@ -54,7 +54,8 @@ def test_tui_package_itself_imports_nothing(python_env: dict[str, str]) -> None:
     assert not {m for m in loaded if m.split(".")[0] in (*UI_LIBS, "sqlalchemy") or m.startswith("chunkq.core")}
 
 
-@pytest.mark.parametrize("module", ["chunkq.tui.cli", "chunkq.tui.http", "chunkq.tui.humanize"])
+@pytest.mark.parametrize("module", ["chunkq.tui.cli", "chunkq.tui.http", "chunkq.tui.humanize",
+                                    "chunkq.tui.web", "chunkq.tui.web.server"])
 def test_headless_front_ends_load_no_textual(module: str, python_env: dict[str, str]) -> None:
     loaded = _loaded_after(f"import {module}", python_env)
     assert not {m for m in loaded if m.split(".")[0] == "textual" or m.startswith("chunkq.tui.dashboard")}
@@ -104,3 +105,36 @@ def test_core_never_imports_tui_statically() -> None:
 
 def _is_tui(module: str) -> bool:
     return module.split(".")[0] == "tui" or module.startswith("chunkq.tui")
+
+
+def test_front_ends_use_only_what_core_exports() -> None:
+    """tui uses ``chunkq.core``'s API: the names in its ``__all__``, never a module inside it.
+
+    Import-linter's contract catches an import of a module inside core; this also catches a
+    name core happens to hold but does not export (``from chunkq.core import X``, ``core.X``),
+    which would break when core's insides move, and says where.
+    """
+    import chunkq.core
+
+    exported = set(chunkq.core.__all__)
+    offenders = []
+    for path in sorted((ROOT / "tui").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        where = str(path.relative_to(ROOT))
+        aliases = set()  # local names of the chunkq.core module itself
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if node.module == "chunkq.core":
+                    offenders += [f"{where}:{node.lineno} imports {a.name}" for a in node.names
+                                  if a.name not in exported]
+                elif node.module.startswith("chunkq.core."):
+                    offenders.append(f"{where}:{node.lineno} imports from {node.module}")
+                elif node.module == "chunkq":
+                    aliases |= {a.asname or a.name for a in node.names if a.name == "core"}
+            elif isinstance(node, ast.Import):
+                offenders += [f"{where}:{node.lineno} imports {a.name}" for a in node.names
+                              if a.name.startswith("chunkq.core")]
+        offenders += [f"{where}:{node.lineno} uses core.{node.attr}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                      and node.value.id in aliases and node.attr not in exported]
+    assert offenders == []

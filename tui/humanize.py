@@ -37,8 +37,9 @@ The rules:
   is shown as ``stale``; every other status as it is.
 - **Untrusted text** (names, IDs, params, provider messages, tracebacks) goes
   through ``printable`` before any front end shows it: control characters (C0,
-  DEL, C1 such as ``\\x9b``), the bidirectional overrides that can reorder
-  what a reader sees (U+202A–U+202E, U+2066–U+2069) and lone surrogates are
+  DEL, C1 such as ``\\x9b``), every bidirectional control that can reorder
+  what a reader sees (the marks U+200E/U+200F and U+061C, the embeddings and
+  overrides U+202A–U+202E, the isolates U+2066–U+2069) and lone surrogates are
   escaped visibly (``\\x1b``, ``\\u202e``, ``\\udcff``), so a job name cannot
   move the cursor, retitle the terminal or pose as other text. On one line,
   line breaks and tabs become spaces; ``lines=True`` keeps ``\\n`` (a
@@ -60,10 +61,14 @@ DASH = "–"
 _COMPACT_UNITS = ((10**12, "T"), (10**9, "G"), (10**6, "M"))
 _BREAKS = re.compile(r"\r\n|[\t\n\r\v\f\u2028\u2029]")
 _LINE_BREAKS = re.compile(r"\r\n|[\r\v\f\u2028\u2029]")
-#: what a terminal would act on or a reader be misled by: C0 and C1 controls, DEL, bidi overrides
-#: and isolates, and lone surrogates (text decoded with ``surrogateescape``; unencodable as UTF-8)
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_UNSAFE_KEEP_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+#: Every bidirectional control (Unicode's Bidi_Control property): the marks (ALM U+061C, LRM U+200E,
+#: RLM U+200F), embeddings and overrides (U+202A-U+202E) and isolates (U+2066-U+2069). One set, so an
+#: invisible mark is escaped like an override: any of them can reorder what a reader sees.
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+#: what a terminal would act on or a reader be misled by: C0 and C1 controls, DEL, bidi controls,
+#: and lone surrogates (text decoded with ``surrogateescape``; unencodable as UTF-8)
+_UNSAFE = re.compile(rf"[\x00-\x1f\x7f-\x9f{BIDI_CONTROLS}\ud800-\udfff]")
+_UNSAFE_KEEP_LINES = re.compile(rf"[\x00-\x08\x0b-\x1f\x7f-\x9f{BIDI_CONTROLS}\ud800-\udfff]")
 
 
 def number(n: int | None) -> str:
@@ -212,12 +217,12 @@ def printable(text: object, *, lines: bool = False) -> str:
 
 #: what ``json.dumps(ensure_ascii=False)`` leaves raw that a terminal acts on or a reader is misled by
 #: (JSON's own syntax is ASCII, so these only ever occur inside its strings)
-_JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_JSON_RAW = re.compile(f"[\x7f-\x9f\u2028\u2029{BIDI_CONTROLS}\ud800-\udfff]")
 
 
 def json_text(document: object, indent: int | None = None) -> str:
     """``document`` as JSON that is exact and inert: non-ASCII text stays readable, but DEL, C1
-    codes, bidi overrides and lone surrogates are written ``\\u009b``, ``\\u202e``, ... (JSON itself
+    codes, bidi controls and lone surrogates are written ``\\u009b``, ``\\u202e``, ... (JSON itself
     escapes only C0), which decode to the very characters; a lone surrogate no longer fails the write."""
     text = json.dumps(document, indent=indent, default=str, ensure_ascii=False)
     return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

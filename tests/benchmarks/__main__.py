@@ -25,7 +25,7 @@ from rich.table import Table
 from .common import Row, machine, scratch
 
 SECTIONS = ("enqueue", "chunk", "throughput", "lock", "dashboard", "postgres", "heavytail", "errorgroups", "processes",
-            "auto", "fair")
+            "auto", "fair", "prune", "history")
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -97,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="", help="a label stored in the JSON (e.g. 'before')")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
     parser.add_argument("--from-json", type=Path, metavar="FILE", help="show an earlier run's results, run nothing")
+    parser.add_argument("--prune-jobs", type=int, default=1_000_000, metavar="N",
+                        help="old finished jobs the prune section fills the database with")
+    parser.add_argument("--prune-backend", action="append", choices=("sqlite", "postgres"), default=[],
+                        help="the prune section on this backend only (repeatable; default: both)")
+    parser.add_argument("--history-jobs", type=int, default=10_000_000, metavar="N",
+                        help="jobs (nearly all finished) in the history section's big database")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the traceback of a failed section")
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 160))
@@ -170,8 +176,17 @@ def main(argv: list[str] | None = None) -> int:
             from . import fair_section
 
             run("fair", lambda: fair_section.fair(work, args.pg))
+        if "prune" in wanted:
+            from . import prune_section
 
-    order = {name: i for i, name in enumerate(("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"))}
+            run("prune", lambda: prune_section.prune(work, args.pg, args.prune_jobs,
+                                                     tuple(args.prune_backend) or ("sqlite", "postgres")))
+        if "history" in wanted:
+            from . import history_section
+
+            run("history", lambda: history_section.history(work, args.history_jobs, pg=args.pg))
+
+    order = {str(n): n for n in range(1, 15)}
     rows.sort(key=lambda r: order.get(r.section.split(" ")[0], 9))
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

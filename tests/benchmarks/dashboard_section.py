@@ -7,12 +7,17 @@
 * Queue totals: ``Queue.stats()``, the one aggregate over every job that the
   screen re-reads every couple of seconds.
 * Idle CPU: the real ``chunkq tui`` in a pseudo-terminal, left alone for 10 s.
+* Key latency during auto-run (issue 28): the job detail open on a job whose every entity
+  but one fails at once (chunk 500), auto-run going, and a cursor key sent every 50 ms; timed from
+  the key's arrival in the app's queue until the focused table's action ran. The baseline
+  is the same key on the same screen with nothing running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import math
 import os
 import pty
 import shutil
@@ -135,6 +140,93 @@ def _idle_cpu(db: Path, seconds: float) -> float:
         os.close(master)
 
 
+FAILING_PROCESSOR = """
+def process(entity_id, job):
+    if not entity_id.endswith(("000", "500")):  # one success a chunk: the circuit breaker stays shut
+        raise ValueError(f"no company matches {entity_id}")
+"""
+
+
+async def _key_latencies(db: Path, work: Path, *, auto_run: bool, keys: int = 120) -> tuple[list[float], int]:
+    """Key latencies (seconds) on the job detail; with ``auto_run``, while it processes a failing job.
+
+    Also how many entities auto-run had got through when the last key was answered (the load was real).
+    A database of its own each time: auto-run works on the one job the detail shows.
+    """
+    from chunkq.tui.dashboard.app import ChunkqApp
+    from chunkq.tui.dashboard.screens.detail import JobDetailScreen
+    from textual import events
+
+    module = f"chunkq_bench_fail_{os.getpid()}"
+    (work / f"{module}.py").write_text(FAILING_PROCESSOR)
+    if str(work) not in sys.path:
+        sys.path.insert(0, str(work))
+    async with Queue(db) as q:
+        job = await q.enqueue_job(ids(300_000 if auto_run else 1_000, "k-"), entity_type="company",
+                                  provider="p", chunk_size=500, name="failing fast")
+    app = ChunkqApp(str(db), processor=f"{module}:process")  # the real refresh interval
+    latencies: list[float] = []
+    async with app.run_test(size=(160, 45)) as pilot:
+
+        async def until(cond, what: str, limit: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+            deadline = time.monotonic() + limit
+            while not cond():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{what} within {limit:g} s")
+                await asyncio.sleep(0.001)
+
+        await until(lambda: app.jobs_screen is not None and app.jobs_screen.polls >= 1, "no first poll")
+        screen = JobDetailScreen(job.id)
+        await app.push_screen(screen)
+        await until(lambda: screen.loads >= 1, "the detail never loaded")
+        await pilot.pause()
+        table = screen.query_one("#detail-errors")
+        table.focus()
+        answered: list[float] = []
+        cursor_down = table.action_cursor_down  # type: ignore[attr-defined]
+
+        def probe() -> None:  # the key's action: note when it ran
+            answered.append(time.perf_counter())
+            cursor_down()
+
+        table.action_cursor_down = probe  # type: ignore[attr-defined]
+        if auto_run:
+            app.action_toggle_auto_run()
+            await until(lambda: app.auto_worker is not None and app.auto_worker.summary.entities > 0,
+                        "auto-run processed nothing")
+        for _ in range(keys):
+            if auto_run and app.auto_worker is None:
+                break  # the job ran out: what was measured stands
+            n = len(answered)
+            t0 = time.perf_counter()
+            app.post_message(events.Key("down", None))
+            await until(lambda n=n: len(answered) > n, "a key was never answered")  # type: ignore[misc]
+            latencies.append(answered[-1] - t0)
+            await asyncio.sleep(0.05)
+        done = app.auto_worker.summary.entities if app.auto_worker is not None else -1
+        if app.auto_worker is not None:
+            app.action_toggle_auto_run()  # stop after the chunk in flight
+        await until(lambda: app.auto_worker is None, "auto-run did not stop", 120.0)
+    return latencies, done
+
+
+def p95(xs: list[float]) -> float:
+    return sorted(xs)[max(0, math.ceil(0.95 * len(xs)) - 1)] if xs else float("nan")
+
+
+def key_latency(work: Path) -> Row:
+    """The issue 28 row: p95 key latency on the job detail while auto-run fails 500 entities a chunk."""
+    idle, _ = asyncio.run(_key_latencies(work / "dash-keys-idle.db", work, auto_run=False, keys=60))
+    t0 = time.perf_counter()
+    busy, done = asyncio.run(_key_latencies(work / "dash-keys-busy.db", work, auto_run=True))
+    return Row("5 dashboard", "key latency (p95), job detail during auto-run of a failing callback",
+               p95(busy) * 1e3, "ms", None, "", 100.0,
+               note=f"{len(busy)} keys, median {median(busy) * 1e3:.1f} ms, slowest {max(busy) * 1e3:.0f} ms; "
+                    f"same key idle: p95 {p95(idle) * 1e3:.1f} ms; auto-run got through {done:,} entities "
+                    f"in {time.perf_counter() - t0:.0f} s",
+               extra={"key_ms_busy": [t * 1e3 for t in busy], "key_ms_idle": [t * 1e3 for t in idle]})
+
+
 def dashboard(work: Path) -> list[Row]:
     small, big = work / "dash-10.db", work / "dash-10k.db"
     asyncio.run(_seed(small, 10))
@@ -145,6 +237,7 @@ def dashboard(work: Path) -> list[Row]:
     s_big = asyncio.run(_stats_times(big, 30))
     cpu = _idle_cpu(big, IDLE_SECONDS)
     cpu_small = _idle_cpu(small, IDLE_SECONDS)
+    keys = key_latency(work)
     return [
         Row("5 dashboard", "jobs screen refresh, 10,000 jobs", median(r_big) * 1e3, "ms", median(r_small) * 1e3,
             "10 jobs", 1.5, note=f"slowest refresh {max(r_big) * 1e3:.1f} ms vs {max(r_small) * 1e3:.1f} ms",
@@ -154,4 +247,5 @@ def dashboard(work: Path) -> list[Row]:
         Row("5 dashboard", "idle dashboard CPU, 10,000 jobs, 10 s", cpu * 100, "%", None, "", 3.0,
             note=f"share of one core, real `chunkq tui` in a pty; with 10 jobs: {cpu_small:.1%}",
             extra={"idle_cpu_10_jobs": cpu_small * 100}),
+        keys,
     ]

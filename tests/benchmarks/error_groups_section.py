@@ -1,14 +1,14 @@
-"""Section 9: error groups (issue 16) - reading a job's errors by kind at 1,000 and 100,000 errors (SQLite).
+"""Section 9: error groups (issues 16, 27) - reading a job's errors by kind at 1,000 and 100,000 errors (SQLite).
 
 Two jobs in one database, one with 1,000 logged errors and one with 100,000, in
-the same five kinds (fingerprints written at commit, as a worker writes them).
+the same five kinds, grouped as migration 0009 groups stored rows
+(``error_groups.rebuild``: the same templates and counters a commit writes).
 Measured through the public API, median of several reads:
 
-* ``group_errors`` - the grouped view. It counts every row of the job (attempts,
-  distinct entities, first and last time), so it grows with the errors; the
-  fingerprint index saves normalising every message at read, which is the
-  baseline (``normalise at read``: read the messages and fingerprint them, as a
-  view would without stored fingerprints).
+* ``group_errors`` - the grouped view. Since issue 27 it reads the job's group
+  rows and their counters (``chunkq_error_groups``), not its errors: flat in the
+  number of errors. The baseline of the second row normalises every message at
+  read (``normalise at read``), as a view would without stored groups.
 * one group's first page (``list_errors(fingerprint=...)``) and its entities
   (``group_entities``): an index seek, flat in the job's size.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from chunkq.core import Queue
 from chunkq.core import schema as s
+from chunkq.core.error_groups import rebuild
 from chunkq.core.fingerprint import fingerprint
 from sqlalchemy import insert, select
 
@@ -60,6 +61,8 @@ async def _seed(db: Path) -> tuple[int, int]:
                     async with q.engine.begin() as conn:
                         await conn.execute(insert(s.errors), batch)
                     batch = []
+            async with q.engine.begin() as conn:
+                await conn.run_sync(lambda c, job_id=job.id: rebuild(c, job_id))
         return jobs[0], jobs[1]
 
 
@@ -98,8 +101,9 @@ def error_groups(work: Path, reps: int = 9) -> list[Row]:
     sec = "9 error groups"
     return [
         Row(sec, "group_errors, 100k errors vs 1k (grouped view)", t_big["group"] * 1000, "ms",
-            t_small["group"] * 1000, "same read at 1k", None,
-            note="counts every row of the job: grows with its errors", extra={"small_ms": t_small["group"] * 1000}),
+            t_small["group"] * 1000, "same read at 1k", 2.0,
+            note="reads the job's group rows (counters kept at write): flat",
+            extra={"small_ms": t_small["group"] * 1000}),
         Row(sec, "group_errors vs normalising every message at read (100k)", t_big["group"] * 1000, "ms",
             t_big["normalise"] * 1000, "normalise at read", 0.5,
             note="the stored, indexed fingerprint"),

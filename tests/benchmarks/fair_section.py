@@ -33,6 +33,7 @@ from typing import Any
 
 from chunkq.core import Processor, Queue, Worker
 from chunkq.core import schema as s
+from chunkq.core.chunk import run_claimed
 from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
@@ -85,10 +86,10 @@ async def _claim_costs(urls: dict[int, str], order: str) -> dict[int, float]:
         for _ in range(CLAIMS):
             for n, q in queues.items():
                 t0 = time.perf_counter()
-                claim = await q._claim()
+                claim = await q.claims.claim()
                 times[n].append(time.perf_counter() - t0)
                 assert claim is not None
-                await q._run_claim(claim, noop, None)
+                await run_claimed(q, claim, noop, None)
     finally:
         for q in queues.values():
             await q.close()

@@ -299,13 +299,15 @@ def test_show_json_has_chunk_summary_and_error_groups(
 ) -> None:
     job_id = _job_with_errors(cli, write_processor)
     shown = doc(cli("show", str(job_id), "--json"))
-    assert set(shown) == {"job", "chunks", "error_groups"}
+    assert set(shown) == {"job", "chunks", "error_groups", "error_groups_total"}
+    assert shown["error_groups_total"] == 1  # issue 27: how many in all, not only the 20 shown
     assert set(shown["job"]) == JOB_KEYS and shown["job"]["failed_count"] == 3
     assert shown["chunks"]["done"] == 3 and shown["chunks"]["leased"] == 0 and shown["chunks"]["errors"] == 3
     # grouped by fingerprint, the entity's ID normalised away (issue 16), a two-character one ("e3") too
     assert len(shown["error_groups"]) == 1
     assert set(shown["error_groups"][0]) == {
-        "fingerprint", "error_type", "message", "location", "count", "entities", "first_at", "last_at", "samples"}
+        "fingerprint", "error_type", "message", "location", "count", "entities", "first_at", "last_at", "samples",
+        "merged"}
     group = shown["error_groups"][0]
     assert (group["error_type"], group["message"], group["count"], group["entities"]) == (
         "LookupError", "no match for <id>", 3, 3)

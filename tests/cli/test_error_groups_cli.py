@@ -120,3 +120,30 @@ def test_process_stops_at_the_first_new_kind_of_error(cli: Cli, write_processor:
     assert f"chunkq errors {job_id} --group {key}" in line
     rest = doc(cli("process", "--until-empty", "--stop-on-new-error", "--processor", f"{mod}:late_bug", "--json"))
     assert rest["stopped_by"] == "empty" and rest["chunks"] <= 1 and "new_error" not in rest
+
+
+def test_groups_say_the_total_page_and_merge_and_unmerge(cli: Cli, write_processor: Callable[[str], str]) -> None:
+    """Issue 27: no silent cap (the total and --offset), and an operator says what one bug is."""
+    job_id, mod = _job(cli, write_processor)
+    assert cli("process", "--until-empty", "--processor", f"{mod}:two_bugs", "-q").exit_code == 0
+    page = doc(cli("errors", str(job_id), "--groups", "--limit", "1", "--json"))
+    assert (page["total"], page["limit"], page["offset"], len(page["groups"])) == (2, 1, 0, 1)
+    rest = doc(cli("errors", str(job_id), "--groups", "--limit", "1", "--offset", "1", "--json"))
+    assert rest["total"] == 2 and rest["groups"][0]["fingerprint"] != page["groups"][0]["fingerprint"]
+    groups = _groups(cli, job_id)
+    lookup, timeout = groups["LookupError"]["fingerprint"], groups["TimeoutError"]["fingerprint"]
+    merged = cli("errors", str(job_id), "--merge", timeout, "--into", lookup)
+    assert merged.exit_code == 0, merged.stderr
+    assert merged.stdout.strip().split("\t") == [timeout, lookup]
+    (one,) = doc(cli("errors", str(job_id), "--groups", "--json"))["groups"]
+    assert (one["fingerprint"], one["count"], one["merged"]) == (lookup, 8, [timeout])
+    assert len(doc(cli("errors", str(job_id), "--group", lookup, "--json"))["errors"]) == 8
+    again = cli("errors", str(job_id), "--merge", timeout, "--into", lookup)
+    assert again.exit_code == 2 and "already" in one_line_error(again.stderr)
+    alone = cli("errors", str(job_id), "--merge", timeout)
+    assert alone.exit_code == 2 and "--into" in one_line_error(alone.stderr)
+    split = doc(cli("errors", str(job_id), "--unmerge", timeout, "--json"))
+    assert split == {"job_id": job_id, "unmerged": [timeout], "from": lookup}
+    assert doc(cli("errors", str(job_id), "--groups", "--json"))["total"] == 2
+    unknown = cli("errors", str(job_id), "--unmerge", "0123456789abcdef")
+    assert unknown.exit_code == 2 and "no error group" in one_line_error(unknown.stderr)

@@ -7,6 +7,7 @@ never fill a pipe nobody reads.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from chunkq.core.supervisor import strip_option, time_left
 
-from tests.cli.helpers import CHUNKQ, create_db, get_job, log_lines, one_line_error, run_chunkq
+from tests.cli.helpers import CHUNKQ, create_db, get_job, list_chunks, log_lines, one_line_error, run_chunkq
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 
@@ -255,3 +256,53 @@ def test_supervisor_deadline_is_the_whole_runs_and_exit_4_is_final(tmp_path: Pat
     status, lines, _ = _supervise("import sys; sys.exit(4)", 2)
     assert status == 4 and not any("restarting it in" in line for line in lines)
     assert sum("stopped with work left when its time ran out" in line for line in lines) == 2
+
+
+GATED = """
+GO = os.path.join(os.path.dirname(LOG), "go")
+
+def work(entity_id, job):
+    record(f"{os.getpid()} {entity_id}")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(GO) and time.monotonic() < deadline:
+        time.sleep(0.02)
+"""
+
+
+def test_processes_are_one_worker_to_max_workers(
+    env: dict[str, str], tmp_path: Path, db_url: str, write_processor: Callable[[str], str]
+) -> None:
+    """``--processes 2`` on one job of the default ``max_workers`` 1 runs it in both children (they are
+    one worker, their supervisor's team), while an independent worker still waits for that one slot and
+    says why it did nothing. Each call blocks until the test lets go: both children hold chunks at once."""
+    create_db(db_url)
+    mod = write_processor(GATED)
+    job = enqueue(db_url, 40, env, tmp_path, "--chunk-size", "5")
+    proc, err = start(["--db", db_url, "process", "--until-empty", "--processes", "2",
+                       "--processor", f"{mod}:work"], env, tmp_path)
+    try:
+        until("both children running a chunk of the one job",
+              lambda: len({line.split()[0] for line in log_lines(tmp_path, mod)}) == 2, proc, err)
+        # forked from the supervisor (chunkq already imported), not executed afresh: its command line
+        for pid in children(proc.pid):
+            assert "--processes" in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        other = run_chunkq(["--db", db_url, "process", "--until-empty", "--json", "--processor", f"{mod}:work"],
+                           env, tmp_path)
+        assert other.returncode == 0, other.stderr
+        summary = json.loads(other.stdout)
+        assert (summary["chunks"], summary["stopped_by"]) == (0, "empty")
+        assert f"job {job} is at its max_workers (1), held by another worker" in summary["held_back"]
+        (tmp_path / "go").touch()
+        code = proc.wait(timeout=120)
+    finally:
+        (tmp_path / "go").touch()
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, err.read_text()
+    assert get_job(db_url, job).status == "complete"
+    chunks = list_chunks(db_url, job)
+    owners = Counter(c.worker for c in chunks)
+    assert len(owners) == 2 and sum(owners.values()) == 8, owners
+    assert len({line.split()[1] for line in log_lines(tmp_path, mod)}) == 40
+    plain = run_chunkq(["--db", db_url, "process", "--processor", f"{mod}:work"], env, tmp_path)
+    assert "nothing left to do" in plain.stdout and "max_workers" not in plain.stdout

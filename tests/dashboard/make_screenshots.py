@@ -165,7 +165,7 @@ async def shoot(out: Path) -> list[Path]:
                 await pilot.press("ctrl+s")
 
             await save("enqueue-errors", bad_form)
-            await pilot.press("escape")
+            await pilot.press("escape", "y")  # a filled form asks before discarding it
 
             async def open_help() -> None:
                 await pilot.press("question_mark")

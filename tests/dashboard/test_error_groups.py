@@ -21,6 +21,7 @@ from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from chunkq.tui.dashboard.screens.detail import JobDetailScreen
 from chunkq.tui.dashboard.screens.dry_run import DryRunScreen
 from chunkq.tui.dashboard.screens.export import ExportScreen
+from chunkq.tui.dashboard.widgets.error_tables import ErrorGroups
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
@@ -285,6 +286,8 @@ async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: 
         assert screen.error_filter is not None and screen.error_filter.entities == 2
         assert screen.error_filter.message.startswith("upstream 500 for <id>")
         assert column(table(screen, "detail-errors"), "entity") == ["down-11.com", "down-13.com"]
+        # issue 27: the highlighted group is the one opened, as the caption and the list say
+        assert screen.query_one(ErrorGroups).selected_group() == screen.error_filter
         assert any("breakpoint: job" in n for n in notes(app))
 
         # again: the outage is known now, so only the 404 (new) stops it
@@ -294,6 +297,7 @@ async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: 
         await wait_loaded(pilot, screen)
         assert app.screen is screen and screen.error_filter is not None
         assert screen.error_filter.message.startswith("404 Not Found")
+        assert screen.query_one(ErrorGroups).selected_group() == screen.error_filter
 
         # off: auto-run goes through to the end
         await pilot.press("b")
@@ -330,3 +334,81 @@ async def test_dry_run_failures_open_like_stored_errors(sqlite_url: str, enrich:
         await settle(pilot)
         assert app.screen is screen
         assert await app.queue.list_errors(job.id) == []
+
+
+async def test_the_caption_counts_every_bug_not_the_page(db_url: str) -> None:
+    """Issue 27: 103 bugs read "103 bugs" (the 100 biggest listed), never "100 bugs"."""
+    from chunkq.core import fingerprint_as
+
+    def bugs(entity_id: str, _job: object) -> None:
+        n = int(entity_id.split("-")[1])
+        raise fingerprint_as(ValueError(f"case {n}"), f"bug-{n % 103}")
+
+    async with Queue(db_url, clock=lambda: SEED_AT, breaker_chunks=10**6) as q:
+        job = await q.enqueue_job([f"e-{i}" for i in range(206)], entity_type="company", provider="p",
+                                  chunk_size=103)
+        for _ in range(2):
+            await q.process_chunk(job.id, bugs)
+        assert (await q.error_group_page(job.id, limit=1)).total == 103
+    async with running(db_url, None, job.id) as (_app, _pilot, screen):
+        caption = str(screen.query_one("#groups-caption").render())
+        assert "(103 bugs, the 100 biggest listed)" in caption
+
+
+async def test_the_last_column_ages_while_nothing_changes(db_url: str, enrich: str) -> None:
+    """Issue 27: an idle job's groups said "0s" for nine minutes; each poll now measures from the poll's time."""
+    from datetime import timedelta
+
+    from chunkq.core import ProcessorOptions
+
+    from tests.dashboard.conftest import FIXED_NOW, NEVER
+
+    job = await seed_mixed(db_url, enrich)
+    now = [FIXED_NOW]
+    app = ChunkqApp(db_url, processor=enrich, options=ProcessorOptions(), clock=lambda: now[0],
+                    refresh_interval=NEVER)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_detail(pilot, job.id)
+        before = set(column(table(screen, "detail-groups"), "last"))
+        assert before == {"1h"}
+        now[0] = FIXED_NOW + timedelta(hours=2)
+        loads = screen.loads
+        screen.reload()  # not forced, the job unchanged: no group is read again
+        await wait_loaded(pilot, screen, loads)
+        assert set(column(table(screen, "detail-groups"), "last")) == {"3h"}
+
+
+async def test_m_merges_two_groups_and_shift_m_splits_them_again(db_url: str, enrich: str) -> None:
+    """Issue 27: the operator says two groups are one bug from the dashboard, and undoes it."""
+    job = await seed_mixed(db_url, enrich)
+    async with running(db_url, enrich, job.id) as (_app, pilot, screen):
+        groups = table(screen, "detail-groups")
+        groups.focus()
+        groups.move_cursor(row=group_row_of(screen, "gone-"))
+        await pilot.press("m")
+        groups.move_cursor(row=group_row_of(screen, "noemail-"))
+        await pilot.press("m")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ConfirmScreen)
+        await pilot.press("y")
+        for _ in range(100):
+            await settle(pilot)
+            if "(2 bugs)" in str(screen.query_one("#groups-caption").render()):
+                break
+            await asyncio.sleep(0.02)
+        assert "(2 bugs)" in str(screen.query_one("#groups-caption").render())
+        async with Queue(db_url) as q:
+            merged = [g for g in await q.group_errors(job.id) if g.merged]
+        assert len(merged) == 1 and merged[0].error_type == "KeyError" and merged[0].count == 10
+        groups.focus()
+        groups.move_cursor(row=column(groups, "type").index("KeyError"))
+        await pilot.press("M")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ConfirmScreen)
+        await pilot.press("y")
+        for _ in range(100):
+            await settle(pilot)
+            if "(3 bugs)" in str(screen.query_one("#groups-caption").render()):
+                break
+            await asyncio.sleep(0.02)
+        assert "(3 bugs)" in str(screen.query_one("#groups-caption").render())

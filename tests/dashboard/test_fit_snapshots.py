@@ -88,3 +88,36 @@ def test_fit_detail(snap_compare, seeded_file: str, size: str) -> None:
         await settle(pilot)
 
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
+
+
+async def _open_detail(pilot: Pilot[None]) -> JobDetailScreen:
+    await settle(pilot)
+    screen = JobDetailScreen(1, progress_clock=MockClock())
+    await pilot.app.push_screen(screen)
+    for _ in range(100):
+        if screen.loads:
+            break
+        await pilot.pause(0.02)
+    await settle(pilot)
+    return screen
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_fit_traceback_on_enter(snap_compare, seeded_file: str, size: str) -> None:
+    """Issue 28: Enter on an error opens its traceback, the whole screen at 80 columns, beside the lists wide."""
+    async def run_before(pilot: Pilot[None]) -> None:
+        await _open_detail(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+
+    assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
+
+
+def test_fit_copy_dialog_at_80(snap_compare, seeded_file: str) -> None:
+    """Issue 28: y asks what to copy of the selected error."""
+    async def run_before(pilot: Pilot[None]) -> None:
+        await _open_detail(pilot)
+        await pilot.press("y")
+        await settle(pilot)
+
+    assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES["80x24"], run_before=run_before)

@@ -73,7 +73,7 @@ def test_history_compares_buckets_of_different_widths_as_rates() -> None:
     data = series([bucket(60, 120, 6), bucket(10, 20, 10), bucket(0, 0)])
     assert data.throughput == (2.0, 2.0, 0.0) and data.failures == (0.1, 1.0, 0.0)
     assert (data.processed, data.failed) == (140, 16)
-    assert captions(data) == ("calls/s 60m", "140 calls", "16 errors")
+    assert captions(data) == ("calls/s 60m", "140 calls", "16 failed calls")
 
 
 def test_an_empty_history_says_idle() -> None:

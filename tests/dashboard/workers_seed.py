@@ -1,8 +1,8 @@
 """Deterministic data for the workers view and the history sparklines (snapshots and Pilot tests).
 
 Workers are registered through core's own ``Registration`` (the rows are real), with
-the host name and pid fixed for the moment of registering, so a snapshot reads the
-same on every machine and every run. A registration left open (no ``__aexit__``) is a
+the host name, pid and chunkq version fixed for the moment of registering, so a snapshot
+reads the same on every machine, every run and every release. A registration left open (no ``__aexit__``) is a
 worker that is still there; its heartbeat task is cancelled so nothing moves.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from unittest import mock
 
-from chunkq.core import JobFailed, Processor, Queue
+from chunkq.core import JobFailed, Processor, Queue, registry
 from chunkq.core.registry import Registration
 
 from tests.dashboard.conftest import FIXED_NOW
@@ -29,6 +29,7 @@ class Summary:
     entities: int = 0
     errors: int = 0
     retried: int = 0
+    stopped_by: str = ""  # not stopped yet
 
 
 @dataclass
@@ -39,6 +40,7 @@ class FakeRun:
     summary: Summary = field(default_factory=Summary)
     stopping: bool = False
     asked: list[str] = field(default_factory=list)
+    concurrency_limit: int | None = None  # it runs no callbacks (the registry shows none)
 
     def stop(self) -> None:
         self.asked.append("stop")
@@ -71,7 +73,7 @@ async def register(q: Queue, clock: Clock, run: FakeRun, *, worker_id: str, host
     """A registered worker that last heartbeat at ``at`` and is still registered (never exited)."""
     clock.at = at - 600
     reg = Registration(q, run, kind=kind, processor_name=processor, interval=interval, worker_id=worker_id)
-    with as_host(host, pid):
+    with as_host(host, pid), mock.patch.object(registry, "chunkq_version", lambda: "0.1.0"):
         await reg.__aenter__()
     assert reg._task is not None
     reg._task.cancel()  # nothing beats on its own: the snapshot must not move

@@ -41,6 +41,11 @@ def test_error_groups_and_filtered_errors(make_client: Any) -> None:
     assert [e["entity_id"] for e in found["errors"]] == ["bad-2"]
     searched = client.get(f"/jobs/{job['id']}/error-groups", params={"search": "gone"}, headers=AUTH).json()
     assert [g["error_type"] for g in searched["groups"]] == ["KeyError"]
+    # issue 27: the total and the page, never a silent cap
+    assert (doc["total"], doc["offset"]) == (2, 0)
+    paged = client.get(f"/jobs/{job['id']}/error-groups", params={"limit": 1, "offset": 1}, headers=AUTH).json()
+    assert (paged["total"], paged["limit"], paged["offset"]) == (2, 1, 1)
+    assert [g["error_type"] for g in paged["groups"]] == ["KeyError"]
 
 
 def test_error_groups_bad_input(make_client: Any) -> None:
@@ -53,3 +58,27 @@ def test_error_groups_bad_input(make_client: Any) -> None:
     r = client.get(f"/jobs/{job['id']}/errors", params={"group": "x" * 100}, headers=AUTH)
     assert r.status_code == 422 and "group" in r.json()["error"]
     assert client.get(f"/jobs/{job['id']}/error-groups").status_code == 401
+
+
+def test_merge_and_unmerge_error_groups(make_client: Any) -> None:
+    """Issue 27: POST /jobs/{id}/error-groups/merge, both ways, and its bad input (422, nothing changed)."""
+    client = make_client(provider())
+    job = client.post("/jobs", json=job_body(["bad-1", "gone-1", "bad-2"], chunk_size=10), headers=AUTH).json()
+    assert client.post("/jobs/process", headers=AUTH).status_code == 200
+    url = f"/jobs/{job['id']}/error-groups"
+    first, second = client.get(url, headers=AUTH).json()["groups"]
+    a, b = first["fingerprint"], second["fingerprint"]
+    r = client.post(f"{url}/merge", json={"groups": [b], "into": a}, headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"job_id": job["id"], "merged": [b], "into": a}
+    doc = client.get(url, headers=AUTH).json()
+    assert doc["total"] == 1 and (doc["groups"][0]["count"], doc["groups"][0]["merged"]) == (3, [b])
+    for bad in ({"groups": [], "into": a}, {"groups": [b], "into": 5}, {"groups": [b]}, {"grups": [b], "into": a},
+                {"groups": [b], "into": a, "unmerge": b}, {"unmerge": ["x"]}, {"groups": ["f" * 16], "into": a}):
+        r = client.post(f"{url}/merge", json=bad, headers=AUTH)
+        assert r.status_code == 422, bad
+    assert client.get(url, headers=AUTH).json()["total"] == 1
+    r = client.post(f"{url}/merge", json={"unmerge": b}, headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"job_id": job["id"], "unmerged": [b], "from": a}
+    assert client.get(url, headers=AUTH).json()["total"] == 2
+    assert client.post(f"{url}/merge", json={"unmerge": b}).status_code == 401
+    assert client.post("/jobs/777/error-groups/merge", json={"unmerge": b}, headers=AUTH).status_code == 404

@@ -7,10 +7,12 @@ about what the logic decides, never about how fast anything ran.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 from chunkq.core import InvalidInput, Processor, ProcessorOptions, Queue, Retry
-from chunkq.core.adaptive import AIMDLimit, FixedLimit, is_overloaded, limit_for, parse_auto
+from chunkq.core.adaptive import AIMDLimit, FixedLimit, current_limit, is_overloaded, limit_for, parse_auto
 from chunkq.core.limits import check_concurrency
 
 
@@ -216,6 +218,21 @@ def test_limit_for() -> None:
     lim = limit_for(proc)
     assert isinstance(lim, AIMDLimit) and lim.maximum == 6 and limit_for(proc) is lim, "one per processor"
     assert parse_auto("auto") is None and parse_auto("auto:7") == 7
+
+
+def test_the_auto_limiter_is_kept_off_the_users_processor_and_goes_with_it() -> None:
+    """The user's object is theirs: chunkq keeps what it learned about it aside, by identity (an equal
+    processor is another one), and forgets it when the processor is gone."""
+    proc = Processor(concurrency="auto:6")
+    lim = limit_for(proc)
+    assert vars(proc) == vars(Processor(concurrency="auto:6")), "nothing of chunkq's on the processor"
+    assert limit_for(Processor(concurrency="auto:6")) is not lim and current_limit(proc) == lim.limit
+    proc.concurrency = "auto:9"  # a different setting: a limiter of its own
+    assert limit_for(proc) is not lim and limit_for(proc).maximum == 9
+    kept = weakref.ref(limit_for(proc))
+    del proc, lim
+    gc.collect()
+    assert kept() is None
 
 
 async def test_a_queue_run_under_auto_processes_everything_and_backs_off(db_url: str) -> None:

@@ -5,8 +5,10 @@ Every test runs on a real SQLite file and on the real PostgreSQL (``db_url``).
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
-from chunkq.core import COMPLETE, PENDING, InvalidInput, JobNotFound, Processor, Queue, Retry
+from chunkq.core import COMPLETE, PENDING, InvalidInput, JobNotFound, Processor, Queue, Retry, fingerprint_as
 from chunkq.core import schema as s
 from chunkq.core.error_groups import LEGACY_PREFIX, legacy_key
 from chunkq.core.fingerprint import FingerprintCache, fingerprint
@@ -278,7 +280,7 @@ async def test_every_write_path_stores_a_fingerprint(db_url: str) -> None:
     async with Queue(db_url, lease_seconds=30, clock=clock) as q:
         job = await _job(q, ["ent1"], chunk_size=1)
         for _ in range(2 * ISOLATE_AFTER + 1):  # a worker claims it, starts it (alone once suspect), dies
-            claim = await q._claim()
+            claim = await q.claims.claim()
             if claim is None:
                 break
             if claim.suspect:
@@ -298,3 +300,169 @@ async def test_every_write_path_stores_a_fingerprint(db_url: str) -> None:
         assert errs[1].fingerprint == errs[0].fingerprint is not None  # upstream 500 for <some ID>: one group
         (group,) = await q.group_errors(other.id)
         assert (group.count, group.entities) == (2, 1)
+
+
+# --------------------------------------------------------------------------- issue 27: templates, totals, merges
+
+def four_bugs(eid: str, _job: object) -> None:
+    """The four processors of issue 27 (103 groups, shown as "100 bugs", before)."""
+    n = int(eid.split("-")[1])
+    d, m = n % 28 + 1, n % 60
+    kind = n % 4
+    if kind == 0:
+        {}[f"sku_{n}"]  # KeyError with a varying key
+    if kind == 1:
+        raise ConnectionError(f"connect to 10.0.{n % 256}.{n % 7}:443 timed out after {n / 13:.2f}s "
+                              f"(trace {uuid.UUID(int=n * 7919)})")
+    if kind == 2:
+        raise ValueError(f"invalid email 'user{n}@example{n % 9}.com' for account #{n} "
+                         f"(hash {n * 2654435761 % 2**32:08x})")
+    raise RuntimeError(f"Order ORD-{n:06d} for tenant acme_{n % 50} failed: status={n % 3 + 500} "
+                       f"at 2024-01-{d:02d}T10:{m:02d}:00Z")
+
+
+async def test_the_issues_four_bugs_are_four_groups_with_whole_counts(db_url: str) -> None:
+    async with Queue(db_url, breaker_chunks=10**6) as q:  # every entity fails: no circuit breaker
+        job = await _job(q, [f"s-{i:06d}" for i in range(600)], chunk_size=50)
+        await _drain(q, four_bugs)
+        page = await q.error_group_page(job.id)
+        assert page.total == 4 and len(page.groups) == 4
+        assert sorted(g.count for g in page.groups) == [150] * 4
+        assert all(g.entities == 150 for g in page.groups)
+        assert sum(1 for g in page.groups if g.samples) == 4
+        # each group's rows are its own, all of them
+        for g in page.groups:
+            rows = await q.list_errors(job.id, fingerprint=g.fingerprint, limit=1000)
+            assert len(rows) == 150 and len({r.error_type for r in rows}) == 1
+        # paged: the total stays, the page moves
+        second = await q.error_group_page(job.id, limit=3, offset=3)
+        assert second.total == 4 and [g.fingerprint for g in second.groups] == [page.groups[3].fingerprint]
+
+
+async def test_names_without_digits_become_one_group_and_reason_phrases_stay_two(db_url: str) -> None:
+    names = ["Acme Corp", "Globex", "Initech", "Umbrella Inc", "Hooli", "Stark Industries", "Wayne", "Cyberdyne"]
+
+    def cb(eid: str, _job: object) -> None:
+        n = int(eid.split("-")[1])
+        if n % 2:
+            raise LookupError(f"company {names[n // 2 % len(names)]} not found")
+        raise ProviderError(f"Client error '{'401 Unauthorized' if n % 4 else '404 Not Found'}' for url "
+                            f"'https://api.example.com/v2/companies/{eid}'")
+
+    async with Queue(db_url, breaker_chunks=10**6) as q:
+        job = await _job(q, [f"s-{i:06d}" for i in range(64)], chunk_size=8)
+        await _drain(q, cb)
+        groups = await q.group_errors(job.id)
+        assert sorted((g.error_type.rsplit(".", 1)[-1], g.count) for g in groups) == [
+            ("LookupError", 32), ("ProviderError", 16), ("ProviderError", 16)]
+        (company,) = [g for g in groups if g.error_type == "LookupError"]
+        assert company.message == "company <*> not found"
+        assert len(await q.list_errors(job.id, fingerprint=company.fingerprint, limit=100)) == 32
+
+
+async def test_a_processor_names_the_bug(db_url: str) -> None:
+    def cb(eid: str, _job: object) -> None:
+        n = int(eid.split("-")[1])
+        if n % 2:
+            raise fingerprint_as(ValueError(f"VAT number {eid} rejected"), "bad-vat")
+        raise fingerprint_as(KeyError(f"no such field {'abc'[n % 3]}x"), "bad-vat")
+
+    async with Queue(db_url, breaker_chunks=10**6) as q:
+        job = await _job(q, IDS)
+        await _drain(q, cb)
+        (group,) = await q.group_errors(job.id)
+        assert (group.count, group.entities) == (40, 40)
+
+
+async def test_an_operator_merges_two_groups_for_future_errors_too_and_undoes_it(db_url: str) -> None:
+    async with Queue(db_url) as q:
+        job = await _job(q, IDS[:20])
+        await _drain(q, provider)
+        before = await q.error_group_page(job.id)
+        assert before.total == 3
+        by_type = {g.error_type.rsplit(".", 1)[-1]: g for g in before.groups}
+        a, b = by_type["KeyError"].fingerprint, by_type["RuntimeError"].fingerprint
+        assert await q.merge_error_groups(job.id, [a], b) == [a]
+        page = await q.error_group_page(job.id)
+        assert page.total == 2
+        merged = next(g for g in page.groups if g.fingerprint == b)
+        assert (merged.count, merged.merged) == (10, (a,))
+        assert len(await q.list_errors(job.id, fingerprint=b)) == 10
+        assert len(await q.group_entities(job.id, b)) == 10
+        # the rule holds for the job's future errors of that template
+        more = await q.requeue_failed(job.id, fingerprint=b)
+        assert more.waiting_count == 10
+        await _drain(q, provider)
+        merged = next(g for g in (await q.error_group_page(job.id)).groups if g.fingerprint == b)
+        assert merged.count == 20
+        with pytest.raises(InvalidInput, match="already"):
+            await q.merge_error_groups(job.id, [a], b)
+        assert await q.unmerge_error_group(job.id, a) == b
+        after = {g.fingerprint: g.count for g in (await q.error_group_page(job.id)).groups}
+        assert after[a] == 10 and after[b] == 10 and len(after) == 3
+        with pytest.raises(InvalidInput, match="not merged"):
+            await q.unmerge_error_group(job.id, a)
+        with pytest.raises(InvalidInput, match="no error group"):
+            await q.merge_error_groups(job.id, ["0123456789abcdef"], b)
+
+
+async def test_recovered_entities_leave_the_open_counts(db_url: str) -> None:
+    clock = FakeClock()
+    async with Queue(db_url, clock=clock) as q:
+        job = await _job(q, ["ent1", "ent2", "ent3"], max_attempts=3)
+        failing = {"ent1", "ent2", "ent3"}
+
+        def cb(eid: str, _job: object) -> None:
+            if eid in failing:
+                raise Retry(f"503 Service Unavailable for {eid}")
+
+        await q.process_next_chunk(cb)
+        (group,) = await q.group_errors(job.id)
+        assert (group.count, group.entities) == (3, 3)
+        failing = {"ent1"}
+        clock.advance(3600)
+        await _drain(q, cb)
+        (group,) = await q.group_errors(job.id)
+        assert (group.count, group.entities) == (2, 1)  # ent1's two attempts, not yet resolved
+        (everything,) = await q.group_errors(job.id, include_resolved=True)
+        assert (everything.count, everything.entities) == (4, 3)
+
+
+async def test_rebuild_regroups_stored_rows_as_the_migration_does(db_url: str) -> None:
+    from chunkq.core.error_groups import rebuild
+
+    async with Queue(db_url, breaker_chunks=10**6) as q:
+        job = await _job(q, [f"s-{i:06d}" for i in range(200)], chunk_size=50)
+        await _drain(q, four_bugs)
+        live = sorted((g.count, g.entities, g.message) for g in await q.group_errors(job.id))
+        async with q.engine.begin() as conn:
+            await conn.execute(s.errors.update().where(s.errors.c.job_id == job.id).values(fingerprint=None))
+            made = await conn.run_sync(lambda c: rebuild(c, job.id, batch=37))
+        assert made >= 4
+        assert sorted((g.count, g.entities, g.message) for g in await q.group_errors(job.id)) == live
+
+
+def test_migration_0009_groups_the_errors_a_0_1_0_database_logged(db_url: str, tmp_path) -> None:
+    """Stored errors get a group in the upgrade (``rebuild``): every row counted, every row found by its group."""
+    import asyncio
+
+    from chunkq.core import upgrade_schema
+
+    from tests.migrations.support import legacy_db, rows_of
+
+    url = legacy_db(db_url, tmp_path)
+    before = rows_of(url)["chunkq_errors"]
+    assert before
+    asyncio.run(upgrade_schema(url))
+
+    async def read() -> None:
+        async with Queue(url, readonly=True) as q:
+            for job_id in sorted({r["job_id"] for r in before}):
+                rows = [r for r in before if r["job_id"] == job_id]
+                page = await q.error_group_page(job_id, include_resolved=True, limit=1000)
+                assert sum(g.count for g in page.groups) == len(rows) and page.total == len(page.groups)
+                listed = [e.id for g in page.groups
+                          for e in await q.list_errors(job_id, fingerprint=g.fingerprint, limit=1000)]
+                assert sorted(listed) == sorted(r["id"] for r in rows)
+
+    asyncio.run(read())

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import pytest
 from chunkq.core import COMPLETE, InvalidInput, Processor, Queue, Worker
+from chunkq.core.chunk import run_claimed
+from chunkq.core.outcomes import Outcomes
 
 from .test_leases import FakeClock, enqueue
 
@@ -105,15 +107,69 @@ async def test_a_job_at_max_workers_is_passed_over_for_the_next_in_turn(db_url: 
             Queue(db_url, clock=clock, owner="two:2:b") as two:
         a = (await enqueue(one, 6, chunk_size=1, max_workers=1)).id
         b = (await enqueue(one, 6, chunk_size=1, max_workers=1)).id
-        held = await one._claim()  # a's turn: worker one holds it (its only worker slot)
+        held = await one.claims.claim()  # a's turn: worker one holds it (its only worker slot)
         assert held is not None and held.job.id == a
         clock.advance(1)
         assert [(await two.process_next_chunk(NOOP)).job_id for _ in range(2)] == [b, b]  # type: ignore[union-attr]
         clock.advance(1)
-        await one._run_claim(held, NOOP, None)  # a's slot is free again
+        await run_claimed(one, held, NOOP, None)  # a's slot is free again
         clock.advance(1)
         r = await two.process_next_chunk(NOOP)
         assert r is not None and r.job_id == a  # served least recently: its turn, at once
+
+
+async def _turns(q: Queue) -> tuple[dict[int, float], dict[str, float]]:
+    """Every job's ``served_at`` and every tenant's virtual time: the state of the fair order."""
+    from chunkq.core import schema as s
+    from sqlalchemy import select
+
+    def read(conn: object) -> tuple[dict[int, float], dict[str, float]]:
+        jobs = conn.execute(select(s.jobs.c.id, s.jobs.c.served_at)).all()  # type: ignore[attr-defined]
+        tenants = conn.execute(select(s.tenants.c.name, s.tenants.c.vtime)).all()  # type: ignore[attr-defined]
+        return {int(i): float(v) for i, v in jobs}, {str(n): float(v) for n, v in tenants}
+
+    return await q.backend.read(read, "reading turns")
+
+
+async def test_taking_over_an_expired_lease_is_not_a_turn(db_url: str) -> None:
+    """A worker that redoes a dead worker's chunk has not given its job a turn: the job's
+    ``served_at`` and its tenant's virtual time stay as the first claim left them, so the
+    next fresh claims serve the other tenant first, as if the worker had never died."""
+    clock = FakeClock()
+    async with Queue(db_url, clock=clock, owner="one:1:a", lease_seconds=30) as one, \
+            Queue(db_url, clock=clock, owner="two:2:b", lease_seconds=30) as two:
+        a = (await enqueue(one, 6, chunk_size=1, tenant="a")).id
+        b = (await enqueue(one, 6, chunk_size=1, tenant="b")).id
+        clock.advance(1)
+        dead = await one.claims.claim()  # tenant a's turn; then worker one dies holding it
+        assert dead is not None and dead.job.id == a
+        before = await _turns(one)
+        clock.advance(60)  # its lease expired
+        taken = await two.claims.claim()
+        assert taken is not None and (taken.job.id, taken.chunk_index, taken.attempt) == (a, 0, 2)
+        assert await _turns(two) == before  # not a turn: neither the job's nor its tenant's
+        await two.committer.commit(taken, Outcomes(), 0.0, None)
+        assert await _drain(two, clock, chunks=4) == [b, a, b, a]
+
+
+async def test_a_window_holding_two_jobs_at_max_workers_keeps_both(db_url: str) -> None:
+    """Only *other* workers count against ``max_workers``: a window holding chunks of two
+    ``max_workers=1`` jobs may take more of either (not only of its latest chunk's), while
+    another worker may join neither."""
+    clock = FakeClock()
+    async with Queue(db_url, clock=clock, owner="one:1:a") as one, \
+            Queue(db_url, clock=clock, owner="two:2:b") as two:
+        a = (await enqueue(one, 6, chunk_size=1, max_workers=1)).id
+        b = (await enqueue(one, 6, chunk_size=1, max_workers=1)).id
+        held = []
+        for _ in range(4):  # the window's latest chunk is passed as ``mine``, as ``Worker`` does
+            clock.advance(1)
+            held.append(await one.claims.claim(mine=held[-1].job.id if held else None))
+        assert [h.job.id for h in held if h is not None] == [a, b, a, b]  # turns, inside one window
+        assert await two.claims.claim() is None
+        for h in held:
+            assert h is not None
+            await one.committer.commit(h, Outcomes(), 0.0, None)
 
 
 async def test_a_window_holds_chunks_of_several_jobs(queue: Queue) -> None:
@@ -231,6 +287,28 @@ async def test_a_tenant_whose_jobs_are_being_claimed_does_not_idle_the_others(pg
         async with q.engine.connect() as held:
             await held.execute(text("BEGIN"))
             await held.execute(select_(s.jobs.c.id).where(s.jobs.c.id == first).with_for_update())
-            claim = await asyncio.wait_for(q._claim(), 20)
+            claim = await asyncio.wait_for(q.claims.claim(), 20)
             await held.rollback()
         assert claim is not None and claim.job.id == other
+
+
+async def test_a_worker_kept_idle_by_max_workers_says_which_job_and_who_holds_it(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not "nothing left to do" while work is left: the run names the job at its ``max_workers``
+    and the worker holding it (``orphans.held_back``); a forever worker logs it once when idle."""
+    async with Queue(db_url, owner="hold:11:a") as holder, Queue(db_url, owner="idle:22:b") as idle:
+        job = (await enqueue(holder, 6, chunk_size=2)).id  # max_workers 1
+        held = await holder.claims.claim()
+        assert held is not None
+        summary = await asyncio.wait_for(Worker(idle, NOOP).run(), 30)
+        assert (summary.chunks, summary.stopped_by) == (0, "empty")
+        assert summary.held_back == f"job {job} is at its max_workers (1), held by another worker (hold:11)"
+        assert summary.to_dict()["held_back"] == summary.held_back
+        with caplog.at_level("WARNING", logger="chunkq.worker"):
+            await asyncio.wait_for(Worker(idle, NOOP, forever=True, poll_interval=0.05, max_seconds=0.5).run(), 30)
+        said = [r.getMessage() for r in caplog.records if "max_workers" in r.getMessage()]
+        assert len(said) == 1 and f"job {job} is at its max_workers (1)" in said[0], said
+        await holder.committer.commit(held, Outcomes(), 0.0, None)
+        done = await asyncio.wait_for(Worker(idle, NOOP).run(), 30)
+        assert done.chunks == 2 and done.held_back is None  # its slot was free: nothing to explain

@@ -37,7 +37,7 @@ async def test_dead_workers_chunk_is_reclaimed_and_resumed(db_url: str) -> None:
             Queue(db_url, lease_seconds=30, clock=clock, owner="alive:2:b") as alive:
         job = await enqueue(dead, 25, chunk_size=10)
         await dead.process_next_chunk()  # chunk 0 committed
-        claim = await dead._claim()  # chunk 1 claimed ... and the worker dies
+        claim = await dead.claims.claim()  # chunk 1 claimed ... and the worker dies
         assert claim is not None and claim.chunk_index == 1
         j = await alive.get_job(job.id)
         assert (j.status, j.lease_owner, j.leased_chunks) == (RUNNING, "dead:1:a", 1)
@@ -66,7 +66,7 @@ async def test_late_commit_is_fenced_off(db_url: str) -> None:
     async with Queue(db_url, lease_seconds=10, clock=clock, owner="slow") as slow, \
             Queue(db_url, lease_seconds=10, clock=clock, owner="fast") as fast:
         job = await enqueue(slow, 10, chunk_size=10)
-        claim = await slow._claim()
+        claim = await slow.claims.claim()
         assert claim is not None
         clock.advance(11)  # the slow worker stalls past its lease
         r = await fast.process_next_chunk(lambda e, _j: None)
@@ -74,7 +74,7 @@ async def test_late_commit_is_fenced_off(db_url: str) -> None:
         # The slow worker finally finishes: its results must not be applied twice.
         from chunkq.core.outcomes import Outcomes
 
-        late = await slow._commit(claim, Outcomes(len(claim.items), [], claim.items.positions), 1.0, None)
+        late = await slow.committer.commit(claim, Outcomes(len(claim.items), [], claim.items.positions), 1.0, None)
         assert late.committed is False
         j = await fast.get_job(job.id)
         assert (j.status, j.processed_count, j.succeeded_count) == (COMPLETE, 10, 10)
@@ -121,17 +121,19 @@ async def test_released_chunk_is_redone(db_url: str) -> None:
 
 
 async def test_max_workers_spreads_one_job(db_url: str) -> None:
-    async with Queue(db_url) as a, Queue(db_url) as b, Queue(db_url) as c:
+    async with Queue(db_url) as a, Queue(db_url) as b, Queue(db_url) as c, Queue(db_url) as e:
         wide = await enqueue(a, 100, chunk_size=10, max_workers=2)
-        ca, cb = await a._claim(), await b._claim()
+        ca, cb = await a.claims.claim(), await b.claims.claim()
         assert ca is not None and cb is not None
         assert (ca.job.id, cb.job.id) == (wide.id, wide.id)
         assert {ca.chunk_index, cb.chunk_index} == {0, 1}
-        assert await c._claim() is None  # two leases held, max_workers=2
+        assert await c.claims.claim() is None  # two leases held, max_workers=2
         narrow = await enqueue(a, 20, chunk_size=10)
-        d = await c._claim()
+        d = await c.claims.claim()
         assert d is not None and d.job.id == narrow.id
-        assert await c._claim() is None  # narrow keeps strict order: one chunk at a time
+        assert await e.claims.claim() is None  # every job's workers are at its max_workers
+        more = await c.claims.claim()  # only other workers count: narrow's one worker may hold more of it
+        assert more is not None and (more.job.id, more.chunk_index) == (narrow.id, 1)
 
 
 async def test_asyncio_workers_process_every_entity_exactly_once(db_url: str) -> None:
@@ -202,13 +204,13 @@ async def test_os_processes_process_every_entity_exactly_once(db_url: str, tmp_p
 async def test_resume_keeps_running_status_while_a_chunk_is_leased(db_url: str) -> None:
     async with Queue(db_url) as q:
         job = await enqueue(q, 20, chunk_size=10)
-        claim = await q._claim()
+        claim = await q.claims.claim()
         assert claim is not None
         await q.pause(job.id)
         assert (await q.resume(job.id)).status == RUNNING
         from chunkq.core.outcomes import Outcomes
 
-        r = await q._commit(claim, Outcomes(len(claim.items), [], claim.items.positions), 0.1, None)
+        r = await q.committer.commit(claim, Outcomes(len(claim.items), [], claim.items.positions), 0.1, None)
         assert r.status == PENDING
 
 

@@ -45,7 +45,7 @@ async def test_a_lease_is_orphaned_unless_its_owner_is_known_alive(db_url: str) 
             Queue(db_url, lease_seconds=30, owner=f"{host}:{os.getpid()}:c") as sibling:
         job = await _enqueue(me, 40, chunk_size=10, max_workers=4)
         for q in (dead, remote, sibling):
-            assert await q._claim() is not None
+            assert await q.claims.claim() is not None
         found = await orphaned_leases(me)
         # this host: by pid (the sibling is this very process, alive); another host: not registered
         assert [(o.chunk_index, o.holder) for o in found] == [(0, f"{host}:{dead_pid}"), (1, "elsewhere:77")]
@@ -66,7 +66,7 @@ async def test_until_empty_waits_out_a_dead_owners_lease_and_redoes_the_chunk(db
     async with Queue(db_url, lease_seconds=1.0, owner=f"{socket.gethostname()}:{_dead_pid()}:a") as dead, \
             Queue(db_url) as q:
         job = await _enqueue(q, 20, chunk_size=10, max_workers=2)
-        assert (await dead._claim()) is not None  # ... and its worker dies
+        assert (await dead.claims.claim()) is not None  # ... and its worker dies
         seen: list[str] = []
         summary = await asyncio.wait_for(
             Worker(q, lambda e, _j: seen.append(e), wait_for_retries=True).run(), 30)
@@ -77,7 +77,7 @@ async def test_until_empty_waits_out_a_dead_owners_lease_and_redoes_the_chunk(db
         # the same with a deadline before the lease ends: it stops at once, saying what is left
         again = await _enqueue(q, 10, chunk_size=10)
         async with Queue(db_url, lease_seconds=60, owner=dead.owner) as dead60:
-            assert (await dead60._claim()) is not None
+            assert (await dead60.claims.claim()) is not None
         summary = await asyncio.wait_for(
             Worker(q, lambda e, _j: None, wait_for_retries=True, max_seconds=5).run(), 30)
         assert summary.stopped_by == "orphaned" and summary.chunks == 0
@@ -91,7 +91,7 @@ async def test_a_lease_renewed_while_waiting_belongs_to_a_live_worker(db_url: st
     once, at most one lease, then left alone: the run ends without taking the chunk."""
     async with Queue(db_url, lease_seconds=1.0, owner="elsewhere:9:z") as other, Queue(db_url) as q:
         job = await _enqueue(q, 20, chunk_size=10, max_workers=2)
-        claim = await other._claim()
+        claim = await other.claims.claim()
         assert claim is not None
 
         async def keep_renewing() -> None:

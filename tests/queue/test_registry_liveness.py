@@ -88,7 +88,7 @@ async def test_stop_request_through_the_database_finishes_the_chunk(db_url: str)
             release.set()
             summary = await asyncio.wait_for(task, 10)
         # finished the chunk(s) it held (a worker's window may hold more than one), started no other
-        assert summary.chunks >= 1 and summary.stopped_by == "signal"
+        assert summary.chunks >= 1 and summary.stopped_by == "requested", "the database's stop, not a signal"
         after = await q.get_job(job.id)
         assert (after.processed_count, after.leased_chunks) == (5 * summary.chunks, 0) and after.processed_count < 40
 
@@ -143,6 +143,26 @@ async def test_lost_is_computed_on_read_and_old_rows_are_forgotten(db_url: str) 
         finally:
             reg._registered = False  # its row is already gone
             await reg.__aexit__(None, None, None)
+
+
+async def test_a_worker_registers_itself_under_its_processors_name(db_url: str) -> None:
+    """``worker.registered``: the row says who it is (kind, processor, its concurrency), and says it
+    stopped, with what it did, when the block ends."""
+    async with Queue(db_url) as q:
+        await q.enqueue_job(["a1", "a2"], entity_type="c", provider="p", processor="mod:a")
+        seen: list[str] = []
+
+        async def record(entity_id: str, job: Job) -> None:
+            seen.append(entity_id)
+
+        w = Worker(q, Processor(on_process=record, concurrency=3, name="mod:a"))
+        async with w.registered(kind="dashboard", interval=3600) as reg:
+            [row] = [x for x in await q.list_workers() if x.id == reg.id]
+            assert (row.kind, row.processor, row.concurrency, row.state) == ("dashboard", "mod:a", 3, "idle")
+            summary = await w.run()
+        assert sorted(seen) == ["a1", "a2"] and summary.stopped_by == "empty"
+        [row] = [x for x in await q.list_workers(include_stopped=True) if x.id == reg.id]
+        assert (row.state, row.done) == ("stopped", 2)
 
 
 async def test_routing_a_worker_claims_only_its_own_and_unrouted_jobs(db_url: str) -> None:
@@ -205,7 +225,7 @@ async def test_stats_count_stale_jobs_like_the_rows(db_url: str) -> None:
     clock = [3_000_000.0]
     async with Queue(db_url, clock=lambda: clock[0], lease_seconds=30) as q:
         job = await q.enqueue_job([f"e{i}" for i in range(10)], entity_type="c", provider="p", chunk_size=5)
-        claim = await q._claim()
+        claim = await q.claims.claim()
         assert claim is not None
         assert (await q.stats()).stale_jobs == 0
         clock[0] += 21.0  # two heartbeat intervals (10 s each) without a renewal; the lease runs to +30

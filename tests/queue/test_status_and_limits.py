@@ -76,7 +76,7 @@ async def test_list_jobs_orders_by_status_rank_then_newest(queue: Queue) -> None
         elif name == "failed":
             await queue.process_chunk(job.id, _fail_job)
         elif name == "running":
-            assert await queue._claim(job.id) is not None
+            assert await queue.claims.claim(job.id) is not None
     listed = await queue.list_jobs()
     statuses = [j.status for j in listed]
     assert statuses == sorted(statuses, key=lambda s: s.rank), statuses

@@ -76,24 +76,28 @@ async def test_max_workers_counts_workers_not_the_chunks_they_hold(db_url: str) 
     async with Queue(db_url, owner="a:1:a") as a, Queue(db_url, owner="b:2:b") as b, \
             Queue(db_url, owner="c:3:c") as c:
         one = await enqueue(a, 100, chunk_size=10, max_workers=1)
-        first = await a._claim()
+        first = await a.claims.claim()
         assert first is not None and first.job.id == one.id
-        assert await b._claim() is None  # max_workers=1: another worker may not join
-        assert await a._claim() is None  # nor may the same worker, unless it says the job is its own
-        second = await a._claim(mine=one.id)
+        assert await b.claims.claim() is None  # max_workers=1: another worker may not join
+        # only *other* workers count against max_workers: the holder may take more, saying so or not
+        second = await a.claims.claim()
         assert second is not None and second.chunk_index == 1
-        assert await b._claim(mine=None) is None
+        third_of_one = await a.claims.claim(mine=one.id)
+        assert third_of_one is not None and third_of_one.chunk_index == 2
+        assert await b.claims.claim(mine=None) is None
 
         two = await enqueue(a, 100, chunk_size=10, max_workers=2, priority=5)
-        held = [await a._claim(), await a._claim(mine=two.id), await a._claim(mine=two.id)]
+        held = [await a.claims.claim(), await a.claims.claim(mine=two.id), await a.claims.claim(mine=two.id)]
         assert [h.job.id for h in held if h is not None] == [two.id] * 3
-        joined = await b._claim()  # three chunks leased, but by one worker of two
+        joined = await b.claims.claim()  # three chunks leased, but by one worker of two
         assert joined is not None and joined.job.id == two.id
-        third = await c._claim()
+        third = await c.claims.claim()
         assert third is None or third.job.id != two.id  # two workers hold it: a third may not join
         for claim in [*held, joined]:
             assert claim is not None
-            await (a if claim.owner == a.owner else b)._commit(claim, Outcomes(), 0.0, None)
+            await (a if claim.owner == a.owner else b).committer.commit(claim, Outcomes(), 0.0, None)
+        for claim in (first, second, third_of_one):
+            await a.committer.commit(claim, Outcomes(), 0.0, None)
 
 
 async def test_abort_releases_every_chunk_of_the_window(db_url: str) -> None:
@@ -112,7 +116,7 @@ async def test_abort_releases_every_chunk_of_the_window(db_url: str) -> None:
         summary = await asyncio.wait_for(worker.run(), 30)
         assert summary.stopped_by == "aborted" and summary.chunks == 0
         # Every lease was given back: another worker takes all of them over at once (into its window).
-        taken = [await nxt._claim(job.id)] + [await nxt._claim(job.id, mine=job.id) for _ in range(2)]
+        taken = [await nxt.claims.claim(job.id)] + [await nxt.claims.claim(job.id, mine=job.id) for _ in range(2)]
         assert all(t is not None and t.attempt == 2 for t in taken), taken
         assert sorted(t.chunk_index for t in taken if t is not None) == [0, 1, 2]
 
@@ -142,8 +146,10 @@ async def test_counting_a_jobs_workers_reads_the_lease_index_not_every_chunk(sql
 
     async with Queue(sqlite_url) as q:
         await enqueue(q, 10, chunk_size=2)
-        stmt = select(s.jobs.c.id).where(claimable(0.0, 1)).limit(1)
-        sql = str(stmt.compile(dialect=q.engine.dialect, compile_kwargs={"literal_binds": True}))
-        plan = await q.backend.read(lambda conn: conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql).all(), "plan")
-    chunk_reads = [row[3] for row in plan if "chunkq_chunks" in row[3]]
-    assert chunk_reads and all("ix_chunkq_chunks_lease" in r for r in chunk_reads), plan
+        for team in (None, "h:1:t"):  # counting every holder, or the others than a team
+            stmt = select(s.jobs.c.id).where(claimable(0.0, 1, team=team)).limit(1)
+            sql = str(stmt.compile(dialect=q.engine.dialect, compile_kwargs={"literal_binds": True}))
+            plan = await q.backend.read(lambda conn, sql=sql: conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql).all(),
+                                        "plan")
+            chunk_reads = [row[3] for row in plan if "chunkq_chunks" in row[3]]
+            assert chunk_reads and all("ix_chunkq_chunks_lease" in r for r in chunk_reads), plan

@@ -66,6 +66,29 @@ async def test_abort_releases_the_chunk_in_flight(queue: Queue) -> None:
     assert r is not None and r.chunk_index == 0 and r.processed == 10
 
 
+async def test_abort_right_after_a_claim_releases_the_chunk_that_never_started(queue: Queue) -> None:
+    """Aborted between the claim's commit and its chunk's first step (the dashboard closing during
+    auto-run): the chunk's task is cancelled before it runs a line, so the window gives the lease back."""
+    job = await enqueue(queue, 10, chunk_size=10)
+    ran: list[str] = []
+    worker = Worker(queue, lambda eid, _j: ran.append(eid), forever=True)
+    claim = queue.claims.claim
+
+    async def claim_then_abort(*args: object, **kwargs: object) -> object:
+        got = await claim(*args, **kwargs)  # type: ignore[arg-type]
+        if got is not None:
+            worker.abort()  # the window's task is cancelled at its next await: the chunk's task never runs
+        return got
+
+    queue.claims.claim = claim_then_abort  # type: ignore[method-assign]
+    summary = await asyncio.wait_for(worker.run(), 10)
+    queue.claims.claim = claim  # type: ignore[method-assign]
+    assert (summary.chunks, summary.stopped_by, ran) == (0, "aborted", [])
+    r = await queue.process_next_chunk()  # released: claimable again at once, not after the lease
+    assert r is not None and r.chunk_index == 0 and r.processed == 10
+    assert (await queue.get_job(job.id)).processed_count == 10
+
+
 async def test_forever_worker_picks_up_new_work(queue: Queue) -> None:
     seen: list[str] = []
     worker = Worker(queue, lambda e, j: seen.append(e), forever=True, poll_interval=0.05)

@@ -55,7 +55,8 @@ class Hooks:
         return self.counts[point] == self.at
 
     def announce(self, point: str) -> None:
-        print(f"AT {point}", flush=True)
+        # the process's own stdout: inside a callback ``sys.stdout`` is the entity's captured output
+        print(f"AT {point}", file=sys.__stdout__, flush=True)
 
     def hold_blocking(self) -> None:
         """Block the calling thread (even the event loop's) until killed or released."""
@@ -158,7 +159,8 @@ async def main() -> int:
         proc = Processor(on_process=sync_cb)
 
     async with Queue(args.db, lease_seconds=args.lease) as q:
-        orig_claim, orig_commit = q._claim, q._commit
+        # the two public collaborators every way of processing goes through (core/chunk.py)
+        orig_claim, orig_commit = q.claims.claim, q.committer.commit
 
         async def claim(job_id: int | None = None, **kw: Any) -> Any:
             c = await orig_claim(job_id, **kw)
@@ -180,8 +182,8 @@ async def main() -> int:
             append(log_fd, f"commit\t{pid}\t{c.job.id}\t{c.chunk_index}\t{c.attempt}\t{int(r.committed)}")
             return r
 
-        q._claim = claim  # type: ignore[method-assign]
-        q._commit = commit  # type: ignore[method-assign]
+        q.claims.claim = claim  # type: ignore[method-assign]
+        q.committer.commit = commit  # type: ignore[method-assign]
 
         from sqlalchemy import event
 

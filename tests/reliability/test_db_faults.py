@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 from chunkq.core import DatabaseUnavailable, Processor, Queue
+from chunkq.core.chunk import run_claimed
 from sqlalchemy import event
 
 from ._support import check_at_least_once, check_complete, finish, read_records, spawn, wait_for
@@ -187,20 +188,20 @@ def test_a_claim_lost_in_a_server_crash_cannot_fence_in_another_workers_chunk(cl
             job = await a.enqueue_job(["e0", "e1", "e2"], entity_type="company", provider="p",
                                       chunk_size=1, max_workers=2)
             await a.process_next_chunk(flaky)  # e0 waits 1 s for a retry (durable: a synchronous commit)
-            lost = await a._claim()  # chunk 1 = e1, committed asynchronously ...
+            lost = await a.claims.claim()  # chunk 1 = e1, committed asynchronously ...
             assert lost is not None and [i.entity_id for i in lost.items] == ["e1"]
             cluster.crash()  # ... and gone
             cluster.start()
             await asyncio.sleep(1.2)  # the retry of e0 is due
             async with Queue(cluster.url, owner="new:2:b") as b:
-                taken = await b._claim()
+                taken = await b.claims.claim()
                 assert taken is not None
                 if (taken.chunk_index, taken.attempt) != (lost.chunk_index, lost.attempt):
                     pytest.skip("the crash did not undo the asynchronous claim (WAL flushed in time)")
                 assert taken.kind == "retry" and [i.entity_id for i in taken.items] == ["e0"]
-                late = await a._run_claim(lost, Processor(on_process=flaky), None)
+                late = await run_claimed(a, lost, Processor(on_process=flaky), None)
                 assert not late.committed, "a claim lost in the crash committed over another worker's chunk"
-                ok = await b._run_claim(taken, Processor(on_process=lambda e, j: None), None)
+                ok = await run_claimed(b, taken, Processor(on_process=lambda e, j: None), None)
                 assert ok.committed
                 while await b.process_next_chunk(lambda e, j: None) is not None:
                     pass

@@ -1,7 +1,7 @@
 """Model-based test: random sequences of queue operations against a tiny in-memory model.
 
 Hypothesis drives enqueue / process (a callback that fails some entities) /
-crash (claim a chunk with the internal ``_claim`` and abandon it) / late commit
+crash (claim a chunk with ``queue.claims.claim`` and abandon it) / late commit
 (the abandoned worker wakes up and commits: fenced off if its chunk was taken
 over) / advancing an injected clock past the lease / cancel / pause / resume /
 retry_failed, and after every step checks that ``get_job``, ``list_jobs``,
@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytest
-from chunkq.core import InvalidInput, InvalidTransition, Processor, Queue
+from chunkq.core import InvalidInput, InvalidTransition, Processor, Pruner, Queue, RetentionPolicy, counts
 from chunkq.core import schema as s
+from chunkq.core.chunk import run_claimed
 from chunkq.core.claims import STALE_CHECK_SECONDS
 from chunkq.core.poison import ISOLATE_AFTER
 from hypothesis import HealthCheck, Phase, settings
@@ -54,6 +55,7 @@ LEASE = 30.0
 STALE_EVERY = min(LEASE / 2, STALE_CHECK_SECONDS)
 MAX_EXAMPLES = 30 * SOAK
 STEPS = 25
+FINISHED = ("complete", "failed", "cancelled")
 # Shrinking a failing run replays it hundreds of times (minutes, past pytest's timeout): CI reports
 # the first failing sequence as found; set CHUNKQ_SHRINK=1 to get the minimal one.
 PHASES = [p for p in Phase if p != Phase.shrink or os.environ.get("CHUNKQ_SHRINK") == "1"]
@@ -160,12 +162,12 @@ class QueueModel(RuleBasedStateMachine):
                       key=lambda j: (-j.priority, j.id))
 
     def _expired(self, mine: int | None = None) -> tuple[MJob, MChunk] | None:
-        """The first expired lease of a job with a free worker slot (leases alive count against it),
-        or of ``mine``, a job the claiming worker's window already holds a chunk of."""
+        """The first expired lease of a job with a free worker slot: fewer *other* workers than its
+        ``max_workers`` hold a live lease of it (issue 25). This model has one worker, so none do."""
         now = self.clock()
         for j in self._live():
-            busy = sum(1 for c in j.chunks.values() if c.state == "leased" and c.expires >= now)
-            if busy >= j.max_workers and j.id != mine:
+            others: set[str] = set()  # one worker: every live lease is its own
+            if len(others) >= j.max_workers:
                 continue
             for c in sorted(j.chunks.values(), key=lambda c: c.index):
                 if c.state == "leased" and c.expires < now:
@@ -173,11 +175,11 @@ class QueueModel(RuleBasedStateMachine):
         return None
 
     def _fresh(self, mine: int | None = None) -> MJob | None:
-        """``max_workers`` counts workers, not chunks (issue 14): this model has one worker, so a job
-        whose leased chunks reach the bound is still claimable when it allows two workers."""
+        """``max_workers`` counts workers, not chunks (issue 14), and only the *other* workers holding
+        the job (issue 25): this model has one worker, so its jobs always have a slot for it."""
         def slot(j: MJob) -> bool:
-            owners = 1 if any(c.state == "leased" and c.owned for c in j.chunks.values()) else 0
-            return j.leased < j.max_workers or j.id == mine or owners < j.max_workers
+            others = 0  # one worker: every leased chunk is its own (or a split's, nobody's)
+            return j.leased < j.max_workers or j.id == mine or others < j.max_workers
 
         # the fair order (issue 25): priority, then the job served least recently (never: 0), then the oldest
         fresh = sorted((j for j in self._live() if slot(j) and j.next_pos < len(j.entities)),
@@ -316,7 +318,7 @@ class QueueModel(RuleBasedStateMachine):
     @rule(advance=st.booleans(), alone=st.booleans())
     def crash(self, advance: bool, alone: bool = True) -> None:
         """A worker claims and dies; ``alone``: having started the chunk, as it would a suspect, alone."""
-        claim = self.run(self.q._claim())
+        claim = self.run(self.q.claims.claim())
         if claim is None:
             assert self._apply_claim(None, None, None, []) is None
         else:
@@ -346,7 +348,7 @@ class QueueModel(RuleBasedStateMachine):
         mine = None
         held: list[Any] = []
         for _ in range(claims + 1):
-            claim = self.run(self.q._claim(mine=mine))
+            claim = self.run(self.q.claims.claim(mine=mine))
             if claim is None:
                 assert self._apply_claim(None, None, None, [], mine) is None
                 return held
@@ -389,7 +391,7 @@ class QueueModel(RuleBasedStateMachine):
             if (pos, poison.entities[pos]) in poison.errors and all(
                     self.jobs[j].chunks[i].state != "leased" for j, i in innocent):
                 break
-            claim = self.run(self.q._claim())
+            claim = self.run(self.q.claims.claim())
             if claim is None:
                 assert self._apply_claim(None, None, None, []) is None
                 self.clock.t += LEASE + 1  # the next claim looks for expired leases again
@@ -406,7 +408,7 @@ class QueueModel(RuleBasedStateMachine):
                 self.clock.t += LEASE + 1
                 continue
             cb, _seen = self._callback(True)  # anything else completes, run alone if a suspect
-            r = self.run(self.q._run_claim(claim, Processor(on_process=cb), None))
+            r = self.run(run_claimed(self.q, claim, Processor(on_process=cb), None))
             assert r.committed
             chunk.solo = claim.suspect
             self._apply_commit(job, chunk, heal=True)
@@ -433,7 +435,7 @@ class QueueModel(RuleBasedStateMachine):
 
     def _late_commit(self, claim: Any, heal: bool) -> None:
         cb, _seen = self._callback(heal)
-        r = self.run(self.q._run_claim(claim, Processor(on_process=cb), None))
+        r = self.run(run_claimed(self.q, claim, Processor(on_process=cb), None))
         job = self.jobs[claim.job.id]
         chunk = job.chunks[claim.chunk_index]
         if chunk.state == "leased" and chunk.attempt == claim.attempt:
@@ -501,7 +503,37 @@ class QueueModel(RuleBasedStateMachine):
         assert self.run(self.q.entity_ids(new.id)) == ids
         self.jobs[new.id] = MJob(new.id, ids, job.chunk_size, job.max_workers, job.priority, parent_id=job.id)
 
+    @precondition(lambda self: any(m.status in FINISHED for m in self.jobs.values()))
+    @rule()
+    def prune(self) -> None:
+        """Retention deletes every finished job no live retry names (issue 26); the counts follow."""
+        self.clock.t += 1  # finished before now
+        result = self.run(Pruner(self.q, batch_rows=7).prune(RetentionPolicy.only(0)))
+        named = {m.parent_id for m in self.jobs.values() if m.status not in FINISHED}
+        gone = {jid for jid, m in self.jobs.items() if m.status in FINISHED and jid not in named}
+        assert set(result.job_ids) == gone
+        for jid in gone:
+            del self.jobs[jid]
+        for m in self.jobs.values():
+            m.parent_id = None if m.parent_id in gone else m.parent_id
+        self.abandoned = [c for c in self.abandoned if c.job.id not in gone]
+        self.stats["pruned jobs"] += len(gone)
+
     # ------------------------------------------------------------------ the check after every step
+
+    @invariant()
+    def counts_agree(self) -> None:
+        """The maintained counts (``core/counts.py``) equal a full recount, and the views that read them
+        agree with the model (issue 26)."""
+        read = self.q.backend.read
+        assert self.run(read(counts.maintained, "counts")) == self.run(read(counts.finished_recount, "recount"))
+        stats = self.run(self.q.stats())
+        want = Counter(m.status for m in self.jobs.values())
+        assert dict(stats.jobs_by_status) == {k: want[k] for k in stats.jobs_by_status}
+        assert (stats.total_entities, stats.processed_entities, stats.failed_entities) == (
+            sum(len(m.entities) for m in self.jobs.values()), sum(m.processed for m in self.jobs.values()),
+            sum(m.failed for m in self.jobs.values()))
+        assert self.run(self.q.count_jobs(["complete", "failed", "cancelled"])) == sum(want[k] for k in FINISHED)
 
     @invariant()
     def database_agrees(self) -> None:
@@ -544,6 +576,7 @@ def test_queue_agrees_with_the_model(db_url: str) -> None:
     for what in ("chunks", "crashes", "reclaimed", "late commit accepted", "fenced off while re-leased",
                  "retry jobs", "cancelled", "completed jobs", "isolated", "worker lost", "window claims",
                  "window claims past max_workers", "suspects run alone", "solo lost lease counted",
-                 "suspect lost unstarted, not counted", "poison windows", "window suspects completed alone"):
+                 "suspect lost unstarted, not counted", "poison windows", "window suspects completed alone",
+                 "pruned jobs"):
         assert stats[what] > 0, f"the model run never exercised {what!r}: {dict(stats)}"
     print(f"\n[model {backend(db_url)}] {MAX_EXAMPLES} examples x up to {STEPS} steps: {dict(sorted(stats.items()))}")

@@ -16,6 +16,7 @@ import asyncio
 from typing import Any
 
 from chunkq.core import COMPLETE, Processor, Queue, Retry
+from chunkq.core.chunk import run_claimed
 
 
 def flaky(entity_id: str, _job: Any) -> None:
@@ -28,8 +29,8 @@ async def test_retry_scheduled_by_a_concurrent_commit_is_not_lost(db_url: str) -
         job = await a.enqueue_job(["r0", "r1", "x2", "x3"], entity_type="company", provider="p",
                                   chunk_size=1, max_workers=2)
         await a.process_next_chunk(flaky)  # r0 waits for a retry
-        cb = await b._claim()
-        ca = await a._claim()
+        cb = await b.claims.claim()
+        ca = await a.claims.claim()
         assert cb is not None and cb.kind == "retry" and [i.entity_id for i in cb.items] == ["r0"]
         assert ca is not None and ca.kind == "range" and [i.entity_id for i in ca.items] == ["r1"]
 
@@ -47,9 +48,9 @@ async def test_retry_scheduled_by_a_concurrent_commit_is_not_lost(db_url: str) -
             return result
 
         a.backend.write = held  # type: ignore[method-assign]
-        ta = asyncio.create_task(a._run_claim(ca, Processor(on_process=flaky), None))
+        ta = asyncio.create_task(run_claimed(a, ca, Processor(on_process=flaky), None))
         await asyncio.wait_for(reached.wait(), 10)
-        tb = asyncio.create_task(b._run_claim(cb, Processor(on_process=lambda e, j: None), None))
+        tb = asyncio.create_task(run_claimed(b, cb, Processor(on_process=lambda e, j: None), None))
         await asyncio.sleep(0.5)  # B is now waiting for A's lock on the job row
         go.set()
         ra, rb = await asyncio.wait_for(asyncio.gather(ta, tb), 30)

@@ -11,8 +11,7 @@ import logging
 import sys
 
 import click
-from chunkq.core import Job, ProcessorOptions, Queue
-from chunkq.core.db import mask_password
+from chunkq.core import Job, ProcessorOptions, Queue, mask_password
 from chunkq.tui import humanize
 from click.core import ParameterSource
 
@@ -44,8 +43,8 @@ def open_dashboard(db: str, processor_path: str | None, options: ProcessorOption
     if processor_path:
         build_processor(processor_path, options)
     if not _interactive():
-        raise CliError("the dashboard needs an interactive terminal; for scripts use 'chunkq jobs', "
-                       "'chunkq process' or --json")
+        raise CliError("the dashboard needs an interactive terminal; in a browser use 'chunkq web', "
+                       "for scripts 'chunkq jobs', 'chunkq process' or --json")
     run(_check_database(db))  # missing, older, newer: one line here, not a crash inside the UI
     try:
         from chunkq.tui.dashboard.app import DashboardCrashed, run_dashboard
@@ -88,7 +87,7 @@ def demo(ctx: click.Context, demo_db: str | None, no_ui: bool, as_json: bool) ->
     Run it again to reopen the same database; it is seeded only once. With
     --json (or --no-ui) it only seeds and reports.
     """
-    from chunkq.core.demo import seed
+    from chunkq.core import seed_demo as seed
 
     root = ctx.find_root()
     if demo_db is None:

@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from chunkq.core import ChunkqError
-from chunkq.core.db import mask_password
+from chunkq.core import ChunkqError, mask_password
 from chunkq.tui.humanize import printable
 
 from .context import CliError, set_verbosity, verbosity

@@ -50,18 +50,20 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
     async def go() -> tuple[Job, Any, Any]:
         async with Queue(cfg.db, readonly=True) as q:
             job = await q.get_job(job_id)
-            return job, await q.list_chunks(job_id, limit=10_000), await q.group_errors(job_id, limit=20)
+            return job, await q.list_chunks(job_id, limit=10_000), await q.error_group_page(job_id, limit=20)
 
-    job, chunks, groups = run(go())
+    job, chunks, page = run(go())
+    groups = list(page.groups)
     summary = out.chunk_summary(chunks)
     if wants_json(ctx, as_json):
         out.emit_json({
             "job": job.to_dict(),
             "chunks": summary,
             "error_groups": [group_dict(g) for g in groups],
+            "error_groups_total": page.total,
         })
     else:
-        out.show_job(job, summary, groups)
+        out.show_job(job, summary, groups, groups_total=page.total)
 
 
 @click.command()
@@ -78,37 +80,56 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
               help="Only the errors of this group (a key from --groups).")
 @click.option("--search", metavar="TEXT", default=None,
               help="Only errors whose entity ID or message contains TEXT (any letter case).")
+@click.option("--offset", type=click.IntRange(0, limits.OFFSET.hi), default=0, metavar="N",
+              help="Skip the first N errors (or groups, with --groups): the next page.")
+@click.option("--merge", "merge_keys", metavar="KEY", multiple=True,
+              help="Say group KEY is the same bug as the group --into names (repeatable); kept for the job's "
+                   "future errors of that kind too, until --unmerge.")
+@click.option("--into", "into_key", metavar="KEY", default=None, help="The group --merge merges into.")
+@click.option("--unmerge", "unmerge_key", metavar="KEY", default=None,
+              help="Split group KEY off the group it was merged into.")
 @json_option
 @click.pass_context
 def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped: bool, group_key: str | None,
-           search: str | None, as_json: bool) -> None:
-    """A job's error log, oldest first (every attempt; 'final' marks entities that failed for good)."""
+           search: str | None, offset: int, merge_keys: tuple[str, ...], into_key: str | None,
+           unmerge_key: str | None, as_json: bool) -> None:
+    """A job's error log, oldest first (every attempt; 'final' marks entities that failed for good).
+
+    With --groups, one row per bug, biggest first, and how many bugs there are in all; --merge KEY --into KEY
+    and --unmerge KEY change what counts as one bug.
+    """
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
+    if merge_keys or into_key is not None or unmerge_key is not None:
+        _change_groups(ctx, job_id, merge_keys, into_key, unmerge_key, as_json)
+        return
     export = fmt in ("csv", "jsonl") and not as_json
     search = limits.check_search(search)  # before an export writes its header: a refused search writes nothing
     if grouped and (group_key is not None or export):
         raise CliError("--groups lists the groups: it cannot be combined with --group or --format csv/jsonl")
+    if offset and export:
+        raise CliError("--offset pages the table and --json; csv and jsonl stream every error")
     filtered = group_key is not None or search is not None
 
-    async def go() -> list[Any]:
+    async def go() -> Any:
         async with Queue(cfg.db, readonly=True) as q:
             if grouped:
-                return await q.group_errors(job_id, limit=limit or limits.ERRORS_PAGE.default, search=search)
+                return await q.error_group_page(job_id, limit=limit or limits.ERRORS_PAGE.default, offset=offset,
+                                                search=search)
             if not export:
-                return await q.list_errors(job_id, limit=limit or limits.ERRORS_PAGE.default,
+                return await q.list_errors(job_id, limit=limit or limits.ERRORS_PAGE.default, offset=offset,
                                            fingerprint=group_key, search=search)
             emit = out.error_writer(fmt)
             if limit is not None or filtered:
-                offset, left = 0, limit
+                at, left = 0, limit
                 while left is None or left > 0:
-                    page = await q.list_errors(job_id, limit=min(left or 1000, 1000), offset=offset,
+                    page = await q.list_errors(job_id, limit=min(left or 1000, 1000), offset=at,
                                                fingerprint=group_key, search=search)
                     for e in page:
                         emit(e)
                     if len(page) < min(left or 1000, 1000):
                         break
-                    offset += len(page)
+                    at += len(page)
                     left = None if left is None else left - len(page)
             else:
                 async for e in q.iter_errors(job_id):
@@ -119,13 +140,42 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped
     found = run(go())
     if grouped:
         if as_json:
-            out.emit_json({"job_id": job_id, "groups": [group_dict(g) for g in found]})
+            out.emit_json({"job_id": job_id, "total": found.total, "limit": found.limit, "offset": found.offset,
+                           "groups": [group_dict(g) for g in found.groups]})
         else:
-            groups_table(found, job_id)
+            groups_table(found.groups, job_id, total=found.total, offset=found.offset)
     elif as_json:
         out.emit_json({"job_id": job_id, "errors": [e.to_dict() for e in found]})
     elif not export:
         out.errors_table(found)
+
+
+def _change_groups(ctx: click.Context, job_id: int, merge_keys: tuple[str, ...], into_key: str | None,
+                   unmerge_key: str | None, as_json: bool) -> None:
+    """``--merge A --into B`` or ``--unmerge A``: nothing else is read or written."""
+    if unmerge_key is not None and (merge_keys or into_key is not None):
+        raise CliError("--unmerge cannot be combined with --merge/--into: one change at a time")
+    if unmerge_key is None and (not merge_keys or into_key is None):
+        raise CliError("--merge KEY needs --into KEY (the group it is the same bug as), and the reverse")
+    cfg = settings(ctx)
+
+    async def go() -> tuple[list[str], str]:
+        async with Queue(cfg.db, create=False) as q:
+            if unmerge_key is not None:
+                return [unmerge_key], await q.unmerge_error_group(job_id, unmerge_key)
+            assert into_key is not None
+            return await q.merge_error_groups(job_id, list(merge_keys), into_key), into_key
+
+    keys, other = run(go())
+    if as_json:
+        out.emit_json({"job_id": job_id, "merged" if unmerge_key is None else "unmerged": keys,
+                       "into" if unmerge_key is None else "from": other})
+    elif out.stdout_is_tty():
+        verb = "merged into" if unmerge_key is None else "split off"
+        out.console().print(out.plain(f"Group {', '.join(keys)} {verb} group {other}; "
+                                      f"see: chunkq errors {job_id} --groups"))
+    else:
+        click.echo("\t".join([*keys, other]))
 
 
 def _job_action(name: str, verb: str, doc: str) -> click.Command:

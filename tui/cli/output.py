@@ -27,8 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from chunkq.core import ChunkInfo, ErrorEntry, ErrorGroup, Job, RunSummary
-from chunkq.core.db import mask_password
+from chunkq.core import ChunkInfo, ErrorEntry, ErrorGroup, Job, RunSummary, mask_password
 from chunkq.tui import humanize
 from chunkq.tui.humanize import ago, duration, number, plural, timestamp
 from rich.console import Console
@@ -281,7 +280,9 @@ def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when else None
 
 
-def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> None:
+def show_job(
+    job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup], *, groups_total: int | None = None,
+) -> None:
     tty = stdout_is_tty()
     out = console()
     rows: list[tuple[str, Any]] = [
@@ -334,7 +335,7 @@ def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> 
     if c["workers"]:
         hist += f"; {plural(len(c['workers']), 'worker')}"
     rows.append(("chunks", plain(hist)))
-    more = max(len(groups) - SHOW_GROUPS, 0)
+    more = max((len(groups) if groups_total is None else groups_total) - SHOW_GROUPS, 0)
     groups = groups[:SHOW_GROUPS]
     if not tty:
         tsv(rows)
@@ -360,7 +361,7 @@ def show_job(job: Job, chunks: dict[str, Any], groups: Sequence[ErrorGroup]) -> 
             t.add_row(number(g.entities), number(g.count), plain(g.error_type), plain(g.message))
         out.print(t)
         if more:
-            out.print(f"[dim]… and more; every group: chunkq errors {job.id} --groups[/]")
+            out.print(f"[dim]… and {number(more)} more; every group: chunkq errors {job.id} --groups[/]")
         out.print(f"[dim]one group's errors: chunkq errors {job.id} --group KEY (keys: --groups)[/]")
 
 
@@ -426,12 +427,15 @@ def summary_sentence(s: RunSummary) -> str:
         "max_chunks": "reached --max-chunks",
         "max_seconds": "reached --max-seconds",
         "signal": "stopped by a signal",
+        "requested": "stopped after its chunk, as an operator asked (chunkq workers stop, or the dashboard)",
         "aborted": "aborted, chunk in flight given up",
         "wedged": "stopped: too many callbacks hung past --timeout (exit 3; start it again)",
         "orphaned": "stopped with work left: chunks leased by a worker that stopped expire past --max-seconds "
                     "(exit 4; run it again)",
         "idle": "idle",
     }.get(s.stopped_by, s.stopped_by)
+    if s.stopped_by == "empty" and s.held_back:  # work is left, but other workers fill its jobs' slots
+        why = f"nothing this process may take: {s.held_back} (a job's --max-workers lets more workers share it)"
     if s.stopped_by == "new_error" and s.new_error:
         why = (f"stopped at a new kind of error in job {s.new_error_job}: group {s.new_error} "
                f"(see: chunkq errors {s.new_error_job} --group {s.new_error})")

@@ -22,6 +22,10 @@ from typing import Any, TypeVar
 import click
 from chunkq.core import (
     ACTIVE_STATUSES,
+    EXIT_WORK_LEFT,
+    ORDERS,
+    RETRY_POLL_SECONDS,
+    WORKER_HEARTBEAT_SECONDS,
     ChunkResult,
     DatabaseStalled,
     DatabaseUnavailable,
@@ -33,15 +37,18 @@ from chunkq.core import (
     RunSummary,
     Worker,
     deadline,
+    is_auto,
+    limit_for,
     limits,
+    output_to_stderr,
+    pruning_in_background,
+    set_output_echo,
     stop_message,
+    supervised,
+    team,
+    time_left,
+    watch_supervisor,
 )
-from chunkq.core.adaptive import is_auto, limit_for
-from chunkq.core.claims import ORDERS
-from chunkq.core.registry import DEFAULT_INTERVAL, Registration
-from chunkq.core.retention import pruning_in_background
-from chunkq.core.supervisor import EXIT_WORK_LEFT, supervised, time_left, watch_supervisor
-from chunkq.core.worker import RETRY_POLL_SECONDS
 from chunkq.tui import humanize
 
 from . import output as out
@@ -74,14 +81,16 @@ def _keep_heartbeat(ctx: click.Context, param: click.Parameter, value: float) ->
 
 #: ``--heartbeat S``: how often the process writes its row in the workers registry (lost after two missed)
 heartbeat_option = click.option(
-    "--heartbeat", type=float_range(limits.HEARTBEAT), default=DEFAULT_INTERVAL, show_default=True, metavar="S",
-    expose_value=False, callback=_keep_heartbeat,
+    "--heartbeat", type=float_range(limits.HEARTBEAT), default=WORKER_HEARTBEAT_SECONDS, show_default=True,
+    metavar="S", expose_value=False, callback=_keep_heartbeat,
     help="Seconds between heartbeats in the workers registry (`chunkq workers`); lost after two missed.")
 
 
 def _heartbeat() -> float:
     ctx = click.get_current_context(silent=True)
-    return float(ctx.meta.get("chunkq.heartbeat", DEFAULT_INTERVAL)) if ctx is not None else DEFAULT_INTERVAL
+    if ctx is None:
+        return WORKER_HEARTBEAT_SECONDS
+    return float(ctx.meta.get("chunkq.heartbeat", WORKER_HEARTBEAT_SECONDS))
 
 
 def _load(processor_path: str | None, options: ProcessorOptions) -> Processor:
@@ -170,17 +179,27 @@ def _supervise(ctx: click.Context, processes: int, *, finite: bool, max_seconds:
     """Run this very command ``processes`` times under ``core.supervisor`` and exit with its status.
 
     The children get the command line minus ``--processes``; the processor was already
-    loaded here, so a typo is one line and exit 2, not N crashing children.
+    loaded here, so a typo is one line and exit 2, not N crashing children. Each child is
+    forked from this process, which has imported chunkq and the processor and opened no
+    database (``Supervisor.start``), so it starts without importing them again; where that
+    is not safe, it executes the command afresh.
     """
-    from chunkq.core.supervisor import Supervisor, strip_option
+    from chunkq.core import Supervisor, strip_option
+
+    from .root import cli
 
     argv = sys.argv[1:]
     if not any(a == "--processes" or a.startswith("--processes=") for a in argv):
         raise CliError("--processes works from the chunkq command line only")
-    command = [sys.executable, "-m", "chunkq.tui.cli", *strip_option(argv, "--processes")]
+    args = strip_option(argv, "--processes")
+    command = [sys.executable, "-m", "chunkq.tui.cli", *args]
+
+    def start() -> int:
+        return int(cli.main(args=args, prog_name="chunkq", standalone_mode=False))
+
     # --max-seconds is the whole run's: a restarted child gets what is left of it (supervisor.time_left)
     status = Supervisor(command, processes, max_crashes=5 if finite else None, say=log.log,
-                        deadline=max_seconds).run()
+                        deadline=max_seconds, start=start).run()
     ctx.exit(status)
 
 
@@ -283,14 +302,20 @@ async def run_processing(
     with worker.stop_on_signals(on_signal=_say_stop, hard_exit_after=HARD_EXIT_SECONDS) as stopper, \
             watch_supervisor(stopper, hard_exit_after=HARD_EXIT_SECONDS, say=log.log), progress_cm:
         # registered in chunkq_workers while it runs: `chunkq workers` lists it, an operator can stop it
-        async with Registration(q, worker, kind=kind, processor_name=processor.name, interval=_heartbeat()):
+        async with worker.registered(kind=kind, interval=_heartbeat()):
             # Everything loaded so far (SQLAlchemy, the user's module) lives as long as the process:
             # out of the cyclic collector's sight, its full passes stop walking it every few seconds
             # (measured, issue 14: 2-5% of a no-op worker's time). Process-wide, so the command line
             # does it, not the library; and only for a run that lasts.
             if forever or until_empty:
                 gc.freeze()
-            summary = await worker.run()
+            # The callback's own output (print, stderr, logging), line by line on stderr with its entity
+            # ID in front: never into stdout, where --json writes (core/capture.py keeps it for errors too).
+            echo = set_output_echo(output_to_stderr(humanize.printable))
+            try:
+                summary = await worker.run()
+            finally:
+                set_output_echo(echo)
     return summary, stopper.aborted_by
 
 
@@ -347,7 +372,8 @@ def process(
     show_bar = until_empty and not as_json and out.stdout_is_tty() and not supervised()
 
     async def go() -> tuple[RunSummary, int | None]:
-        q = Queue(cfg.db, lease_seconds=lease_seconds, create=False, order=order)
+        # a supervised child counts as its supervisor against max_workers (core/supervisor.py)
+        q = Queue(cfg.db, lease_seconds=lease_seconds, create=False, order=order, team=team())
         await _open_within(q, max_seconds)
         async with q:
             total = None
@@ -405,7 +431,7 @@ def worker(
         _supervise(ctx, processes, finite=False)
 
     async def go() -> tuple[RunSummary, int | None]:
-        async with Queue(cfg.db, lease_seconds=lease_seconds, create=False, order=order) as q:
+        async with Queue(cfg.db, lease_seconds=lease_seconds, create=False, order=order, team=team()) as q:
             log.info("worker %s on %s with %s; stop with Ctrl-C or SIGTERM", q.owner,
                      out.where(q.display_url), processor_path)
             async with pruning_in_background(q, retention, every=prune_every):  # a task beside the claim loop

@@ -22,18 +22,19 @@ import click
 from chunkq.core import (
     DEFAULT_POLICY,
     FINISHED_STATUSES,
+    PRUNE_EVERY,
     InvalidInput,
     InvalidTransition,
     Pruner,
     PruneResult,
     Queue,
     RetentionPolicy,
+    archive_folder,
     import_jobs,
     limits,
     open_export,
     parse_age,
 )
-from chunkq.core.retention import PRUNE_EVERY, archive_folder
 from chunkq.tui import humanize
 
 from . import output as out
@@ -83,6 +84,8 @@ def _sentence(result: PruneResult) -> str:
             f"{humanize.plural(result.errors, 'error', 'errors')}")
     kept = ", ".join(f"{k} {v}" for k, v in result.policy.items())
     tail = f"; archived to {result.archive}" if result.archive and result.jobs else ""
+    if result.reclaimed_pages:
+        tail += f"; gave {humanize.plural(result.reclaimed_pages, 'free page')} back to the file system"
     return f"{verb} {what} ({rows}; kept: {kept}){tail}."
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import click
+from chunkq.core import SCHEMA_VERSION, __version__, schema_revision
 
 from . import output as out
 from .context import DEFAULT_DB, Settings, set_verbosity
@@ -32,6 +33,8 @@ from .workers import workers_command
     lazy_subcommands={
         "serve": ("chunkq.tui.http:serve_command",
                   "HTTP trigger for hosted schedulers: POST /jobs/process (needs chunkq[http])."),
+        "web": ("chunkq.tui.web:web_command",
+                "The dashboard in a browser, behind a login (needs chunkq[web])."),
     },
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
@@ -40,7 +43,9 @@ from .workers import workers_command
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout (any command).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv: every library's debug log).")
 @click.option("-q", "--quiet", count=True, help="Less log output (-q: warnings only, -qq: errors only).")
-@click.version_option(package_name="chunkq", prog_name="chunkq")
+# the schema too: it is what `chunkq db upgrade` moves a database to, and what tells which chunkq reads it
+@click.version_option(__version__, prog_name="chunkq", message="%(prog)s, version %(version)s "
+                      f"(database schema revision {schema_revision(SCHEMA_VERSION)})")
 @click.pass_context
 def cli(ctx: click.Context, db: str, as_json: bool, verbose: int, quiet: int) -> None:
     """Push long lists of entity IDs through a slow, flaky callback, in chunks, from a database queue.

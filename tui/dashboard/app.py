@@ -16,6 +16,7 @@ instead of looking like a normal quit.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
 from chunkq import core
@@ -25,6 +26,7 @@ from chunkq.tui.dashboard.messages import (
     ActivityNote,
     BreakpointHit,
     ChunkDone,
+    EntityBatch,
     EntityDone,
     ProcessingChanged,
     ProcessingMessage,
@@ -40,11 +42,13 @@ from chunkq.tui.dashboard.screens.workers import WorkersScreen
 from chunkq.tui.humanize import printable
 from rich.segment import Segment, Segments
 from textual import work
-from textual.app import App
+from textual.actions import ActionParseResult
+from textual.app import App, SystemCommand
 from textual.binding import BindingType
 from textual.content import Content
+from textual.dom import DOMNode
 from textual.notifications import SeverityLevel
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 
 
 class DashboardCrashed(Exception):
@@ -78,6 +82,8 @@ class ChunkqApp(ProcessingApp):
     jobs_screen: JobsScreen | None = None
     #: why the dashboard could not start (the database), re-raised by run_dashboard
     startup_error: core.ChunkqError | None = None
+    #: the browser session's role (``chunkq web``); None in a terminal, where every action is allowed
+    role: commands.Role | None = None
 
     # ------------------------------------------------------------------ plain text, everywhere
 
@@ -93,9 +99,43 @@ class ChunkqApp(ProcessingApp):
         super().notify(printable(message, lines=True), title=printable(title), severity=severity,
                        timeout=timeout, markup=False)
 
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's palette entries, less its own "Quit": the registry's Quit (``commands.py``) is the one
+        that asks before dropping a chunk in flight; Textual's would leave at once, and list Quit twice."""
+        return (c for c in super().get_system_commands(screen) if c.title != "Quit")
+
     def format_title(self, title: str, sub_title: str) -> Content:
         # the sub-title names the database and the processor; a screen title may name a job
         return super().format_title(printable(title), printable(sub_title))
+
+    # ------------------------------------------------------------------ the role (chunkq web)
+
+    async def run_action(self, action: str | ActionParseResult, default_namespace: DOMNode | None = None,
+                         namespaces: Mapping[str, DOMNode] | None = None) -> bool:
+        """Every action (a key, the palette, a click) passes here: a browser session's role is checked once.
+
+        Refused in this process, so a modified client sending the key over the
+        websocket gets the same answer as the footer shows.
+        """
+        _, name, _ = self._parse_action(action, self if default_namespace is None else default_namespace,
+                                        namespaces)
+        why = commands.refusal(self.role, name)
+        if why is not None:
+            self.notify(why, severity="warning")
+            return True
+        return await super().run_action(action, default_namespace, namespaces)
+
+    def _check_action_state(self, action: str, default_namespace: DOMNode) -> bool | None:
+        # the footer and palette draw refused commands disabled (None), from the same check
+        _, name, _ = self._parse_action(action, default_namespace)
+        if commands.refusal(self.role, name) is not None:
+            return None
+        return super()._check_action_state(action, default_namespace)
+
+    def update_sub_title(self) -> None:
+        super().update_sub_title()
+        if self.role is not None:  # in a browser the header says who may do what
+            self.sub_title = f"web {self.role} · {self.sub_title}"
 
     def _handle_exception(self, error: Exception) -> None:
         # Textual pre-renders the crash's traceback for printing after exit, with the exception's
@@ -115,6 +155,14 @@ class ChunkqApp(ProcessingApp):
         self.update_sub_title()
         self.jobs_screen = JobsScreen()
         await self.push_screen(self.jobs_screen)
+
+    async def _on_exit_app(self) -> None:
+        # Every exit passes here, and Textual cancels the app's workers right after it, before
+        # on_unmount: a browser session ending (`chunkq web`) or a SIGTERM would otherwise leave
+        # auto-run's worker registered and its chunk leased. Release them while auto-run still runs.
+        self._abandon()
+        await self._wait_for_processing(grace=10)
+        await super()._on_exit_app()
 
     async def on_unmount(self) -> None:
         # Leaving any other way than through the quit dialog: release what is in flight, and
@@ -136,8 +184,12 @@ class ChunkqApp(ProcessingApp):
     def on_entity_done(self, message: EntityDone) -> None:
         self._forward(message)
 
+    def on_entity_batch(self, message: EntityBatch) -> None:
+        self._forward(message)
+
     def on_chunk_done(self, message: ChunkDone) -> None:
-        self.update_sub_title()
+        if message.source != "auto-run" or self.sub_title_due():
+            self.update_sub_title()
         self._refresh_quit_dialog()
         self._forward(message)
 
@@ -200,8 +252,8 @@ class ChunkqApp(ProcessingApp):
         """What the quit dialog says now: whether auto-run goes on (and how far it got), or a step, or nothing."""
         if self.auto_worker is not None:
             s = self.auto_worker.summary
-            what = (f"Auto-run is processing: {humanize.plural(s.chunks, 'chunk')} done so far, and it takes "
-                    "the next one until you answer.")
+            what = (f"Auto-run is paused: {humanize.plural(s.chunks, 'chunk')} done so far; it claims no other "
+                    "chunk until you answer (Keep running goes on).")
         elif self.stepping is not None:
             what = "A step is processing a chunk."
         else:
@@ -222,13 +274,25 @@ class ChunkqApp(ProcessingApp):
             self._quit_dialog = None
             if choice in ("finish", "release"):
                 self._quit_after(choice)
+            else:
+                self._hold_auto_run(False)
 
+        # No chunk is claimed behind the question only to be released by its answer: auto-run lets
+        # the chunks in flight commit and waits (core ``Worker.pause``).
+        self._hold_auto_run(True)
         self._quit_dialog = ConfirmScreen(
             "Quit while processing?", self.quit_question(),
             choices=[("finish", "Finish, then quit", "primary"), ("release", "Release now", "error"),
                      ("stay", "Keep running", "default")],
+            yes="finish",  # y loses nothing: the chunk in flight commits first
         )
         self.push_screen(self._quit_dialog, chosen)
+
+    def _hold_auto_run(self, hold: bool) -> None:
+        """Pause auto-run's claiming (or resume it), on its own loop (``Worker.pause`` is not thread-safe)."""
+        worker, thread = self.auto_worker, self._auto_thread
+        if worker is not None and thread is not None:
+            thread.call(worker.pause if hold else worker.resume)
 
     @work(group="shutdown", exclusive=True)
     async def _quit_after(self, how: str) -> None:
@@ -236,7 +300,7 @@ class ChunkqApp(ProcessingApp):
         if how == "finish":
             self.notify("finishing the chunk in flight, then quitting…")
             if self.auto_worker is not None:
-                self.auto_worker.stop()
+                self.stop_auto_run()
         else:
             self._abandon()
         await self._wait_for_processing()
@@ -248,6 +312,7 @@ def run_dashboard(
     processor: str | None = None,
     *,
     options: core.ProcessorOptions | None = None,
+    role: commands.Role | None = None,
 ) -> None:
     """Run the dashboard until the user quits (``chunkq tui`` / ``chunkq demo``).
 
@@ -255,9 +320,11 @@ def run_dashboard(
     ``core.apply_overrides``, exactly as `chunkq process` applies them. Raises
     ``core.ProcessorError`` for a bad ``processor`` before the screen opens,
     ``core.DatabaseUnavailable`` when the database cannot be opened, and
-    ``DashboardCrashed`` when an unexpected exception ended it.
+    ``DashboardCrashed`` when an unexpected exception ended it. ``role`` is a browser
+    session's (``chunkq web``): its refused actions are disabled and refused here.
     """
     app = ChunkqApp(db_url, processor=processor, options=options)
+    app.role = role
     app.run()
     if app.startup_error is not None:
         raise app.startup_error

@@ -71,14 +71,22 @@ _DETAIL: tuple[Command, ...] = (
     Command("r", "retry_failed", "Retry as new job", "Create a new job of this job's failed entities "
             "(asks first). In a group's drill-down, or with the grouped table focused, only that group's.",
             scope=DETAIL),
+    Command("m", "merge_group", "Merge group", "With the grouped table focused: mark the highlighted group; m "
+            "on another group merges the marked one into it (asks first), for the job's future errors too.",
+            scope=DETAIL, footer=False),
+    Command("M", "unmerge_group", "Split group", "Split the group last merged by hand into the highlighted one "
+            "off again (asks first).", scope=DETAIL, footer=False),
     Command("e", "show_reason", "Reason", "Show the traceback of the error that paused or failed this job "
             "(circuit breaker, error budget, JobFailed) and the entity that raised it.", scope=DETAIL,
             footer=False),
     Command("x", "export_errors", "Export", "Write the whole error log to a JSON Lines or CSV file; in a "
             "group's drill-down, or with the grouped table focused, only that group's errors.", scope=DETAIL),
     Command("z", "toggle_traceback", "Traceback", "The selected error's traceback across the whole width; "
-            "again: back to the lists. On a narrow terminal (under 110 columns) it shows only this way.",
-            scope=DETAIL, footer=False),
+            "again (or esc): back to the lists. Enter on an error opens it too. On a narrow terminal (under "
+            "110 columns) it shows only this way.", scope=DETAIL),
+    Command("y", "copy_error", "Copy", "Copy the selected error's entity ID, message or traceback to the "
+            "clipboard (asks which: i, m or t). Works over SSH and in tmux (OSC 52; tmux needs "
+            "set-clipboard on).", scope=DETAIL),
     Command("slash", "search_errors", "Search errors", "Search the error log and its groups by entity ID or "
             "message text; esc clears the search.", scope=DETAIL, footer=False, key_display="/"),
     Command("s", "step", "Step", "Process one chunk of this job.", scope=DETAIL, footer=False,
@@ -129,6 +137,9 @@ _HOME: tuple[Command, ...] = (
             "paused, failed, complete, cancelled."),
     Command("ctrl+a", "bulk", "All matching", "Pause, resume, cancel or retry every job the current "
             "filter or search matches (asks first, says how many).", footer=False, key_display="ctrl+a"),
+    Command("P", "prune", "Prune old jobs", "Delete finished jobs past their retention (or older than an age "
+            "you type), with their entities and errors: shows how many per status first, asks before deleting, "
+            "and prunes in small transactions while the dashboard keeps working.", footer=False),
     Command("S", "dry_run", "Dry run", "Run the selected job's next chunk through the callback and show "
             "the results, writing nothing (for callbacks safe to repeat).", footer=False,
             needs_processor=True),
@@ -218,6 +229,47 @@ def help_markdown(scope: Scope = JOBS) -> str:
         "The mouse works too: click a row to select it, a column's header to sort by it, a button to press it.",
     ]
     return "\n".join(lines)
+
+
+#: Roles a browser session (`chunkq web`) runs under; a terminal dashboard has none and may do everything.
+Role = Literal["viewer", "operator"]
+
+#: Actions that change the queue, run the callback or write a file: a ``viewer`` may do none of them.
+#: Every command's action is in this set or in ``READ_ONLY_ACTIONS`` (tests/web checks); one in
+#: neither is refused to viewers too, so a new command is read-only only once someone says so.
+STATE_CHANGING_ACTIONS = frozenset({
+    "new_job", "step", "toggle_auto_run", "toggle_breakpoint", "dry_run", "reload_processor", "pause_resume",
+    "cancel_job", "retry_failed", "requeue_failed", "retry_entity", "debug_entity", "bulk", "export_errors",
+    "stop_worker", "release_worker", "prune", "merge_group", "unmerge_group",
+})
+READ_ONLY_ACTIONS = frozenset({
+    "back", "open_job", "search", "search_errors", "cycle_status", "cycle_sort", "flip_sort", "next_page",
+    "prev_page", "toggle_history", "toggle_activity", "toggle_stopped", "toggle_traceback", "show_tab",
+    "show_reason", "show_dry_run", "show_workers", "table_first", "table_last", "table_down", "table_up",
+    "help", "quit", "copy_error",
+})
+#: The post-mortem debugger needs a terminal: refused in any browser session, whatever the role.
+TERMINAL_ONLY_ACTIONS = frozenset({"debug_entity"})
+
+
+def refusal(role: Role | None, action: str) -> str | None:
+    """Why ``role`` may not run ``action`` (its bare name), or None when it may.
+
+    The dashboard app runs every action through this one check (``ChunkqApp.run_action``),
+    so keys, the command palette and clicks are all refused in the process itself.
+    """
+    if role is None:
+        return None
+    if action in TERMINAL_ONLY_ACTIONS:
+        return "the debugger needs a terminal: run `chunkq tui` on the server"
+    if role != "operator" and (action in STATE_CHANGING_ACTIONS
+                               or (action in _COMMAND_ACTIONS and action not in READ_ONLY_ACTIONS)):
+        return f"read-only: the {role} role can look but not change anything"
+    return None
+
+
+#: the registry's own actions (Textual's, such as an input's cursor keys, are not the registry's to refuse)
+_COMMAND_ACTIONS = frozenset(c.action.split("(")[0] for c in COMMANDS)
 
 
 def screen_scope(screen: object) -> Scope | None:

@@ -152,5 +152,5 @@ def dry_run_entry(job_id: int, result: EntityResult, index: int, at: datetime) -
     return ErrorEntry(
         id=-index, job_id=job_id, entity_id=result.entity_id, error_type=result.error_type or "Error",
         message=result.message or "", traceback=result.traceback or "", chunk_index=DRY_RUN_CHUNK, attempt=1,
-        created_at=at, final=result.retry_at is None, stacks=result.stacks,
+        created_at=at, final=result.retry_at is None, stacks=result.stacks, output=result.output,
     )

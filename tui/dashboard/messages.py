@@ -23,6 +23,15 @@ class EntityDone(Message):
         self.dry_run = dry_run
 
 
+class EntityBatch(Message):
+    """Entities that finished during auto-run, gathered into one message (``background.py``):
+    one message per entity starved the interface's keys at hundreds a second."""
+
+    def __init__(self, entities: list[EntityDone]) -> None:
+        super().__init__()
+        self.entities = entities
+
+
 class ChunkDone(Message):
     """A chunk was committed (or its results discarded after a lost lease)."""
 
@@ -58,4 +67,4 @@ class BreakpointHit(Message):
 
 
 #: Every message processing sends; a listener receives any of them.
-ProcessingMessage = EntityDone | ChunkDone | ActivityNote | ProcessingChanged
+ProcessingMessage = EntityDone | EntityBatch | ChunkDone | ActivityNote | ProcessingChanged

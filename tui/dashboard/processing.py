@@ -8,18 +8,25 @@ quit dialog can see what is in flight. Results go out as messages
 A chunk in flight is never cancelled halfway through its commit: auto-run is
 stopped with ``Worker.stop()``/``abort()``, and a step runs in a task of its own
 that core releases cleanly when cancelled.
+
+Auto-run runs off the interface's loop (``background.py``): on a thread of its
+own, with a ``Queue`` of its own, reporting through thread-safe messages in
+batches. Steps and dry runs (one chunk each) stay on the interface's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from chunkq import core
-from chunkq.core.registry import DEFAULT_INTERVAL, Registration
+from chunkq.core import WORKER_HEARTBEAT_SECONDS
 from chunkq.tui import humanize
+from chunkq.tui.dashboard.background import EntityBatcher, LoopThread
 from chunkq.tui.dashboard.commands import PROCESSOR_HINT
 from chunkq.tui.dashboard.messages import ActivityNote, BreakpointHit, ChunkDone, EntityDone, ProcessingChanged
 from textual import work
@@ -28,6 +35,10 @@ from textual.worker import Worker, WorkerState
 
 #: auto-run waits at most this long for a retry to fall due before it stops
 AUTO_RUN_MAX_WAIT = 120.0
+#: how long an interface going away waits for auto-run to release its chunk
+ABANDON_GRACE = 10.0
+#: seconds between header updates for auto-run's chunks (``sub_title_due``)
+SUB_TITLE_EVERY = 1.0
 
 
 class ProcessingApp(App[None]):
@@ -51,11 +62,11 @@ class ProcessingApp(App[None]):
         self.capture_locals = self.options.capture_locals is True
         self.refresh_interval = refresh_interval
         #: seconds between the auto-run's heartbeats in the workers registry
-        self.heartbeat_interval = DEFAULT_INTERVAL
+        self.heartbeat_interval = WORKER_HEARTBEAT_SECONDS
         self._clock = clock
         # One clock for the display and the queue's stamps, so a frozen clock freezes both.
-        queue_clock = (lambda: clock().timestamp()) if clock is not None else None
-        self.queue = core.Queue(db_url, clock=queue_clock)
+        self._queue_clock = (lambda: clock().timestamp()) if clock is not None else None
+        self.queue = core.Queue(db_url, clock=self._queue_clock)
         self.processor_handle: core.ProcessorHandle | None = None
         if processor:
             # Raises ProcessorError before any screen exists: the CLI reports it as a usage error.
@@ -65,7 +76,12 @@ class ProcessingApp(App[None]):
         self._step_task: asyncio.Task[None] | None = None
         #: epoch seconds auto-run sleeps until (a retry falls due), for the header
         self.auto_waiting_until: float | None = None
-        self._auto_task: asyncio.Task[core.RunSummary] | None = None
+        self._auto_task: asyncio.Future[core.RunSummary] | None = None
+        #: auto-run's thread and loop (``background.py``), while it runs
+        self._auto_thread: LoopThread[core.RunSummary] | None = None
+        #: ``stop_auto_run`` was asked: the worker's own flag is set on its loop, a moment later
+        self._auto_stop_asked = False
+        self._sub_title_at = 0.0  # time.monotonic() of the header's last update
         #: auto-run stops at the first new kind of error (``b``): a fingerprint its job never logged before
         self.breakpoint = False
         #: the last dry run: job id, its results, when (``D`` opens them)
@@ -99,6 +115,16 @@ class ProcessingApp(App[None]):
         """A chunk may be in flight: a step, or auto-run."""
         return self.stepping is not None or self.auto_worker is not None
 
+    def sub_title_due(self) -> bool:
+        """Whether auto-run's counts may go to the header now: at most every ``SUB_TITLE_EVERY``
+        seconds, as a new header text re-lays out the whole screen (hundreds of milliseconds on a
+        loaded machine, when chunks commit several times a second)."""
+        now = time.monotonic()
+        if now - self._sub_title_at < SUB_TITLE_EVERY:
+            return False
+        self._sub_title_at = now
+        return True
+
     def update_sub_title(self) -> None:
         parts = [self.db_label]
         if self.processor_handle is not None:
@@ -107,7 +133,7 @@ class ProcessingApp(App[None]):
             parts.append("watching (no --processor)")
         if self.auto_worker is not None:
             s = self.auto_worker.summary
-            if self.auto_worker.stopping:
+            if self.auto_worker.stopping or self._auto_stop_asked:
                 state = "stopping"
             elif self.auto_waiting_until is not None:
                 state = "waiting for retries"
@@ -184,10 +210,16 @@ class ProcessingApp(App[None]):
         if result is not None:
             self.post_message(ChunkDone(result, source="step"))
 
+    def stop_auto_run(self) -> None:
+        """Graceful: auto-run commits the chunks in flight and claims no other (on its own loop)."""
+        if self.auto_worker is not None and self._auto_thread is not None:
+            self._auto_stop_asked = True
+            self._auto_thread.call(self.auto_worker.stop)
+
     def action_toggle_auto_run(self) -> None:
         if self.auto_worker is not None:
-            if not self.auto_worker.stopping:
-                self.auto_worker.stop()
+            if not (self.auto_worker.stopping or self._auto_stop_asked):
+                self.stop_auto_run()
                 self.notify("auto-run stops after the chunk in flight commits")
                 self.update_sub_title()
             return
@@ -202,22 +234,32 @@ class ProcessingApp(App[None]):
         # not for one further off than AUTO_RUN_MAX_WAIT.
         self.stop_requested = None
         self.breakpoint_hit = None
+        self._auto_stop_asked = False
+        # The worker's own queue (an engine belongs to one loop), opened on the worker's thread.
+        queue = core.Queue(self.db_url, clock=self._queue_clock)
+        ui_loop = asyncio.get_running_loop()
+        waiting = self._auto_waiting  # looked up now: tests wrap it
+        batcher = EntityBatcher(self.post_message, failures_only=True)  # successes: one line per chunk
         self.auto_worker = core.Worker(
-            self.queue, processor, wait_for_retries=True, max_retry_wait=AUTO_RUN_MAX_WAIT,
-            on_wait=self._auto_waiting,
-            on_chunk=self._auto_chunk,
-            on_entity=self._entity_hook(None, failures_only=True),  # successes: one line per chunk
+            queue, processor, wait_for_retries=True, max_retry_wait=AUTO_RUN_MAX_WAIT,
+            on_wait=lambda due: ui_loop.call_soon_threadsafe(waiting, due),
+            on_chunk=lambda result: self._auto_chunk(result, batcher),
+            on_entity=batcher,
         )
+        self._auto_thread = LoopThread("chunkq-auto-run")
         self.update_sub_title()
         self.post_message(ProcessingChanged())
-        self._auto_run(self.auto_worker)
+        self._auto_run(self.auto_worker, queue, batcher)
 
-    def _auto_chunk(self, result: core.ChunkResult) -> None:
-        """Core's ``on_chunk`` (after each commit): report it, and stop at the breakpoint.
+    def _auto_chunk(self, result: core.ChunkResult, batcher: EntityBatcher | None = None) -> None:
+        """Core's ``on_chunk`` (after each commit, on auto-run's loop): report it, and stop at the
+        breakpoint.
 
         Checked here rather than by ``Worker(stop_on_new_error=…)`` so ``b`` works on an
         auto-run already going; ``stop()`` after a commit claims nothing further.
         """
+        if batcher is not None:
+            batcher.flush()  # the chunk's entity lines come before its summary
         self.post_message(ChunkDone(result, source="auto-run"))
         if self.breakpoint and result.committed and result.new_fingerprints and self.breakpoint_hit is None:
             self.breakpoint_hit = (result.job_id, result.new_fingerprints[0])
@@ -252,25 +294,35 @@ class ProcessingApp(App[None]):
         if summary.stopped_by == "orphaned" and summary.orphaned:  # core/orphans.py: a dead worker's chunks
             return (f"{summary.orphaned}, expiring in {humanize.duration(summary.orphaned_expire_in or 0.0)}; "
                     "press a again then")
-        return {"empty": "nothing left to claim", "signal": "stopped", "aborted": "aborted, chunk released"}.get(
+        return {"empty": "nothing left to claim", "signal": "stopped", "aborted": "aborted, chunk released",
+                "requested": "an operator asked it to stop after its chunk"}.get(
             summary.stopped_by, summary.stopped_by)
 
-    async def _registered_run(self, worker: core.Worker) -> core.RunSummary:
-        """``worker.run()`` inside a registration (kind "dashboard"): the Workers view lists this
-        auto-run, and an operator's stop request there (or from another host) stops it the way
-        ``a`` and the quit dialog do (``Registration`` calls ``worker.stop()``/``abort()``)."""
+    async def _registered_run(self, worker: core.Worker, queue: core.Queue,
+                              batcher: EntityBatcher | None = None) -> core.RunSummary:
+        """``worker.run()`` inside a registration (kind "dashboard"), on auto-run's own loop: the
+        Workers view lists this auto-run, and an operator's stop request there (or from another
+        host) stops it the way ``a`` and the quit dialog do (the registration calls
+        ``worker.stop()``/``abort()``)."""
         path = self.processor_handle.path if self.processor_handle is not None else None
-        async with Registration(self.queue, worker, kind="dashboard", processor_name=path,
-                                interval=self.heartbeat_interval) as registration:
-            try:
-                return await worker.run()
-            finally:
-                self.stop_requested = registration.stop_request
+        try:
+            async with queue, worker.registered(kind="dashboard", processor_name=path,
+                                                interval=self.heartbeat_interval) as registration:
+                try:
+                    return await worker.run()
+                finally:
+                    self.stop_requested = registration.stop_request
+        finally:
+            if batcher is not None:
+                batcher.flush()
 
     @work(group="auto-run", exit_on_error=False)
-    async def _auto_run(self, worker: core.Worker) -> None:
-        # Stopped with worker.stop()/abort(), never by cancelling a Textual worker mid-commit.
-        self._auto_task = asyncio.ensure_future(self._registered_run(worker))
+    async def _auto_run(self, worker: core.Worker, queue: core.Queue, batcher: EntityBatcher) -> None:
+        # Stopped with worker.stop()/abort() on its own loop, never by cancelling it mid-commit.
+        thread = self._auto_thread
+        assert thread is not None
+        thread.start(lambda: self._registered_run(worker, queue, batcher))
+        self._auto_task = asyncio.ensure_future(thread.wait())
         try:
             summary = await self._auto_task
             why = self.auto_run_ended(summary)
@@ -286,8 +338,18 @@ class ProcessingApp(App[None]):
         except core.ChunkqError as exc:
             self.post_message(ActivityNote(f"auto-run stopped: {exc}", severity="error"))
             self.notify(str(exc), title="Auto-run stopped", severity="error")
+        except asyncio.CancelledError:
+            # The interface is going away without the quit dialog: give the chunk back, and let core
+            # release its lease on auto-run's loop before this process moves on (as a cancelled
+            # auto-run on the interface's loop used to).
+            thread.call(worker.abort)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(thread.wait(), ABANDON_GRACE)
+            raise
         finally:
             self._auto_task = None
+            self._auto_thread = None
+            self._auto_stop_asked = False
             self.auto_worker = None
             self.auto_waiting_until = None
             self.update_sub_title()
@@ -338,8 +400,8 @@ class ProcessingApp(App[None]):
 
     def _abandon(self) -> None:
         """Give up the chunk in flight: core releases its lease so another worker redoes it."""
-        if self.auto_worker is not None:
-            self.auto_worker.abort()
+        if self.auto_worker is not None and self._auto_thread is not None:
+            self._auto_thread.call(self.auto_worker.abort)
         if self._step_task is not None:
             self._step_task.cancel()
 

@@ -32,8 +32,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
-from chunkq.core import ErrorEntry, TraceFrame, TraceStack
-from chunkq.core.tracebacks import NO_MESSAGE, source_digest
+from chunkq.core import NO_MESSAGE, ErrorEntry, TraceFrame, TraceStack, source_digest
 from chunkq.tui.humanize import printable
 from rich.columns import Columns
 from rich.console import Group, RenderableType

@@ -1,4 +1,4 @@
-"""The Starlette app: five routes over the queue, each "parse, call core, answer".
+"""The Starlette app: the queue's routes (the list is in ``create_app``), each "parse, call core, answer".
 
 It answers exactly what ``chunkq process --json`` prints (``POST /jobs/process``)
 and what ``chunkq jobs/show/errors --json`` print, so a script can switch between
@@ -26,12 +26,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from . import params
 from .guard import DEFAULT_BODY_TIMEOUT, BodyTimeout, BodyTooLarge, GuardMiddleware
-from .params import BadRequest, error
+from .params import BadRequest, JSONResponse, error
 
 log = logging.getLogger("chunkq.http")
 
@@ -81,8 +81,7 @@ async def process_jobs(request: Request) -> Response:
         # past its run's end (one chunk: from the start) no transaction waits more than REQUEST_DB_SECONDS
         with core.deadline(time.monotonic() + (max_seconds or 0.0), grace=REQUEST_DB_SECONDS):
             # registered while it runs (kind "serve"): `chunkq workers` and GET /workers list it
-            async with core.Registration(_queue(request), worker, kind="serve", processor_name=processor.name,
-                                         interval=request.app.state.heartbeat):
+            async with worker.registered(kind="serve", interval=request.app.state.heartbeat):
                 summary = await worker.run()
     finally:
         workers.discard(worker)
@@ -132,12 +131,40 @@ async def job_errors(request: Request) -> Response:
 
 
 async def job_error_groups(request: Request) -> Response:
-    """The job's errors grouped by kind (fingerprint), biggest first (as ``chunkq errors --groups --json``)."""
-    params.only_params(request, ("limit", "search"))
+    """A page of the job's errors grouped by bug, biggest first, and ``total``: how many groups there are in
+    all (as ``chunkq errors --groups --json``); ``?limit=&offset=`` pages through them."""
+    params.only_params(request, ("limit", "offset", "search"))
     job_id = params.job_id(request)
-    limit, _offset = params.page(request)
-    groups = await _queue(request).group_errors(job_id, limit=limit, search=request.query_params.get("search"))
-    return JSONResponse({"job_id": job_id, "groups": [g.to_dict() for g in groups]})
+    limit, offset = params.page(request)
+    page = await _queue(request).error_group_page(job_id, limit=limit, offset=offset,
+                                                  search=request.query_params.get("search"))
+    return JSONResponse({"job_id": job_id, **page.to_dict()})
+
+
+async def merge_error_groups(request: Request) -> Response:
+    """An operator says what one bug is (issue 27): ``{"groups": [KEY, ...], "into": KEY}`` merges those groups
+    into ``into`` (for the job's future errors of those kinds too); ``{"unmerge": KEY}`` splits one off again."""
+    params.only_params(request, ())
+    job_id = params.job_id(request)
+    data = await params.json_body(request)
+    unknown = sorted(set(data) - {"groups", "into", "unmerge"})
+    if unknown:
+        raise core.InvalidInput(f"unknown field {unknown[0]!r}; expected groups and into, or unmerge",
+                                field=unknown[0])
+    queue = _queue(request)
+    if "unmerge" in data:
+        if "groups" in data or "into" in data:
+            raise core.InvalidInput("unmerge cannot be combined with groups/into: one change at a time",
+                                    field="unmerge")
+        left = await queue.unmerge_error_group(job_id, data["unmerge"])
+        return JSONResponse({"job_id": job_id, "unmerged": [data["unmerge"]], "from": left})
+    groups, into = data.get("groups"), data.get("into")
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, str) for g in groups):
+        raise core.InvalidInput("groups must be a non-empty list of group keys", field="groups")
+    if not isinstance(into, str):
+        raise core.InvalidInput("into must be a group key", field="into")
+    merged = await queue.merge_error_groups(job_id, groups, into)
+    return JSONResponse({"job_id": job_id, "merged": merged, "into": into})
 
 
 async def list_workers(request: Request) -> Response:
@@ -334,7 +361,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await queue.open()
         try:
-            async with core.retention.pruning_in_background(queue, retention, every=prune_every):
+            async with core.pruning_in_background(queue, retention, every=prune_every):
                 yield
         finally:
             for worker in list(app.state.workers):
@@ -348,6 +375,7 @@ def create_app(
             Route("/jobs/{job_id}", _bounded(show_job), methods=["GET"]),
             Route("/jobs/{job_id}/errors", _bounded(job_errors), methods=["GET"]),
             Route("/jobs/{job_id}/error-groups", _bounded(job_error_groups), methods=["GET"]),
+            Route("/jobs/{job_id}/error-groups/merge", _bounded(merge_error_groups), methods=["POST"]),
             Route("/health", _bounded(health, HEALTH_DB_SECONDS), methods=["GET"]),
             Route("/workers", _bounded(list_workers), methods=["GET"]),
             Route("/workers/{worker_id}/stop", _bounded(stop_worker), methods=["POST"]),

@@ -24,8 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from chunkq import core
-from chunkq.core.history import DURATION_BOUNDS
-from chunkq.core.models import WORKER_KINDS
+from chunkq.core import DURATION_BOUNDS, WORKER_KINDS
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 

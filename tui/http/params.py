@@ -9,12 +9,12 @@ what core cannot see: the shape of the request.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from chunkq.core import limits
-from chunkq.core.db import mask_password
+from chunkq.core import limits, mask_password
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse as _StarletteJSON
 
 #: one request may process for at most this long: an HTTP call held open for hours helps nobody
 MAX_PROCESS_SECONDS = 3600.0
@@ -31,6 +31,29 @@ JOB_FIELDS = (
     "max_workers", "max_attempts", "max_errors", "max_error_ratio", "params", "processor", "tenant",
 )
 _REQUIRED_JOB_FIELDS = ("entity_ids", "entity_type", "provider")
+
+
+#: characters a terminal acts on or reorders when it prints them (C0 but tab/newline are escaped by JSON
+#: itself): C1 controls, bidi overrides and isolates, line/paragraph separators, BOM
+_INVISIBLE = re.compile("[\u0080-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+class JSONResponse(_StarletteJSON):
+    """JSON whose strings cannot act on the terminal of whoever reads it with ``curl``.
+
+    Job names, entity IDs and provider messages are untrusted. JSON already
+    escapes C0 controls; this also writes C1 controls and bidi/invisible
+    formatting characters as ``\\uXXXX`` escapes. A JSON parser reads back the
+    very same text (an escape is not a change of value), but printed raw the
+    body shows them instead of obeying them (a U+202E in a job name does not
+    reverse the line it is printed on).
+    """
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+        if not text.isascii():
+            text = _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        return text.encode("utf-8", "backslashreplace")
 
 
 class BadRequest(Exception):

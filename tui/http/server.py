@@ -19,7 +19,7 @@ from typing import Any
 import click
 import uvicorn
 from chunkq import core
-from chunkq.core.db import mask_password
+from chunkq.core import mask_password
 from chunkq.tui.cli.options import OPTION_FLAGS, build_processor, float_range, lease_seconds_option, processing_options
 from chunkq.tui.cli.retention import retention_options
 from chunkq.tui.humanize import printable

@@ -5,8 +5,10 @@ Its title and message often quote a job's name: both are shown as plain text.
 Enter presses the focused button, so the button that changes nothing ("Back",
 "No", "Keep it", "Keep running") has the focus when the dialog opens: a
 reflexive Enter never destroys. ``y`` picks the one action of a yes/no
-question; where several actions are on offer it does nothing (the operator
-chooses with the mouse, tab or the arrows, then Enter). Labels stay short (a
+question, or the action the dialog names as its yes (``yes=``: the quit
+dialog's "Finish, then quit", which loses nothing); where several actions are
+on offer and none is named it does nothing (the operator chooses with the
+mouse, tab or the arrows, then Enter). Labels stay short (a
 count belongs in the title), so every button fits at 80 columns.
 """
 
@@ -43,11 +45,14 @@ class ConfirmScreen(ModalScreen[str | None]):
         Binding("right,tab", "app.focus_next", show=False),
     ]
 
-    def __init__(self, title: str, message: str, *, choices: list[Choice] | None = None) -> None:
+    def __init__(self, title: str, message: str, *, choices: list[Choice] | None = None,
+                 yes: str | None = None) -> None:
         super().__init__()
         self.title_text = title
         self.message = message
         self.choices = choices or [("yes", "Yes", "error"), ("no", "No", "default")]
+        #: the value ``y`` picks when several actions are on offer (None: ``y`` picks only a lone action)
+        self.yes = yes
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -75,6 +80,9 @@ class ConfirmScreen(ModalScreen[str | None]):
         self.dismiss(None if value in ("no", "stay", "back") else value)
 
     def action_choose_first(self) -> None:
+        if self.yes is not None:
+            self.dismiss(self.yes)
+            return
         actions = [value for value, _label, _variant in self.choices if value not in SAFE_CHOICES]
         if len(actions) == 1:  # a yes/no question; with several actions, `y` would be a guess
             self.dismiss(actions[0])

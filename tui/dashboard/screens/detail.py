@@ -1,5 +1,7 @@
 """One job, in full: summary, errors and their tracebacks, chunk history, fields.
 
+Longer than 500 lines: four tabs; the error log's state is next to move out.
+
 It is also where a developer closes the loop on a failing callback: retry one
 entity (``t``), debug it post-mortem under pdb (``d``), put every failure back
 into the job (``u``) or into a new job (``r``). Errors are grouped by bug (one
@@ -26,7 +28,7 @@ from chunkq.tui.dashboard import commands, debugging
 from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.polling import Poller
 from chunkq.tui.dashboard.protocol import Dashboard, dashboard
-from chunkq.tui.dashboard.screens import group_actions, job_actions
+from chunkq.tui.dashboard.screens import copy_error, group_actions, job_actions
 from chunkq.tui.dashboard.screens.export import ExportScreen, export_errors
 from chunkq.tui.dashboard.widgets.chunk_history import ChunkHistory
 from chunkq.tui.dashboard.widgets.error_tables import PAGE_SIZE, ErrorGroups, ErrorLog, ErrorPage
@@ -53,6 +55,7 @@ class _Snapshot:
     rate: float
     chunks: list[ChunkInfo] | None = None
     groups: list[ErrorGroup] | None = None
+    groups_total: int | None = None  # the job's groups in all: the caption says "103 bugs", not the page's size
     errors: list[ErrorEntry] | None = None
     #: the error that paused or failed the job (``job.reason_error_id``)
     reason_error: ErrorEntry | None = None
@@ -94,6 +97,8 @@ class JobDetailScreen(Screen[None]):
         #: the error log's query: narrowed to one group (a drill-down), a search text, and the page
         self.error_filter: ErrorGroup | None = None
         self.error_search: str | None = None
+        #: the group ``m`` marked, to merge into the next group ``m`` is pressed on (issue 27)
+        self.merge_mark: ErrorGroup | None = None
         self.page_offset = 0
         #: a group to open once it is read (by fingerprint): auto-run's breakpoint opens the new bug
         self.open_group = group
@@ -201,7 +206,8 @@ class JobDetailScreen(Screen[None]):
         if not changed:
             return snap
         snap.chunks = await queue.list_chunks(job.id)
-        snap.groups = await queue.group_errors(job.id, search=self.error_search)
+        page = await queue.error_group_page(job.id, search=self.error_search)
+        snap.groups, snap.groups_total = list(page.groups), page.total
         if self.open_group is not None:
             wanted, self.open_group = self.open_group, None
             found = [g for g in snap.groups if g.fingerprint == wanted]
@@ -236,10 +242,15 @@ class JobDetailScreen(Screen[None]):
                 self.query_one(HistoryLine).show(snap.history)
             if snap.chunks is not None:
                 self.query_one(ChunkHistory).history = (tuple(snap.chunks), now)
+            groups = self.query_one(ErrorGroups)
             if snap.groups is not None:
-                groups = self.query_one(ErrorGroups)
                 groups.search = self.error_search
+                groups.total = snap.groups_total
                 groups.groups = (tuple(snap.groups), now)
+                if self.error_filter is not None:
+                    groups.highlight(self.error_filter.fingerprint)
+            elif groups.groups is not None:
+                groups.groups = (groups.groups[0], now)  # nothing new: the Last column still ages (issue 27)
             if snap.errors is not None:
                 self.error_log.page = ErrorPage(tuple(snap.errors), self.page_offset, self.error_filter,
                                                 snap.job.error_count, self.error_search)
@@ -253,6 +264,15 @@ class JobDetailScreen(Screen[None]):
 
     def on_error_log_highlighted(self, event: ErrorLog.Highlighted) -> None:
         self.error_view.show(event.error)
+
+    def on_error_log_chosen(self, event: ErrorLog.Chosen) -> None:
+        """Enter on an error opens its traceback: the whole width when the pane has no room beside the lists
+        (below ``NARROW_BELOW``), else the pane beside them takes the focus (its keys scroll it); esc returns."""
+        self.error_view.show(event.error)
+        if self.has_class("-narrow") and not self.has_class("-zoom"):
+            self.action_toggle_traceback()
+        else:
+            self.error_view.focus()
 
     def on_error_groups_chosen(self, event: ErrorGroups.Chosen) -> None:
         self.show_group(event.group)
@@ -271,6 +291,24 @@ class JobDetailScreen(Screen[None]):
             return self.error_filter
         table = self.query_one("#detail-groups", DataTable)
         return self.query_one(ErrorGroups).selected_group() if table.has_focus else None
+
+    # ------------------------------------------------------------------ errors: copy
+
+    def action_copy_error(self) -> None:
+        """Ask what to copy of the error shown (the selected one, or the reason ``e`` opened), then copy it."""
+        error = self.error_view.error or self.selected_error()
+        if error is None:
+            self.notify("select an error in the error log first (tab 1): y copies its entity ID, message or "
+                        "traceback", severity="warning")
+            return
+
+        def chosen(what: str | None) -> None:
+            if what in copy_error.WHAT_WORDS:
+                text = copy_error.copied_text(error, what)  # type: ignore[arg-type]
+                self.app.copy_to_clipboard(text)
+                self.notify(copy_error.copied_note(error, what, text), title="Copied")  # type: ignore[arg-type]
+
+        self.app.push_screen(copy_error.CopyScreen(error), chosen)
 
     # ------------------------------------------------------------------ errors: search
 
@@ -314,6 +352,9 @@ class JobDetailScreen(Screen[None]):
     def action_back(self) -> None:
         if self.has_class("-zoom"):  # Esc leaves the zoomed traceback first
             self.action_toggle_traceback()
+            return
+        if self.error_view.has_focus:  # then the traceback beside the lists, for the log it was opened from
+            self.query_one("#detail-errors").focus()
             return
         search = self.query_one("#error-search", Input)
         if search.has_focus or self.error_search is not None:
@@ -393,6 +434,55 @@ class JobDetailScreen(Screen[None]):
             self._confirm_group_change(group, "retry")
             return
         self._confirm_failed_change("retry")
+
+    def action_merge_group(self) -> None:
+        """``m`` marks the highlighted group; ``m`` on another merges the marked one into it (asks first)."""
+        group = self.selected_group()
+        job = self.job
+        if group is None or job is None:
+            self.notify("highlight a group in the grouped table first (tab to it)", severity="warning")
+            return
+        mark = self.merge_mark
+        if mark is None or mark.fingerprint == group.fingerprint:
+            self.merge_mark = None if mark is not None else group
+            self.notify(f"marked {group_actions.group_label(group, 40)}: highlight the group it is the same bug "
+                        "as and press m" if mark is None else "unmarked", title="Merge")
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "yes":
+                self._run_merge(mark, group, None)
+
+        self.app.push_screen(group_actions.merge_dialog(job, mark, group), chosen)
+
+    def action_unmerge_group(self) -> None:
+        """``M``: split the group last merged by hand into the highlighted one off again (asks first)."""
+        group = self.selected_group()
+        if group is None or not group.merged:
+            self.notify("the highlighted group has no group merged into it by hand", severity="warning")
+            return
+        part = group.merged[-1]
+
+        def chosen(choice: str | None) -> None:
+            if choice == "yes":
+                self._run_merge(group, None, part)
+
+        self.app.push_screen(group_actions.unmerge_dialog(group, part), chosen)
+
+    @work(group="detail-action", exit_on_error=False)
+    async def _run_merge(self, group: ErrorGroup, into: ErrorGroup | None, part: str | None) -> None:
+        queue = self.dashboard.queue
+        try:
+            if into is not None:
+                said = await group_actions.merge_groups(queue, self.job_id, group, into)
+            else:
+                said = await group_actions.unmerge_group(queue, self.job_id, group, part or "")
+        except core.ChunkqError as exc:
+            self.notify(str(exc), severity="error")
+        else:
+            self.notify(said, title="Merged" if into is not None else "Split off")
+        self.merge_mark = None
+        self.reload(force=True)
 
     def _confirm_group_change(self, group: ErrorGroup, how: group_actions.How) -> None:
         job = self.job

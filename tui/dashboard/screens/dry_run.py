@@ -81,7 +81,14 @@ class DryRunScreen(Screen[None]):
         return self.entries.get(key) if key is not None else None
 
     def _show(self) -> None:
-        self.query_one(ErrorView).show(self.selected_entry())
+        view = self.query_one(ErrorView)
+        entry = self.selected_entry()
+        key = selected_key(self.query_one(DataTable))
+        success = dict(self.results).get(key) if entry is None and key is not None else None
+        if success is not None:
+            view.show_success(success)  # what it printed and logged, though nothing failed
+        else:
+            view.show(entry)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()

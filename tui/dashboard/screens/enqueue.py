@@ -17,6 +17,7 @@ from chunkq.core import limits
 from chunkq.tui import humanize
 from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.protocol import Dashboard, dashboard
+from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from chunkq.tui.dashboard.widgets.fit_footer import FitFooter
 from textual import events, on, work
 from textual.app import ComposeResult
@@ -77,6 +78,7 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
         self._count_timer: Timer | None = None
         self._file_count: int | None = None
         self.submitting = False
+        self._initial: dict[str, str] = {}
 
     @property
     def dashboard(self) -> Dashboard:
@@ -250,9 +252,38 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
         widget = self.query_one(f"#{field_id}")
         widget.set_class(bool(message), "invalid")
 
+    def _values(self) -> dict[str, str]:
+        values = {box.id or "": box.value for box in self.query(Input)}
+        values["ids"] = self.query_one("#ids", TextArea).text
+        return values
+
+    def on_mount(self) -> None:
+        self._initial = self._values()  # the defaults: a form left as it opened discards nothing
+
+    def typed(self) -> list[str]:
+        """The boxes changed since the form opened (what Back would throw away)."""
+        return [key for key, value in self._values().items()
+                if value.strip() != self._initial.get(key, "").strip()]
+
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        """Back; a form with anything typed (pasted IDs can be thousands) asks first."""
+        typed = self.typed()
+        if not typed:
+            self.dismiss(None)
+            return
+        ids = len(parse_ids(self.query_one("#ids", TextArea).text))
+        what = humanize.plural(ids, "pasted ID") if ids else humanize.plural(len(typed), "field")
+        question = ConfirmScreen(
+            "Discard this job?", f"The form holds {what} that nothing has saved yet.",
+            choices=[("yes", "Discard", "error"), ("no", "Keep editing", "default")],
+        )
+
+        def chosen(choice: str | None) -> None:
+            if choice == "yes":
+                self.dismiss(None)
+
+        self.app.push_screen(question, chosen)
 
 
 def _default(name: str) -> str:

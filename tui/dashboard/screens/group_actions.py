@@ -1,6 +1,6 @@
 """Acting on one group of errors (one bug): the questions asked first and the words said after.
 
-A group is one fingerprint (``core/fingerprint.py``). Retrying it touches only
+A group is one bug (``core/error_groups.py``). Retrying it touches only
 the entities whose failure is that bug — in place (``Queue.requeue_failed(…,
 fingerprint=)``) or as a new job (``Queue.retry_failed(…, fingerprint=)``) —
 so fixing one bug and retrying it never re-bills the entities another bug
@@ -56,3 +56,34 @@ async def act_on_group(queue: core.Queue, job_id: int, group: core.ErrorGroup, h
     new = await queue.retry_failed(job_id, fingerprint=group.fingerprint)
     return (f"created job {new.id} with {humanize.plural(new.total_count, 'entity', 'entities')} "
             f"of {group_label(group, 40)} (retry of #{job_id})")
+
+
+def merge_dialog(job: core.Job, group: core.ErrorGroup, into: core.ErrorGroup) -> ConfirmScreen:
+    """Merge ``group`` into ``into``: the operator says they are one bug (issue 27)? ("yes" or None)."""
+    return ConfirmScreen(
+        "Merge these two groups into one bug?",
+        f"{group_label(group)}\n  into\n{group_label(into)}\n\nThey count as one group of job {job.id} from "
+        "now on, for its future errors of either kind too. M on the merged group splits it off again.",
+        choices=[("yes", "Merge", "primary"), ("no", "Back", "default")],
+    )
+
+
+def unmerge_dialog(group: core.ErrorGroup, part: str) -> ConfirmScreen:
+    """Split group ``part`` off ``group`` again? ("yes" or None)."""
+    return ConfirmScreen(
+        "Split a merged group off again?",
+        f"{group_label(group)}\n\nGroup {part}, merged into it by hand, becomes a group of its own again, "
+        "with its errors.",
+        choices=[("yes", "Split off", "primary"), ("no", "Back", "default")],
+    )
+
+
+async def merge_groups(queue: core.Queue, job_id: int, group: core.ErrorGroup, into: core.ErrorGroup) -> str:
+    """Do it; what was done, in a sentence (raises ``ChunkqError`` when it cannot be done)."""
+    await queue.merge_error_groups(job_id, [group.fingerprint], into.fingerprint)
+    return f"merged {group_label(group, 30)} into {group_label(into, 30)}"
+
+
+async def unmerge_group(queue: core.Queue, job_id: int, group: core.ErrorGroup, part: str) -> str:
+    await queue.unmerge_error_group(job_id, part)
+    return f"split group {part} off {group_label(group, 40)}"

@@ -1,5 +1,7 @@
 """The home screen: queue totals, filters, the jobs table and the activity log.
 
+Longer than 500 lines: its polls, filters and keys share one state, the page shown.
+
 The screen decides what to read and when; its widgets draw. A poll asks ``core``
 only for jobs changed since the last one (``diff_page`` turns them into rows in
 and out, ``JobsTable`` patches just those cells), so it costs the same with 10
@@ -22,6 +24,8 @@ from chunkq.tui.dashboard.protocol import Dashboard, dashboard
 from chunkq.tui.dashboard.screens import job_actions
 from chunkq.tui.dashboard.screens.detail import JobDetailScreen
 from chunkq.tui.dashboard.screens.enqueue import EnqueueScreen
+from chunkq.tui.dashboard.screens.prune import PruneScreen
+from chunkq.tui.dashboard.screens.prune import summary as prune_summary
 from chunkq.tui.dashboard.widgets.activity_log import ActivityLog
 from chunkq.tui.dashboard.widgets.fit_footer import FitFooter
 from chunkq.tui.dashboard.widgets.history import HistoryLine
@@ -36,6 +40,7 @@ from chunkq.tui.dashboard.widgets.job_page import (
     prev_offset,
 )
 from chunkq.tui.dashboard.widgets.jobs_table import JobsTable
+from chunkq.tui.dashboard.widgets.recent_rates import RecentRates
 from chunkq.tui.dashboard.widgets.totals import QueueTotals
 from textual import work
 from textual.app import ComposeResult
@@ -62,7 +67,6 @@ class Poll:
     started: float
     total: int | None = None
     stats: core.QueueStats | None = None
-    rates: dict[int, float] | None = None  # None: not re-read this time
     history: list[core.HistoryBucket] | None = None  # None: not re-read this time
     filter_key: tuple[str | None, str, str | None, int] = (None, "", None, 0)
     #: every tenant (``Queue.list_tenants``), read with each full page; None: not re-read this time
@@ -86,6 +90,7 @@ class JobsScreen(Screen[None]):
         self._full_at = -1e18
         self._need_full = True
         self._full_pending = False  # re-read the page once FULL_RELOAD_EVERY has passed
+        self.recent_rates = RecentRates()  # each row's Rate, from its counters between polls
         self.poller: Poller[Poll] = Poller(
             self, group="poll", fetch=self._fetch, render=self._render_poll,
             interval=lambda: self.dashboard.refresh_interval,
@@ -169,14 +174,9 @@ class JobsScreen(Screen[None]):
         # Totals are one aggregate over every job: read them when something changed, or now and then.
         changed_lately = bool(jobs) and started - self._stats_at >= STATS_WHEN_BUSY
         stats = await q.stats() if want_stats or changed_lately else None
-        rates: dict[int, float] | None = None
-        if stats is not None:  # rates move when chunks commit, i.e. when jobs change
-            latest = {**self.table.jobs, **{j.id: j for j in jobs}}
-            active = [i for i, j in latest.items() if j.status in core.ACTIVE_STATUSES]
-            rates = await q.job_rates(active) if active else {}
         # the queue's history is read with the totals (chunks of the last hour, one indexed range)
         history = await q.history() if stats is not None and self.show_history else None
-        return Poll(full, jobs, started, total, stats, rates, filter_key=key, history=history, tenants=tenants)
+        return Poll(full, jobs, started, total, stats, filter_key=key, history=history, tenants=tenants)
 
     def _render_poll(self, result: Poll) -> None:
         if result.filter_key != self._filter_key():
@@ -205,8 +205,12 @@ class JobsScreen(Screen[None]):
             self._need_full |= diff.overflow
             self._full_pending |= diff.outranked
         self._total = matching_total(diff.total, self._stats, status, search, tenant)
+        # each job's share now, from the rows' own counters (``RecentRates``: no read of its own)
+        rates = self.recent_rates.observe({**self.table.jobs, **{j.id: j for j in result.jobs}}.values(),
+                                          result.started)
         with self.app.batch_update():
-            self.table.apply(diff, touched={j.id for j in result.jobs}, rates=result.rates, full=result.full)
+            self.table.apply(diff, touched={j.id for j in result.jobs},
+                             rates=rates if result.stats is not None else None, full=result.full)
             totals = self.query_one(QueueTotals)
             totals.problem = None
             totals.stats = self._stats
@@ -218,6 +222,8 @@ class JobsScreen(Screen[None]):
             if result.tenants is not None:
                 self.filters.show_tenants(result.tenants)
             self.fit_activity()
+        if result.full:
+            self._say_if_auto_run_hidden()
 
     def _show_error(self, error: Exception) -> None:
         msg = str(error) if isinstance(error, core.ChunkqError) else f"{type(error).__name__}: {error}"
@@ -469,10 +475,52 @@ class JobsScreen(Screen[None]):
         self.activity.note(msg)
         self.poll(full=True)
 
+    def action_prune(self) -> None:
+        def chosen(policy: core.RetentionPolicy | None) -> None:
+            if policy is not None:
+                self._prune(policy)
+
+        self.app.push_screen(PruneScreen(), chosen)
+
+    @work(group="prune", exclusive=False, exit_on_error=False)
+    async def _prune(self, policy: core.RetentionPolicy) -> None:
+        """The confirmed prune, on the app's loop a transaction at a time: the interface never waits for it."""
+        self.activity.note(f"pruning finished jobs ({policy.describe()})…")
+        try:
+            result = await core.Pruner(self.dashboard.queue).prune(policy)
+        except core.ChunkqError as exc:
+            self.notify(f"prune failed: {exc}", severity="error")
+            return
+        msg = prune_summary(result)
+        self.notify(msg, title="Prune", severity="warning" if result.busy else "information")
+        self.activity.note(msg)
+        self.poll(full=True)
+
     # ------------------------------------------------------------------ processing
+
+    #: the job auto-run last committed a chunk of (None: none yet), and the filter already said to hide it
+    auto_run_job: int | None = None
+    _hidden_said: str | None = None
+
+    def _say_if_auto_run_hidden(self) -> None:
+        """A filter never hides the job auto-run works on without saying so: the list would look idle
+        while the header says auto-run. Said once per filter (auto-run moves between jobs chunk by chunk,
+        and a job's status flips between pending and running: a toast per chunk would be noise)."""
+        job_id = self.auto_run_job
+        filtered = self.filters.describe()
+        if job_id is None or not filtered or not self.dashboard.processing or job_id in self.table.jobs:
+            return
+        if self._hidden_said == filtered:
+            return
+        self._hidden_said = filtered
+        self.notify(f"auto-run works on job {job_id}, which this filter hides ({filtered}); "
+                    "f cycles the status filter, esc clears the search", title="Auto-run")
 
     def processing_event(self, message: ProcessingMessage) -> None:
         """Called by the app for each processing message: the activity log shows it."""
         self.activity.show(message)
+        if isinstance(message, ChunkDone) and message.source == "auto-run":
+            self.auto_run_job = message.result.job_id
+            self._say_if_auto_run_hidden()
         if isinstance(message, ChunkDone) and message.source == "step":
             self.poll()  # show a step's effect now; auto-run's chunks wait for the next tick

@@ -7,18 +7,26 @@ provider messages are user text: they go in as plain ``Text``, never as markup.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any, Self
 
 from chunkq.tui import humanize
 from chunkq.tui.dashboard import format as fmt
-from chunkq.tui.dashboard.messages import ActivityNote, ChunkDone, EntityDone, ProcessingMessage
+from chunkq.tui.dashboard.messages import ActivityNote, ChunkDone, EntityBatch, EntityDone, ProcessingMessage
+from rich.cells import cell_len, set_cell_size
+from rich.console import RenderableType
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.notifications import SeverityLevel
 from textual.widgets import RichLog
 
 MAX_LINES = 1000
+#: entity lines written from one batch; past it, one line says how many more (the chunk's
+#: summary counts them, the job's errors list has them all): writing every one kept keys waiting
+BATCH_LINES = 8
 
 
 def _stamp(now: datetime) -> Text:
@@ -34,7 +42,42 @@ def note_line(text: str, severity: SeverityLevel, now: datetime, palette: fmt.Pa
     return line
 
 
-def entity_line(message: EntityDone, now: datetime, palette: fmt.Palette | None = None) -> Text:
+#: lines of an entity's captured output shown under its line (a step's, a dry run's): the last ones
+OUTPUT_LINES = 3
+
+
+def output_tail(output: str | None) -> Text:
+    """The last ``OUTPUT_LINES`` of what the callback printed and logged, dim and indented ("" if none)."""
+    if not output:
+        return Text("")
+    tail = Text("", style=Style(dim=True))
+    for line in output.splitlines()[-OUTPUT_LINES:]:
+        tail.append("\n    │ ")
+        tail.append(fmt.printable(line))
+    return tail
+
+
+#: an entity ID longer than this is shown as its head and tail around "…": one line per entity, even
+#: for a URL or a JSON key hundreds of characters long (the error view shows it whole)
+ID_CELLS = 40
+
+
+def fold_id(entity_id: str, limit: int = ID_CELLS) -> str:
+    """``entity_id`` made printable, and cut in the middle when longer than ``limit`` cells (the start and
+    the end are what tell IDs apart: a common prefix, a distinguishing suffix)."""
+    text = fmt.printable(entity_id)
+    if cell_len(text) <= limit:
+        return text
+    head = set_cell_size(text, (limit - 1) // 2).rstrip(" ")  # a wide character cut in half leaves a space
+    tail_cells = limit - 1 - cell_len(head)
+    tail = text[-tail_cells:]
+    while cell_len(tail) > tail_cells:
+        tail = tail[1:]
+    return f"{head}…{tail}"
+
+
+def entity_line(message: EntityDone, now: datetime, palette: fmt.Palette | None = None, *,
+                with_output: bool = True) -> Text:
     """✓ for a success, ↻ for a failure that will be retried, ✗ for one that will not.
 
     "Will be retried" is core's decision (``EntityResult.retry_at``), not a guess
@@ -47,17 +90,21 @@ def entity_line(message: EntityDone, now: datetime, palette: fmt.Palette | None 
     line = _stamp(now)
     if r.ok:
         line.append(f"{prefix}✓ ", style=fmt.status_style("complete", palette))
-        line.append(f"{job}{fmt.printable(r.entity_id)}")
+        line.append(f"{job}{fold_id(r.entity_id)}")
         line.append(f"  {fmt.duration(r.duration)}", style=Style(dim=True))
+        if with_output:
+            line.append_text(output_tail(r.output))
         return line
     transient = r.retry_at is not None
     style = fmt.status_style("paused" if transient else "failed", palette)
     line.append(f"{prefix}{'↻ ' if transient else '✗ '}", style=style)
-    line.append(f"{job}{fmt.printable(r.entity_id)}  ")
+    line.append(f"{job}{fold_id(r.entity_id)}  ")
     line.append(fmt.printable(f"{r.error_type}: {r.message}"), style=style)
     if r.retry_at is not None:
         delay = max(r.retry_at - now.timestamp(), 0.0)
         line.append(f"  to retry in {fmt.duration(delay)}", style=Style(dim=True))
+    if with_output:
+        line.append_text(output_tail(r.output))
     return line
 
 
@@ -90,6 +137,39 @@ class ActivityLog(RichLog):
         super().__init__(id=id, max_lines=MAX_LINES, wrap=True, min_width=20, markup=False, auto_scroll=True)
         self._clock = clock
         self.size_mode = "auto"
+        #: what was written, to lay out again at a new width (RichLog keeps only lines cut to the old one)
+        self._kept: deque[RenderableType] = deque(maxlen=MAX_LINES)
+        self._laid_out_at = 0
+        self._replaying = False
+
+    def write(self, content: RenderableType | object, *args: Any, **kwargs: Any) -> Self:
+        if self._size_known and not self._replaying:  # before that RichLog defers, then writes again
+            self._kept.append(content)  # type: ignore[arg-type]
+        return super().write(content, *args, **kwargs)
+
+    def clear(self) -> Self:
+        if not self._replaying:
+            self._kept.clear()
+        return super().clear()
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Reflow: every kept line wrapped again at the new width (a wider pane holds them on fewer lines,
+        a narrower one never cuts them). At most ``MAX_LINES``, and only when the width changes."""
+        width = event.size.width
+        if width == self._laid_out_at:
+            return
+        previous, self._laid_out_at = self._laid_out_at, width
+        if not self._size_known or not previous or not self._kept:
+            return  # the first size: RichLog writes what it deferred at this width itself
+        self._replaying = True
+        try:
+            with self.app.batch_update():
+                self.clear()
+                for content in self._kept:
+                    self.write(content, scroll_end=False)
+                self.scroll_end(animate=False)
+        finally:
+            self._replaying = False
 
     def cycle_size(self) -> str:
         """The next size mode (auto, tall, hidden); returns it."""
@@ -110,6 +190,14 @@ class ActivityLog(RichLog):
         """Log one processing message (``ProcessingChanged`` has nothing to say)."""
         if isinstance(message, EntityDone):
             self.write(entity_line(message, self._clock(), self.app.theme_variables))
+        elif isinstance(message, EntityBatch):
+            now, palette = self._clock(), self.app.theme_variables
+            for entity in message.entities[:BATCH_LINES]:
+                self.write(entity_line(entity, now, palette, with_output=False))  # the error view has it
+            more = len(message.entities) - BATCH_LINES
+            if more > 0:
+                self.write(fmt.plain(f"… and {humanize.plural(more, 'more result')} "
+                                     "(the job's errors list has every failure)", "dim"))
         elif isinstance(message, ChunkDone):
             self.note(*chunk_note(message))
         elif isinstance(message, ActivityNote):

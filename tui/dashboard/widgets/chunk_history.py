@@ -25,6 +25,26 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("ok", "OK", 6),
     ("errors", "Errors", 6),
 )
+#: the keys in ``chunk_row``'s order
+KEYS = tuple(c[0] for c in COLUMNS)
+
+
+#: the order on screen: what a chunk did (state, counts, how long) before who ran it and when, so an
+#: 80-column terminal shows all of that; the Worker column narrows to make room, and what is left
+#: (when it started, the lease number, the kind) scrolls into view
+SHOWN: tuple[str, ...] = ("index", "state", "ok", "errors", "size", "duration", "worker", "started", "attempt",
+                          "kind")
+WORKER_MIN = 12
+_CELL_PADDING = 2  # DataTable's cell_padding, both sides
+
+
+def shown_columns(width: int) -> tuple[tuple[str, str, int], ...]:
+    """The columns in ``SHOWN`` order for a table ``width`` cells wide: Worker takes what the key columns
+    before it leave (between ``WORKER_MIN`` and its usual width)."""
+    by_key = {key: (label, w) for key, label, w in COLUMNS}
+    before = sum(by_key[k][1] + _CELL_PADDING for k in SHOWN[: SHOWN.index("worker")])
+    worker = max(WORKER_MIN, min(by_key["worker"][1], width - before - _CELL_PADDING - 1))  # 1: the scrollbar
+    return tuple((k, by_key[k][0], worker if k == "worker" else by_key[k][1]) for k in SHOWN)
 
 
 def chunk_seconds(chunk: ChunkInfo) -> float | None:
@@ -69,12 +89,26 @@ class ChunkHistory(DataTable[Cell]):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self._shown: tuple[tuple[str, str, int], ...] = ()
 
     def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
+        self._set_columns(shown_columns(self.size.width or self.app.size.width))
+
+    def on_resize(self) -> None:
+        columns = shown_columns(self.size.width)
+        if columns != self._shown:
+            self._set_columns(columns)
+
+    def _set_columns(self, columns: tuple[tuple[str, str, int], ...]) -> None:
+        self._shown = columns
+        self.clear(columns=True)
+        for key, label, width in columns:
             self.add_column(label, key=key, width=width)
+        self.watch_history(self.history)
 
     def watch_history(self, history: tuple[tuple[ChunkInfo, ...], datetime] | None) -> None:
-        if history is not None:
+        if history is not None and self._shown:
             chunks, now = history
-            sync_rows(self, [chunk_row(c, now, self.app.theme_variables) for c in chunks])
+            order = [KEYS.index(key) for key, _label, _width in self._shown]
+            rows = (chunk_row(c, now, self.app.theme_variables) for c in chunks)
+            sync_rows(self, [(key, tuple(cells[i] for i in order)) for key, cells in rows])

@@ -6,7 +6,8 @@ with its IDs, numbers and URLs replaced), so a provider that puts the entity in
 its message still makes one group per bug; the highlighted group's real messages
 are shown under the table as samples. Choosing a group posts
 ``ErrorGroups.Chosen`` (the screen narrows the log to it); moving through the log
-posts ``ErrorLog.Highlighted`` (the screen shows that error's traceback). Both
+posts ``ErrorLog.Highlighted`` (the screen shows that error's traceback), choosing one posts
+``ErrorLog.Chosen`` (the screen opens the traceback, full width when narrow). Both
 draw from their one reactive attribute only.
 """
 
@@ -15,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from chunkq.core import ErrorEntry, ErrorGroup
-from chunkq.core.tracebacks import NO_MESSAGE
+from chunkq.core import NO_MESSAGE, ErrorEntry, ErrorGroup
 from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.widgets.detail_text import one_line, short_type
 from chunkq.tui.dashboard.widgets.keyed_table import Row, selected_key, sync_rows
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -76,6 +77,41 @@ def group_row(g: ErrorGroup, now: datetime) -> Row:
     )
 
 
+#: characters kept before the first difference when a message is shown from there ("…limit <n> for bucket")
+DIFF_CONTEXT = 8
+
+
+def _common_prefix(a: str, b: str) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def distinct_messages(messages: list[str], width: int) -> list[str]:
+    """``messages`` as a column ``width`` cells wide shows them, each told apart from the others.
+
+    Two groups can differ only past what the column shows ("quota exceeded for acco…" twice: the
+    account's template differs at its tail). Those are shown from just before their first
+    difference, after an ellipsis, so the part that tells them apart is on screen; every other
+    message is left as it is.
+    """
+    def shown(m: str) -> str:
+        return set_cell_size(m, width) if cell_len(m) > width else m
+
+    by_shown: dict[str, list[int]] = {}
+    for i, m in enumerate(messages):
+        by_shown.setdefault(shown(m), []).append(i)
+    out = list(messages)
+    for same in by_shown.values():
+        if len({messages[i] for i in same}) < 2:
+            continue
+        for i in same:
+            m = messages[i]
+            differs = max(_common_prefix(m, messages[j]) for j in same if messages[j] != m)
+            start = max(differs - DIFF_CONTEXT, 0)
+            if start > 0 and cell_len(m[: differs + 1]) > width:
+                out[i] = "…" + m[start:]
+    return out
+
+
 def group_samples(g: ErrorGroup | None) -> Text:
     """Where the bug is raised, and the real messages behind its normalised one (what the provider said)."""
     if g is None:
@@ -92,11 +128,14 @@ def group_samples(g: ErrorGroup | None) -> Text:
     return text
 
 
-def groups_caption(groups: int, search: str | None = None) -> str:
+def groups_caption(groups: int, search: str | None = None, shown: int | None = None) -> str:
+    """How many bugs there are in all (never the size of the page read: issue 27), and how many are listed."""
     where = f" matching {one_line(search, 30)!r}" if search else ""
     if not groups:
         return f"Unresolved errors by bug{where}: none"
     kinds = "1 bug" if groups == 1 else f"{groups:,} bugs"
+    if shown is not None and shown < groups:
+        kinds += f", the {shown:,} biggest listed"
     return f"Unresolved errors by bug{where} ({kinds}) · enter: show them · /: search"
 
 
@@ -129,7 +168,7 @@ def errors_caption(page: ErrorPage, page_size: int = PAGE_SIZE) -> str:
     if page.only is not None:
         g = page.only
         text = (f"Error log {span}{found} · only {one_line(short_type(g.error_type))}: "
-                f"{message_text(g.message, 40)} ({fmt.count(g.entities)} entities) · esc: all")
+                f"{message_text(g.message, 40)} ({fmt.plural(g.entities, 'entity', 'entities')}) · esc: all")
     elif page.search:
         text = f"Error log {span}{found} · esc: all"
     else:
@@ -157,6 +196,9 @@ class ErrorGroups(Vertical):
 
     search: reactive[str | None] = reactive(None, init=False)
     """The search the groups were read with (for the caption)."""
+
+    total: int | None = None
+    """How many groups the job has in all (set before ``groups``; None: as many as listed)."""
 
     def __init__(self, *, table_id: str, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -196,8 +238,21 @@ class ErrorGroups(Vertical):
     def _sync(self, groups: tuple[tuple[ErrorGroup, ...], datetime]) -> None:
         items, now = groups
         index = [i for i, (key, _l, _w) in enumerate(GROUP_COLUMNS) if key in {k for k, _l, _w in self._columns}]
-        rows = [(key, [cells[i] for i in index]) for key, cells in (group_row(g, now) for g in items)]
+        full = [group_row(g, now) for g in items]
+        # messages the column would cut to the same text are shown from where they differ
+        at = next(i for i, (key, _l, _w) in enumerate(GROUP_COLUMNS) if key == "message")
+        width = next(w for key, _l, w in self._columns if key == "message")
+        told = distinct_messages([str(cells[at]) for _key, cells in full], width)
+        rows = [(key, [told[n] if i == at else cells[i] for i in index]) for n, (key, cells) in enumerate(full)]
         sync_rows(self.table, rows)
+
+    def highlight(self, fingerprint: str) -> None:
+        """Put the cursor on this group's row, if it is listed: the drill-down, the highlighted row and the
+        samples line describe one group (issue 27: the breakpoint opened one while another was highlighted)."""
+        table = self.table
+        if fingerprint in self._by_key and selected_key(table) != fingerprint:
+            table.move_cursor(row=table.get_row_index(fingerprint), animate=False)
+            self._show_samples()
 
     def selected_group(self) -> ErrorGroup | None:
         """The group under the cursor (None: no groups)."""
@@ -210,7 +265,8 @@ class ErrorGroups(Vertical):
         items, _now = groups
         self._by_key = {g.fingerprint: g for g in items}
         self._sync(groups)
-        self.query_one(Label).update(fmt.plain(groups_caption(len(items), self.search)))
+        total = len(items) if self.total is None else max(self.total, len(items))
+        self.query_one(Label).update(fmt.plain(groups_caption(total, self.search, len(items))))
         self._show_samples()
 
     def _show_samples(self) -> None:
@@ -234,6 +290,13 @@ class ErrorLog(Vertical):
         """The cursor moved to another error (None: the log is empty)."""
 
         def __init__(self, error: ErrorEntry | None) -> None:
+            super().__init__()
+            self.error = error
+
+    class Chosen(Message):
+        """Enter (or a click) on an error: open its traceback, where the terminal has room for it or not."""
+
+        def __init__(self, error: ErrorEntry) -> None:
             super().__init__()
             self.error = error
 
@@ -271,3 +334,9 @@ class ErrorLog(Vertical):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
         self.post_message(self.Highlighted(self.selected_error()))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        error = self._by_id.get(int(str(event.row_key.value)))
+        if error is not None:
+            self.post_message(self.Chosen(error))

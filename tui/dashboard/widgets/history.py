@@ -54,8 +54,14 @@ def captions(data: Series) -> tuple[str, str, str]:
     window = f"{data.minutes}m" if data.minutes < 120 else f"{data.minutes // 60}h"
     if data.empty:
         return (f"calls/s {window}", "idle", "none")
-    # attempts, not entities finished: a transient failure waiting for its retry was a call too
-    return (f"calls/s {window}", f"{fmt.count(data.processed)} calls", f"{fmt.count(data.failed)} errors")
+    # Attempts, not entities: a transient failure waiting for its retry was a call too. So the second
+    # line says "failed calls", never "errors": the header's "errors" and the jobs' Errors column count
+    # entities failed for good, a different number, and one word must not name both.
+    return (f"calls/s {window}", _calls(data.processed, "call"), _calls(data.failed, "failed call"))
+
+
+def _calls(n: int, word: str) -> str:
+    return f"{fmt.count(n)} {word}" + ("" if n == 1 else "s")
 
 
 class HistoryLine(Horizontal):
@@ -77,7 +83,7 @@ class HistoryLine(Horizontal):
         yield Label("calls/s", id="history-label")
         yield Sparkline([0.0], id="history-throughput")
         yield Label("", id="history-processed", classes="history-total")
-        yield Label("errors/s", id="history-failures-label")
+        yield Label("failed calls/s", id="history-failures-label")
         yield Sparkline([0.0], id="history-failures")
         yield Label("", id="history-failed", classes="history-total")
 

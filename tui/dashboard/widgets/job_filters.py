@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 from chunkq.core import limits
 from chunkq.tui.dashboard.format import printable
+from chunkq.tui.dashboard.widgets.job_page import PAGING_HINT
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -69,6 +71,10 @@ class JobFilters(Horizontal):
 
     class Submitted(Message):
         """Enter in the search box: the search is applied, the operator is done typing."""
+
+    #: the search box's width when the bar has room for it beside the page position, and its least
+    SEARCH_WIDTH = 40
+    SEARCH_MIN = 12
 
     page_info: reactive[str] = reactive("", init=False)
     """Which rows of how many the table shows (set by the screen after each poll)."""
@@ -137,6 +143,24 @@ class JobFilters(Horizontal):
         yield Static(id="page-info")
 
     def watch_page_info(self, info: str) -> None:
+        self._fit()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """The page position is never cut ("1–200 of 10,008"): the search box gives way to it, down to
+        ``SEARCH_MIN``, and then the paging hint goes, never the numbers."""
+        info = self.page_info
+        box = self.query_one("#search", Input)
+        others = sum(w.outer_size.width for w in (self.query_one("#status-filter"), self.query_one("#tenant-filter"))
+                     if w.display)
+        room = self.content_size.width - others - box.styles.margin.width
+        if room <= 0:
+            return
+        box.styles.width = max(self.SEARCH_MIN, min(self.SEARCH_WIDTH, room - cell_len(info)))
+        if cell_len(info) > room - self.SEARCH_MIN:
+            info = info.split(PAGING_HINT)[0]
         self.query_one("#page-info", Static).update(Text(info))
 
     def clear_search(self) -> bool:

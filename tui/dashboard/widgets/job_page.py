@@ -131,11 +131,15 @@ def prev_offset(offset: int, page_size: int = PAGE_SIZE) -> int | None:
     return None if offset == 0 else max(offset - page_size, 0)
 
 
+#: how to page, after the position (dropped first when the filter bar is short)
+PAGING_HINT = "  ([ ] page)"
+
+
 def page_info(offset: int, shown: int, total: int, *, filtered: bool, page_size: int = PAGE_SIZE) -> str:
     """The line above the table: which rows of how many, and how to page."""
     if shown == 0:
         return "no jobs match" if filtered else "no jobs yet: press n"
     info = f"{offset + 1}–{offset + shown} of {fmt.count(max(total, offset + shown))}"
     if total > page_size or offset:
-        info += "  ([ ] page)"
+        info += PAGING_HINT
     return info

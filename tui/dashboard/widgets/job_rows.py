@@ -84,8 +84,13 @@ CELL_PAD = 2
 PERCENT_WIDTH = 7
 
 
+#: what the sorted column's header gains: " ▼" (never cut: the sort column is marked)
+SORT_MARK = 2
+
+
 def fit_columns(
-    available: int, needs: Mapping[str, int] | None = None, *, present: Collection[str] = ()
+    available: int, needs: Mapping[str, int] | None = None, *, present: Collection[str] = (),
+    sorted_by: str | None = None,
 ) -> dict[str, int]:
     """The columns shown in a table ``available`` cells wide, and their widths, in display order.
 
@@ -95,13 +100,22 @@ def fit_columns(
     their maximums. ``needs`` are the widest cells of count columns: a count column
     is always that wide, so a number is never cut (it is dropped whole instead).
     ``present``: the ``WHEN_PRESENT`` columns some job on the page has a value for
-    (the others are left out, as if they did not exist).
+    (the others are left out, as if they did not exist). ``needs["note"]``, when
+    given, is the widest note: the note grows no wider, and the room it leaves goes
+    to the names (an empty "Worker / retries" column helps nobody). ``sorted_by``:
+    that column's header keeps room for its arrow.
     """
     needs = needs or {}
     keys = [k for k in COLUMN_KEYS if k not in WHEN_PRESENT or k in present]
     base = {key: width for key, _label, width, _right in COLUMNS}
     labels = {key: len(label) for key, label, _width, _right in COLUMNS}
-    least = {k: max(FITS[k].min, labels[k] if k in COUNT_COLUMNS else 0, needs.get(k, 0)) for k in keys}
+    if sorted_by in labels:
+        labels[sorted_by] += SORT_MARK
+    least = {k: max(FITS[k].min, labels[k] if k in COUNT_COLUMNS or k == sorted_by else 0,
+                    needs.get(k, 0) if k in COUNT_COLUMNS else 0) for k in keys}
+    most = {k: FITS[k].max for k in keys}
+    if "note" in needs and "note" in most:
+        most["note"] = max(min(needs["note"], most["note"]), base["note"])
     widths: dict[str, int] = {}
     room = available
     ranked = sorted(keys, key=lambda k: FITS[k].priority)
@@ -125,11 +139,11 @@ def fit_columns(
         given = 0
         for key in growers:
             share = max(1, room * GROW[key] // total)
-            more = min(share, FITS[key].max - widths[key], room - given)
+            more = min(share, most[key] - widths[key], room - given)
             widths[key] += max(more, 0)
             given += max(more, 0)
         room -= given
-        growers = [k for k in growers if widths[k] < FITS[k].max]
+        growers = [k for k in growers if widths[k] < most[k]]
         if given == 0:
             break
     return {key: widths[key] for key in keys if key in widths}
@@ -140,14 +154,22 @@ def present_columns(jobs: Iterable[core.Job]) -> frozenset[str]:
     return frozenset(("tenant",)) if any(job.tenant for job in jobs) else frozenset()
 
 
-def count_needs(cells: Iterable[Mapping[str, Text]]) -> dict[str, int]:
-    """The widest cell of each count column (in terminal cells, not characters)."""
+def count_needs(cells: Iterable[Mapping[str, Text]], jobs: Iterable[core.Job] = ()) -> dict[str, int]:
+    """The widest cell of each count column (in terminal cells, not characters), and of the notes.
+
+    With ``jobs``, "Done" is sized for each job finished ("500/500", not "97/500"): the
+    column is as wide from the first entity to the last, so it never grows, pushing the
+    others about, while a job runs.
+    """
     needs: dict[str, int] = {}
     for row in cells:
-        for key in COUNT_COLUMNS:
+        for key in (*COUNT_COLUMNS, "note"):
             cell = row.get(key)
             if cell is not None:
                 needs[key] = max(needs.get(key, 0), cell.cell_len)
+    for job in jobs:
+        total = fmt.count(job.total_count)
+        needs["done"] = max(needs.get("done", 0), 2 * len(total) + 1)
     return needs
 #: cells that change with the clock alone (stale leases, ages, retry countdowns)
 TIME_COLUMNS = ("status", "age", "note")

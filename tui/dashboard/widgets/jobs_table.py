@@ -90,12 +90,16 @@ class JobsTable(DataTable[Text]):
     def on_resize(self) -> None:
         self.fit()
 
-    def fit(self) -> None:
-        """Lay the columns out again if the width, the widest count or the tenants changed what fits."""
+    def fit(self) -> bool:
+        """Lay the columns out again if the width, the widest count or the tenants changed what fits
+        (True: they were)."""
         self.present = present_columns(self.jobs.values())
-        widths = fit_columns(self._available(), count_needs(self._cells.values()), present=self.present)
+        widths = fit_columns(self._available(), count_needs(self._cells.values(), self.jobs.values()),
+                             present=self.present, sorted_by=self.sort_by[0])
         if widths != self.widths:
             self._layout(widths)
+            return True
+        return False
 
     def _layout(self, widths: dict[str, int]) -> None:
         """Columns for ``widths``; every row re-added in its place, the cursor kept on its job."""
@@ -120,7 +124,7 @@ class JobsTable(DataTable[Text]):
 
     def _header(self, key: str, label: str, right: bool) -> Text:
         column, descending = self.sort_by
-        if key == column and self.sort_by != ("status", False):
+        if key == column:  # core's own order too: "Status ▲" says the list is sorted, and by what
             label = f"{label} {'▼' if descending else '▲'}"
         return Text(label, justify="right" if right else "left")
 
@@ -139,7 +143,8 @@ class JobsTable(DataTable[Text]):
 
     def sort_page(self, column: str, descending: bool) -> str:
         self.sort_by = (column, descending)
-        self._layout(self.widths)  # headers show the arrow
+        if not self.fit():  # the sorted column keeps room for its arrow
+            self._layout(self.widths)  # headers show the arrow
         self._resort()
         return f"{SORTS[column][0]}, {'descending' if descending else 'ascending'}"
 
@@ -171,6 +176,8 @@ class JobsTable(DataTable[Text]):
         if rates is not None:
             self.rates = rates
         selected = self.selected_job_id()
+        # a tenant and a total are set at enqueue: only rows in or out change what the columns need
+        arrivals = bool(diff.removes) or any(job.id not in self.jobs for job in diff.puts)
         for job_id in diff.removes:
             self._remove(job_id)
         for job in diff.puts:
@@ -194,8 +201,7 @@ class JobsTable(DataTable[Text]):
             self.sort("id", key=self._sort_key)  # another order than core's: any change may move a row
         elif diff.order_changed and len(self.jobs) > 1:
             self.sort("id", key=self._sort_key)
-        arrivals = bool(diff.puts or diff.removes)  # a tenant is set at enqueue: only rows in or out change it
-        if self._outgrown or (arrivals and present_columns(self.jobs.values()) != self.present):
+        if self._outgrown or arrivals:
             self._outgrown = False
             self.fit()
         target = self._select_after if self._select_after in self.jobs else selected

@@ -1,0 +1,183 @@
+"""Helpers for `chunkq web`'s tests: the server as a real process, a real websocket, the demo data."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import queue as stdlib_queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+TOKEN = "web-test-token-0123456789abcdef"
+CHROMIUM = "/usr/bin/chromium"
+STARTUP_TIMEOUT = 60.0
+ANSI = re.compile(r"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b[\]P_^].*?(?:\x07|\x1b\\)|\x1b[@-_]")
+#: what the demo's jobs list shows (tests/web/conftest seeds it with `chunkq demo --no-ui`)
+DEMO_JOB = "SKU catalogue"
+
+
+async def until(check: Callable[[], object], within: float, step: float = 0.3) -> bool:
+    """Poll ``check`` until it is true or ``within`` seconds pass (bounded, as every wait here)."""
+    deadline = time.monotonic() + within
+    for _ in itertools.count():
+        if check():
+            return True
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(step)
+    return False
+
+
+def screen_text(chunks: list[str]) -> str:
+    """What the dashboard drew, escape sequences removed (the terminal's canvas holds no DOM text)."""
+    return ANSI.sub("", "".join(chunks))
+
+
+class WebProcess:
+    """`chunkq --db DB web --port 0 ARGS` in a subprocess; output read by a thread so reads never block."""
+
+    _URL = re.compile(r"the dashboard on (http://\S+) for")
+
+    def __init__(self, db: str, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chunkq.tui.cli", "--db", db, "web", "--port", "0", *args],
+            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._queue: stdlib_queue.Queue[str | None] = stdlib_queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.url = ""
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_started(self, timeout: float = STARTUP_TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except stdlib_queue.Empty:
+                break
+            if line is None:
+                raise AssertionError(f"chunkq web exited ({self.proc.wait()}) before starting:\n{self.output()}")
+            self.lines.append(line)
+            if m := self._URL.search(line):
+                self.url = m.group(1)
+                return self.url
+        raise AssertionError(f"chunkq web did not start within {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except stdlib_queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return "".join(self.lines)
+
+    def wait_for_output(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not in chunkq web's output within {timeout}s:\n{self.output()}")
+
+    def children(self) -> list[int]:
+        """The session processes the server runs now (its child processes)."""
+        import psutil
+
+        try:
+            return [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        return self.proc.returncode
+
+
+def login_cookie(url: str, token: str = TOKEN, **form: str) -> str:
+    """Log in with a form post, as a browser would, and return the session cookie's value."""
+    import httpx
+
+    data = form or {"token": token}
+    r = httpx.post(f"{url}/login", data=data, headers={"Origin": url}, follow_redirects=False, timeout=60)
+    assert r.status_code == 303, (r.status_code, r.text)
+    return r.cookies["chunkq_session"]
+
+
+class RawSession:
+    """A websocket to the dashboard without a browser: what a modified client could send."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.chunks: list[str] = []
+        self.closed_code: int | None = None
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                self.chunks.append(msg.data.decode("utf-8", "replace"))
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                self.chunks.append(msg.data)
+        self.closed_code = self.ws.close_code
+
+    @property
+    def text(self) -> str:
+        return screen_text(self.chunks)
+
+    async def wait_for(self, needle: str, within: float = 60.0, since: int = 0) -> None:
+        if not await until(lambda: needle in screen_text(self.chunks[since:]) or self._reader.done(), within) \
+                or needle not in screen_text(self.chunks[since:]):
+            raise AssertionError(f"{needle!r} not on the screen within {within}s; got:\n{self.text[-3000:]}")
+
+    async def wait_closed(self, within: float) -> None:
+        await asyncio.wait_for(asyncio.shield(self._reader), within)
+
+    async def keys(self, *keys: str, pause: float = 1.0) -> None:
+        for key in keys:
+            await self.ws.send_str(json.dumps(["stdin", key]))
+            await asyncio.sleep(pause)
+
+
+async def open_raw(http: aiohttp.ClientSession, url: str, cookie: str | None, origin: str | None = "same",
+                   width: int = 140, height: int = 40) -> RawSession:
+    headers: dict[str, Any] = {}
+    if origin is not None:
+        headers["Origin"] = url if origin == "same" else origin
+    if cookie is not None:
+        headers["Cookie"] = f"chunkq_session={cookie}"
+    ws_url = url.replace("http://", "ws://") + f"/ws?width={width}&height={height}"
+    ws = await http.ws_connect(ws_url, headers=headers, timeout=aiohttp.ClientWSTimeout(ws_close=10))
+    return RawSession(ws)
+
+
+ROOT_SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
+
+
+def job_statuses(db: str) -> dict[int, str]:
+    """Every job's status by `chunkq jobs --json` (a second opinion, not the server's; any event loop)."""
+    out = subprocess.run([sys.executable, "-m", "chunkq.tui.cli", "--db", db, "jobs", "--json"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    return {j["id"]: j["status"] for j in json.loads(out)["jobs"]}
