@@ -51,7 +51,8 @@ def _open_source(source: str | None) -> tuple[Any, str]:
               "jsonl: one JSON value per line.")
 @click.option("--column", metavar="NAME", help="CSV column or JSON key holding the ID.")
 @click.option("--max-workers", type=int_range(limits.MAX_WORKERS), default=limits.MAX_WORKERS.default,
-              show_default=True, help="Workers that may run this job at once (a worker started with --processes N is one).")
+              show_default=True,
+              help="Workers that may run this job at once (a worker started with --processes N is one).")
 @click.option("--max-attempts", type=int_range(limits.MAX_ATTEMPTS), default=limits.MAX_ATTEMPTS.default,
               show_default=True, help="Tries per entity for transient failures (chunkq.core.Retry).")
 @click.option("--max-errors", type=int_range(limits.MAX_ERRORS), default=limits.MAX_ERRORS.default, metavar="N",
