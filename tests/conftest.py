@@ -9,6 +9,7 @@ Locally the PostgreSQL cases skip when no server answers; with
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import sys
@@ -23,6 +24,18 @@ PG_ADMIN_DB = os.environ.get("CHUNKQ_TEST_PG_ADMIN_DB", "test")
 REQUIRE_PG = os.environ.get("CHUNKQ_REQUIRE_PG") == "1"
 
 _pg_state: dict[str, str | None] = {}
+
+
+@pytest.fixture(autouse=True)
+def _no_cli_log_handler_left_behind() -> Iterator[None]:
+    """A command run in-process (click's runner) installs chunkq's log handler on the root logger, as a
+    real run does; a real run then exits. Here the process goes on to the next test: take it off, so that
+    a later test's logging (the per-entity output capture) does not see a handler it never set up."""
+    before = set(logging.root.handlers)
+    yield
+    for handler in list(logging.root.handlers):
+        if handler not in before and getattr(handler, "_chunkq_cli_handler", False):
+            logging.root.removeHandler(handler)
 
 
 def _pg_connect_args() -> dict[str, object]:

@@ -9,10 +9,8 @@ the chunks in flight finish, as `chunkq worker` does.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import signal
-import socket
 from types import FrameType
 from typing import Any
 
@@ -23,6 +21,7 @@ from chunkq.core import mask_password
 from chunkq.tui.cli.options import OPTION_FLAGS, build_processor, float_range, lease_seconds_option, processing_options
 from chunkq.tui.cli.retention import retention_options
 from chunkq.tui.humanize import printable
+from chunkq.tui.listen import is_loopback, listen_problem
 from starlette.applications import Starlette
 
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
@@ -72,25 +71,9 @@ def _db_from_context(ctx: click.Context) -> str | None:
     return os.environ.get("CHUNKQ_DB") or None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_address(host: str, port: int) -> None:
-    """Bind once and let go: a busy port or an unknown host is one line and exit 2, before uvicorn."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-            sock.bind(address)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if (problem := listen_problem(host, port)) is not None:
+        raise ConfigError(problem)
 
 
 async def _check_database(db_url: str | None) -> None:
@@ -131,7 +114,7 @@ def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bo
                           "(e.g. `openssl rand -hex 32`), or pass --insecure-no-auth")
     if insecure_no_auth:
         token = None
-        if not _is_loopback(host):
+        if not is_loopback(host):
             click.echo(f"chunkq serve: WARNING: no authentication and listening on {host}: "
                        "anyone who can reach this port can enqueue and process jobs", err=True)
     processor = _processor(processor_path, options)

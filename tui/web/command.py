@@ -11,7 +11,6 @@ import asyncio
 import ipaddress
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ from chunkq import core
 from chunkq.core import mask_password
 from chunkq.tui.cli.options import build_processor, processing_options
 from chunkq.tui.humanize import printable
+from chunkq.tui.listen import is_loopback, listen_problem
 
 from . import auth
 from .server import WebConfig, WebServer, run
@@ -43,24 +43,9 @@ class ConfigError(click.ClickException):
         click.echo(f"chunkq web: {printable(mask_password(self.format_message()))}", err=True)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_address(host: str, port: int) -> None:
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if (problem := listen_problem(host, port)) is not None:
+        raise ConfigError(problem)
 
 
 async def _check_database(db: str) -> None:
@@ -161,7 +146,7 @@ def web_command(ctx: click.Context, host: str, port: int, db_url: str | None, pu
     def announce(url: str) -> None:
         click.echo(f"chunkq web: the dashboard on {url} for up to {max_sessions} sessions; log in with "
                    f"{' or '.join(ways)}.", err=True)
-        if _is_loopback(host):
+        if is_loopback(host):
             click.echo("chunkq web: listening on loopback only. To let others in, keep it so and put a "
                        "TLS-terminating reverse proxy in front, with --public-url https://… (README: chunkq web).",
                        err=True)
