@@ -44,7 +44,7 @@ from .hot import HotStatement
 from .models import Job
 from .outcomes import Item, Items
 from .poison import ISOLATE_AFTER, SETTLED_PER_CLAIM
-from .sql import claimable, expired_lease, next_retry_subquery, routed
+from .sql import claimable, expired_lease, job_lease, next_retry_subquery, routed
 from .status import RUNNING
 
 if TYPE_CHECKING:
@@ -182,9 +182,7 @@ class ClaimStatements:
                     status=RUNNING,
                     started_at=func.coalesce(j.started_at, now),
                     updated_at=now,
-                    lease_owner=bindparam("p_owner", type_=Text),
-                    lease_expires_at=bindparam("p_until", type_=Float),
-                    heartbeat_at=now,
+                    **job_lease(now, bindparam("p_until", type_=Float), bindparam("p_owner", type_=Text)),
                     released_by=None,  # claimed again: no longer "released" (0003)
                     released_at=None,
                     served_at=now,  # the fair order's turn (``ClaimStatements``), in FIFO runs too
@@ -455,7 +453,7 @@ class Claims:
             return None, 0
         row = conn.execute(
             update(s.jobs).where(j.id == found.job_id)
-            .values(status=RUNNING, updated_at=now, lease_owner=self.owner, lease_expires_at=until, heartbeat_at=now,
+            .values(status=RUNNING, updated_at=now, **job_lease(now, until, self.owner),
                     released_by=None, released_at=None)
             .returning(*s.jobs.c)
         ).first()
@@ -523,7 +521,7 @@ class Claims:
             if got is not None:
                 conn.execute(
                     update(s.jobs).where(s.jobs.c.id == claim.job.id)
-                    .values(lease_owner=self.owner, lease_expires_at=now + self.lease_seconds, heartbeat_at=now)
+                    .values(**job_lease(now, now + self.lease_seconds, self.owner))
                 )
             return got is not None
 

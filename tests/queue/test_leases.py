@@ -61,6 +61,38 @@ async def test_dead_workers_chunk_is_reclaimed_and_resumed(db_url: str) -> None:
             (0, "dead:1:a", 1), (1, "alive:2:b", 2), (2, "alive:2:b", 1)]
 
 
+async def test_a_silent_worker_shows_through_a_live_one_on_the_same_job(db_url: str) -> None:
+    """Fair scheduling spreads workers over jobs: a live worker's claims and renewals of a job must not
+    hide another holder's silence. The job reads stale, named after the silent worker, before its lease
+    runs out, and the queue's stale count says so too."""
+    clock = FakeClock()
+    async with Queue(db_url, lease_seconds=30, clock=clock, owner="dead:1:a") as dead, \
+            Queue(db_url, lease_seconds=30, clock=clock, owner="alive:2:b") as alive:
+        job = await enqueue(dead, 100, chunk_size=5, max_workers=2)
+        held = await dead.claims.claim()  # ... and this worker goes silent
+        assert held is not None
+        mine = await alive.claims.claim()
+        assert mine is not None and mine.job.id == job.id
+        for _ in range(3):  # the live worker renews every third of its lease, and claims more of the job
+            clock.advance(9)
+            assert await alive.claims.renew(mine)
+        more = await alive.claims.claim()
+        assert more is not None and more.job.id == job.id
+        j = await alive.get_job(job.id)
+        now = _dt(clock.t)
+        assert j.lease_is_stale(now) and j.lease_expires_at > now  # stale from silence, the lease still runs
+        assert j.lease_owner == "dead:1:a"
+        assert (await alive.stats()).stale_jobs == 1
+
+        # the silent worker's chunk taken over: the job's oldest lease is a live one again
+        clock.advance(4)
+        taken = await alive.claims.claim(job.id)
+        assert taken is not None and taken.chunk_index == held.chunk_index
+        j = await alive.get_job(job.id)
+        assert not j.lease_is_stale(_dt(clock.t)) and j.lease_owner == "alive:2:b"
+        assert (await alive.stats()).stale_jobs == 0
+
+
 async def test_late_commit_is_fenced_off(db_url: str) -> None:
     clock = FakeClock()
     async with Queue(db_url, lease_seconds=10, clock=clock, owner="slow") as slow, \

@@ -1,0 +1,54 @@
+"""A session process whose browser is gone is still drained and reaped.
+
+Once the websocket is closed, every write to it raises. textual-serve's reader
+stopped at the first such error, so nobody read the dashboard's output: the
+dashboard blocked on a full pipe and could not take the quit message, and after
+the kill Python 3.11's ``Process.wait()`` never returned either (it waits for the
+pipes to reach end of file, and a full reader stops reading). The server's slot,
+and with auto-run the dashboard's worker and lease, stayed taken for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+
+import pytest
+from chunkq.tui.web.server import SessionProcess
+from textual_serve.download_manager import DownloadManager
+
+pytestmark = pytest.mark.timeout(60)
+
+#: an app that never reads its stdin (so never sees "quit") and writes screen updates without end
+FLOOD = textwrap.dedent("""
+    import os, sys
+    out = sys.stdout.buffer
+    out.write(b"__GANGLION__\\n"); out.flush()
+    frame = b"x" * 4096
+    packet = b"D" + len(frame).to_bytes(4, "big") + frame
+    while True:
+        out.write(packet); out.flush()
+""")
+
+
+async def test_a_session_whose_browser_is_gone_is_drained_and_reaped() -> None:
+    sent = 0
+
+    async def browser_gone(_data: object) -> None:
+        nonlocal sent
+        sent += 1
+        raise ConnectionResetError("Cannot write to closing transport")  # aiohttp, on a closed websocket
+
+    async def close() -> None:
+        return None
+
+    process = SessionProcess([sys.executable, "-c", FLOOD], env={}, write_bytes=browser_gone,
+                             write_str=browser_gone, close=close, download_manager=DownloadManager())
+    await process.start(80, 24)
+    await asyncio.sleep(1.0)  # long enough to fill the pipe many times over
+    assert sent >= 1
+    assert process._process is not None
+    async with asyncio.timeout(30):
+        await process.close(grace=1.0)
+    assert process._process.returncode is not None  # killed and reaped: no zombie, no held slot
