@@ -50,7 +50,7 @@ from sqlalchemy.engine import Connection
 from .errors import NoDatabase, SchemaMismatch
 
 #: the number of the newest revision in migrations/versions (tests/migrations checks they agree)
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 #: chunkq 0.1.0: tables made by ``create_all``, ``schema_version`` 1, no revision table
 LEGACY_VERSION = 1
 #: Alembic's version table under a chunkq name, so an application's own Alembic in the same
