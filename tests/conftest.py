@@ -12,9 +12,12 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,29 +110,132 @@ async def _reset_pg(url: str) -> None:
     db = url.rsplit("/", 1)[1]
     conn = await asyncpg.connect(database=db, timeout=5, **_pg_connect_args())
     try:
-        # every chunkq table, whatever revision made it (the revision table included)
-        names = [r[0] for r in await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'chunkq%'")]
-        if names:
-            await conn.execute(f"DROP TABLE IF EXISTS {', '.join(names)} CASCADE")
+        await _drop_chunkq_tables(conn)
     finally:
         await conn.close()
 
 
-def pg_url_or_skip() -> str:
+async def _drop_chunkq_tables(conn: Any) -> None:
+    # every chunkq table, whatever revision made it (the revision table included)
+    names = [r[0] for r in await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'chunkq%'")]
+    if names:
+        await conn.execute(f"DROP TABLE IF EXISTS {', '.join(names)} CASCADE")
+
+
+#: what a test may change of the schema (a migration test downgrades, drops, alters): read before reusing it
+_PG_SIGNATURE = """
+SELECT (SELECT string_agg(version_num, ',') FROM chunkq_alembic_version),
+       (SELECT string_agg(key || '=' || value, ',' ORDER BY key) FROM chunkq_meta),
+       (SELECT string_agg(table_name || '.' || column_name || ':' || data_type, ',' ORDER BY table_name, column_name)
+          FROM information_schema.columns WHERE table_schema = current_schema() AND table_name LIKE 'chunkq%'),
+       (SELECT string_agg(indexdef, ',' ORDER BY indexdef) FROM pg_indexes
+          WHERE schemaname = current_schema() AND tablename LIKE 'chunkq%'),
+       (SELECT string_agg(t.tgname, ',' ORDER BY t.tgname) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+          WHERE c.relname LIKE 'chunkq%' AND NOT t.tgisinternal),
+       (SELECT string_agg(md5(prosrc), ',' ORDER BY proname) FROM pg_proc WHERE proname LIKE 'chunkq%')
+"""
+#: tables whose rows are the schema's, not a test's (the revision, the schema version)
+_PG_KEEP = ("chunkq_alembic_version", "chunkq_meta")
+
+
+async def _fresh_pg(url: str) -> None:
+    """Empty tables at the newest revision, without migrating for every test.
+
+    Migrating an empty database runs every revision (about half a second on PostgreSQL, the
+    largest single cost of the suite). The first test of a process migrates and the schema's
+    signature and seed rows are kept; later tests find the same signature, truncate the tables
+    (identities restarted) and put the seed rows back. A test that changed the schema (the
+    migration tests) leaves another signature: the tables are dropped, and the next test migrates.
+    """
+    import asyncpg
+
+    db = url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(database=db, timeout=5, **_pg_connect_args())
+    try:
+        if "signature" in _pg_template:
+            try:
+                signature = tuple(await conn.fetchrow(_PG_SIGNATURE))
+            except asyncpg.PostgresError:
+                signature = None
+            if signature == _pg_template["signature"]:
+                tables = [t for t in _pg_template["tables"] if t not in _PG_KEEP]
+                await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+                for table, rows in _pg_template["seeds"].items():
+                    await conn.copy_records_to_table(table, records=rows)
+                return
+        await _drop_chunkq_tables(conn)
+        if "signature" in _pg_template:
+            return
+        from chunkq.core import Queue
+
+        async with Queue(url):
+            pass  # migrated to the newest revision
+        _pg_template["signature"] = tuple(await conn.fetchrow(_PG_SIGNATURE))
+        tables = [r[0] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'chunkq%'")]
+        _pg_template["tables"] = tables
+        _pg_template["seeds"] = {t: rows for t in tables if t not in _PG_KEEP
+                                 and (rows := [tuple(r) for r in await conn.fetch(f"SELECT * FROM {t}")])}
+    finally:
+        await conn.close()
+
+
+_pg_template: dict[str, Any] = {}
+
+
+def pg_url_or_skip(*, migrated: bool = False) -> str:
     url = _pg_database()
     if url is None:
         why = _pg_state.get("why") or "PostgreSQL unavailable"
         if REQUIRE_PG:
             pytest.fail(f"CHUNKQ_REQUIRE_PG=1 but {why}", pytrace=False)
         pytest.skip(why)
-    asyncio.run(_reset_pg(url))
+    asyncio.run(_fresh_pg(url) if migrated else _reset_pg(url))
     return url
+
+
+_sqlite_template: dict[str, Path] = {}
+
+
+def fresh_sqlite(path: Path) -> Path:
+    """A SQLite file at the newest revision with empty tables: a copy of one migrated once per process."""
+    template = _sqlite_template.get("path")
+    if template is None:
+        import tempfile
+
+        from chunkq.core import Queue
+
+        template = Path(tempfile.mkdtemp(prefix="chunkq-template-")) / "template.db"
+
+        async def make() -> None:
+            async with Queue(f"sqlite:///{template}"):
+                pass
+
+        asyncio.run(make())
+        con = sqlite3.connect(template)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the file itself: one copy is whole
+        con.close()
+        _sqlite_template["path"] = template
+    shutil.copyfile(template, path)
+    return path
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database URL: a SQLite file in tmp_path, or a reset PostgreSQL database."""
+    """A database at the newest revision with empty tables: a SQLite file in tmp_path, or PostgreSQL.
+
+    Not migrated per test (see ``_fresh_pg``, ``fresh_sqlite``); ``empty_db_url`` is a database
+    with no schema at all, for tests of what creates it.
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{fresh_sqlite(tmp_path / 'chunkq.db')}"
+    return pg_url_or_skip(migrated=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database with no schema: a SQLite file that does not exist yet, or an emptied PostgreSQL database."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'chunkq.db'}"
     return pg_url_or_skip()
@@ -137,12 +243,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'chunkq.db'}"
+    return f"sqlite:///{fresh_sqlite(tmp_path / 'chunkq.db')}"
 
 
 @pytest.fixture
 def pg_url() -> str:
-    return pg_url_or_skip()
+    return pg_url_or_skip(migrated=True)
 
 
 @pytest.fixture
