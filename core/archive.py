@@ -37,7 +37,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -85,8 +85,8 @@ class ArchiveWriter:
             self.name = None
             self._raw = target
             self._owned = False
-        self._out: IO[bytes] = (gzip_module.GzipFile(fileobj=self._raw, mode="wb", mtime=0)  # type: ignore[assignment]
-                                if gzip else self._raw)
+        self._out: IO[bytes] | gzip_module.GzipFile = (
+            gzip_module.GzipFile(fileobj=self._raw, mode="wb", mtime=0) if gzip else self._raw)
         self._out.write(_dumps({"type": "header", "format": FORMAT, "version": VERSION}))
         self.jobs = 0
 
@@ -139,7 +139,7 @@ async def export_job(queue: Queue, job_id: int, writer: ArchiveWriter, *, page: 
     e, er, r, c = s.entities.c, s.errors.c, s.retries.c, s.chunks.c
     next_pos = int(job["next_pos"])
 
-    def entities(last: int) -> list[dict[str, Any]]:
+    def entities(last: int) -> Callable[[Connection], list[dict[str, Any]]]:
         def read(conn: Connection) -> list[dict[str, Any]]:
             found = conn.execute(select(e.pos, e.entity_id).where(e.job_id == job_id, e.pos > last)
                                  .order_by(e.pos).limit(page)).all()
@@ -170,7 +170,7 @@ async def export_job(queue: Queue, job_id: int, writer: ArchiveWriter, *, page: 
                 out.append(rec)
             return out
 
-        return read  # type: ignore[return-value]
+        return read
 
     last = -1
     while True:
@@ -186,7 +186,7 @@ async def export_job(queue: Queue, job_id: int, writer: ArchiveWriter, *, page: 
         last = -1
         while True:
             def read(conn: Connection, last: int = last, table: Any = table, key: Any = key,
-                     cols: Any = cols) -> list[Any]:
+                     cols: Any = cols) -> Sequence[Any]:
                 return conn.execute(select(*cols).where(table.c.job_id == job_id, key > last)
                                     .order_by(key).limit(page)).all()
 
@@ -221,11 +221,11 @@ class ImportResult:
                 "errors": self.errors, "chunks": self.chunks}
 
 
-def _opener(path: Path) -> IO[bytes]:
+def _opener(path: Path) -> IO[bytes] | gzip_module.GzipFile:
     raw = open(path, "rb")  # noqa: SIM115 - the caller closes it
     magic = raw.read(2)
     raw.seek(0)
-    return gzip_module.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw  # type: ignore[return-value]
+    return gzip_module.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
 
 
 #: the longest line import reads (a traceback is at most 100,000 characters; its escapes, six times that)
@@ -293,7 +293,7 @@ def _check_value(column: Any, value: Any, number: int, where: str) -> Any:
         ok, kind = isinstance(value, str), "a string"
         if ok and ("\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value if not ch.isascii())):
             raise _bad(number, f"{name} holds a NUL or a lone surrogate, which cannot be stored")
-        if ok and getattr(t, "length", None) and len(value) > t.length:
+        if ok and t.length and len(value) > t.length:
             raise _bad(number, f"{name} is longer than {t.length} characters")
     else:  # pragma: no cover - every column type is above
         ok, kind = True, ""
@@ -328,7 +328,7 @@ def _entity(record: dict[str, Any], number: int) -> dict[str, Any]:
     pos, entity_id, outcome = record.get("pos"), record.get("entity_id"), record.get("outcome")
     _check_value(s.entities.c.pos, pos, number, "entity")
     _check_value(s.entities.c.entity_id, entity_id, number, "entity")
-    if pos < 0:
+    if pos < 0:  # type: ignore[operator]  # _check_value made it an int
         raise _bad(number, "entity.pos cannot be negative")
     if outcome not in OUTCOMES:
         raise _bad(number, f"entity.outcome must be one of {', '.join(OUTCOMES)}, got {str(outcome)[:40]!r}")
@@ -465,7 +465,7 @@ async def import_jobs(queue: Queue, path: str | os.PathLike[str], *,
                 reason_error = job.pop("reason_error_id")
                 job["parent_id"] = mapping.get(job["parent_id"]) if job["parent_id"] is not None else None
                 new_id = await backend.write(
-                    lambda conn, job=job: conn.execute(insert(s.jobs).values(**job).returning(s.jobs.c.id)
+                    lambda conn, job=job: conn.execute(insert(s.jobs).values(**job).returning(s.jobs.c.id)  # type: ignore[misc]  # mypy infers no lambda with a default
                                                        ).scalar_one(), "importing jobs")
                 mapping[old_id] = new_id
                 result.jobs.append((old_id, new_id))
@@ -490,7 +490,7 @@ async def import_jobs(queue: Queue, path: str | os.PathLike[str], *,
             elif kind == "end":
                 await flush()
                 # the job's error groups, made from its imported errors (not exported: they follow from them)
-                await backend.write(lambda conn, job_id=new_id: error_groups.rebuild(conn, job_id), "importing jobs")
+                await backend.write(lambda conn, job_id=new_id: error_groups.rebuild(conn, job_id), "importing jobs")  # type: ignore[misc]  # mypy infers no lambda with a default
                 if on_job is not None:
                     on_job(*result.jobs[-1])
                 continue

@@ -193,7 +193,7 @@ class _LogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         out = _current.get()
         if out is None:
-            if self._alone(record) and record.levelno >= logging.lastResort.level:
+            if logging.lastResort is not None and self._alone(record) and record.levelno >= logging.lastResort.level:
                 logging.lastResort.handle(record)
             return
         try:
@@ -231,9 +231,9 @@ def install() -> None:
         return
     with _install_lock:
         if not isinstance(sys.stdout, _Proxy):
-            sys.stdout = _Proxy(sys.stdout)  # type: ignore[assignment]
+            sys.stdout = _Proxy(sys.stdout)
         if not isinstance(sys.stderr, _Proxy):
-            sys.stderr = _Proxy(sys.stderr)  # type: ignore[assignment]
+            sys.stderr = _Proxy(sys.stderr)
         # Last among the root's handlers: a handler added later (logging set up again) that writes to
         # the captured stream must run first, so that this one sees the line there and adds it once.
         if not handlers or handlers[-1] is not _handler:
@@ -243,10 +243,10 @@ def install() -> None:
 
 def original_stderr() -> TextIO:
     """The stream ``sys.stderr`` was before the capture wrapped it (the echo writes there)."""
-    err: Any = sys.stderr
+    err: TextIO | _Proxy = sys.stderr
     while isinstance(err, _Proxy):
         err = err._fallback
-    return err  # type: ignore[no-any-return]
+    return err
 
 
 def stderr_echo(escape: Callable[[str], str]) -> Echo:

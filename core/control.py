@@ -99,7 +99,8 @@ class Control:
             t = TRANSITIONS[action]
 
             def tx(conn: Connection) -> BulkResult:
-                by_status = dict(conn.execute(select(_j.status, func.count()).where(*where).group_by(_j.status)).all())
+                by_status: dict[str, int] = dict(
+                    conn.execute(select(_j.status, func.count()).where(*where).group_by(_j.status)).all())
                 now = self.now()
                 changed = conn.execute(
                     update(s.jobs).where(*where, _j.status.in_(t.allowed))

@@ -27,7 +27,7 @@ import re
 import shlex
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +124,7 @@ def connect_timeout(url: str) -> float:
     raw: str | None = None
     where = CONNECT_TIMEOUT_ENV
     try:
-        query = make_url(url).query
+        query: Mapping[str, str | tuple[str, ...]] = make_url(url).query
     except Exception:
         query = {}
     if CONNECT_TIMEOUT_PARAM in query:

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, false, func, insert, not_, or_, select, update
+from sqlalchemy import BindParameter, and_, bindparam, delete, false, func, insert, not_, or_, select, update
 from sqlalchemy.engine import Connection
 
 from . import rows
@@ -274,6 +274,8 @@ class _Statements:
 @functools.cache
 def _statements() -> _Statements:
     g, er, j = s.error_groups.c, s.errors.c, s.jobs.c
+    job: BindParameter[int]
+    wanted: BindParameter[list[str]]
     job, wanted = bindparam("b_job"), bindparam("b_wanted", expanding=True)
     return _Statements(
         lock=select(j.id).where(j.id == job).with_for_update(),
@@ -405,7 +407,7 @@ def unmerge(conn: Connection, job_id: int, key: str) -> str:
         raise InvalidInput(f"job {job_id} has no error group {key}", field="group")
     if row.root is None:
         raise InvalidInput(f"group {key} is not merged into another", field="group")
-    old = row.root
+    old: str = row.root
     members = {r.key: r.parent for r in conn.execute(select(g.key, g.parent)
                                                      .where(g.job_id == job_id, g.root == old))}
     conn.execute(update(s.error_groups).where(g.job_id == job_id, g.key == key)
@@ -428,7 +430,8 @@ def _root_of(conn: Connection, job_id: int, key: str) -> str:
     row = conn.execute(select(g.key, g.root).where(g.job_id == job_id, g.key == key)).first()
     if row is None:
         raise InvalidInput(f"job {job_id} has no error group {key}", field="group")
-    return row.root or row.key
+    root: str = row.root or row.key
+    return root
 
 
 def _where(job_id: int, include_resolved: bool, search: str | None) -> list[Any]:
@@ -507,7 +510,7 @@ def read_page(
     for f in page:
         if f.legacy is not None:
             groups.append(ErrorGroup(rows.readable(f.legacy[0]), rows.readable(f.legacy[1]), f.n, f.ents,
-                                     to_datetime(f.first), to_datetime(f.last),  # type: ignore[arg-type]
+                                     to_datetime(f.first), to_datetime(f.last),
                                      fingerprint=f.key, samples=(rows.readable(f.legacy[1]),)))
             continue
         head = heads.get(f.key)
@@ -515,7 +518,7 @@ def read_page(
         samples = [x for x in samples if isinstance(x, str)][:SAMPLES]
         groups.append(ErrorGroup(
             rows.readable(head.error_type if head else ""), rows.readable(head.template if head else ""), f.n,
-            f.ents, to_datetime(f.first), to_datetime(f.last),  # type: ignore[arg-type]
+            f.ents, to_datetime(f.first), to_datetime(f.last),
             fingerprint=f.key, location=rows.readable(head.location if head else None),
             samples=tuple(rows.readable(x) for x in samples), merged=tuple(sorted(merged.get(f.key, ()))),
         ))

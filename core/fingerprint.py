@@ -259,7 +259,7 @@ def _number(m: re.Match[str], floor: int) -> str:
     (text before ``floor`` was, and normalising again would not see them)."""
     text, s, start = m.group(), m.string, m.start()
     window = max(floor, start - 24)
-    number = _NUMBER.match(text).group()  # type: ignore[union-attr]
+    number = _NUMBER.match(text).group()  # type: ignore[union-attr]  # text is a match that starts with a number
     unit = text[len(number) :]
     if (
         not unit
@@ -372,7 +372,7 @@ def _variable(text: str, placeholder: str) -> str:
     rest = _PLACEHOLDER.sub("", text) if "<" in text else text
     if not _ALNUM.search(rest):
         return text
-    lead, _, trail = _EDGES.fullmatch(text).groups()  # type: ignore[union-attr]
+    lead, _, trail = _EDGES.fullmatch(text).groups()  # type: ignore[union-attr]  # the pattern matches any text
     return lead + placeholder + trail
 
 
@@ -470,6 +470,8 @@ def _last_frames(stacks: Sequence[TraceStack] | Sequence[Mapping[str, Any]] | No
 def _user_places(frames: Sequence[Any]) -> list[str]:
     """``file.py:function`` of each frame of the user's code, outermost first."""
     out = []
+    filename: str | None
+    name: str | None
     for frame in frames:
         if isinstance(frame, TraceFrame):
             filename, name = frame.filename, frame.name

@@ -75,7 +75,7 @@ class History:
         out = []
         for i in range(last - first):
             r = found.get(i)
-            out.append(HistoryBucket(to_datetime((first + i) * width), float(width),  # type: ignore[arg-type]
+            out.append(HistoryBucket(to_datetime((first + i) * width), float(width),
                                      int(r[1] or 0) if r else 0, int(r[2] or 0) if r else 0,
                                      int(r[3] or 0) if r else 0))
         return out

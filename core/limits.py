@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import InvalidInput
 
@@ -100,7 +100,7 @@ class FloatLimit:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok:
             try:
-                number = float(value)  # type: ignore[arg-type]  # an int past 1e308 overflows
+                number = float(value)  # type: ignore[arg-type]  # `ok` made it an int or a float; an int past 1e308 overflows
             except OverflowError:
                 ok = False
         if ok:
@@ -316,7 +316,7 @@ def clean_entity_id(value: object, number: int) -> str:
     """Validate one ID; ``number`` counts from 1 so the message matches a file's line."""
     if not isinstance(value, str):
         _bad_id(number, f"is {type(value).__name__} {value!r:.40}, not a string")
-    v = value.strip()  # type: ignore[union-attr]
+    v = value.strip()
     if not v:
         _bad_id(number, "is blank")
     if len(v) > ENTITY_ID_LENGTH:
@@ -328,7 +328,7 @@ def clean_entity_id(value: object, number: int) -> str:
     return v
 
 
-def _bad_id(number: int, reason: str) -> None:
+def _bad_id(number: int, reason: str) -> NoReturn:
     raise InvalidInput(f"entity ID #{number} {reason}", field="entity_ids", number=number, reason=reason)
 
 

@@ -165,11 +165,11 @@ class ProcessorHandle:
         # Dependencies first (deeper names), the processor's own module last.
         changed.sort(key=lambda n: (n == module_name, -n.count(".")))
         for name in changed:
-            mod = sys.modules.get(name)
-            if mod is None:
+            module = sys.modules.get(name)
+            if module is None:
                 continue
             try:
-                importlib.reload(mod)
+                importlib.reload(module)
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from .errors import (
     ChunkqError,
@@ -61,6 +61,10 @@ def _json_ready(obj: Any) -> dict[str, Any]:
 STALE_HEARTBEATS = 2
 
 
+@overload
+def to_datetime(ts: float) -> datetime: ...
+@overload
+def to_datetime(ts: float | None) -> datetime | None: ...
 def to_datetime(ts: float | None) -> datetime | None:
     """Timestamps are stored as epoch seconds (cheap to compare in SQL on both backends)."""
     return None if ts is None else datetime.fromtimestamp(ts, UTC)

@@ -58,7 +58,7 @@ class RateLimiter:
                 conn.execute(insert(s.rate_limits).values(provider=provider, rate=rate, burst=burst,
                                                           tokens=burst - 1.0, updated_at=now))
                 return 0.0
-            tokens = min(burst, row.tokens + max(now - row.updated_at, 0.0) * rate)
+            tokens: float = min(burst, row.tokens + max(now - row.updated_at, 0.0) * rate)
             if tokens >= 1.0:
                 conn.execute(update(s.rate_limits).where(rl.provider == provider)
                              .values(tokens=tokens - 1.0, updated_at=now, rate=rate, burst=burst))

@@ -79,8 +79,8 @@ def _info(row: Any, now: float) -> WorkerInfo:
         state = "lost"
     return WorkerInfo(
         id=m["id"], host=m["host"], pid=int(m["pid"]), kind=m["kind"], processor=m["processor"],
-        version=m["version"], started_at=to_datetime(m["started_at"]),  # type: ignore[arg-type]
-        heartbeat_at=to_datetime(m["heartbeat_at"]),  # type: ignore[arg-type]
+        version=m["version"], started_at=to_datetime(m["started_at"]),
+        heartbeat_at=to_datetime(m["heartbeat_at"]),
         heartbeat_interval=float(m["heartbeat_interval"]), state=state, job_id=m["job_id"],
         chunks=int(m["chunks"] or 0), concurrency=m["concurrency"], done=int(m["done"] or 0),
         failed=int(m["failed"] or 0), stop_request=m["stop_request"], stopped_at=to_datetime(m["stopped_at"]),

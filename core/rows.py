@@ -45,7 +45,7 @@ def job(row: Any) -> Job:
         provider=readable(m["provider"]),
         status=Status(m["status"]), chunk_size=m["chunk_size"], priority=m["priority"],
         total_count=m["total_count"], processed_count=m["processed_count"], error_count=m["error_count"],
-        created_at=to_datetime(m["created_at"]), updated_at=to_datetime(m["updated_at"]),  # type: ignore[arg-type]
+        created_at=to_datetime(m["created_at"]), updated_at=to_datetime(m["updated_at"]),
         started_at=to_datetime(m["started_at"]), finished_at=to_datetime(m["finished_at"]),
         lease_owner=m["lease_owner"], lease_expires_at=to_datetime(m["lease_expires_at"] or None),  # 0: released
         fail_reason=readable(m["fail_reason"]), parent_id=m["parent_id"], max_workers=m["max_workers"],
@@ -91,7 +91,7 @@ def error(row: Any) -> ErrorEntry:
         id=m["id"], job_id=m["job_id"], entity_id=m["entity_id"], error_type=readable(m["error_type"]),
         message=readable(m["message"]), traceback=readable(m["traceback"]), chunk_index=m["chunk_index"],
         attempt=m["attempt"],
-        created_at=to_datetime(m["created_at"]), final=bool(m["final"]),  # type: ignore[arg-type]
+        created_at=to_datetime(m["created_at"]), final=bool(m["final"]),
         resolved_at=to_datetime(m["resolved_at"]), stacks=stacks(m["stacks"]),
         fingerprint=m.get("fingerprint"), normalized=readable(m.get("normalized")),
         location=readable(m.get("location")),
@@ -102,7 +102,7 @@ def error(row: Any) -> ErrorEntry:
 def error_group(r: Any, key: str, samples: Sequence[str] = ()) -> ErrorGroup:
     """A grouping query's row: ``r.message`` is the normalised message (the exact one for a legacy group)."""
     return ErrorGroup(readable(r.error_type), readable(r.message), int(r.n), int(r.ents),
-                      to_datetime(r.first), to_datetime(r.last),  # type: ignore[arg-type]
+                      to_datetime(r.first), to_datetime(r.last),
                       fingerprint=key, location=readable(r.location),
                       samples=tuple(readable(x) for x in samples))
 

@@ -250,8 +250,8 @@ class ChunkRunner:
                     return
                 except _TimedOut:
                     slot.done(ok=False, overloaded=True)
-                    exc = TimeoutError(f"entity timed out after {self.processor.timeout:g}s")
-                    outcome = self._failure(items[i], exc, time.perf_counter() - t0, False)
+                    timed_out = TimeoutError(f"entity timed out after {self.processor.timeout:g}s")
+                    outcome = self._failure(items[i], timed_out, time.perf_counter() - t0, False)
                 except asyncio.CancelledError as exc:
                     if being_cancelled():  # the worker is stopping: not the entity's doing
                         raise
@@ -319,8 +319,8 @@ class ChunkRunner:
                 raise
             return self._all_failed(items, exc, t0, capture_locals, out.take())
         except _TimedOut:
-            exc = TimeoutError(f"batch timed out after {self.processor.timeout:g}s")
-            return self._all_failed(items, exc, t0, False, out.take())
+            timed_out = TimeoutError(f"batch timed out after {self.processor.timeout:g}s")
+            return self._all_failed(items, timed_out, t0, False, out.take())
         except BaseException as exc:
             return self._all_failed(items, exc, t0, capture_locals, out.take())
         duration = (time.perf_counter() - t0) / max(len(items), 1)

@@ -407,7 +407,7 @@ def read_state(conn: Connection) -> SchemaState:
                                f"{meta.name}.{META_KEY}: they were not made by chunkq")
         if version > SCHEMA_VERSION:
             return SchemaState("newer", version=version)
-        missing = LEGACY_TABLES - ours
+        missing: frozenset[str] | set[str] = LEGACY_TABLES - ours
         if version != LEGACY_VERSION or missing:
             why = f"tables {', '.join(sorted(missing))} are missing" if missing else "it has no revision table"
             return SchemaState("foreign", version=version,

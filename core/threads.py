@@ -29,7 +29,9 @@ import itertools
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: an idle thread ends after this long without work
 IDLE_SECONDS = 10.0
@@ -100,7 +102,7 @@ class CallbackThreads:
         self._lock = threading.Lock()
         self._idle = 0  # threads waiting for work, less the calls queued for them
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a thread; what it raises is raised here. Cancelling this abandons the call."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
@@ -115,7 +117,7 @@ class CallbackThreads:
             threading.Thread(target=self._serve, name=f"{self.name}-{next(_names)}", daemon=True).start()
         ok, value = await future
         if ok:
-            return value
+            return value  # type: ignore[no-any-return]  # ok: what fn returned
         try:
             raise value
         finally:

@@ -206,7 +206,7 @@ class Worker:
         poll_interval: float = 1.0,
         wait_for_retries: bool = False,
         max_retry_wait: float | None = None,
-        on_wait: Callable[[float | None], None] | None = None,
+        on_wait: Callable[[float | None], object] | None = None,
         on_chunk: Callable[[ChunkResult], None] | None = None,
         on_entity: Callable[[EntityResult], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -529,11 +529,12 @@ class Worker:
             return set()
         self._wake = asyncio.get_running_loop().create_future()
         try:
-            done, _pending = await asyncio.wait([*self._flight, self._wake], return_when=asyncio.FIRST_COMPLETED)
+            waits: list[asyncio.Future[Any]] = [*self._flight, self._wake]
+            done, _pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._wake.cancel()
             self._wake = None
-        return {t for t in done if t in self._flight}  # type: ignore[misc]
+        return {t for t in self._flight if t in done}
 
     async def _database_down(self, exc: DatabaseUnavailable, backoff: float, deadline: float | None) -> float:
         """A one-shot run gives up (its caller says so); a long-running worker waits and tries again,

@@ -49,7 +49,7 @@ async def _dropped_if_given_up(conn: AsyncConnection, work: Awaitable[T]) -> T:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
-            conn.sync_connection.connection.dbapi_connection.terminate()  # type: ignore[union-attr]
+            conn.sync_connection.connection.dbapi_connection.terminate()  # type: ignore[union-attr]  # open: it is running work
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(task, CLOSE_SECONDS)
         raise

@@ -22,9 +22,11 @@ from typing import Any
 from sqlalchemy import event, func, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import AdaptedConnection, Connection
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.sql import Insert, Select
 
 from .. import schema as s
@@ -133,14 +135,14 @@ class PostgresBackend(Backend):
         from sqlalchemy.util import await_only
 
         raw = conn.connection.driver_connection
-        await_only(raw.copy_records_to_table(  # type: ignore[union-attr]
+        await_only(raw.copy_records_to_table(  # type: ignore[union-attr]  # a live connection's: asyncpg's
             s.entities.name, records=rows, columns=("job_id", "pos", "entity_id")))
 
     async def clock_offset(self) -> float:
         """Hosts agree on lease expiry by all reading the server's clock (less half a round trip)."""
         async with self.engine.connect() as conn:
             t0 = time.time()
-            server = (await conn.execute(text("SELECT extract(epoch from clock_timestamp())"))).scalar()
+            server = (await conn.execute(text("SELECT extract(epoch from clock_timestamp())"))).scalar_one()
             t1 = time.time()
         return float(server) - (t0 + t1) / 2
 
@@ -217,7 +219,7 @@ def _bound_sessions(engine: AsyncEngine, settings: dict[str, str], options: list
     """
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn: AdaptedConnection, _record: ConnectionPoolEntry) -> None:
         raw = dbapi_conn.driver_connection
         transport = getattr(raw, "_transport", None)
         sock = transport.get_extra_info("socket") if transport is not None else None
@@ -243,7 +245,7 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
     """
 
     @event.listens_for(engine.sync_engine, "checkout")
-    def _checkout(dbapi_conn, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+    def _checkout(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
         idle = time.monotonic() - record.info.get("chunkq_checked_in", 0.0)
         if idle > PING_IDLE_SECONDS:
             try:
@@ -254,10 +256,10 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
                 # cancelled (a deadline gave the wait up: a silent server): close the socket now; the
                 # pool's own invalidation would first wait 2 s for the server to answer a goodbye
                 with contextlib.suppress(Exception):
-                    record.driver_connection.terminate()
+                    record.driver_connection.terminate()  # type: ignore[union-attr]  # checked out: it has one
                 raise
 
     @event.listens_for(engine.sync_engine, "checkin")
-    def _checkin(_dbapi_conn, record) -> None:  # type: ignore[no-untyped-def]
+    def _checkin(_dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
         record.info["chunkq_checked_in"] = time.monotonic()
 

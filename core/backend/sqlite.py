@@ -31,9 +31,10 @@ from sqlalchemy import Integer, cast, event, func
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.sql import Insert
 
 from .. import schema as s
@@ -111,7 +112,7 @@ class SqliteBackend(Backend):
         _sqlite_connection_settings(self._engine.sync_engine, readonly=self.readonly)
 
         @event.listens_for(self._engine.sync_engine, "begin")
-        def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+        def _on_begin(conn: Connection) -> None:
             mode = conn.get_execution_options().get("chunkq_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if mode else "BEGIN")
 
@@ -191,7 +192,7 @@ class SqliteBackend(Backend):
                 self._at_once = _AtOnce(engine)
             ran, result = self._at_once.run(fn)
             if ran:
-                return result  # type: ignore[return-value]
+                return result  # type: ignore[return-value]  # it ran: the result is fn's
         return await with_retries(lambda: _in_thread(executor, engine, fn, undo), attempts=attempts, what=what)
 
     async def write_once(self, fn: Callable[[Connection], T]) -> T:
@@ -322,7 +323,7 @@ def _begin_immediate(conn: Connection, cancelled: threading.Event) -> None:
 
 def _sqlite_connection_settings(engine: Engine, *, readonly: bool = False, foreign_keys: bool = True) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Take transaction control from the driver so we can say BEGIN IMMEDIATE.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -333,7 +334,7 @@ def _sqlite_connection_settings(engine: Engine, *, readonly: bool = False, forei
             # and would wait for the write lock (up to the busy timeout, past any deadline), so it is
             # said to empty files only (a read: never waits in WAL mode).
             cur.execute("PRAGMA page_count")
-            if cur.fetchone()[0] == 0:
+            if cur.fetchone()[0] == 0:  # type: ignore[index]  # a PRAGMA's one row
                 cur.execute("PRAGMA auto_vacuum = INCREMENTAL")
             cur.execute("PRAGMA journal_mode = WAL")
             # A log that grew while readers kept a checkpoint from resetting it (a prune beside busy

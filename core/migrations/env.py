@@ -20,7 +20,7 @@ context.configure(
     version_table=schema.VERSION_TABLE,
     # every step in the caller's one transaction: all of them happen, or none
     transaction_per_migration=False,
-    on_version_apply=[config.attributes["on_step"]],
+    on_version_apply=[config.attributes["on_step"]],  # type: ignore[arg-type]  # alembic iterates it: a list of callables
 )
 with context.begin_transaction():
     context.run_migrations()

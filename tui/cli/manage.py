@@ -114,10 +114,10 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped
     async def go() -> Any:
         async with Queue(cfg.db, readonly=True) as q:
             if grouped:
-                return await q.error_group_page(job_id, limit=limit or limits.ERRORS_PAGE.default, offset=offset,
+                return await q.error_group_page(job_id, limit=limit or limits.ERRORS_PAGE.default, offset=offset,  # type: ignore[arg-type]  # it has a default
                                                 search=search)
             if not export:
-                return await q.list_errors(job_id, limit=limit or limits.ERRORS_PAGE.default, offset=offset,
+                return await q.list_errors(job_id, limit=limit or limits.ERRORS_PAGE.default, offset=offset,  # type: ignore[arg-type]  # it has a default
                                            fingerprint=group_key, search=search)
             emit = out.error_writer(fmt)
             if limit is not None or filtered:

@@ -191,6 +191,6 @@ def processing_options(*, processor_required: bool = True) -> Callable[[F], F]:
         wrapped: Any = command
         for decorator in reversed(decorators):
             wrapped = decorator(wrapped)
-        return wrapped  # type: ignore[no-any-return]
+        return wrapped
 
     return decorate

@@ -77,13 +77,13 @@ class _PrintableFormatter(logging.Formatter):
         return mask_password(humanize.printable(super().format(record), lines=True))
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is *now* (test runners and daemons swap it)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -288,6 +288,8 @@ async def run_processing(
             log.log(chunk_level, "waiting %s for entity retries that are not yet due",
                     humanize.duration(max(due - q.now(), RETRY_POLL_SECONDS)))
 
+    worker: Worker  # made below, before anything calls this
+
     def show_limit_of_worker() -> int:
         return worker.concurrency_limit
 

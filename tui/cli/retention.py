@@ -210,7 +210,7 @@ def import_command(ctx: click.Context, path: Path, as_json: bool) -> None:
     if not path.is_file():
         raise InvalidInput(f"no export file at {str(path)!r}", field="FILE")
 
-    async def go():  # type: ignore[no-untyped-def]
+    async def go():
         async with Queue(cfg.db) as q:
             return await import_jobs(q, path)
 

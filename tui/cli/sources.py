@@ -128,7 +128,7 @@ class IdSource:
     def _decoded_lines(self) -> Iterator[str]:
         """The input's lines as text, ``\n`` kept (csv needs it for quoted fields), each bounded."""
         limit = limits.INPUT_LINE_LENGTH
-        text = io.TextIOWrapper(self.stream, encoding="utf-8", errors="surrogateescape",  # type: ignore[type-var]
+        text = io.TextIOWrapper(self.stream, encoding="utf-8", errors="surrogateescape",
                                 newline=None)
         try:
             while line := text.readline(limit + 1):

@@ -67,7 +67,7 @@ def tenants_table(rows: list[TenantRow]) -> None:
     table = Table(show_edge=False, pad_edge=False, header_style="bold")
     for name, justify in (("Tenant", "left"), ("Weight", "right"), ("Live jobs", "right"),
                           ("Processed", "right")):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]  # left/right: rich's JustifyMethod
     for r in rows:
         table.add_row(
             out.plain(r.name) if r.name else Text(NO_TENANT, style="dim"),  # a tenant name is user text

@@ -47,7 +47,7 @@ def workers_table(workers: Sequence[WorkerInfo], now: datetime | None = None) ->
     for name, justify in (("ID", "left"), ("Host:pid", "left"), ("Kind", "left"), ("Processor", "left"),
                           ("State", "left"), ("Job", "right"), ("Chunks", "right"), ("Done", "right"),
                           ("Failed", "right"), ("Heartbeat", "right"), ("Version", "left")):
-        table.add_column(name, justify=justify, overflow="fold", no_wrap=name in ("State", "Heartbeat"))  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, overflow="fold", no_wrap=name in ("State", "Heartbeat"))  # type: ignore[arg-type]  # left/right: rich's JustifyMethod
     for w in workers:
         state = humanize.printable(w.state + (f" ({w.stop_request} requested)" if w.stop_request and w.alive else ""))
         table.add_row(

@@ -40,6 +40,7 @@ from chunkq.tui.dashboard.screens.help import HelpScreen
 from chunkq.tui.dashboard.screens.jobs import JobsScreen
 from chunkq.tui.dashboard.screens.workers import WorkersScreen
 from chunkq.tui.humanize import printable
+from rich.console import RenderableType
 from rich.segment import Segment, Segments
 from textual import work
 from textual.actions import ActionParseResult
@@ -55,7 +56,7 @@ class DashboardCrashed(Exception):
     """The dashboard stopped on an unexpected error (Textual has printed its traceback)."""
 
 
-def _printable_segments(renderable: object) -> object:
+def _printable_segments(renderable: RenderableType) -> RenderableType:
     """Pre-rendered ``Segments`` with every text made printable (controls escaped); else as is."""
     if not isinstance(renderable, Segments):
         return renderable

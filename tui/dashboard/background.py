@@ -54,7 +54,7 @@ class LoopThread(Generic[T]):
     def _main(self, main: Callable[[], Awaitable[T]]) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            result = self.loop.run_until_complete(main())  # type: ignore[arg-type]
+            result = self.loop.run_until_complete(main())
         except BaseException as exc:  # the interface's await raises it (KeyboardInterrupt too)
             with contextlib.suppress(concurrent.futures.InvalidStateError):  # nobody waits any more
                 self._done.set_exception(exc)

@@ -12,11 +12,12 @@ operator is.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.markup import escape
 
@@ -194,7 +195,7 @@ def available(scope: Scope | None) -> tuple[Command, ...]:
     return tuple(c for c in COMMANDS if c.scope in (APP, scope))
 
 
-def bindings(scope: Scope) -> list[Binding]:
+def bindings(scope: Scope) -> list[BindingType]:
     """Textual bindings for one scope, with ids so a keymap can rebind them."""
     return [
         Binding(c.key, c.action, c.title, show=c.footer, key_display=c.key_display, id=c.id,
@@ -284,7 +285,7 @@ class ChunkqCommands(Provider):
         return [(c.title, c, escape(f"{c.description} (key: {c.display})"))
                 for c in available(screen_scope(self.screen)) if not c.alias]
 
-    def _runner(self, command: Command) -> partial[object]:
+    def _runner(self, command: Command) -> Callable[[], Awaitable[object]]:
         target = self.app if command.scope == APP else self.screen
         return partial(target.run_action, command.action)
 

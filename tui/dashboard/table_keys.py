@@ -14,6 +14,8 @@ the line, j in the IDs box is a j).
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.actions import SkipAction
 from textual.app import App
 from textual.containers import VerticalScroll
@@ -46,7 +48,7 @@ def focused_table(app: App[object]) -> DataTable[object]:
     return focused
 
 
-def run(app: App[object], action: str) -> None:
+def run(app: App[Any], action: str) -> None:
     """Run one of ``TABLE_ACTIONS`` on the focused table, or its ``SCROLL_ACTIONS`` twin on a focused pane."""
     focused = app.focused
     # named panes only: a DataTable, a TextArea and an Input are scroll views too, with keys of their own

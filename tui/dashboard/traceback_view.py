@@ -156,7 +156,7 @@ def _frames(frames: Sequence[TraceFrame], *, show_locals: bool, extra_lines: int
         if code is not None and scope is not None:
             yield Columns([code, scope], padding=1)
         elif code is not None or scope is not None:
-            yield code or scope  # type: ignore[misc]
+            yield code or scope  # type: ignore[misc]  # one of them is set
 
 
 def exception_line(stack: TraceStack) -> Text:

@@ -59,7 +59,7 @@ def _bounded(route: Route_, seconds: float = REQUEST_DB_SECONDS) -> Route_:
 
 
 def _queue(request: Request) -> core.Queue:
-    return request.app.state.queue  # type: ignore[no-any-return]
+    return request.app.state.queue
 
 
 async def process_jobs(request: Request) -> Response:

@@ -97,9 +97,9 @@ class QueueCollector(Collector):
         alive = GaugeMetricFamily("chunkq_workers_alive", "Registered processes that heartbeat, by kind.",
                                   labels=["kind"])
         by_kind = dict.fromkeys(WORKER_KINDS, 0)
-        for w in snap.workers:
-            if w.alive:
-                by_kind[w.kind] = by_kind.get(w.kind, 0) + 1
+        for worker in snap.workers:
+            if worker.alive:
+                by_kind[worker.kind] = by_kind.get(worker.kind, 0) + 1
         for kind, n in by_kind.items():
             alive.add_metric([kind], n)
         yield alive

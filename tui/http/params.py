@@ -97,8 +97,8 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
 
 def page(request: Request) -> tuple[int, int]:
     """``?limit=&offset=``: at most ``MAX_PAGE`` rows a request."""
-    return (int_param(request, "limit", limits.JOBS_PAGE.default, limits.JOBS_PAGE.lo, MAX_PAGE),
-            int_param(request, "offset", limits.OFFSET.default, limits.OFFSET.lo, MAX_OFFSET))
+    return (int_param(request, "limit", limits.JOBS_PAGE.default, limits.JOBS_PAGE.lo, MAX_PAGE),  # type: ignore[arg-type]  # it has a default
+            int_param(request, "offset", limits.OFFSET.default, limits.OFFSET.lo, MAX_OFFSET))  # type: ignore[arg-type]  # it has a default
 
 
 def statuses(request: Request) -> list[str]:

@@ -160,7 +160,7 @@ def read_users(path: Path) -> dict[str, User]:
         parts = line.split(":")
         if len(parts) != 3 or parts[1] not in ROLES or not parts[2].startswith("scrypt$"):
             raise AuthConfigError(f"{path} line {number}: expected name:viewer|operator:scrypt$…")
-        users[parts[0]] = User(parts[0], parts[1], parts[2])  # type: ignore[arg-type]
+        users[parts[0]] = User(parts[0], parts[1], parts[2])
     return users
 
 

@@ -485,7 +485,7 @@ def _is_upgrade(request: web.Request) -> bool:
 
 def _clamp(value: object, default: int, low: int, high: int) -> int:
     try:
-        number = int(value)  # type: ignore[call-overload]
+        number = int(value)  # type: ignore[call-overload]  # any value: what int() refuses is the default
     except (TypeError, ValueError):
         return default
     return max(low, min(high, number))

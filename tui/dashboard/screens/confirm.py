@@ -60,7 +60,7 @@ class ConfirmScreen(ModalScreen[str | None]):
             yield Static(fmt.plain(self.message, lines=True), id="dialog-message")
             with Horizontal(id="dialog-buttons"):
                 for value, label, variant in self.choices:
-                    yield Button(label, id=f"choice-{value}", variant=variant)  # type: ignore[arg-type]
+                    yield Button(label, id=f"choice-{value}", variant=variant)  # type: ignore[arg-type]  # choices name Textual's button variants
 
     def on_mount(self) -> None:
         safe = safe_choice(self.choices)

@@ -304,9 +304,9 @@ class JobDetailScreen(Screen[None]):
 
         def chosen(what: str | None) -> None:
             if what in copy_error.WHAT_WORDS:
-                text = copy_error.copied_text(error, what)  # type: ignore[arg-type]
+                text = copy_error.copied_text(error, what)  # type: ignore[arg-type]  # what is one of WHAT_WORDS
                 self.app.copy_to_clipboard(text)
-                self.notify(copy_error.copied_note(error, what, text), title="Copied")  # type: ignore[arg-type]
+                self.notify(copy_error.copied_note(error, what, text), title="Copied")  # type: ignore[arg-type]  # what is one of WHAT_WORDS
 
         self.app.push_screen(copy_error.CopyScreen(error), chosen)
 

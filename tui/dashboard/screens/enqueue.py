@@ -124,7 +124,7 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
                kind: str = "text") -> ComposeResult:
         with Vertical(classes="field"):
             yield Label(label, classes="field-label")
-            yield Input(value=value, placeholder=placeholder, id=field_id, type=kind,  # type: ignore[arg-type]
+            yield Input(value=value, placeholder=placeholder, id=field_id, type=kind,  # type: ignore[arg-type]  # kind is one of Textual's input types
                         compact=True)
             yield Static(classes="field-error", id=f"{field_id}-error")
 
@@ -217,12 +217,12 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
             self.query_one(f"#{first}").focus()
             return
         self.submitting = True
-        self._enqueue(ids if ids is not None else _file_ids(path), **settings)  # type: ignore[arg-type]
+        self._enqueue(ids if ids is not None else _file_ids(path), **settings)  # type: ignore[arg-type]  # values checked above
 
     @work(group="enqueue", exclusive=True, exit_on_error=False)
     async def _enqueue(self, ids: object, **kwargs: object) -> None:
         try:
-            job = await self.dashboard.queue.enqueue_job(ids, **kwargs)  # type: ignore[arg-type]
+            job = await self.dashboard.queue.enqueue_job(ids, **kwargs)  # type: ignore[arg-type]  # enqueue_job checks them again
         except core.InvalidInput as exc:
             self.submitting = False
             self._place_error(str(exc), exc.field)
@@ -240,7 +240,7 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
     def _place_error(self, message: str, field: str | None = None) -> None:
         """Put the queue's own message on the box its ``field`` names (the IDs' box otherwise)."""
         if field in SETTINGS or field in OTHER_FIELDS:
-            self._set_error(field_id(field), message)  # type: ignore[arg-type]
+            self._set_error(field_id(field), message)
             return
         target = "file" if self.query_one("#file", Input).value.strip() else "ids"
         self._set_error(target, message)
@@ -288,7 +288,7 @@ class EnqueueScreen(ModalScreen["core.Job | None"]):
 
 def _default(name: str) -> str:
     limit = limits.JOB_SETTINGS[name]
-    return "" if limit.default is None else str(limit.default)  # type: ignore[union-attr]
+    return "" if limit.default is None else str(limit.default)  # type: ignore[union-attr]  # every job setting's limit has one
 
 
 def _file_problem(path: Path, exc: BaseException) -> str:

@@ -144,7 +144,7 @@ class ActivityLog(RichLog):
 
     def write(self, content: RenderableType | object, *args: Any, **kwargs: Any) -> Self:
         if self._size_known and not self._replaying:  # before that RichLog defers, then writes again
-            self._kept.append(content)  # type: ignore[arg-type]
+            self._kept.append(content)  # type: ignore[arg-type]  # what RichLog.write takes
         return super().write(content, *args, **kwargs)
 
     def clear(self) -> Self:

@@ -231,12 +231,12 @@ class _Reversed:
         self.value = value
 
     def __lt__(self, other: _Reversed) -> bool:
-        return other.value < self.value  # type: ignore[operator]
+        return other.value < self.value  # type: ignore[operator]  # one column's values compare
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Reversed) and other.value == self.value
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable: == compares values
 
 
 def clip(text: str, width: int) -> str:
