@@ -61,6 +61,7 @@ from .models import (
     WorkerInfo,
 )
 from .options import ProcessorOptions, apply_overrides, parse_rate, parse_rates
+from .orphans import short_owner
 from .processor import Processor
 from .queue import MAX_CHUNK_SIZE, MAX_ID_LENGTH, Queue, clean_entity_id
 from .registry import DEFAULT_INTERVAL as WORKER_HEARTBEAT_SECONDS
@@ -186,6 +187,7 @@ __all__ = [
     "schema_status",
     "seed_demo",
     "set_output_echo",
+    "short_owner",
     "source_digest",
     "space",
     "stop_message",

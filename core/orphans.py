@@ -78,11 +78,15 @@ class OrphanedLease:
     @property
     def holder(self) -> str:
         """``host:pid`` of the owner, as ``chunkq workers`` and ``released_by`` show it."""
-        return _host_pid(self.owner)
+        return short_owner(self.owner)
 
 
-def _host_pid(owner: str) -> str:
-    """``host:pid`` of a lease owner or a team (``supervisor.make_team``); anything else as it is."""
+def short_owner(owner: str) -> str:
+    """``host:pid`` of a lease owner or a team (``supervisor.make_team``); anything else as it is.
+
+    The one reading of an owner for people (the dashboard's job rows too): the nonce only matters
+    to the queue, and a host may hold colons itself (``[::1]``), so the pid is counted from the right.
+    """
     host, pid = owner_host_pid(owner)
     return owner if pid is None else f"{host}:{pid}"
 
@@ -201,7 +205,7 @@ async def held_back(queue: Queue, job_id: int | None = None, *, route: str | Non
     what = (f"job {jobs[0].id} is at its max_workers ({jobs[0].max_workers})" if len(jobs) == 1 else
             f"jobs {', '.join(str(r.id) for r in jobs)} are at their max_workers"
             + (f" ({limits.pop()})" if len(limits) == 1 else ""))
-    names = sorted({_host_pid(h) for h in holders})
+    names = sorted({short_owner(h) for h in holders})
     who = "another worker" if len(names) == 1 else f"{len(names)} other workers"
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
     return f"{what}, held by {who} ({shown})" if names else what
@@ -224,4 +228,5 @@ def describe(leases: list[OrphanedLease]) -> str:
     return f"{what} leased by {who} ({shown})"
 
 
-__all__ = ["OrphanedLease", "describe", "held_back", "orphaned_leases", "owner_host_pid", "pid_exists"]
+__all__ = ["OrphanedLease", "describe", "held_back", "orphaned_leases", "owner_host_pid", "pid_exists",
+           "short_owner"]

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,7 @@ from tests.cli.helpers import (
     log_lines,
     one_line_error,
     popen_chunkq,
+    run_async,
     run_chunkq,
 )
 
@@ -273,6 +275,56 @@ def test_process_max_seconds_starts_no_chunk_after_the_deadline(
     assert job.processed_count == 2 * summary["chunks"] and job.leased_chunks == 0
     assert all(c.state == "done" for c in list_chunks(db_url, job_id))
     assert len(log_lines(tmp_path, mod)) == job.processed_count
+
+
+async def _registered(url: str) -> list[Any]:
+    from chunkq.core import Queue
+
+    async with Queue(url) as q:
+        return await q.list_workers(include_stopped=True)
+
+
+def test_worker_max_seconds_finishes_its_chunk_unregisters_and_exits_0(
+    db_url: str, env: dict[str, str], tmp_path: Path, write_processor: Callable[[str], str],
+) -> None:
+    """A long-running worker recycled by its process manager: after --max-seconds it claims no more,
+    commits what it holds, marks itself stopped in the registry and exits 0 (issue 30)."""
+    mod = write_processor("""
+        def slow(entity_id, job):
+            time.sleep(0.2)
+            record(entity_id)
+    """)
+    job_id = enqueue(db_url, 60, env, tmp_path, "--chunk-size", "2")
+    proc = popen_chunkq(["--db", db_url, "worker", "--max-seconds", "1.5", "--poll-interval", "0.1",
+                         "--processor", f"{mod}:slow", "--json"], env, tmp_path)
+    code, out, err = finish(proc)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["stopped_by"] == "max_seconds" and summary["chunks"] >= 1
+    assert "until 1.5s from now" in err
+    job = get_job(db_url, job_id)
+    # each chunk takes >= 0.4 s: the worker stopped well before the 30 chunks were done, holding none
+    assert job.processed_count == 2 * summary["chunks"] < 60
+    assert (job.leased_chunks, job.status) == (0, "pending")
+    assert all(c.state == "done" for c in list_chunks(db_url, job_id))
+    assert len(log_lines(tmp_path, mod)) == job.processed_count
+    [registered] = run_async(_registered(db_url))
+    assert registered.kind == "worker" and registered.state == "stopped"
+
+
+def test_worker_max_seconds_ends_an_idle_worker_and_refuses_bad_values(
+    sqlite_url: str, env: dict[str, str], tmp_path: Path,
+) -> None:
+    create_db(sqlite_url)
+    idle = run_chunkq(["--db", sqlite_url, "worker", "--max-seconds", "0.5", "--poll-interval", "60",
+                       "--processor", "chunkq.core.demo:enrich", "--json"], env, tmp_path, timeout=60)
+    assert idle.returncode == 0, idle.stderr
+    assert json.loads(idle.stdout)["stopped_by"] == "max_seconds"  # the 60 s poll was cut short
+    for bad in ("0", "-1", "nan", "inf", "1e308", "soon"):
+        refused = run_chunkq(["--db", sqlite_url, "worker", "--max-seconds", bad,
+                              "--processor", "chunkq.core.demo:enrich"], env, tmp_path)
+        assert refused.returncode == 2, (bad, refused.stderr)
+        assert "Invalid value for '--max-seconds'" in one_line_error(refused.stderr)
 
 
 # ---------------------------------------------------------------------- what headless commands load

@@ -141,6 +141,35 @@ def test_worker_processes_restart_a_killed_child_and_stop_on_sigterm(
     assert max(calls.values()) <= 2
 
 
+def test_worker_processes_max_seconds_end_every_child_cleanly(
+    env: dict[str, str], tmp_path: Path, sqlite_url: str, write_processor: Callable[[str], str]
+) -> None:
+    """``worker --processes 2 --max-seconds S``: the run's one budget; each child exits 0 when it is
+    spent, none is restarted, the supervisor exits 0 and no chunk is left leased (issue 30)."""
+    create_db(sqlite_url)
+    mod = write_processor(CALLBACK)
+    job = enqueue(sqlite_url, 100_000, env, tmp_path, "--max-workers", "4", "--chunk-size", "20")
+    proc, err = start(["--db", sqlite_url, "worker", "--processes", "2", "--max-seconds", "2",
+                       "--processor", f"{mod}:work", "--poll-interval", "0.1"], env, tmp_path)
+    try:
+        until("two children", lambda: len(children(proc.pid)) == 2, proc, err)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"the supervisor did not end at --max-seconds\n{err.read_text()}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = err.read_text()
+    assert code == 0, text
+    assert "restarting it" not in text
+    assert (tmp_path / "supervisor.out").read_text().count("reached --max-seconds") == 2  # each child's summary
+    done = get_job(sqlite_url, job)
+    assert 0 < done.processed_count < 100_000 and done.leased_chunks == 0
+    assert all(c.state == "done" for c in list_chunks(sqlite_url, job))
+
+
 def test_process_until_empty_with_processes_drains_the_queue_once(
     env: dict[str, str], tmp_path: Path, db_url: str, write_processor: Callable[[str], str]
 ) -> None:

@@ -279,3 +279,12 @@ def test_the_forms_errors_are_cores_and_name_their_field(name: str, raw: str, me
     with pytest.raises(core.InvalidInput) as err:
         check_setting(name, raw)
     assert str(err.value).startswith(message) and err.value.field == name
+
+
+def test_short_worker_reads_an_owner_as_core_does() -> None:
+    """One rule for ``host:pid`` (``core.short_owner``): a host with colons of its own keeps them."""
+    for owner in ("web-1:4242:0badcafe", "[::1]:12:ab", "someone", "a:b:c"):
+        assert fmt.short_worker(owner) == core.short_owner(owner)
+    assert fmt.short_worker("[::1]:12:ab") == "[::1]:12"
+    assert fmt.short_worker("a:b:c") == "a:b:c"  # not made by make_owner: shown as it is
+    assert fmt.short_worker(None) == fmt.short_worker("") == fmt.DASH

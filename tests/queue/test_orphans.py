@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from chunkq.core import COMPLETE, Queue, Worker
-from chunkq.core.orphans import describe, orphaned_leases, owner_host_pid, pid_exists
+from chunkq.core.orphans import describe, orphaned_leases, owner_host_pid, pid_exists, short_owner
 
 
 def _dead_pid() -> int:
@@ -33,6 +33,8 @@ def test_owner_parsing_and_pid_liveness() -> None:
     assert owner_host_pid("web-1:4242:0badcafe") == ("web-1", 4242)
     assert owner_host_pid("[::1]:12:ab") == ("[::1]", 12)
     assert owner_host_pid("someone") == ("someone", None)
+    assert [short_owner(o) for o in ("web-1:4242:0badcafe", "[::1]:12:ab", "someone")] == [
+        "web-1:4242", "[::1]:12", "someone"]
     assert pid_exists(os.getpid()) and not pid_exists(_dead_pid()) and not pid_exists(0)
 
 

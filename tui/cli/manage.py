@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 import click
-from chunkq.core import STATUSES, Job, Queue, limits
+from chunkq.core import STATUSES, ErrorEntry, Job, Queue, limits
 from chunkq.tui import humanize
 
 from . import output as out
@@ -88,18 +88,32 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
 @click.option("--into", "into_key", metavar="KEY", default=None, help="The group --merge merges into.")
 @click.option("--unmerge", "unmerge_key", metavar="KEY", default=None,
               help="Split group KEY off the group it was merged into.")
+@click.option("--id", "error_id", type=JOB_ID, default=None, metavar="N",
+              help="One error in full (N: the table's ID column): its traceback and what the callback "
+                   "printed and logged for that entity.")
 @json_option
 @click.pass_context
 def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped: bool, group_key: str | None,
            search: str | None, offset: int, merge_keys: tuple[str, ...], into_key: str | None,
-           unmerge_key: str | None, as_json: bool) -> None:
+           unmerge_key: str | None, error_id: int | None, as_json: bool) -> None:
     """A job's error log, oldest first (every attempt; 'final' marks entities that failed for good).
 
     With --groups, one row per bug, biggest first, and how many bugs there are in all; --merge KEY --into KEY
-    and --unmerge KEY change what counts as one bug.
+    and --unmerge KEY change what counts as one bug. --id N shows one error whole: its traceback and the
+    callback's captured output (print, stderr, log lines) for that entity.
     """
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
+    if error_id is not None:
+        given = [flag for flag, on in (
+            ("--groups", grouped), ("--group", group_key is not None), ("--search", search is not None),
+            ("--offset", offset != 0), ("--limit", limit is not None), ("--format", fmt != "table"),
+            ("--merge", bool(merge_keys)), ("--into", into_key is not None), ("--unmerge", unmerge_key is not None),
+        ) if on]
+        if given:
+            raise CliError(f"--id shows one error: it cannot be combined with {given[0]}")
+        _show_error(ctx, job_id, error_id, as_json)
+        return
     if merge_keys or into_key is not None or unmerge_key is not None:
         _change_groups(ctx, job_id, merge_keys, into_key, unmerge_key, as_json)
         return
@@ -147,7 +161,27 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped
     elif as_json:
         out.emit_json({"job_id": job_id, "errors": [e.to_dict() for e in found]})
     elif not export:
-        out.errors_table(found)
+        out.errors_table(found, job_id)
+
+
+def _show_error(ctx: click.Context, job_id: int, error_id: int, as_json: bool) -> None:
+    """``chunkq errors JOB --id N``: the one read that carries the captured output (a page of the log
+    leaves it out: up to 64 KB a row), so this is where a person or a script finds it."""
+    cfg = settings(ctx)
+
+    async def go() -> ErrorEntry:
+        async with Queue(cfg.db, readonly=True) as q:
+            await q.get_job(job_id)  # an unknown job is said as for every other form of `errors`
+            return await q.get_error(error_id)
+
+    entry = run(go())
+    if entry.job_id != job_id:
+        raise CliError(f"error {error_id} is not one of job {job_id}'s (it is job {entry.job_id}'s: "
+                       f"chunkq errors {entry.job_id} --id {error_id})")
+    if as_json:
+        out.emit_json({"job_id": job_id, "error": out.error_dict(entry)})
+    else:
+        out.error_detail(entry)
 
 
 def _change_groups(ctx: click.Context, job_id: int, merge_keys: tuple[str, ...], into_key: str | None,

@@ -392,7 +392,7 @@ def error_writer(fmt: str) -> Callable[[ErrorEntry], None]:
     return jsonl
 
 
-def errors_table(errors: Sequence[ErrorEntry]) -> None:
+def errors_table(errors: Sequence[ErrorEntry], job_id: int | None = None) -> None:
     if not stdout_is_tty():
         tsv([ERROR_COLUMNS, *(error_row(e) for e in errors)])
         return
@@ -412,6 +412,67 @@ def errors_table(errors: Sequence[ErrorEntry]) -> None:
         t.add_row(str(e.id), plain(e.entity_id), plain(e.error_type), plain(e.message),
                   f"{e.attempt}" + ("" if e.final else " (retried)"), ago(e.created_at, now))
     out.print(t)
+    if job_id is not None:
+        out.print(Text(f"one error in full, with its traceback and output: chunkq errors {job_id} --id ID",
+                       style="dim"))
+
+
+def error_dict(e: ErrorEntry) -> dict[str, Any]:
+    """One error for ``--json``, with ``output``: what the callback printed and logged for the entity
+    (null when it wrote nothing). Only ``errors --id`` has it: a page of the log does not read it."""
+    return {**e.to_dict(), "output": e.output}
+
+
+OUTPUT_HEADING = "Output (what the callback printed and logged)"
+
+
+def error_detail(e: ErrorEntry) -> None:
+    """One error whole (``chunkq errors JOB --id N``): what, where, when, the traceback, then the
+    callback's captured output, as the dashboard's error view shows it. Every text the callback or a
+    provider wrote is printed through ``printable`` (one line for a field, line breaks kept for the two
+    blocks) and never read as markup."""
+    chunk = "manual retry" if e.chunk_index < 0 else str(e.chunk_index)
+    rows: list[tuple[str, str]] = [
+        ("error", str(e.id)),
+        ("job", str(e.job_id)),
+        ("entity", e.entity_id),
+        ("type", e.error_type),
+        ("message", e.message),
+        ("attempt", f"{e.attempt}" + (" (final: the entity failed for good)" if e.final else " (retried)")),
+        ("chunk", chunk),
+        ("when", timestamp(e.created_at)),
+    ]
+    if e.resolved_at is not None:
+        rows.append(("resolved", timestamp(e.resolved_at) + " (a later retry succeeded)"))
+    if e.location:
+        rows.append(("raised in", e.location))
+    if e.fingerprint:
+        rows.append(("group", e.fingerprint))
+    trace = humanize.printable(e.traceback or "", lines=True).rstrip("\n")
+    output = humanize.printable(e.output, lines=True).rstrip("\n") if e.output else None
+    if not stdout_is_tty():
+        # a pipe or a file: key<TAB>value lines, then each block under its heading, as plain text
+        tsv(rows)
+        sys.stdout.write(f"\nTraceback\n{trace}\n\n{OUTPUT_HEADING}\n"
+                         f"{output if output is not None else '(none: the callback wrote nothing for this entity)'}\n")
+        sys.stdout.flush()
+        return
+    out = console()
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", justify="right")
+    grid.add_column(overflow="fold")
+    for k, v in rows:
+        grid.add_row(k, plain(v))
+    out.print(grid)
+    out.print()
+    out.print(Text("Traceback", style="bold"))
+    out.print(Text(trace or "(none)"))
+    out.print()
+    out.print(Text(OUTPUT_HEADING, style="bold"))
+    if output is None:
+        out.print(Text("(none: the callback wrote nothing for this entity)", style="dim"))
+    else:
+        out.print(Text(output))
 
 
 def summary_sentence(s: RunSummary) -> str:

@@ -403,6 +403,10 @@ def process(
 @click.option("--poll-interval", type=float_range(limits.POLL_INTERVAL), default=limits.POLL_INTERVAL.default,
               show_default=True, metavar="S",
               help="Seconds between looks for work when idle (jittered).")
+@click.option("--max-seconds", type=float_range(limits.MAX_SECONDS), default=None, metavar="S",
+              help="Exit 0 after S seconds, to be started afresh by a process manager: no chunk is claimed past "
+                   "it, the chunks in flight finish and commit, the worker leaves the registry (with "
+                   "--processes N: the whole run's, each process exits then).")
 @heartbeat_option
 @lease_seconds_option
 @processes_option
@@ -412,9 +416,9 @@ def process(
 @json_option
 @click.pass_context
 def worker(
-    ctx: click.Context, poll_interval: float, lease_seconds: float, processes: int, order: str,
-    processor_path: str | None, options: ProcessorOptions, retention: RetentionPolicy | None, prune_every: float,
-    as_json: bool,
+    ctx: click.Context, poll_interval: float, max_seconds: float | None, lease_seconds: float, processes: int,
+    order: str, processor_path: str | None, options: ProcessorOptions, retention: RetentionPolicy | None,
+    prune_every: float, as_json: bool,
 ) -> None:
     """Process chunks until stopped (systemd, supervisor, a container).
 
@@ -425,22 +429,31 @@ def worker(
     supervisor start a fresh worker. Without --timeout a hung sync callback
     cannot be abandoned; the second signal still ends the process.
     --processes N runs N worker processes (restarted when they crash).
+    --max-seconds S ends it cleanly after S seconds (exit 0), to recycle
+    workers; as in `chunkq process`, a database that stops answering is
+    given up past it (exit 4).
     """
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
     if _check_processes(processes, as_json):
         _load(processor_path, options)
-        _supervise(ctx, processes, finite=False)
+        _supervise(ctx, processes, finite=False, max_seconds=max_seconds)
+    started = time.monotonic()
+    max_seconds = time_left(max_seconds)  # a supervised child: what is left of the whole run's budget
 
     async def go() -> tuple[RunSummary, int | None]:
-        async with Queue(cfg.db, lease_seconds=lease_seconds, create=False, order=order, team=team()) as q:
-            log.info("worker %s on %s with %s; stop with Ctrl-C or SIGTERM", q.owner,
-                     out.where(q.display_url), processor_path)
+        q = Queue(cfg.db, lease_seconds=lease_seconds, create=False, order=order, team=team())
+        await _open_within(q, max_seconds)
+        async with q:
+            until = "" if max_seconds is None else f", until {humanize.duration(max_seconds)} from now"
+            log.info("worker %s on %s with %s%s; stop with Ctrl-C or SIGTERM", q.owner,
+                     out.where(q.display_url), processor_path, until)
             async with pruning_in_background(q, retention, every=prune_every):  # a task beside the claim loop
+                left = None if max_seconds is None else max(max_seconds - (time.monotonic() - started), 0.001)
                 return await run_processing(q, processor, forever=True, poll_interval=poll_interval,
-                                            kind="worker")
+                                            max_seconds=left, kind="worker")
 
     with out.stdout_to_stderr(as_json):  # a callback's print() must not break the JSON document
         processor = _load(processor_path, options)
-        summary, aborted_by = run(go())
+        summary, aborted_by = run(_within_max_seconds(go(), started, max_seconds))
     _finish(ctx, summary, aborted_by, as_json, "worker")

@@ -19,6 +19,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from chunkq.core import short_owner
+
 # Plain-text rules shared with the CLI (chunkq.tui.humanize); re-exported for the screens.
 from chunkq.tui.humanize import DASH as DASH
 from chunkq.tui.humanize import age as age
@@ -147,8 +149,5 @@ def eta(job: core.Job, per_second: float | None, now: datetime | None = None) ->
 
 
 def short_worker(owner: str | None) -> str:
-    """``host:pid:nonce`` -> ``host:pid``: the nonce only matters to the queue."""
-    if not owner:
-        return DASH
-    parts = owner.split(":")
-    return ":".join(parts[:2]) if len(parts) >= 3 else owner
+    """``host:pid:nonce`` -> ``host:pid`` by core's one rule (``short_owner``); a dash for no owner."""
+    return short_owner(owner) if owner else DASH

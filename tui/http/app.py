@@ -7,11 +7,12 @@ limit in ``guard``, and the `chunkq serve` command that runs this in ``server``.
 Concurrent requests are safe because the queue hands chunks out under leases.
 
 No request waits on a silent database for long (issue 24): each runs under a
-``core.deadline`` - ``REQUEST_DB_SECONDS`` for the whole request, ``/health``
-``HEALTH_DB_SECONDS`` - and a transaction still waiting then is given up and
+``core.deadline`` - ``db_timeout`` for the whole request (`chunkq serve
+--db-timeout`, default ``REQUEST_DB_SECONDS``), ``/health`` ``HEALTH_DB_SECONDS``
+(or ``db_timeout`` if less) - and a transaction still waiting then is given up and
 answered 503 (a load balancer's check gives up after a few seconds; a caller is
 better told than left hanging). ``POST /jobs/process`` runs under its run's own
-deadline (``max_seconds``) with ``REQUEST_DB_SECONDS`` of grace past it.
+deadline (``max_seconds``) with ``db_timeout`` of grace past it.
 """
 
 from __future__ import annotations
@@ -39,17 +40,24 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 #: what ``POST /jobs/process`` takes, to answer all but POST itself (Starlette's default is GET only)
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 #: the longest a request waits for the database, all its transactions together, before it answers 503
+#: (the default of ``create_app(db_timeout=)`` and `chunkq serve --db-timeout`)
 REQUEST_DB_SECONDS = 5.0
+#: what ``db_timeout`` may be: a caller waiting minutes for an answer is a caller left hanging
+DB_TIMEOUT = core.limits.FloatLimit("db_timeout", 0.0, 600.0, "a positive number of seconds, at most 600",
+                                    REQUEST_DB_SECONDS)
 #: ``GET /health``'s bound: a load balancer's check usually gives up after 2-5 s, so the answer comes within 2
 HEALTH_DB_SECONDS = 1.5
 
 Route_ = Callable[[Request], Awaitable[Response]]
 
 
-def _bounded(route: Route_, seconds: float = REQUEST_DB_SECONDS) -> Route_:
-    """``route`` with its database work bounded to ``seconds`` from the request's start (see the module)."""
+def _bounded(route: Route_, *, health: bool = False) -> Route_:
+    """``route`` with its database work bounded from the request's start (see the module): by the
+    app's ``db_timeout``, or for ``health`` by what a load balancer waits (``HEALTH_DB_SECONDS``)."""
 
     async def bounded(request: Request) -> Response:
+        state = request.app.state
+        seconds = state.health_timeout if health else state.db_timeout
         with core.deadline(time.monotonic() + seconds, grace=0.0):
             return await route(request)
 
@@ -78,8 +86,8 @@ async def process_jobs(request: Request) -> Response:
     workers: set[core.Worker] = request.app.state.workers
     workers.add(worker)
     try:
-        # past its run's end (one chunk: from the start) no transaction waits more than REQUEST_DB_SECONDS
-        with core.deadline(time.monotonic() + (max_seconds or 0.0), grace=REQUEST_DB_SECONDS):
+        # past its run's end (one chunk: from the start) no transaction waits more than db_timeout
+        with core.deadline(time.monotonic() + (max_seconds or 0.0), grace=request.app.state.db_timeout):
             # registered while it runs (kind "serve"): `chunkq workers` and GET /workers list it
             async with worker.registered(kind="serve", interval=request.app.state.heartbeat):
                 summary = await worker.run()
@@ -247,7 +255,7 @@ async def prometheus_metrics(request: Request) -> Response:
 async def health(request: Request) -> Response:
     """Unauthenticated, so it says only whether the database answers, never where it is.
 
-    Answered within ``HEALTH_DB_SECONDS`` whatever the database does: a silent one
+    Answered within ``HEALTH_DB_SECONDS`` (or ``db_timeout`` if less) whatever the database does: a silent one
     is "not answering", with the time since this server first found it so.
     """
     state = request.app.state
@@ -260,7 +268,7 @@ async def health(request: Request) -> Response:
             log.warning("health check: the database %s: %s",
                         "is not answering" if silent else "is unreachable", exc)
         body = {"status": "unavailable", "database": "not answering" if silent else "unreachable",
-                "error": f"the database did not answer within {HEALTH_DB_SECONDS:g} s" if silent
+                "error": f"the database did not answer within {state.health_timeout:g} s" if silent
                 else "the database is unreachable",
                 "since": _iso(state.db_down_since)}
         return JSONResponse(body, status_code=503)
@@ -339,12 +347,15 @@ def create_app(
     heartbeat: float = 5.0,
     retention: core.RetentionPolicy | None = None,
     prune_every: float = 300.0,
+    db_timeout: float = REQUEST_DB_SECONDS,
 ) -> Starlette:
     """The ASGI app; ``token=None`` turns authentication off (``--insecure-no-auth``).
 
     ``body_timeout``: seconds a request body may take to arrive whole (then 408).
     ``retention``: prune finished jobs past it every ``prune_every`` seconds in the
     background (`chunkq serve` passes its ``--retention``; None: never).
+    ``db_timeout``: seconds a request may wait for the database, all its transactions together,
+    before it is answered 503 (``DB_TIMEOUT``; `chunkq serve --db-timeout`).
 
     The queue is opened in the lifespan, on the server's own event loop, because an
     async engine belongs to the loop it was opened on. A bad URL fails here, at once.
@@ -355,6 +366,7 @@ def create_app(
         raise ValueError("max_body_bytes must be at least 1")
     if not body_timeout > 0:
         raise ValueError("body_timeout must be more than 0 seconds")
+    db_timeout = DB_TIMEOUT.check(db_timeout)  # InvalidInput names it
     queue = core.Queue(db_url, lease_seconds=lease_seconds)
 
     @asynccontextmanager
@@ -376,7 +388,7 @@ def create_app(
             Route("/jobs/{job_id}/errors", _bounded(job_errors), methods=["GET"]),
             Route("/jobs/{job_id}/error-groups", _bounded(job_error_groups), methods=["GET"]),
             Route("/jobs/{job_id}/error-groups/merge", _bounded(merge_error_groups), methods=["POST"]),
-            Route("/health", _bounded(health, HEALTH_DB_SECONDS), methods=["GET"]),
+            Route("/health", _bounded(health, health=True), methods=["GET"]),
             Route("/workers", _bounded(list_workers), methods=["GET"]),
             Route("/workers/{worker_id}/stop", _bounded(stop_worker), methods=["POST"]),
             Route("/metrics", _bounded(prometheus_metrics), methods=["GET"]),
@@ -400,6 +412,8 @@ def create_app(
     app.state.max_body_bytes = max_body_bytes
     app.state.workers = set()
     app.state.heartbeat = heartbeat
+    app.state.db_timeout = db_timeout
+    app.state.health_timeout = min(HEALTH_DB_SECONDS, db_timeout)
     app.state.retention = retention
     app.state.db_down_since = None  # when /health first found the database silent or unreachable
     return app

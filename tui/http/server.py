@@ -24,7 +24,7 @@ from chunkq.tui.humanize import printable
 from chunkq.tui.listen import is_loopback, listen_problem
 from starlette.applications import Starlette
 
-from .app import DEFAULT_MAX_BODY_BYTES, create_app
+from .app import DB_TIMEOUT, DEFAULT_MAX_BODY_BYTES, HEALTH_DB_SECONDS, create_app
 from .guard import DEFAULT_BODY_TIMEOUT
 
 TOKEN_ENV = "CHUNKQ_TOKEN"
@@ -96,10 +96,15 @@ async def _check_database(db_url: str | None) -> None:
 @click.option("--body-timeout", type=float_range(BODY_TIMEOUT), default=DEFAULT_BODY_TIMEOUT,
               show_default=True, metavar="S",
               help="Seconds a request body may take to arrive whole; slower ones get 408.")
+@click.option("--db-timeout", type=float_range(DB_TIMEOUT), default=DB_TIMEOUT.default, show_default=True,
+              metavar="S",
+              help="Seconds a request may wait for the database, all its queries together, before it is "
+                   "answered 503 (POST /jobs/process: past its max_seconds; GET /health waits at most "
+                   f"{HEALTH_DB_SECONDS:g}).")
 @retention_options
 @click.pass_context
 def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bool, lease_seconds: float,
-                  max_body_bytes: int, body_timeout: float, processor_path: str | None,
+                  max_body_bytes: int, body_timeout: float, db_timeout: float, processor_path: str | None,
                   options: core.ProcessorOptions, retention: core.RetentionPolicy | None, prune_every: float) -> None:
     """Serve the HTTP API: POST /jobs/process for hosted cron, POST /jobs, GET /jobs, /health.
 
@@ -124,7 +129,7 @@ def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bo
         asyncio.run(_check_database(db_url))
         app = create_app(db_url or "", processor, token=token, lease_seconds=lease_seconds,
                          max_body_bytes=max_body_bytes, body_timeout=body_timeout, retention=retention,
-                         prune_every=prune_every)
+                         prune_every=prune_every, db_timeout=db_timeout)
     except core.ChunkqError as exc:
         raise ConfigError(str(exc)) from None
 
