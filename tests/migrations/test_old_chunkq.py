@@ -63,9 +63,9 @@ def old_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_running_0_1_0_worker_keeps_working_after_the_upgrade_and_a_new_one_refuses(
-    db_url: str, old_tree: Path, tmp_path: Path,
+    empty_db_url: str, old_tree: Path, tmp_path: Path,
 ) -> None:
-    url = db_url if db_url.startswith("postgres") else str(tmp_path / "q.db")
+    url = empty_db_url if empty_db_url.startswith("postgres") else str(tmp_path / "q.db")
     env = {k: v for k, v in os.environ.items() if k not in ("CHUNKQ_DB", "PYTHONPATH")}
     env["PYTHONPATH"] = str(old_tree)  # `import core` is 0.1.0
     proc = subprocess.Popen([sys.executable, str(old_tree / "old_worker.py"), url], cwd=old_tree, env=env,

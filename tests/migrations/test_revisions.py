@@ -36,8 +36,8 @@ def _differences(conn: Any) -> list[Any]:
             if not (d[0] == "remove_table" and d[1].name == s.VERSION_TABLE)]
 
 
-async def test_the_newest_revision_builds_exactly_the_tables_schema_py_declares(db_url: str) -> None:
-    async with Queue(db_url) as q, q.engine.connect() as conn:
+async def test_the_newest_revision_builds_exactly_the_tables_schema_py_declares(empty_db_url: str) -> None:
+    async with Queue(empty_db_url) as q, q.engine.connect() as conn:
         assert await conn.run_sync(_differences) == []
 
 
