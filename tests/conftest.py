@@ -248,7 +248,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def pg_url() -> str:
-    return pg_url_or_skip(migrated=True)
+    """An emptied PostgreSQL database with no schema (the PostgreSQL-only tests are mostly about making it)."""
+    return pg_url_or_skip()
 
 
 @pytest.fixture
