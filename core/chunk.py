@@ -26,25 +26,45 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .adaptive import Limiter
-from .claims import Claim
 from .errors import InvalidTransition
 from .heartbeat import Heartbeat
-from .models import ChunkResult
+from .lease import Claim
+from .models import ChunkResult, Job
 from .outcomes import Outcomes
 from .processor import EntityHook, Processor
 from .runner import ChunkAborted, ChunkRunner
 
 if TYPE_CHECKING:
-    from .queue import Queue
+    from .claims import Claims
+    from .commit import Committer
+    from .ratelimit import RateLimiter
 
 log = logging.getLogger("chunkq")
 
 
+class ChunkQueue(Protocol):
+    """What a chunk's life uses of its queue: a ``Queue``'s collaborators (a protocol, so that this
+    module needs nothing of ``queue.py``, which imports it)."""
+
+    @property
+    def claims(self) -> Claims: ...
+
+    @property
+    def committer(self) -> Committer: ...
+
+    @property
+    def rate_limiter(self) -> RateLimiter: ...
+
+    def now(self) -> float: ...
+
+    async def get_job(self, job_id: int) -> Job: ...
+
+
 async def process(
-    queue: Queue, processor: Processor, *, job_id: int | None = None, on_entity: EntityHook | None = None
+    queue: ChunkQueue, processor: Processor, *, job_id: int | None = None, on_entity: EntityHook | None = None
 ) -> ChunkResult | None:
     """Claim a chunk (of ``job_id``, or the best of any job), run it and commit it; None when none is claimable.
 
@@ -65,7 +85,7 @@ async def process(
 
 
 async def run_claimed(
-    queue: Queue, claim: Claim, processor: Processor, on_entity: EntityHook | None = None, *,
+    queue: ChunkQueue, claim: Claim, processor: Processor, on_entity: EntityHook | None = None, *,
     limiter: Limiter | None = None, on_ran: Callable[[], None] | None = None,
     alone: Callable[[], Awaitable[object]] | None = None,
 ) -> ChunkResult:

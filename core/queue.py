@@ -31,12 +31,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import chunk, enqueue, history
 from .backend import Backend, backend_for
-from .claims import Claim, Claims, make_owner
+from .claims import Claims, make_owner
 from .commit import Committer
 from .control import Control
 from .db import describe_db_error
 from .errors import DatabaseUnavailable
 from .history import History
+from .lease import Claim
 from .limits import CHUNK_SIZE, ENTITY_ID_LENGTH, LEASE_SECONDS, check_id, clean_entity_id
 from .models import (
     BulkResult,
