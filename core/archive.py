@@ -47,8 +47,8 @@ from sqlalchemy.engine import Connection
 
 from . import error_groups
 from . import schema as s
+from .bounds import check_id
 from .errors import InvalidInput, InvalidTransition, JobNotFound
-from .limits import check_id
 from .retention import BATCH_ROWS, Pruner
 from .status import FINISHED_STATUSES
 

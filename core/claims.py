@@ -261,9 +261,9 @@ class Claims:
         self.committer = committer  # records a poison entity's failure inside the claim transaction
         self.isolate_after = isolate_after
         self._next_stale_check = 0.0
-        #: a blocked event loop let a lease lapse and the operator was told (once: ``heartbeat.py``)
+        #: a blocked event loop let a lease lapse and the operator was told (once: ``renewal.py``)
         self.warned_blocked_loop = False
-        #: the thread renewing this queue's leases off the event loop, where the backend allows (``heartbeat.py``)
+        #: the thread renewing this queue's leases off the event loop, where the backend allows (``renewal.py``)
         self.beater: Any = None
 
     @property

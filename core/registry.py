@@ -38,9 +38,9 @@ from sqlalchemy.engine import Connection
 
 from . import schema as s
 from .backend import Backend
+from .bounds import text_problem
 from .claims import release_tag
 from .errors import InvalidInput, WorkerNotFound
-from .limits import text_problem
 from .models import STALE_HEARTBEATS, WORKER_KINDS, WorkerInfo, to_datetime
 from .version import __version__
 
