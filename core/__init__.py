@@ -3,7 +3,7 @@
 This package imports no CLI, terminal or web library; the dashboard and the
 command line (``tui``) build on it, never the reverse. The module map is in
 ``queue.py``'s docstring; behaviour every front end shares lives here once:
-``Status`` (display rank), ``limits`` (every input bound), ``ProcessorOptions`` /
+``Status`` (display rank), ``bounds`` (every input bound), ``ProcessorOptions`` /
 ``apply_overrides`` (the one merge rule), ``Worker(wait_for_retries=True)`` and
 ``Worker.stop_on_signals()``, ``Queue.bulk`` and ``Queue.next_retry_due``.
 
@@ -12,9 +12,12 @@ this package itself, never a module inside it (an import-linter contract and
 ``tests/test_boundaries.py`` hold them to it), so core's insides can move.
 """
 
-from . import limits
+import sys
+
+from . import bounds
 from .adaptive import is_auto, limit_for
 from .archive import ArchiveWriter, ImportResult, MalformedArchive, export_job, import_jobs, open_export
+from .bounds import FloatLimit, IntLimit, TextLimit
 from .capture import set_echo as set_output_echo
 from .capture import stderr_echo as output_to_stderr
 from .claims import ORDERS
@@ -24,7 +27,6 @@ from .enqueue import check_settings as check_job_settings
 from .errors import DatabaseStalled, NoDatabase, SchemaMismatch, WorkerNotFound
 from .fingerprint import fingerprint_as
 from .history import DURATION_BOUNDS
-from .limits import FloatLimit, IntLimit, TextLimit
 from .loader import ProcessorHandle, load_processor
 from .migrations import SchemaState, SchemaUpgrade, schema_status, upgrade_schema
 from .models import (
@@ -88,6 +90,11 @@ from .vacuum import SpaceReport, VacuumResult, space
 from .vacuum import vacuum as vacuum_database  # as ``vacuum`` it would hide the module
 from .version import RELEASES, __version__
 from .worker import RETRY_POLL_SECONDS, RunSummary, Worker
+
+# ``limits``: the input bounds' former module name (issue 30: "limit" now means a concurrency or rate
+# limit), the same module under both names, ``import chunkq.core.limits`` included
+limits = bounds
+sys.modules[f"{__name__}.limits"] = bounds
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -164,6 +171,7 @@ __all__ = [
     "__version__",
     "apply_overrides",
     "archive_folder",
+    "bounds",
     "check_job_settings",
     "clean_entity_id",
     "deadline",

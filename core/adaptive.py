@@ -1,6 +1,6 @@
 """How many callbacks a worker runs at once: a fixed number, or one that finds the provider's limit.
 
-``limit_for(processor)`` gives a worker its ``Limiter``: ``FixedLimit(n)`` for
+``limit_for(processor)`` gives a worker its ``ConcurrencyLimit``: ``FixedLimit(n)`` for
 ``concurrency=n``, ``AIMDLimit`` for ``concurrency="auto"``. The worker (its
 window of chunks) takes a slot before each call and says how the call went::
 
@@ -50,8 +50,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Protocol
 
+from .bounds import check_concurrency
 from .errors import InvalidInput, Retry
-from .limits import check_concurrency
 
 if TYPE_CHECKING:
     from .processor import Processor
@@ -72,7 +72,7 @@ class Slot(Protocol):
     def done(self, ok: bool, overloaded: bool = False) -> None: ...
 
 
-class Limiter(Protocol):
+class ConcurrencyLimit(Protocol):
     """What a worker asks before each call: ``async with limiter.slot() as slot: ...``."""
 
     @property
@@ -295,7 +295,7 @@ class AIMDLimit(_GatedLimit):
         self.spec = "auto"  # the ``concurrency`` text it was made for (``limit_for``)
         self._gate = _Gate(lambda: self.limit)
 
-    # -- the Limiter interface
+    # -- the ConcurrencyLimit interface
 
     @property
     def limit(self) -> int:
@@ -378,7 +378,7 @@ class AIMDLimit(_GatedLimit):
 
 
 def parse_auto(value: str) -> int | None:
-    """``"auto"`` -> None (the default maximum), ``"auto:200"`` -> 200 (checked by ``limits.check_concurrency``)."""
+    """``"auto"`` -> None (the default maximum), ``"auto:200"`` -> 200 (checked by ``bounds.check_concurrency``)."""
     checked = check_concurrency(value)
     if not isinstance(checked, str):
         raise InvalidInput(f"concurrency {value!r} is a number, not auto", field="concurrency")
@@ -386,7 +386,7 @@ def parse_auto(value: str) -> int | None:
     return int(cap) if cap else None
 
 
-def limit_for(processor: Processor, *, clock: Clock = time.monotonic) -> Limiter:
+def limit_for(processor: Processor, *, clock: Clock = time.monotonic) -> ConcurrencyLimit:
     """The limiter for ``processor``: a fresh ``FixedLimit`` for a number; for ``auto``, the one
     ``AIMDLimit`` of this processor object in this process, so what it learned carries from one
     chunk to the next, and workers of one process sharing a processor share one provider's limit.

@@ -47,8 +47,9 @@ from sqlalchemy.engine import Connection
 
 from . import error_groups
 from . import schema as s
+from .bounds import check_id
 from .errors import InvalidInput, InvalidTransition, JobNotFound
-from .limits import check_id
+from .retention import BATCH_ROWS, Pruner
 from .status import FINISHED_STATUSES
 
 if TYPE_CHECKING:
@@ -404,8 +405,6 @@ class _Checker:
 async def import_jobs(queue: Queue, path: str | os.PathLike[str], *,
                       on_job: Callable[[int, int], None] | None = None) -> ImportResult:
     """Load an export file back: every job as a new job (see the module docstring for what is kept)."""
-    from .retention import BATCH_ROWS, Pruner
-
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"no export file at {str(path)!r}", field="file")

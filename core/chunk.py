@@ -3,8 +3,8 @@
 1. **Claim** - one short write transaction leases the best chunk (or takes over
    one whose worker went silent). ``claims.py``
 2. **Run** - the user's callback runs outside any transaction, through the
-   shared rate limiter (``ratelimit.py``), while a heartbeat renews the lease
-   (``heartbeat.py``); once the lease is known lost, no further entity starts.
+   shared rate limiter (``ratelimit.py``), while the lease is renewed
+   (``renewal.py``); once the lease is known lost, no further entity starts.
    ``runner.py``
 3. **Commit** - one short write transaction stores the outcomes, fenced by the
    claim's attempt number so a late worker's results never land twice.
@@ -26,25 +26,45 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .adaptive import Limiter
-from .claims import Claim
+from .adaptive import ConcurrencyLimit
 from .errors import InvalidTransition
-from .heartbeat import Heartbeat
-from .models import ChunkResult
+from .lease import Claim
+from .models import ChunkResult, Job
 from .outcomes import Outcomes
 from .processor import EntityHook, Processor
+from .renewal import LeaseRenewal
 from .runner import ChunkAborted, ChunkRunner
 
 if TYPE_CHECKING:
-    from .queue import Queue
+    from .claims import Claims
+    from .commit import Committer
+    from .ratelimit import RateLimiter
 
 log = logging.getLogger("chunkq")
 
 
+class ChunkQueue(Protocol):
+    """What a chunk's life uses of its queue: a ``Queue``'s collaborators (a protocol, so that this
+    module needs nothing of ``queue.py``, which imports it)."""
+
+    @property
+    def claims(self) -> Claims: ...
+
+    @property
+    def committer(self) -> Committer: ...
+
+    @property
+    def rate_limiter(self) -> RateLimiter: ...
+
+    def now(self) -> float: ...
+
+    async def get_job(self, job_id: int) -> Job: ...
+
+
 async def process(
-    queue: Queue, processor: Processor, *, job_id: int | None = None, on_entity: EntityHook | None = None
+    queue: ChunkQueue, processor: Processor, *, job_id: int | None = None, on_entity: EntityHook | None = None
 ) -> ChunkResult | None:
     """Claim a chunk (of ``job_id``, or the best of any job), run it and commit it; None when none is claimable.
 
@@ -65,8 +85,8 @@ async def process(
 
 
 async def run_claimed(
-    queue: Queue, claim: Claim, processor: Processor, on_entity: EntityHook | None = None, *,
-    limiter: Limiter | None = None, on_ran: Callable[[], None] | None = None,
+    queue: ChunkQueue, claim: Claim, processor: Processor, on_entity: EntityHook | None = None, *,
+    limiter: ConcurrencyLimit | None = None, on_ran: Callable[[], None] | None = None,
     alone: Callable[[], Awaitable[object]] | None = None,
 ) -> ChunkResult:
     """Steps 2 and 3 for a chunk already claimed.
@@ -77,19 +97,19 @@ async def run_claimed(
 
     A *suspect* chunk (``Claim.suspect``: it lost a lease before) runs alone, so that
     a death while it runs is its own doing (``claims.Claims``): ``alone`` is awaited,
-    under the heartbeat, until the rest of the window is done (None: nothing else is
+    under the lease renewal, until the rest of the window is done (None: nothing else is
     in flight), and the start is written on the chunk row before its first entity.
     """
-    # 2. Run, under the rate limiter and a heartbeat; once the lease is known lost, no entity starts.
-    heartbeat = Heartbeat(queue.claims, claim)
+    # 2. Run, under the rate limiter and the lease's renewal; once the lease is known lost, no entity starts.
+    renewal = LeaseRenewal(queue.claims, claim)
     runner = ChunkRunner(processor, claim.job, on_entity=on_entity, schedule_retries=queue.now,
-                         before_call=queue.rate_limiter.for_job(processor, claim.job), lease=heartbeat,
+                         before_call=queue.rate_limiter.for_job(processor, claim.job), lease=renewal,
                          limiter=limiter)
-    heartbeat.on_lost = runner.stop.set
+    renewal.on_lost = runner.stop.set
     t0 = time.perf_counter()
     abort: str | None = None
     try:
-        async with heartbeat:
+        async with renewal:
             if not claim.suspect:
                 outcomes = await runner.run(claim.items)
             else:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     BigInteger,
     Float,
     Text,
+    Update,
     and_,
     bindparam,
     case,
@@ -41,7 +42,7 @@ from . import schema as s
 from .backend import Backend
 from .errors import InvalidInput
 from .hot import HotStatement
-from .models import Job
+from .lease import Claim
 from .outcomes import Item, Items
 from .poison import ISOLATE_AFTER, SETTLED_PER_CLAIM
 from .sql import claimable, expired_lease, job_lease, next_retry_subquery, routed
@@ -74,23 +75,6 @@ def release_tag() -> str:
 def make_owner() -> str:
     """``host:pid:random`` - unique per process even across machines and PID reuse."""
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
-
-
-@dataclass
-class Claim:
-    """A leased chunk: what a worker holds between its claim and its commit."""
-
-    job: Job
-    chunk_index: int
-    kind: str  # "range" (fresh positions) or "retry" (entities whose retry fell due)
-    attempt: int  # fencing token
-    owner: str
-    items: Items
-    started: float
-    #: one entity of a chunk that lost its lease too often, run alone to find the one that kills workers
-    isolated: bool = False
-    #: the chunk has lost a lease before (``lost_leases > 0``): its worker runs it alone (``Claims.run_alone``)
-    suspect: bool = False
 
 
 @dataclass(frozen=True)
@@ -277,9 +261,9 @@ class Claims:
         self.committer = committer  # records a poison entity's failure inside the claim transaction
         self.isolate_after = isolate_after
         self._next_stale_check = 0.0
-        #: a blocked event loop let a lease lapse and the operator was told (once: ``heartbeat.py``)
+        #: a blocked event loop let a lease lapse and the operator was told (once: ``renewal.py``)
         self.warned_blocked_loop = False
-        #: the thread renewing this queue's leases off the event loop, where the backend allows (``heartbeat.py``)
+        #: the thread renewing this queue's leases off the event loop, where the backend allows (``renewal.py``)
         self.beater: Any = None
 
     @property
@@ -507,23 +491,31 @@ class Claims:
         """``renew`` from a plain thread, off the event loop (backends with ``blocking_writes``)."""
         return bool(self.backend.write_blocking(self._renew_tx(claim)))
 
+    @staticmethod
+    def _still_held(claim: Claim) -> Update:
+        """An update of the claim's chunk row that lands only while the lease is still this claim's
+        (its fencing token, the attempt number, holds): renewing, starting alone and releasing share it."""
+        c = s.chunks.c
+        return update(s.chunks).where(c.job_id == claim.job.id, c.chunk_index == claim.chunk_index,
+                                      c.attempt == claim.attempt, c.state == "leased")
+
+    def _renew_chunk(self, conn: Connection, claim: Claim, now: float, **also: Any) -> bool:
+        """Extend the chunk row's lease (and write ``also`` on it); False when it was lost."""
+        return conn.execute(
+            self._still_held(claim).values(lease_expires_at=now + self.lease_seconds, **also)
+            .returning(s.chunks.c.chunk_index)
+        ).first() is not None
+
     def _renew_tx(self, claim: Claim) -> Callable[[Connection], bool]:
         def tx(conn: Connection) -> bool:
             now = self.now()
-            c = s.chunks.c
-            got = conn.execute(
-                update(s.chunks)
-                .where(c.job_id == claim.job.id, c.chunk_index == claim.chunk_index,
-                       c.attempt == claim.attempt, c.state == "leased")
-                .values(lease_expires_at=now + self.lease_seconds)
-                .returning(c.chunk_index)
-            ).first()
-            if got is not None:
+            held = self._renew_chunk(conn, claim, now)
+            if held:
                 conn.execute(
                     update(s.jobs).where(s.jobs.c.id == claim.job.id)
                     .values(**job_lease(now, now + self.lease_seconds, self.owner))
                 )
-            return got is not None
+            return held
 
         return tx
 
@@ -534,14 +526,7 @@ class Claims:
         def tx(conn: Connection) -> bool:
             self.backend.relax_durability(conn)  # lost in a server crash, it only delays an isolation
             now = self.now()
-            c = s.chunks.c
-            return conn.execute(
-                update(s.chunks)
-                .where(c.job_id == claim.job.id, c.chunk_index == claim.chunk_index,
-                       c.attempt == claim.attempt, c.state == "leased")
-                .values(solo_at=now, lease_expires_at=now + self.lease_seconds)
-                .returning(c.chunk_index)
-            ).first() is not None
+            return self._renew_chunk(conn, claim, now, solo_at=now)
 
         return bool(await self.backend.write(tx, "starting a chunk alone", short=True))
 
@@ -549,13 +534,7 @@ class Claims:
         """Give a chunk back at once (expire its lease) so any worker redoes it."""
 
         def tx(conn: Connection) -> None:
-            c = s.chunks.c
-            conn.execute(
-                update(s.chunks)
-                .where(c.job_id == claim.job.id, c.chunk_index == claim.chunk_index,
-                       c.attempt == claim.attempt, c.state == "leased")
-                .values(lease_expires_at=0.0)
-            )
+            conn.execute(self._still_held(claim).values(lease_expires_at=0.0))
             conn.execute(
                 # who gave it back and when: read as "released by host:pid at ...", not as a silent worker
                 update(s.jobs).where(s.jobs.c.id == claim.job.id)

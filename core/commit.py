@@ -41,9 +41,9 @@ from sqlalchemy.engine import Connection
 from . import error_groups, rows
 from . import schema as s
 from .backend import Backend
-from .claims import Claim
 from .fingerprint import Fingerprint, FingerprintCache
 from .hot import HotStatement
+from .lease import Claim
 from .models import ChunkResult
 from .outcomes import Outcome, Outcomes
 from .sql import next_retry_subquery, status_in

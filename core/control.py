@@ -17,10 +17,10 @@ from sqlalchemy.engine import Connection
 from . import error_groups, rows
 from . import schema as s
 from .backend import Backend
+from .bounds import TENANT, TENANT_WEIGHT, check_id
 from .enqueue import join_tenant, new_job_row
 from .errors import InvalidInput, InvalidTransition
 from .fingerprint import fingerprint as fingerprint_of
-from .limits import TENANT, TENANT_WEIGHT, check_id
 from .models import BulkResult, EntityResult, Job
 from .outcomes import Item, Outcomes
 from .processor import EntityHook, Processor

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from . import schema as s
-from .limits import TENANT
+from .bounds import TENANT
 from .sql import status_in
 from .status import STATUSES, Status
 

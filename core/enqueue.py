@@ -17,9 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from . import schema as s
 from .backend import Backend
-from .db import describe_db_error
-from .errors import DatabaseUnavailable, InvalidInput
-from .limits import (
+from .bounds import (
     CHUNK_SIZE,
     ENTITY_TYPE,
     MAX_ATTEMPTS,
@@ -34,6 +32,8 @@ from .limits import (
     check_params,
     clean_entity_id,
 )
+from .db import describe_db_error
+from .errors import DatabaseUnavailable, InvalidInput
 from .sql import status_in
 from .status import ACTIVE_STATUSES, PENDING
 

@@ -46,9 +46,9 @@ from sqlalchemy.engine import Connection
 
 from . import rows
 from . import schema as s
+from .bounds import ERRORS_PAGE, OFFSET
 from .errors import InvalidInput
 from .fingerprint import Fingerprint, FingerprintCache
-from .limits import ERRORS_PAGE, OFFSET
 from .models import ErrorGroup, to_datetime
 from .sql import contains_pattern
 from .templates import Known, decide, render

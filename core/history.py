@@ -25,8 +25,8 @@ from sqlalchemy.engine import Connection
 from . import counts
 from . import schema as s
 from .backend import Backend
+from .bounds import check_id
 from .errors import InvalidInput
-from .limits import check_id
 from .models import HistoryBucket, to_datetime
 from .status import ACTIVE_STATUSES
 

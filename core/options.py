@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .bounds import RATE, TIMEOUT, check_concurrency_optional
 from .errors import InvalidInput
-from .limits import RATE, TIMEOUT, check_concurrency_optional
 from .processor import Processor
 
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
@@ -34,7 +34,7 @@ _RATE_HELP = "expected PROVIDER=N/s or PROVIDER=N/m, e.g. prospeo=10/s"
 class ProcessorOptions:
     """The knobs a front end lets people override; None means "not given: keep the processor's"."""
 
-    #: a number, or "auto" / "auto:N" (``limits.check_concurrency``)
+    #: a number, or "auto" / "auto:N" (``bounds.check_concurrency``)
     concurrency: int | str | None = None
     timeout: float | None = None
     #: provider -> calls per second, merged into the processor's own table (see the module's rule)

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import or_, select
 
 from . import schema as s
-from .limits import check_id
+from .bounds import check_id
 from .registry import alive_condition
 from .sql import holder, leasing_workers, routed, status_in
 from .status import ACTIVE_STATUSES

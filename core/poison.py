@@ -33,8 +33,8 @@ from . import schema as s
 from .outcomes import Outcome, Outcomes
 
 if TYPE_CHECKING:
-    from .claims import Claim
     from .commit import Committer
+    from .lease import Claim
 
 log = logging.getLogger("chunkq")
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bounds import CONCURRENCY, RATE, TIMEOUT, check_concurrency
 from .errors import InvalidInput
-from .limits import CONCURRENCY, RATE, TIMEOUT, check_concurrency
 from .models import EntityResult, Job
 from .threads import CALLBACK_THREADS, CallbackThreads
 

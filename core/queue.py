@@ -7,7 +7,7 @@
 * ``processor.py`` - what the user hands over: the callback and its knobs
 * ``chunk.py`` - the life of one chunk, top to bottom;  ``runner.py`` - calling the user's callback
   (``callbacks.py`` - what it returns and raises; ``threads.py`` - the threads sync ones run on;
-  ``text.py`` - its text made storable);  ``heartbeat.py`` - keeping a lease;  ``poison.py`` - chunks
+  ``text.py`` - its text made storable);  ``renewal.py`` - keeping a lease;  ``poison.py`` - chunks
   whose workers keep dying
 * ``ratelimit.py`` - shared token buckets;  ``control.py`` - pause/resume/cancel, bulk actions, redoing failures
 * ``reads.py`` - jobs, errors, chunks, rates, stats;  ``orphans.py`` - chunks leased by workers that are
@@ -31,13 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import chunk, enqueue, history
 from .backend import Backend, backend_for
-from .claims import Claim, Claims, make_owner
+from .bounds import CHUNK_SIZE, ENTITY_ID_LENGTH, LEASE_SECONDS, check_id, clean_entity_id
+from .claims import Claims, make_owner
 from .commit import Committer
 from .control import Control
 from .db import describe_db_error
 from .errors import DatabaseUnavailable
 from .history import History
-from .limits import CHUNK_SIZE, ENTITY_ID_LENGTH, LEASE_SECONDS, check_id, clean_entity_id
+from .lease import Claim
 from .models import (
     BulkResult,
     ChunkInfo,
@@ -177,7 +178,7 @@ class Queue:
         processor: str | None = None,
         tenant: str | None = None,
     ) -> Job:
-        """Create a pending job of ``entity_ids``, all or nothing (see ``enqueue.py``; limits in ``limits.py``).
+        """Create a pending job of ``entity_ids``, all or nothing (see ``enqueue.py``; bounds in ``bounds.py``).
 
         ``processor`` routes it: only a worker whose processor has that name (the CLI's
         ``--processor`` import path, or ``Processor.name``) claims it; None: any worker.

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Connection
 from . import counts, error_groups, rows
 from . import schema as s
 from .backend import Backend
+from .bounds import ERRORS_PAGE, JOBS_PAGE, OFFSET, check_id
 from .errors import InvalidInput, JobNotFound
-from .limits import ERRORS_PAGE, JOBS_PAGE, OFFSET, check_id
 from .models import ChunkInfo, ErrorEntry, ErrorGroup, ErrorGroupPage, Job, QueueStats
 from .registry import Registry
 from .sql import claimable, expired_lease, job_filter, routed, stale_lease, status_in, tenant_filter

@@ -31,21 +31,18 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from . import schema as s
 from .backend import Backend
+from .bounds import text_problem
 from .claims import release_tag
 from .errors import InvalidInput, WorkerNotFound
-from .limits import text_problem
 from .models import STALE_HEARTBEATS, WORKER_KINDS, WorkerInfo, to_datetime
 from .version import __version__
-
-if TYPE_CHECKING:
-    from .queue import Queue
 
 log = logging.getLogger("chunkq.registry")
 
@@ -218,6 +215,16 @@ class Registrant(Protocol):
     def abort(self) -> None: ...  # an operator's "release"
 
 
+class RegistryQueue(Protocol):
+    """What a registration uses of its queue: a ``Queue``, which builds the ``Registry`` (a protocol, so
+    that this module needs nothing of ``queue.py``, which imports it)."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+    def now(self) -> float: ...
+
+
 class Registration:
     """``async with worker.registered(kind="worker", processor_name=path): await worker.run()``.
 
@@ -232,7 +239,7 @@ class Registration:
 
     def __init__(
         self,
-        queue: Queue,
+        queue: RegistryQueue,
         worker: Registrant,
         *,
         kind: str,

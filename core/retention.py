@@ -63,7 +63,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import case, delete, false, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -75,7 +75,6 @@ from .status import CANCELLED, COMPLETE, FAILED, FINISHED_STATUSES, PAUSED, PEND
 from .vacuum import reclaim
 
 if TYPE_CHECKING:
-    from .archive import ArchiveWriter
     from .queue import Queue
 
 log = logging.getLogger("chunkq.retention")
@@ -260,6 +259,18 @@ class PruneResult:
 _j = s.jobs.c
 
 
+class Archive(Protocol):
+    """Where ``prune(archive=...)`` writes each job before it goes: an ``archive.ArchiveWriter`` (a
+    protocol, so that this module needs nothing of ``archive.py``, which uses the pruner to undo an import)."""
+
+    @property
+    def name(self) -> str | None: ...
+
+    async def add_job(self, queue: Queue, job_id: int) -> None: ...
+
+    def sync(self) -> None: ...
+
+
 def _size(jobs_table: Any = s.jobs) -> Any:
     """A job's rows, read off its own counters: entities, errors, chunks, and retries still waiting."""
     c = jobs_table.c
@@ -359,7 +370,7 @@ class Pruner:
         self,
         policy: RetentionPolicy,
         *,
-        archive: ArchiveWriter | None = None,
+        archive: Archive | None = None,
         max_batches: int | None = None,
         stop: Callable[[], bool] | None = None,
     ) -> PruneResult:
@@ -392,7 +403,7 @@ class Pruner:
             await self._release_lease()
         return result
 
-    async def _run(self, policy: RetentionPolicy, archive: ArchiveWriter | None, result: PruneResult,
+    async def _run(self, policy: RetentionPolicy, archive: Archive | None, result: PruneResult,
                    max_batches: int | None, stop: Callable[[], bool] | None) -> int:
         """The deletes; returns how many transactions they took."""
         after: tuple[float, int] | None = None  # keyset: the last job passed (deleted or not)

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from . import capture
-from .adaptive import Limiter, is_overloaded, limit_for
+from .adaptive import ConcurrencyLimit, is_overloaded, limit_for
 from .callbacks import batch_failures, being_cancelled, captured, is_async, needs_settling, settle
 from .errors import JobFailed, Retry
 from .fingerprint import declared
@@ -48,7 +48,7 @@ class ChunkAborted(Exception):
 
 
 class LeaseGate(Protocol):
-    """What the runner asks before it starts an entity: is the chunk still ours? (``heartbeat.py``)
+    """What the runner asks before it starts an entity: is the chunk still ours? (``renewal.py``)
 
     ``held`` is the cheap answer, from any thread: not known lost, and renewed
     recently enough. When it says no, ``confirm`` (on the loop) asks the
@@ -89,7 +89,7 @@ class ChunkRunner:
         before_call: Callable[[], Awaitable[None]] | None = None,
         schedule_retries: Callable[[], float] | None = None,
         lease: LeaseGate | None = None,
-        limiter: Limiter | None = None,
+        limiter: ConcurrencyLimit | None = None,
     ) -> None:
         self.processor = processor
         #: the worker's slots, shared by every chunk of its window (``worker.py``); None: this chunk's own

@@ -15,7 +15,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from . import schema as s
-from .limits import TENANT, check_search
+from .bounds import TENANT, check_search
 from .status import ACTIVE_STATUSES, Status
 
 
@@ -157,7 +157,7 @@ def job_filter(status: str | Sequence[str] | None, search: str | None) -> list[A
 def contains_pattern(search: object) -> str | None:
     """The LIKE pattern (escape character ``\\``) of "contains ``search``, any letter case"; None: no search.
 
-    Checked by ``limits.check_search`` (length, NUL, surrogates); ``%`` and ``_`` are
+    Checked by ``bounds.check_search`` (length, NUL, surrogates); ``%`` and ``_`` are
     matched as themselves, never as wildcards. Compare it with ``lower(column)``.
     """
     text = check_search(search)
@@ -191,7 +191,7 @@ def routed(processor: Any) -> Any:
 def stale_lease(now: Any) -> Any:
     """A live job whose lease holder stopped heartbeating: ``Job.lease_is_stale``'s rule, in SQL.
 
-    The holder renews every third of its lease (``heartbeat.py``), writing ``heartbeat_at`` and
+    The holder renews every third of its lease (``renewal.py``), writing ``heartbeat_at`` and
     ``lease_expires_at`` together, so the interval is read off the row: silent for more than two
     intervals is stale, long before the whole lease runs out. A release on purpose is not stale.
     """

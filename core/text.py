@@ -1,6 +1,6 @@
 """Text from user code made storable: what a callback or a provider says is kept, never refused.
 
-Input from people is validated at the boundary (``limits.py``: refused, with a
+Input from people is validated at the boundary (``bounds.py``: refused, with a
 reason). Text produced *while processing* - an exception's message, a
 traceback, a local's repr, a provider's error string - cannot be refused: it is
 the record of what went wrong. So it is made storable instead, the same way on

@@ -31,9 +31,10 @@ from typing import Any
 from . import chunk, threads
 from .adaptive import limit_for, nominal
 from .callbacks import is_async
-from .claims import Claim, check_order
+from .claims import check_order
 from .db import deadline as db_deadline
 from .errors import DatabaseUnavailable
+from .lease import Claim
 from .models import ChunkResult, EntityResult
 from .orphans import OrphanedLease, describe, held_back, orphaned_leases
 from .processor import Processor, ProcessorLike

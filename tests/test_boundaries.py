@@ -8,6 +8,7 @@ one is not).
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 import subprocess
 import sys
@@ -138,3 +139,73 @@ def test_front_ends_use_only_what_core_exports() -> None:
                       if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                       and node.value.id in aliases and node.attr not in exported]
     assert offenders == []
+
+
+#: imports in core that close a cycle on purpose, (importer, imported) -> why; each such import line also
+#: carries a comment saying why. Empty: core's import graph is a hierarchy (issue 30).
+ALLOWED_CYCLE_IMPORTS: dict[tuple[str, str], str] = {}
+
+
+def _core_imports() -> dict[str, dict[str, int]]:
+    """Each core module's imports of other core modules, with a line number: every import counts, at the
+    top, under ``if TYPE_CHECKING:`` or inside a function (a lazy import only hides a cycle)."""
+    files = {mod: ROOT.joinpath(*mod.split(".")[1:]).with_suffix(".py") for mod in CORE_MODULES}
+    files.update({mod: ROOT.joinpath(*mod.split(".")[1:], "__init__.py") for mod in CORE_MODULES
+                  if not files[mod].exists()})
+    graph: dict[str, dict[str, int]] = {}
+    for mod, path in files.items():
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        edges = graph[mod] = {}
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*parts, *([node.module] if node.module else [])])
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            for target in targets:
+                if target in files and target != mod:
+                    edges.setdefault(target, node.lineno)
+    return graph
+
+
+def _cycle(graph: dict[str, dict[str, int]]) -> list[str]:
+    """One import cycle (its modules in order, the first again at the end), or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(mod: str) -> list[str]:
+        state[mod] = 1
+        path.append(mod)
+        for nxt in sorted(graph[mod]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[mod] = 2
+        path.pop()
+        return []
+
+    for mod in sorted(graph):
+        if mod not in state and (found := visit(mod)):
+            return found
+    return []
+
+
+def test_core_import_graph_has_no_cycle() -> None:
+    """No two core modules need each other, not even for a type: the lower one states what it needs
+    (a Protocol) or takes a collaborator. A cycle kept on purpose is listed in ALLOWED_CYCLE_IMPORTS."""
+    graph = _core_imports()
+    assert len(graph) > 40 and graph["chunkq.core.queue"], "the scan found core's modules and their imports"
+    for (src, dst), why in ALLOWED_CYCLE_IMPORTS.items():
+        assert why and dst in graph.get(src, {}), f"stale entry {src} -> {dst}: remove it"
+        line = ROOT.joinpath(*src.split(".")[1:]).with_suffix(".py").read_text().splitlines()[graph[src][dst] - 1]
+        assert "#" in line, f"{src}:{graph[src][dst]} imports {dst} in a cycle: say why in a comment there"
+        del graph[src][dst]
+    cycle = _cycle(graph)
+    steps = [f"{a.removeprefix('chunkq.core.')} -> {b.removeprefix('chunkq.core.')} (line {graph[a][b]})"
+             for a, b in itertools.pairwise(cycle)]
+    assert cycle == [], "import cycle in core: " + ", ".join(steps)

@@ -13,7 +13,7 @@ import weakref
 import pytest
 from chunkq.core import InvalidInput, Processor, ProcessorOptions, Queue, Retry
 from chunkq.core.adaptive import AIMDLimit, FixedLimit, current_limit, is_overloaded, limit_for, parse_auto
-from chunkq.core.limits import check_concurrency
+from chunkq.core.bounds import check_concurrency
 
 
 class Clock:

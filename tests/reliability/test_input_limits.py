@@ -4,7 +4,7 @@ Issue 24, finding 7: ``--lease-seconds 1e308`` exited 1 with an OverflowError,
 ``--max-seconds nan`` blamed the database, and a 100,000-character search reached
 SQLite as a LIKE pattern ("pattern too complex": HTTP 503, a database error in
 the CLI). Every numeric option now goes through core's ``IntLimit.parse`` /
-``FloatLimit.parse`` (``core/limits.py``) and every search through
+``FloatLimit.parse`` (``core/bounds.py``) and every search through
 ``limits.check_search`` (``sql.contains_pattern``). The bulk of the option surface
 runs in-process (click's CliRunner, hypothesis); a few real processes prove the
 exit status and that nothing was touched.

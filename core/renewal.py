@@ -1,5 +1,7 @@
 """Keeping a chunk's lease while its callback runs, and knowing when it is gone.
 
+(Renewal, not "heartbeat": in chunkq a heartbeat is a registered worker's sign of life, ``registry.py``.)
+
 The lease is renewed every third of ``lease_seconds``. Where the backend can
 run a transaction from a plain thread (SQLite), the renewals run on a thread of
 their own, so an async callback that blocks the event loop (``time.sleep``
@@ -29,7 +31,8 @@ from .errors import DatabaseUnavailable
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .claims import Claim, Claims
+    from .claims import Claims
+    from .lease import Claim
 
 log = logging.getLogger("chunkq")
 
@@ -40,7 +43,7 @@ TRUSTED_PART = 0.8
 LOOP_CHECK_SECONDS = 0.1
 
 
-class Heartbeat:
+class LeaseRenewal:
     """Renews one claim's lease while its chunk runs (``async with``); ``on_lost`` is called once
     when the database says the chunk belongs to someone else."""
 
@@ -74,7 +77,7 @@ class Heartbeat:
                 return True
             return await self._renew()
 
-    async def __aenter__(self) -> Heartbeat:
+    async def __aenter__(self) -> LeaseRenewal:
         self._renewed_at = time.monotonic()
         self._next_beat = self._renewed_at + self.interval
         if self.claims.backend.blocking_writes:
@@ -116,7 +119,7 @@ class Heartbeat:
         return False
 
     def beat_blocking(self, now: float) -> None:
-        """One renewal from the queue's heartbeat thread, if one is due."""
+        """One renewal from the queue's renewal thread, if one is due."""
         if now < self._next_beat or self.lost or self._done.is_set():
             return
         self._next_beat = now + self.interval
@@ -171,17 +174,17 @@ class _Beater:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._beats: set[Heartbeat] = set()
+        self._beats: set[LeaseRenewal] = set()
         self._thread: threading.Thread | None = None
 
-    def add(self, beat: Heartbeat) -> None:
+    def add(self, beat: LeaseRenewal) -> None:
         with self._lock:
             self._beats.add(beat)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="chunkq-heartbeat", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="chunkq-lease-renewal", daemon=True)
                 self._thread.start()
 
-    def remove(self, beat: Heartbeat) -> None:
+    def remove(self, beat: LeaseRenewal) -> None:
         with self._lock:
             self._beats.discard(beat)
 

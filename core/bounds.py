@@ -1,4 +1,4 @@
-"""Every input limit, defined once, and the checks that enforce them.
+"""Every input bound, defined once, and the checks that enforce them (``chunkq.core.limits`` too, its former name).
 
 A click option, the dashboard's enqueue form and the HTTP trigger all read the
 same objects (``CHUNK_SIZE.lo``, ``CHUNK_SIZE.hi``, ``CHUNK_SIZE.default``), so
