@@ -22,6 +22,7 @@ from chunkq.tui.dashboard.screens.detail import JobDetailScreen
 from chunkq.tui.dashboard.screens.dry_run import DryRunScreen
 from chunkq.tui.dashboard.screens.export import ExportScreen
 from chunkq.tui.dashboard.widgets.error_tables import ErrorGroups
+from rich.cells import cell_len
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
@@ -336,23 +337,115 @@ async def test_dry_run_failures_open_like_stored_errors(sqlite_url: str, enrich:
         assert await app.queue.list_errors(job.id) == []
 
 
-async def test_the_caption_counts_every_bug_not_the_page(db_url: str) -> None:
-    """Issue 27: 103 bugs read "103 bugs" (the 100 biggest listed), never "100 bugs"."""
+async def seed_103_bugs(url: str) -> Job:
+    """One job, 103 bugs of two entities each: a page of groups (100) and three more. Cheap: the fingerprint is
+    set by the callback (``fingerprint_as``), so no message template has to be learnt."""
     from chunkq.core import fingerprint_as
 
     def bugs(entity_id: str, _job: object) -> None:
         n = int(entity_id.split("-")[1])
         raise fingerprint_as(ValueError(f"case {n}"), f"bug-{n % 103}")
 
-    async with Queue(db_url, clock=lambda: SEED_AT, breaker_chunks=10**6) as q:
+    async with Queue(url, clock=lambda: SEED_AT, breaker_chunks=10**6) as q:
         job = await q.enqueue_job([f"e-{i}" for i in range(206)], entity_type="company", provider="p",
                                   chunk_size=103)
         for _ in range(2):
             await q.process_chunk(job.id, bugs)
         assert (await q.error_group_page(job.id, limit=1)).total == 103
+        return await q.get_job(job.id)
+
+
+def group_keys(screen: JobDetailScreen) -> list[str]:
+    return [str(key.value) for key in table(screen, "detail-groups").rows]
+
+
+def caption_fits(screen: JobDetailScreen) -> str:
+    """The grouped table's caption, asserted whole on screen (never cut)."""
+    label = screen.query_one("#groups-caption")
+    text = str(label.render())
+    assert cell_len(text) <= label.content_region.width, f"{text!r} cut to {label.content_region.width}"
+    return text
+
+
+async def test_the_caption_counts_every_bug_not_the_page(db_url: str) -> None:
+    """Issue 27: 103 bugs read "103 bugs" and which are listed, never "100 bugs"."""
+    job = await seed_103_bugs(db_url)
     async with running(db_url, None, job.id) as (_app, _pilot, screen):
-        caption = str(screen.query_one("#groups-caption").render())
-        assert "(103 bugs, the 100 biggest listed)" in caption
+        assert "Unresolved errors by bug: 1–100 of 103 bugs  ] next page" in caption_fits(screen)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
+async def test_the_grouped_table_pages_through_every_bug(db_url: str, size: tuple[int, int]) -> None:
+    """Issue 27, "counts are whole": ] and [ on the grouped table page through all 103 groups, as they page the
+    log; the caption says which are listed and is never cut; enter on a row of the next page opens that group."""
+    job = await seed_103_bugs(db_url)
+    app = detail_app(db_url, None)
+    async with app.run_test(size=size) as pilot:
+        screen = await open_detail(pilot, job.id)
+        first = group_keys(screen)
+        assert len(first) == 100
+        table(screen, "detail-groups").focus()
+        before = screen.loads
+        await pilot.press("right_square_bracket")
+        await wait_loaded(pilot, screen, before)
+        second = group_keys(screen)
+        assert len(second) == 3 and not set(first) & set(second)
+        assert len(set(first) | set(second)) == 103, "every bug is on one page or the other"
+        assert "101–103 of 103 bugs" in caption_fits(screen)
+        assert screen.page_offset == 0 and screen.error_filter is None
+
+        # the highlighted row is the group enter opens: the log below shows its errors and only them
+        groups = table(screen, "detail-groups")
+        groups.move_cursor(row=1)
+        await settle(pilot)
+        highlighted = screen.query_one(ErrorGroups).selected_group()
+        assert highlighted is not None and highlighted.fingerprint == second[1]
+        before = screen.loads
+        await pilot.press("enter")
+        await wait_loaded(pilot, screen, before)
+        assert screen.error_filter is not None and screen.error_filter.fingerprint == second[1]
+        shown_errors = screen.error_log.page.errors
+        assert len(shown_errors) == 2 and {e.fingerprint for e in shown_errors} == {second[1]}
+        assert screen.query_one(ErrorGroups).selected_group() == screen.error_filter
+        assert group_keys(screen) == second, "the drill-down stays on the page it was opened from"
+
+        # back: the first page again, from its top; the drill-down ends with the page
+        groups.focus()
+        before = screen.loads
+        await pilot.press("left_square_bracket")
+        await wait_loaded(pilot, screen, before)
+        assert group_keys(screen) == first and screen.error_filter is None
+        assert groups.cursor_row == 0
+        assert "1–100 of 103 bugs" in caption_fits(screen)
+        await pilot.press("left_square_bracket")  # on the first page: nothing to go back to
+        await settle(pilot)
+        assert group_keys(screen) == first
+
+        # with the log focused the same keys page the log (206 errors), not the groups
+        screen.errors_pane.focus_log()
+        before = screen.loads
+        await pilot.press("right_square_bracket")
+        await wait_loaded(pilot, screen, before)
+        assert screen.page_offset == 100 and group_keys(screen) == first
+
+
+async def test_a_group_opened_by_fingerprint_shows_the_page_that_lists_it(db_url: str) -> None:
+    """The breakpoint opens a group by fingerprint: on whichever page of groups it is, that page is shown with
+    its row highlighted, and the log lists its errors (issue 27: caption, row and list describe one group)."""
+    job = await seed_103_bugs(db_url)
+    async with running(db_url, None, job.id) as (_app, pilot, screen):
+        async with Queue(db_url) as q:
+            last = (await q.error_group_page(job.id, offset=100)).groups[-1].fingerprint
+        assert last not in group_keys(screen)
+        before = screen.loads
+        screen.open_group = last
+        screen.reload(force=True)
+        await wait_loaded(pilot, screen, before)
+        assert last in group_keys(screen) and len(group_keys(screen)) == 3
+        assert screen.error_filter is not None and screen.error_filter.fingerprint == last
+        assert screen.query_one(ErrorGroups).selected_group() == screen.error_filter
+        assert {e.fingerprint for e in screen.error_log.page.errors} == {last}
+        assert "101–103 of 103 bugs" in caption_fits(screen)
 
 
 async def test_the_last_column_ages_while_nothing_changes(db_url: str, enrich: str) -> None:
@@ -412,3 +505,43 @@ async def test_m_merges_two_groups_and_shift_m_splits_them_again(db_url: str, en
                 break
             await asyncio.sleep(0.02)
         assert "(3 bugs)" in str(screen.query_one("#groups-caption").render())
+
+
+async def test_the_errors_pane_posts_one_query_changed_per_change_and_none_for_a_read(sqlite_url: str) -> None:
+    """Issue 30: the Errors tab owns its query and says when the operator changes it (one typed message per
+    change, which the screen reads on); the screen's own reads - counts moving on, a page read - ask for nothing."""
+    from chunkq.tui.dashboard.widgets.errors_pane import ErrorsPane
+
+    job = await seed_103_bugs(sqlite_url)
+    seen: dict[int, ErrorsPane.QueryChanged] = {}
+
+    def hook(message: object) -> None:
+        if isinstance(message, ErrorsPane.QueryChanged):
+            seen[id(message)] = message  # (a message bubbling up is posted again: count it once)
+
+    app = detail_app(sqlite_url, None)
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")  # opened by the app (a screen pushed from the test's task escapes the hook)
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, JobDetailScreen) and screen.job_id == job.id
+        await wait_loaded(pilot, screen)
+        await reload(pilot, screen)
+        assert not seen, "reads ask for no other read"
+        groups = table(screen, "detail-groups")
+        groups.focus()
+        groups.move_cursor(row=2)
+        before = screen.loads
+        await pilot.press("enter")
+        await wait_loaded(pilot, screen, before)
+        chosen = screen.error_filter
+        assert chosen is not None and chosen.fingerprint == group_keys(screen)[2]
+        assert [m.query.fingerprint for m in seen.values()] == [chosen.fingerprint]
+        assert all(m.control is screen.errors_pane for m in seen.values())
+
+        seen.clear()
+        await pilot.press("slash", "4")
+        await settle(pilot)
+        assert [(m.query.search, m.query.offset, m.query.group_offset) for m in seen.values()] == [("4", 0, 0)]
+        assert screen.error_search == "4"

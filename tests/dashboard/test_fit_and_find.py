@@ -7,6 +7,7 @@ failed entities), at 80x24 (a terminal as it opens) and 160x45.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from chunkq.core import Queue
@@ -17,7 +18,7 @@ from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from chunkq.tui.dashboard.screens.copy_error import CopyScreen
 from chunkq.tui.dashboard.screens.detail import JobDetailScreen
 from chunkq.tui.dashboard.widgets.error_tables import ErrorGroups, distinct_messages
-from chunkq.tui.dashboard.widgets.job_rows import count_needs, fit_columns
+from chunkq.tui.dashboard.widgets.job_rows import count_needs, fit_columns, job_cells
 from chunkq.tui.dashboard.widgets.jobs_table import JobsTable
 from rich.cells import cell_len
 from textual.widgets import DataTable
@@ -208,6 +209,27 @@ def test_done_is_as_wide_while_a_job_runs_and_names_take_the_spare_room() -> Non
     roomy = fit_columns(198)
     quiet = fit_columns(198, {"note": 5})
     assert quiet["note"] < roomy["note"] and quiet["name"] > roomy["name"], "an empty note column gives way"
+
+
+def test_names_take_the_room_a_short_note_and_small_ids_leave() -> None:
+    """Issue 28: in the demo at 160x45 "Product URLs (priority)" was cut to "Product URLs (priori…" beside a
+    "Worker / retries" column wider than any of its notes, and at 80x24 names were cut while the ID column kept
+    room for five digits. The demo's page: IDs 1-4, totals up to 2,000, notes up to "paused by an operator"."""
+    from tests.dashboard.test_table_logic import job
+
+    names = ["Fortune 500 companies", "Conference attendees", "Product URLs (priority)", "SKU catalogue"]
+    jobs = [job(i + 1, name=n, total_count=2_000) for i, n in enumerate(names)]
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    needs = count_needs([job_cells(j, now, 0.0) for j in jobs], jobs) | {"note": len("paused by an operator")}
+    assert needs["name"] == len("Product URLs (priority)")
+    wide = fit_columns(158, needs)  # 160 columns, less the scrollbar
+    assert wide["name"] >= needs["name"], "every name whole at 160 columns"
+    assert wide["note"] == needs["note"], "the note column as wide as its widest note"
+    narrow = fit_columns(78, needs)
+    assert narrow["id"] == len("ID") and narrow["name"] == 19, "the ID column's spare cells go to the names"
+    assert fit_columns(78, needs) == narrow, "the same page lays out the same (stable columns)"
+    quiet = fit_columns(158, needs | {"note": 1})
+    assert quiet["note"] == len("Worker / retries"), "an empty note column keeps its header whole"
 
 
 # ---------------------------------------------------------------------- dialogs

@@ -133,6 +133,16 @@ def test_error_captions() -> None:
     assert groups_caption(1) == "Unresolved errors by bug (1 bug) · enter: show them · /: search"
     assert groups_caption(1_200, "acme") == ("Unresolved errors by bug matching 'acme' (1,200 bugs) · enter: show "
                                              "them · /: search")
+    # issue 27: more bugs than a page lists: which are listed, and the keys; at any width the range stays whole
+    assert groups_caption(103, shown=100) == ("Unresolved errors by bug: 1–100 of 103 bugs  ] next page"
+                                              " · enter: show them")
+    assert groups_caption(1_234, shown=100, offset=100) == ("Unresolved errors by bug: 101–200 of 1,234 bugs"
+                                                            "  ] next page  [ previous · enter: show them")
+    for width in (40, 60, 78):
+        text = groups_caption(1_234, "a search of thirty characters!", 100, 100, width=width)
+        assert len(text) <= width and "101–200 of 1,234 bugs" in text, (width, text)
+    assert groups_caption(103, shown=3, offset=100, width=76) == ("Unresolved errors by bug: 101–103 of 103 bugs"
+                                                                  "  [ previous · enter: show them")
     assert errors_caption(ErrorPage()) == "Error log: empty, nothing has failed"
     full = ErrorPage(tuple(error(i) for i in range(100)), offset=100, total=250)
     assert errors_caption(full) == "Error log: 101–200 of 250 (every failed attempt)  ] next page  [ previous"

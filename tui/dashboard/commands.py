@@ -97,10 +97,11 @@ _DETAIL: tuple[Command, ...] = (
     Command("p", "pause_resume", "Pause/resume", "Pause this job, or resume it if paused.", scope=DETAIL,
             footer=False),
     Command("c", "cancel_job", "Cancel", "Cancel this job (asks first).", scope=DETAIL, footer=False),
-    Command("right_square_bracket", "next_page", "Next errors", "Next page of the error log.", scope=DETAIL,
-            footer=False, key_display="]"),
-    Command("left_square_bracket", "prev_page", "Previous errors", "Previous page of the error log.",
-            scope=DETAIL, footer=False, key_display="["),
+    Command("right_square_bracket", "next_page", "Next page", "Next page of the error log; with the grouped "
+            "table focused and more than 100 bugs, the next 100 bugs (a drill-down ends: enter opens one of "
+            "them).", scope=DETAIL, footer=False, key_display="]"),
+    Command("left_square_bracket", "prev_page", "Previous page", "Previous page of the error log; with the "
+            "grouped table focused, the previous 100 bugs.", scope=DETAIL, footer=False, key_display="["),
     Command("1", "show_tab('errors')", "Errors tab", "Failures grouped, the error log, tracebacks.",
             scope=DETAIL, footer=False),
     Command("2", "show_tab('chunks')", "Chunks tab", "The chunk history.", scope=DETAIL, footer=False),

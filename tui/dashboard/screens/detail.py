@@ -1,6 +1,7 @@
 """One job, in full: summary, errors and their tracebacks, chunk history, fields.
 
-Longer than 500 lines: four tabs; the error log's state is next to move out.
+Longer than 500 lines: four tabs and the debugging actions on their errors; the Errors tab's
+widgets and query state live in ``ErrorsPane``.
 
 It is also where a developer closes the loop on a failing callback: retry one
 entity (``t``), debug it post-mortem under pdb (``d``), put every failure back
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from chunkq import core
-from chunkq.core import ChunkInfo, ErrorEntry, ErrorGroup, Job
+from chunkq.core import ChunkInfo, ErrorEntry, ErrorGroup, ErrorGroupPage, Job
 from chunkq.tui.dashboard import commands, debugging
 from chunkq.tui.dashboard import format as fmt
 from chunkq.tui.dashboard.polling import Poller
@@ -31,8 +32,9 @@ from chunkq.tui.dashboard.protocol import Dashboard, dashboard
 from chunkq.tui.dashboard.screens import copy_error, group_actions, job_actions
 from chunkq.tui.dashboard.screens.export import ExportScreen, export_errors
 from chunkq.tui.dashboard.widgets.chunk_history import ChunkHistory
-from chunkq.tui.dashboard.widgets.error_tables import PAGE_SIZE, ErrorGroups, ErrorLog, ErrorPage
+from chunkq.tui.dashboard.widgets.error_tables import PAGE_SIZE, ErrorLog
 from chunkq.tui.dashboard.widgets.error_view import ErrorView, retry_outcome
+from chunkq.tui.dashboard.widgets.errors_pane import ErrorQuery, ErrorsPane, read_errors
 from chunkq.tui.dashboard.widgets.fit_footer import FitFooter
 from chunkq.tui.dashboard.widgets.history import HistoryLine
 from chunkq.tui.dashboard.widgets.job_fields import JobFields
@@ -41,10 +43,9 @@ from textual import events, work
 from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import BindingType
 from textual.clock import Clock
-from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.screen import Screen
-from textual.widgets import DataTable, Header, Input, TabbedContent, TabPane
+from textual.widgets import Header, TabbedContent, TabPane
 
 __all__ = ["PAGE_SIZE", "JobDetailScreen"]
 
@@ -54,8 +55,11 @@ class _Snapshot:
     job: Job
     rate: float
     chunks: list[ChunkInfo] | None = None
-    groups: list[ErrorGroup] | None = None
-    groups_total: int | None = None  # the job's groups in all: the caption says "103 bugs", not the page's size
+    #: the Errors tab's query when the read began, and what the read settled on (a breakpoint's group opened)
+    asked: ErrorQuery | None = None
+    query: ErrorQuery | None = None
+    #: a page of groups and how many in all: the caption says "103 bugs", not the page's size
+    groups: ErrorGroupPage | None = None
     errors: list[ErrorEntry] | None = None
     #: the error that paused or failed the job (``job.reason_error_id``)
     reason_error: ErrorEntry | None = None
@@ -94,14 +98,11 @@ class JobDetailScreen(Screen[None]):
         self.rate = 0.0
         #: the error that paused or failed the job, once read (``e`` opens its traceback)
         self.reason_error: ErrorEntry | None = None
-        #: the error log's query: narrowed to one group (a drill-down), a search text, and the page
-        self.error_filter: ErrorGroup | None = None
-        self.error_search: str | None = None
         #: the group ``m`` marked, to merge into the next group ``m`` is pressed on (issue 27)
         self.merge_mark: ErrorGroup | None = None
-        self.page_offset = 0
-        #: a group to open once it is read (by fingerprint): auto-run's breakpoint opens the new bug
-        self.open_group = group
+        self._open_group = group  # handed to the ErrorsPane when it is made
+        #: the Errors tab (kept: its query outlives the screen's mounting, for whoever asks afterwards)
+        self._errors_pane: ErrorsPane | None = None
         #: "retry" or "debug" while one runs (one at a time)
         self.busy: str | None = None
         self._force_next = False
@@ -126,6 +127,39 @@ class JobDetailScreen(Screen[None]):
             return self._interval
         return float(self.dashboard.refresh_interval or 0.5)
 
+    # the Errors tab's query, read where it is kept (the pane): tests and the app's breakpoint use these
+
+    @property
+    def errors_pane(self) -> ErrorsPane:
+        if self._errors_pane is None:
+            raise RuntimeError("the Errors tab is made when the screen is composed")
+        return self._errors_pane
+
+    @property
+    def error_filter(self) -> ErrorGroup | None:
+        """The group the error log is narrowed to (a drill-down)."""
+        return self.errors_pane.only
+
+    @property
+    def error_search(self) -> str | None:
+        return self.errors_pane.search
+
+    @property
+    def page_offset(self) -> int:
+        return self.errors_pane.offset
+
+    @property
+    def open_group(self) -> str | None:
+        """A group to open once it is read (by fingerprint): auto-run's breakpoint opens the new bug."""
+        return self._open_group if self._errors_pane is None else self._errors_pane.open_group
+
+    @open_group.setter
+    def open_group(self, fingerprint: str | None) -> None:
+        if self._errors_pane is None:
+            self._open_group = fingerprint
+        else:
+            self._errors_pane.open_group = fingerprint
+
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
@@ -133,13 +167,10 @@ class JobDetailScreen(Screen[None]):
         yield JobSummary(self.job_id, progress_clock=self.progress_clock, id="detail-summary")
         yield HistoryLine(id="job-history")
         with TabbedContent(id="detail-tabs", initial="errors"):
-            with TabPane("Errors", id="errors"), Horizontal(id="errors-split"):
-                with Vertical(id="errors-left"):
-                    yield Input(placeholder="/ search errors by entity ID or message (esc clears)",
-                                id="error-search", select_on_focus=False, max_length=core.limits.SEARCH_LENGTH)
-                    yield ErrorGroups(table_id="detail-groups", id="error-groups")
-                    yield ErrorLog(table_id="detail-errors", id="error-log")
-                yield ErrorView(show_locals=bool(self.dashboard.capture_locals), id="traceback-pane")
+            with TabPane("Errors", id="errors"):
+                self._errors_pane = ErrorsPane(show_locals=bool(self.dashboard.capture_locals),
+                                               open_group=self._open_group, id="errors-split")
+                yield self._errors_pane
             with TabPane("Chunks", id="chunks"):
                 yield ChunkHistory(id="detail-chunks")
             with TabPane("Fields", id="fields"):
@@ -147,7 +178,7 @@ class JobDetailScreen(Screen[None]):
         yield FitFooter()
 
     def on_mount(self) -> None:
-        self.query_one("#detail-errors").focus()
+        self.errors_pane.focus_log()
         self._fit(self.app.size)
         self.reload(force=True)
 
@@ -167,17 +198,17 @@ class JobDetailScreen(Screen[None]):
         """Zoom the traceback to the whole width, and back (the only way to see it on a narrow terminal)."""
         self.toggle_class("-zoom")
         if self.has_class("-zoom"):
-            self.query_one("#traceback-pane").focus()
+            self.error_view.focus()
         else:
-            self.query_one("#detail-errors").focus()
+            self.errors_pane.focus_log()
 
     @property
     def error_log(self) -> ErrorLog:
-        return self.query_one(ErrorLog)
+        return self.errors_pane.error_log
 
     @property
     def error_view(self) -> ErrorView:
-        return self.query_one(ErrorView)
+        return self.errors_pane.error_view
 
     # ------------------------------------------------------------------ live refresh
 
@@ -206,24 +237,9 @@ class JobDetailScreen(Screen[None]):
         if not changed:
             return snap
         snap.chunks = await queue.list_chunks(job.id)
-        page = await queue.error_group_page(job.id, search=self.error_search)
-        snap.groups, snap.groups_total = list(page.groups), page.total
-        if self.open_group is not None:
-            wanted, self.open_group = self.open_group, None
-            found = [g for g in snap.groups if g.fingerprint == wanted]
-            if not found and self.error_search is None:
-                found = [g for g in await queue.group_errors(job.id, limit=10_000) if g.fingerprint == wanted]
-            if found:
-                self.error_filter, self.page_offset = found[0], 0
-        if self.error_filter is not None:
-            # the drill-down's counts move on with the job
-            fp = self.error_filter.fingerprint
-            self.error_filter = next((g for g in snap.groups if g.fingerprint == fp), self.error_filter)
-        snap.errors = await queue.list_errors(
-            job.id, limit=PAGE_SIZE, offset=self.page_offset,
-            fingerprint=self.error_filter.fingerprint if self.error_filter is not None else None,
-            search=self.error_search,
-        )
+        pane = self.errors_pane
+        snap.asked = pane.error_query
+        snap.query, snap.groups, snap.errors = await read_errors(queue, job.id, snap.asked, pane.take_open_group())
         return snap
 
     def _show_error(self, exc: Exception) -> None:
@@ -242,19 +258,10 @@ class JobDetailScreen(Screen[None]):
                 self.query_one(HistoryLine).show(snap.history)
             if snap.chunks is not None:
                 self.query_one(ChunkHistory).history = (tuple(snap.chunks), now)
-            groups = self.query_one(ErrorGroups)
-            if snap.groups is not None:
-                groups.search = self.error_search
-                groups.total = snap.groups_total
-                groups.groups = (tuple(snap.groups), now)
-                if self.error_filter is not None:
-                    groups.highlight(self.error_filter.fingerprint)
-            elif groups.groups is not None:
-                groups.groups = (groups.groups[0], now)  # nothing new: the Last column still ages (issue 27)
-            if snap.errors is not None:
-                self.error_log.page = ErrorPage(tuple(snap.errors), self.page_offset, self.error_filter,
-                                                snap.job.error_count, self.error_search)
-                self.error_view.show(self.error_log.selected_error())
+            pane = self.errors_pane
+            if snap.query is not None and snap.asked is not None:
+                pane.adopt(snap.query, snap.asked)
+            pane.show(snap.query, groups=snap.groups, errors=snap.errors, error_total=snap.job.error_count, now=now)
             self.query_one(JobFields).shown = (snap.job, now)
 
     # ------------------------------------------------------------------ errors: selection and paging
@@ -262,8 +269,10 @@ class JobDetailScreen(Screen[None]):
     def selected_error(self) -> ErrorEntry | None:
         return self.error_log.selected_error()
 
-    def on_error_log_highlighted(self, event: ErrorLog.Highlighted) -> None:
-        self.error_view.show(event.error)
+    def on_errors_pane_query_changed(self, event: ErrorsPane.QueryChanged) -> None:
+        """The operator changed what the Errors tab shows (a group, a search, a page): read it."""
+        event.stop()
+        self.reload(force=True)
 
     def on_error_log_chosen(self, event: ErrorLog.Chosen) -> None:
         """Enter on an error opens its traceback: the whole width when the pane has no room beside the lists
@@ -274,23 +283,14 @@ class JobDetailScreen(Screen[None]):
         else:
             self.error_view.focus()
 
-    def on_error_groups_chosen(self, event: ErrorGroups.Chosen) -> None:
-        self.show_group(event.group)
-
     def show_group(self, group: ErrorGroup) -> None:
         """Drill down: the log shows only ``group``'s errors; ``u``, ``r`` and ``x`` act on it alone."""
-        self.error_filter = group
-        self.page_offset = 0
-        self.query_one("#detail-errors").focus()
-        self.reload(force=True)
+        self.errors_pane.show_group(group)
 
     def selected_group(self) -> ErrorGroup | None:
         """The group the group actions apply to: the drill-down's, or the one highlighted in the grouped table
         while it has the focus; None: the whole job."""
-        if self.error_filter is not None:
-            return self.error_filter
-        table = self.query_one("#detail-groups", DataTable)
-        return self.query_one(ErrorGroups).selected_group() if table.has_focus else None
+        return self.errors_pane.selected_group()
 
     # ------------------------------------------------------------------ errors: copy
 
@@ -310,42 +310,27 @@ class JobDetailScreen(Screen[None]):
 
         self.app.push_screen(copy_error.CopyScreen(error), chosen)
 
-    # ------------------------------------------------------------------ errors: search
+    # ------------------------------------------------------------------ errors: search and paging
 
     def action_search_errors(self) -> None:
         self.action_show_tab("errors")
-        search = self.query_one("#error-search", Input)
-        search.add_class("-shown")  # shown while in use: it costs a line the log needs at 24 rows
-        search.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id != "error-search":
-            return
-        event.stop()
-        text = event.value.strip() or None
-        if text == self.error_search:
-            return
-        self.error_search = text
-        self.page_offset = 0
-        self.reload(force=True)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "error-search":
-            event.stop()
-            self.query_one("#detail-errors").focus()
+        self.errors_pane.open_search()
 
     def action_next_page(self) -> None:
-        if len(self.error_log.page.errors) < PAGE_SIZE:
-            self.notify("this is the last page of the error log")
-            return
-        self.page_offset += PAGE_SIZE
-        self.reload(force=True)
+        """``]``: the next page of what has the focus - the groups (when there is more than one page of them)
+        or the error log."""
+        pane = self.errors_pane
+        if pane.groups_focused and pane.group_pages:
+            pane.next_group_page()
+        else:
+            pane.next_page()
 
     def action_prev_page(self) -> None:
-        if self.page_offset == 0:
-            return
-        self.page_offset = max(self.page_offset - PAGE_SIZE, 0)
-        self.reload(force=True)
+        pane = self.errors_pane
+        if pane.groups_focused and pane.group_pages:
+            pane.prev_group_page()
+        else:
+            pane.prev_page()
 
     # ------------------------------------------------------------------ navigation
 
@@ -354,19 +339,9 @@ class JobDetailScreen(Screen[None]):
             self.action_toggle_traceback()
             return
         if self.error_view.has_focus:  # then the traceback beside the lists, for the log it was opened from
-            self.query_one("#detail-errors").focus()
+            self.errors_pane.focus_log()
             return
-        search = self.query_one("#error-search", Input)
-        if search.has_focus or self.error_search is not None:
-            # Esc in (or after) a search clears it and leaves the box
-            search.value = ""  # its Input.Changed clears error_search and reloads
-            search.remove_class("-shown")
-            self.query_one("#detail-errors").focus()
-            return
-        if self.error_filter is not None:
-            self.error_filter = None
-            self.page_offset = 0
-            self.reload(force=True)
+        if self.errors_pane.back():  # then the search, then the drill-down
             return
         self.dismiss()
 

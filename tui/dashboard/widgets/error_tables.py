@@ -5,10 +5,11 @@ Each is a caption over a keyed table. A group is one fingerprint (core's
 with its IDs, numbers and URLs replaced), so a provider that puts the entity in
 its message still makes one group per bug; the highlighted group's real messages
 are shown under the table as samples. Choosing a group posts
-``ErrorGroups.Chosen`` (the screen narrows the log to it); moving through the log
-posts ``ErrorLog.Highlighted`` (the screen shows that error's traceback), choosing one posts
+``ErrorGroups.Chosen`` (the ``ErrorsPane`` narrows the log to it); moving through the log
+posts ``ErrorLog.Highlighted`` (the pane shows that error's traceback), choosing one posts
 ``ErrorLog.Chosen`` (the screen opens the traceback, full width when narrow). Both
-draw from their one reactive attribute only.
+draw from their reactive attributes only. The grouped table lists a page of groups
+(``GROUPS_PAGE``, biggest first) and says which: "101–103 of 103 bugs" (issue 27).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from textual.widgets import DataTable, Label, Static
 
 #: errors per page of the log; the table never holds more
 PAGE_SIZE = 100
+#: groups per page of the grouped table (issue 27: the rest are paged to, never silently left out)
+GROUPS_PAGE = 100
 #: the grouped table's columns: key, label, width. Counts come first (they rank the groups) and are
 #: wide enough for any ``humanize.count`` ("999,999", then "1.2M"), so a number is never cut.
 GROUP_COLUMNS = (("entities", "Entities", 8), ("count", "Attempts", 8), ("type", "Type", 14),
@@ -128,15 +131,35 @@ def group_samples(g: ErrorGroup | None) -> Text:
     return text
 
 
-def groups_caption(groups: int, search: str | None = None, shown: int | None = None) -> str:
-    """How many bugs there are in all (never the size of the page read: issue 27), and how many are listed."""
+def groups_caption(groups: int, search: str | None = None, shown: int | None = None, offset: int = 0,
+                   width: int | None = None) -> str:
+    """How many bugs there are in all (never the size of the page read: issue 27), and which are listed.
+
+    One page: "(3 bugs)". More: the range listed, "101–103 of 103 bugs", and the paging keys (``]``
+    and ``[`` with the grouped table focused). ``width``: the hints go, last first, until the caption
+    fits; the range never does, so at 80 columns it is never cut.
+    """
     where = f" matching {one_line(search, 30)!r}" if search else ""
     if not groups:
         return f"Unresolved errors by bug{where}: none"
     kinds = "1 bug" if groups == 1 else f"{groups:,} bugs"
-    if shown is not None and shown < groups:
-        kinds += f", the {shown:,} biggest listed"
-    return f"Unresolved errors by bug{where} ({kinds}) · enter: show them · /: search"
+    n = groups if shown is None else shown
+    if offset == 0 and n >= groups:
+        return f"Unresolved errors by bug{where} ({kinds}) · enter: show them · /: search"
+    span = f"{offset + 1:,}–{offset + n:,} of {kinds}" if n else f"nothing past {offset:,} of {kinds}"
+    hints = []
+    if offset + n < groups:
+        hints.append("  ] next page")
+    if offset:
+        hints.append("  [ previous")
+    hints.append(" · enter: show them")
+    for head in (f"Unresolved errors by bug{where}: ", f"Bugs{where}: ", "Bugs: "):
+        text = head + span
+        if width is None or cell_len(text) <= width:
+            break
+    while hints and width is not None and cell_len(text + "".join(hints)) > width:
+        hints.pop()
+    return text + "".join(hints)
 
 
 def error_row(e: ErrorEntry, palette: fmt.Palette | None = None) -> Row:
@@ -200,11 +223,15 @@ class ErrorGroups(Vertical):
     total: int | None = None
     """How many groups the job has in all (set before ``groups``; None: as many as listed)."""
 
+    offset: int = 0
+    """Where the listed page starts among them (set before ``groups``)."""
+
     def __init__(self, *, table_id: str, id: str | None = None) -> None:
         super().__init__(id=id)
         self._table_id = table_id
         self._by_key: dict[str, ErrorGroup] = {}
         self._columns: tuple[tuple[str, str, int], ...] = ()
+        self._shown_offset: int | None = None  # the page's offset last drawn: a new page starts at its top
 
     def compose(self) -> ComposeResult:
         yield Label("Unresolved errors by bug", classes="caption", id="groups-caption")
@@ -234,6 +261,8 @@ class ErrorGroups(Vertical):
         columns = group_columns(self.size.width)
         if columns != self._columns:
             self._set_columns(columns)
+        if self.groups is not None:
+            self._caption(self.groups[0])
 
     def _sync(self, groups: tuple[tuple[ErrorGroup, ...], datetime]) -> None:
         items, now = groups
@@ -265,9 +294,18 @@ class ErrorGroups(Vertical):
         items, _now = groups
         self._by_key = {g.fingerprint: g for g in items}
         self._sync(groups)
-        total = len(items) if self.total is None else max(self.total, len(items))
-        self.query_one(Label).update(fmt.plain(groups_caption(total, self.search, len(items))))
+        if self._shown_offset is not None and self._shown_offset != self.offset and items:
+            self.table.move_cursor(row=0, animate=False)  # another page: from its biggest group
+        self._shown_offset = self.offset
+        self._caption(items)
         self._show_samples()
+
+    def _caption(self, items: tuple[ErrorGroup, ...]) -> None:
+        total = self.offset + len(items) if self.total is None else max(self.total, self.offset + len(items))
+        label = self.query_one(Label)
+        # the caption's own width: its padding inside the pane's (known once laid out)
+        width = self.size.width - label.styles.gutter.width if self.size.width else None
+        label.update(fmt.plain(groups_caption(total, self.search, len(items), self.offset, width)))
 
     def _show_samples(self) -> None:
         self.query_one("#group-samples", Static).update(group_samples(self.selected_group()))

@@ -101,8 +101,13 @@ def fit_columns(
     is always that wide, so a number is never cut (it is dropped whole instead).
     ``present``: the ``WHEN_PRESENT`` columns some job on the page has a value for
     (the others are left out, as if they did not exist). ``needs["note"]``, when
-    given, is the widest note: the note grows no wider, and the room it leaves goes
-    to the names (an empty "Worker / retries" column helps nobody). ``sorted_by``:
+    given, is the widest note: the note is no wider (nor narrower than its header),
+    and the room it leaves goes to the names (an empty "Worker / retries" column
+    helps nobody). ``needs["name"]`` is the widest name: Name's usual width grows to
+    it (up to its maximum), so the room goes to names before any column of
+    lesser priority joins or widens (issue 28). With ``needs``, a count column's
+    usual width is what its numbers and header need, not a guess: an ID column
+    of two-digit IDs leaves its three spare cells to the names. ``sorted_by``:
     that column's header keeps room for its arrow.
     """
     needs = needs or {}
@@ -114,8 +119,15 @@ def fit_columns(
     least = {k: max(FITS[k].min, labels[k] if k in COUNT_COLUMNS or k == sorted_by else 0,
                     needs.get(k, 0) if k in COUNT_COLUMNS else 0) for k in keys}
     most = {k: FITS[k].max for k in keys}
+    usual = {k: max(base[k], least[k]) for k in keys}
+    for k in COUNT_COLUMNS:
+        if k in needs and k in usual:
+            usual[k] = least[k]  # sized for its numbers: what a count column needs is known, not guessed
+    if "name" in needs and "name" in usual:
+        usual["name"] = max(usual["name"], min(needs["name"], most["name"]))
     if "note" in needs and "note" in most:
-        most["note"] = max(min(needs["note"], most["note"]), base["note"])
+        most["note"] = max(min(needs["note"], most["note"]), labels["note"], least["note"])
+        usual["note"] = min(usual["note"], most["note"])  # short notes leave their room; long ones grow later
     widths: dict[str, int] = {}
     room = available
     ranked = sorted(keys, key=lambda k: FITS[k].priority)
@@ -124,12 +136,12 @@ def fit_columns(
             widths[key] = least[key]
             room -= least[key] + CELL_PAD
     for key in list(widths):  # back to their usual widths, by priority
-        more = min(room, max(base[key], least[key]) - widths[key])
+        more = min(room, usual[key] - widths[key])
         if more > 0:
             widths[key] += more
             room -= more
     for key in [k for k in ranked if FITS[k].priority >= OPTIONAL]:  # the rest, at their usual widths
-        width = max(base[key], least[key])
+        width = usual[key]
         if width + CELL_PAD <= room:
             widths[key] = width
             room -= width + CELL_PAD
@@ -155,7 +167,7 @@ def present_columns(jobs: Iterable[core.Job]) -> frozenset[str]:
 
 
 def count_needs(cells: Iterable[Mapping[str, Text]], jobs: Iterable[core.Job] = ()) -> dict[str, int]:
-    """The widest cell of each count column (in terminal cells, not characters), and of the notes.
+    """The widest cell of each count column (in terminal cells, not characters), of the notes and the names.
 
     With ``jobs``, "Done" is sized for each job finished ("500/500", not "97/500"): the
     column is as wide from the first entity to the last, so it never grows, pushing the
@@ -163,7 +175,7 @@ def count_needs(cells: Iterable[Mapping[str, Text]], jobs: Iterable[core.Job] = 
     """
     needs: dict[str, int] = {}
     for row in cells:
-        for key in (*COUNT_COLUMNS, "note"):
+        for key in (*COUNT_COLUMNS, "note", "name"):
             cell = row.get(key)
             if cell is not None:
                 needs[key] = max(needs.get(key, 0), cell.cell_len)
