@@ -146,7 +146,7 @@ class JobDetailScreen(Screen[None]):
 
     @property
     def page_offset(self) -> int:
-        return self.errors_pane.offset
+        return self.errors_pane.log_offset
 
     @property
     def open_group(self) -> str | None:

@@ -223,8 +223,8 @@ class ErrorGroups(Vertical):
     total: int | None = None
     """How many groups the job has in all (set before ``groups``; None: as many as listed)."""
 
-    offset: int = 0
-    """Where the listed page starts among them (set before ``groups``)."""
+    page_start: int = 0
+    """Where the listed page starts among them (set before ``groups``; not ``offset``: every widget's position)."""
 
     def __init__(self, *, table_id: str, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -294,18 +294,18 @@ class ErrorGroups(Vertical):
         items, _now = groups
         self._by_key = {g.fingerprint: g for g in items}
         self._sync(groups)
-        if self._shown_offset is not None and self._shown_offset != self.offset and items:
+        if self._shown_offset is not None and self._shown_offset != self.page_start and items:
             self.table.move_cursor(row=0, animate=False)  # another page: from its biggest group
-        self._shown_offset = self.offset
+        self._shown_offset = self.page_start
         self._caption(items)
         self._show_samples()
 
     def _caption(self, items: tuple[ErrorGroup, ...]) -> None:
-        total = self.offset + len(items) if self.total is None else max(self.total, self.offset + len(items))
+        total = self.page_start + len(items) if self.total is None else max(self.total, self.page_start + len(items))
         label = self.query_one(Label)
         # the caption's own width: its padding inside the pane's (known once laid out)
         width = self.size.width - label.styles.gutter.width if self.size.width else None
-        label.update(fmt.plain(groups_caption(total, self.search, len(items), self.offset, width)))
+        label.update(fmt.plain(groups_caption(total, self.search, len(items), self.page_start, width)))
 
     def _show_samples(self) -> None:
         self.query_one("#group-samples", Static).update(group_samples(self.selected_group()))

@@ -112,8 +112,8 @@ class ErrorsPane(Horizontal):
     search: reactive[str | None] = reactive(None, init=False)
     """The search text the log and the groups are narrowed by (entity ID or message)."""
 
-    offset: reactive[int] = reactive(0, init=False)
-    """Where the log's page starts."""
+    log_offset: reactive[int] = reactive(0, init=False)
+    """Where the log's page starts (not ``offset``: that is every widget's position on screen)."""
 
     group_offset: reactive[int] = reactive(0, init=False)
     """Where the grouped table's page starts (issue 27: every group is reachable, 100 at a time)."""
@@ -157,7 +157,7 @@ class ErrorsPane(Horizontal):
     @property
     def error_query(self) -> ErrorQuery:
         """The query as one value (not ``query``: that is every widget's DOM query)."""
-        return ErrorQuery(self.only, self.search, self.offset, self.group_offset)
+        return ErrorQuery(self.only, self.search, self.log_offset, self.group_offset)
 
     def _changed(self) -> None:
         self.post_message(self.QueryChanged(self, self.error_query))
@@ -175,7 +175,7 @@ class ErrorsPane(Horizontal):
     def watch_search(self) -> None:
         self._changed()
 
-    def watch_offset(self) -> None:
+    def watch_log_offset(self) -> None:
         self._changed()
 
     def watch_group_offset(self) -> None:
@@ -197,7 +197,7 @@ class ErrorsPane(Horizontal):
         if not self.error_query.same(asked):
             return
         self.set_reactive(ErrorsPane.only, read.only)
-        self.set_reactive(ErrorsPane.offset, read.offset)
+        self.set_reactive(ErrorsPane.log_offset, read.offset)
         self.set_reactive(ErrorsPane.group_offset, read.group_offset)
 
     # ------------------------------------------------------------------ what was read
@@ -209,7 +209,7 @@ class ErrorsPane(Horizontal):
         if read is not None and groups is not None:
             table.search = read.search
             table.total = groups.total
-            table.offset = groups.offset
+            table.page_start = groups.offset
             table.groups = (groups.groups, now)
             if read.only is not None:
                 table.highlight(read.only.fingerprint)
@@ -247,7 +247,7 @@ class ErrorsPane(Horizontal):
 
     def show_group(self, group: ErrorGroup) -> None:
         """Drill down: the log shows only ``group``'s errors; ``u``, ``r`` and ``x`` act on it alone."""
-        self._set(only=group, offset=0)  # (the same group chosen again is read afresh all the same)
+        self._set(only=group, log_offset=0)  # (the same group chosen again is read afresh all the same)
         self.focus_log()
 
     def on_error_groups_chosen(self, event: ErrorGroups.Chosen) -> None:
@@ -260,11 +260,11 @@ class ErrorsPane(Horizontal):
         if len(self.error_log.page.errors) < PAGE_SIZE:
             self.notify("this is the last page of the error log")
             return
-        self.offset += PAGE_SIZE
+        self.log_offset += PAGE_SIZE
 
     def prev_page(self) -> None:
-        if self.offset:
-            self.offset = max(self.offset - PAGE_SIZE, 0)
+        if self.log_offset:
+            self.log_offset = max(self.log_offset - PAGE_SIZE, 0)
 
     def next_group_page(self) -> None:
         """The next page of groups; a drill-down ends (the highlighted group is the one the keys act on)."""
@@ -279,7 +279,7 @@ class ErrorsPane(Horizontal):
             self._page_groups(max(self.group_offset - GROUPS_PAGE, 0))
 
     def _page_groups(self, offset: int) -> None:
-        self._set(only=None, offset=0, group_offset=offset)
+        self._set(only=None, log_offset=0, group_offset=offset)
 
     def open_search(self) -> None:
         box = self.search_box
@@ -293,7 +293,7 @@ class ErrorsPane(Horizontal):
         text = event.value.strip() or None
         if text == self.search:
             return
-        self._set(search=text, offset=0, group_offset=0)
+        self._set(search=text, log_offset=0, group_offset=0)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "error-search":
@@ -309,6 +309,6 @@ class ErrorsPane(Horizontal):
             self.focus_log()
             return True
         if self.only is not None:
-            self._set(only=None, offset=0)
+            self._set(only=None, log_offset=0)
             return True
         return False
