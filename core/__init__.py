@@ -86,7 +86,7 @@ from .tracebacks import describe as describe_error
 from .vacuum import SpaceReport, VacuumResult, space
 from .vacuum import vacuum as vacuum_database  # as ``vacuum`` it would hide the module
 from .version import RELEASES, __version__
-from .worker import RETRY_POLL_SECONDS, RunSummary, Worker
+from .worker import NEW_ERROR_SCOPES, RETRY_POLL_SECONDS, RunSummary, Worker, check_new_error_scope
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -99,6 +99,7 @@ __all__ = [
     "FINISHED_STATUSES",
     "MAX_CHUNK_SIZE",
     "MAX_ID_LENGTH",
+    "NEW_ERROR_SCOPES",
     "NO_MESSAGE",
     "ORDERS",
     "PAUSED",
@@ -164,6 +165,7 @@ __all__ = [
     "apply_overrides",
     "archive_folder",
     "check_job_settings",
+    "check_new_error_scope",
     "clean_entity_id",
     "deadline",
     "describe_error",
