@@ -257,6 +257,20 @@ def breakpoint_ids() -> list[str]:
             *(f"ok-{i}.com" for i in range(25, 30))]
 
 
+def record_notes(app: ChunkqApp) -> list[str]:
+    """Every notification the app makes from now on (``notes`` lists only those not expired yet: on a loaded
+    machine a run and a reload outlast a notification's 5 s)."""
+    said: list[str] = []
+    notify = app.notify
+
+    def record(message: str, *args: object, **kwargs: object) -> None:
+        said.append(message)
+        notify(message, *args, **kwargs)  # type: ignore[arg-type]
+
+    app.notify = record  # type: ignore[method-assign]
+    return said
+
+
 async def wait_auto_run_over(pilot: Pilot[None], app: ChunkqApp) -> None:
     for _ in range(500):
         await settle(pilot)
@@ -268,13 +282,14 @@ async def wait_auto_run_over(pilot: Pilot[None], app: ChunkqApp) -> None:
 
 async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: str, enrich: str) -> None:
     app = detail_app(db_url, enrich)
+    said = record_notes(app)
     async with app.run_test(size=SIZE) as pilot:
         job = await app.queue.enqueue_job(breakpoint_ids(), entity_type="company", provider="clearbit",
                                           chunk_size=5)
         await settle(pilot)
         await pilot.press("b")
         await settle(pilot)
-        assert app.breakpoint and "breakpoint on" in app.sub_title
+        assert app.breakpoint and "breakpoint: new for job" in app.sub_title
 
         await pilot.press("a")
         await wait_auto_run_over(pilot, app)
@@ -288,7 +303,7 @@ async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: 
         assert column(table(screen, "detail-errors"), "entity") == ["down-11.com", "down-13.com"]
         # issue 27: the highlighted group is the one opened, as the caption and the list say
         assert screen.query_one(ErrorGroups).selected_group() == screen.error_filter
-        assert any("breakpoint: job" in n for n in notes(app))
+        assert any("breakpoint: job" in n for n in said), said
 
         # again: the outage is known now, so only the 404 (new) stops it
         await pilot.press("a")
@@ -305,6 +320,46 @@ async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: 
         await wait_auto_run_over(pilot, app)
         assert (await app.queue.get_job(job.id)).status == "complete"
         assert "breakpoint" not in app.sub_title
+
+
+async def test_breakpoint_new_for_the_processor_goes_past_a_bug_another_job_logged(db_url: str, enrich: str) -> None:
+    """``B``: new to the processor. Yesterday's job (routed to none, like today's: one processor) had the
+    outage, so auto-run goes past it and stops at the 404; ``B`` again is new to the job, ``b`` turns it off."""
+    app = detail_app(db_url, enrich)
+    said = record_notes(app)
+    async with app.run_test(size=SIZE) as pilot:
+        yesterday = await app.queue.enqueue_job(["ok-1.com", "down-2.com"], entity_type="company",
+                                                provider="clearbit", chunk_size=5)
+        assert (await app.queue.process_chunk(yesterday.id, load_processor(enrich))) is not None
+        job = await app.queue.enqueue_job(breakpoint_ids(), entity_type="company", provider="clearbit",
+                                          chunk_size=5)
+        await settle(pilot)
+        await pilot.press("B")
+        await settle(pilot)
+        assert (app.breakpoint, app.breakpoint_scope) == (True, "processor")
+        assert "⏸ breakpoint: new for processor" in app.sub_title
+        assert any("new to the job's processor" in n for n in said), said
+
+        await pilot.press("a")
+        await wait_auto_run_over(pilot, app)
+        assert (await app.queue.get_job(job.id)).processed_count == 25, "past the outage, stopped at the 404"
+        screen = app.screen
+        assert isinstance(screen, JobDetailScreen) and screen.job_id == job.id
+        await wait_loaded(pilot, screen)
+        assert screen.error_filter is not None and screen.error_filter.message.startswith("404 Not Found")
+        assert screen.query_one(ErrorGroups).selected_group() == screen.error_filter
+        assert any("breakpoint: job" in n and "new to the job's processor" in n for n in said), said
+
+        await pilot.press("B")
+        await settle(pilot)
+        assert (app.breakpoint, app.breakpoint_scope) == (True, "job")
+        assert "⏸ breakpoint: new for job" in app.sub_title
+        await pilot.press("b")
+        await settle(pilot)
+        assert not app.breakpoint and "breakpoint" not in app.sub_title
+        await pilot.press("b")  # back on: in the scope chosen last
+        await settle(pilot)
+        assert "⏸ breakpoint: new for job" in app.sub_title
 
 
 # ---------------------------------------------------------------------- dry-run failures
