@@ -362,6 +362,46 @@ async def test_breakpoint_new_for_the_processor_goes_past_a_bug_another_job_logg
         assert "⏸ breakpoint: new for job" in app.sub_title
 
 
+GATED = """
+import threading
+
+GATE = threading.Event()
+
+
+def process(eid, job):
+    if eid == "first":
+        GATE.wait(30)
+    if eid.startswith("bad"):
+        raise ValueError(f"bad row {eid}")
+"""
+
+
+async def test_b_and_B_reach_an_auto_run_already_going(sqlite_url: str, make_processor: Callable[..., str]) -> None:
+    """Turned on while auto-run runs its first chunk: the worker takes it (on its own loop) and stops after
+    the chunk with the new kind of error (a sync callback: one chunk at a time)."""
+    app = detail_app(sqlite_url, make_processor(GATED))
+    async with app.run_test(size=SIZE) as pilot:
+        ids = ["first", "ok-1", "bad-2", *(f"ok-{i}" for i in range(3, 13))]
+        job = await app.queue.enqueue_job(ids, entity_type="row", provider="p", chunk_size=1)
+        await settle(pilot)
+        await pilot.press("a")
+        worker = app.auto_worker
+        assert worker is not None and not worker.stop_on_new_error
+        await pilot.press("B")
+        for _ in range(500):  # not settle(): it waits for auto-run to end
+            await pilot.pause(0.01)
+            if worker.stop_on_new_error:
+                break
+        assert (worker.stop_on_new_error, worker.new_error_scope) == (True, "processor")
+        assert worker.summary.chunks == 0, "armed while the first chunk still ran"
+        assert app.processor_handle is not None
+        app.processor_handle.processor.on_process.__globals__["GATE"].set()  # type: ignore[union-attr]
+        await wait_auto_run_over(pilot, app)
+        (group,) = await app.queue.group_errors(job.id)
+        assert app.breakpoint_hit == (job.id, group.fingerprint)
+        assert (await app.queue.get_job(job.id)).processed_count == 3
+
+
 # ---------------------------------------------------------------------- dry-run failures
 
 
