@@ -411,7 +411,10 @@ def known_to_processor(conn: Connection, job_id: int, keys: Sequence[str]) -> se
     processor named (``fingerprint_as``) is one group, so any row of it. Every
     group row of the other job counts, merged ones too (a group merged into
     another, by an operator or automatically, is still a bug seen). A key
-    this job has no group row for is not known.
+    this job has no group row for is not known. Only the newest
+    ``KNOWN_SCAN`` group rows of the family are read (``known_statement``): a
+    bug seen last further back than that counts as new again, and the
+    breakpoint stops at it, which is the side to err on.
     """
     if not keys:
         return set()
