@@ -89,7 +89,7 @@ from .tracebacks import describe as describe_error
 from .vacuum import SpaceReport, VacuumResult, space
 from .vacuum import vacuum as vacuum_database  # as ``vacuum`` it would hide the module
 from .version import RELEASES, __version__
-from .worker import RETRY_POLL_SECONDS, RunSummary, Worker
+from .worker import NEW_ERROR_SCOPES, RETRY_POLL_SECONDS, RunSummary, Worker, check_new_error_scope
 
 # ``limits``: the input bounds' former module name (issue 30: "limit" now means a concurrency or rate
 # limit), the same module under both names, ``import chunkq.core.limits`` included
@@ -107,6 +107,7 @@ __all__ = [
     "FINISHED_STATUSES",
     "MAX_CHUNK_SIZE",
     "MAX_ID_LENGTH",
+    "NEW_ERROR_SCOPES",
     "NO_MESSAGE",
     "ORDERS",
     "PAUSED",
@@ -173,6 +174,7 @@ __all__ = [
     "archive_folder",
     "bounds",
     "check_job_settings",
+    "check_new_error_scope",
     "clean_entity_id",
     "deadline",
     "describe_error",

@@ -51,10 +51,11 @@ from .errors import InvalidInput
 from .fingerprint import Fingerprint, FingerprintCache
 from .models import ErrorGroup, to_datetime
 from .sql import contains_pattern
-from .templates import Known, decide, render
+from .templates import SIMILAR, Known, decide, generalize, render
 
-__all__ = ["LEGACY_PREFIX", "SAMPLES", "group_condition", "group_keys", "legacy_key", "merge", "read_group_entities",
-           "read_groups", "read_page", "rebuild", "record", "resolve", "search_condition", "unmerge"]
+__all__ = ["KNOWN_SCAN", "LEGACY_PREFIX", "SAMPLES", "group_condition", "group_keys", "known_statement",
+           "known_to_processor", "legacy_key", "merge", "read_group_entities", "read_groups", "read_page", "rebuild",
+           "record", "resolve", "search_condition", "unmerge"]
 
 LEGACY_PREFIX = "legacy:"
 #: distinct real messages shown with a group's normalised one
@@ -375,6 +376,73 @@ def rebuild(conn: Connection, job_id: int, *, batch: int = 2000) -> int:
                 root = fams.merged[root]
             conn.execute(update(s.error_groups).where(g.job_id == job_id, g.key == key).values(root=root))
     return len(fams.created)
+
+
+# --------------------------------------------------------------------------- new to the processor (the breakpoint)
+
+
+#: group rows of other jobs read for one family, newest job first, to tell whether a bug is known to a processor
+KNOWN_SCAN = 200
+
+
+def known_statement(job_id: int, family: str, processor: str | None) -> Any:
+    """The group rows of ``family`` that other jobs routed to ``processor`` logged: ``(key, template)``.
+
+    An index walk (``ix_chunkq_error_groups_family_job``: the family, newest
+    job first) cut at ``KNOWN_SCAN`` rows before any other table is read, so it
+    costs the same whether the database holds ten errors or a million, and
+    however many jobs the processor ran: it reads group rows, never errors.
+    Jobs without a processor (any worker may run them) are one processor of
+    their own: the family already names the code (the exception type and the
+    user's frames), so a match there is the same code failing the same way.
+    """
+    g, j = s.error_groups.c, s.jobs.c
+    recent = (select(g.job_id, g.key, g.template)
+              .where(g.family == family, g.job_id != job_id)
+              .order_by(g.job_id.desc(), g.key.desc()).limit(KNOWN_SCAN).subquery("recent"))
+    same = j.processor.is_(None) if processor is None else j.processor == processor
+    return select(recent.c.key, recent.c.template).join(s.jobs, j.id == recent.c.job_id).where(same)
+
+
+def known_to_processor(conn: Connection, job_id: int, keys: Sequence[str]) -> set[str]:
+    """Which of job ``job_id``'s groups ``keys`` another job of the same processor has logged already.
+
+    Known means the failure would have joined one of that job's groups: the
+    same family, and a template it fits or that differs from it only in
+    values (``templates.decide`` would widen it at once); a family the
+    processor named (``fingerprint_as``) is one group, so any row of it. Every
+    group row of the other job counts, merged ones too (a group merged into
+    another, by an operator or automatically, is still a bug seen). A key
+    this job has no group row for is not known. Only the newest
+    ``KNOWN_SCAN`` group rows of the family are read (``known_statement``): a
+    bug seen last further back than that counts as new again, and the
+    breakpoint stops at it, which is the side to err on.
+    """
+    if not keys:
+        return set()
+    g, j = s.error_groups.c, s.jobs.c
+    processor = conn.execute(select(j.processor).where(j.id == job_id)).scalar()
+    heads = conn.execute(select(g.key, g.family, g.template).where(g.job_id == job_id, g.key.in_(list(keys))))
+    known: set[str] = set()
+    for head in heads:
+        found = conn.execute(known_statement(job_id, head.family, processor)).all()
+        if not found:
+            continue
+        if head.key == head.family or any(r.key == head.key for r in found):  # named by the processor, or the same
+            known.add(head.key)
+            continue
+        tokens = _tokens(head.template)
+        if any(_alike(_tokens(t), tokens) for t in dict.fromkeys(r.template for r in found)):
+            known.add(head.key)
+    return known
+
+
+def _alike(template: tuple[str, ...], tokens: tuple[str, ...]) -> bool:
+    """One bug: either fits the other as it is, or they differ only in values (``decide`` would widen)."""
+    seen = generalize(template, tokens)
+    if not seen.changed or (seen.similarity >= SIMILAR and seen.word_stretches == 0):
+        return True
+    return not generalize(tokens, template).changed  # this job's template is the wider one already
 
 
 # --------------------------------------------------------------------------- an operator says what a bug is

@@ -267,6 +267,9 @@ error_groups = Table(
 )
 Index("ix_chunkq_error_groups_family", error_groups.c.job_id, error_groups.c.family)
 Index("ix_chunkq_error_groups_root", error_groups.c.job_id, error_groups.c.root)
+#: a family's groups across jobs, newest job first: whether another job of a processor logged a bug already
+#: (``error_groups.known_statement``, the breakpoint's "new for the processor") (0011)
+Index("ix_chunkq_error_groups_family_job", error_groups.c.family, error_groups.c.job_id, error_groups.c.key)
 
 # Shared token buckets: one row per provider, so every worker on the database obeys one limit.
 rate_limits = Table(

@@ -28,12 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import chunk, threads
+from . import chunk, error_groups, threads
 from .adaptive import limit_for, nominal
 from .callbacks import is_async
 from .claims import check_order
 from .db import deadline as db_deadline
-from .errors import DatabaseUnavailable
+from .errors import DatabaseUnavailable, InvalidInput
 from .lease import Claim
 from .models import ChunkResult, EntityResult
 from .orphans import OrphanedLease, describe, held_back, orphaned_leases
@@ -55,6 +55,18 @@ ORPHAN_POLL_SECONDS = 1.0
 
 #: chunks a worker may hold beyond its concurrency limit (``Worker``'s window)
 WINDOW_SLACK = 2
+
+#: what "new" means to the breakpoint (``Worker(new_error_scope=...)``): never logged by the chunk's job, or by
+#: any job of that job's processor (``chunkq_jobs.processor``; the jobs without one count as one processor)
+NEW_ERROR_SCOPES = ("job", "processor")
+
+
+def check_new_error_scope(scope: object) -> str:
+    """``scope`` if it is one of ``NEW_ERROR_SCOPES``, else ``InvalidInput`` naming them."""
+    if scope not in NEW_ERROR_SCOPES:
+        raise InvalidInput(f"the breakpoint's scope must be one of {', '.join(NEW_ERROR_SCOPES)}, got {scope!r}"[:200],
+                           field="new_error_scope")
+    return str(scope)
 
 log = logging.getLogger("chunkq.worker")
 
@@ -95,14 +107,15 @@ class RunSummary:
     #: the database: ``Registration``) | aborted | retry_later (the next retry is due
     #: after ``max_retry_wait``: see ``next_retry_at``) | wedged (too many callback threads are
     #: still running past their timeout: a supervisor should start a fresh process; see ``Worker``) |
-    #: new_error (``stop_on_new_error``: a chunk logged a kind of error its job never had; see ``new_error``) |
+    #: new_error (``stop_on_new_error``: a chunk logged a kind of error its job, or with ``new_error_scope``
+    #: "processor" any job of its processor, never had; see ``new_error``) |
     #: orphaned (``wait_for_retries``: chunks leased by a worker that is gone would expire only past
     #: ``max_seconds`` or ``max_retry_wait``: work is left; see ``orphaned``)
     stopped_by: str = "empty"
     #: with stopped_by "retry_later": when the next retry is due (epoch seconds, the queue's clock)
     next_retry_at: float | None = None
-    #: with stopped_by "new_error" (``Worker(stop_on_new_error=True)``): the first fingerprint the job had
-    #: never logged before (an ``ErrorGroup.fingerprint``: ``queue.list_errors(job, fingerprint=...)``)
+    #: with stopped_by "new_error" (``Worker(stop_on_new_error=True)``): the first fingerprint the job (or its
+    #: processor) had never logged before (an ``ErrorGroup.fingerprint``: ``queue.list_errors(job, fingerprint=...)``)
     new_error: str | None = None
     #: with stopped_by "new_error": the job it was logged in
     new_error_job: int | None = None
@@ -193,6 +206,11 @@ class Worker:
     claims nothing more, lets the chunks it holds commit, and stops with
     ``stopped_by="new_error"`` and ``summary.new_error`` (the group's key), so a
     broken callback does not burn through the rest of a job and the provider's credits.
+    ``new_error_scope="processor"`` stops only at a kind no other job of that
+    job's processor logged either (``error_groups.known_to_processor``: the same
+    family, a template it fits): a fresh job run past a bug known from
+    yesterday's job, and stopped at the one nobody has seen. Both attributes
+    may change while it runs (on its loop): the dashboard's ``b`` and ``B``.
     """
 
     def __init__(
@@ -213,6 +231,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         max_abandoned: int | None = None,
         stop_on_new_error: bool = False,
+        new_error_scope: str = "job",
         window: int | None = None,
         order: str | None = None,
     ) -> None:
@@ -235,6 +254,8 @@ class Worker:
                               if max_abandoned is None else max_abandoned)
         #: a breakpoint: stop (gracefully) after a committed chunk logs a fingerprint its job never had
         self.stop_on_new_error = stop_on_new_error
+        #: what "never had" means to it: "job", or "processor" (no job of the job's processor had it)
+        self.new_error_scope = check_new_error_scope(new_error_scope)
         self._stop = asyncio.Event()
         self._resume = asyncio.Event()  # set: claims may go on (``pause``/``resume``)
         self._resume.set()
@@ -415,7 +436,7 @@ class Worker:
                             # its lease expires and another worker (or this one) redoes the chunk
                             db_backoff = await self._database_down(exc, db_backoff, deadline)
                             continue
-                        self._record(result)
+                        self._record(result, await self._breaks_at(result))
                     continue
                 if why is not None:
                     if why != "aborted":
@@ -624,7 +645,29 @@ class Worker:
         await self._sleep(wait, deadline)
         return True
 
-    def _record(self, result: ChunkResult) -> None:
+    async def _breaks_at(self, result: ChunkResult) -> tuple[str, ...]:
+        """The kinds of error a committed chunk logged that the breakpoint stops at, first logged first.
+
+        New to the job is what the commit said (``new_fingerprints``); new to
+        the processor is looked up after it, in the groups of the processor's
+        other jobs (an index walk, the same cost at any number of errors). A
+        lookup that fails counts as new: a breakpoint stops rather than miss a bug.
+        """
+        if not (self.stop_on_new_error and result.committed and result.new_fingerprints) or self.summary.new_error:
+            return ()
+        if self.new_error_scope != "processor":
+            return result.new_fingerprints
+        try:
+            known = await self.queue.backend.read(
+                lambda conn: error_groups.known_to_processor(conn, result.job_id, result.new_fingerprints),
+                "looking up whether the processor's other jobs logged this kind of error")
+        except DatabaseUnavailable as exc:
+            log.warning("could not tell whether job %s's new kind of error is new to its processor (%s): "
+                        "stopping at it", result.job_id, exc)
+            return result.new_fingerprints
+        return tuple(key for key in result.new_fingerprints if key not in known)
+
+    def _record(self, result: ChunkResult, breaks_at: tuple[str, ...]) -> None:
         s = self.summary
         if not result.committed:
             s.discarded += 1
@@ -635,9 +678,9 @@ class Worker:
             s.retried += result.retried
             if result.status == COMPLETE and result.job_id not in s.jobs_completed:
                 s.jobs_completed.append(result.job_id)
-            if self.stop_on_new_error and result.new_fingerprints and s.new_error is None:
+            if self.stop_on_new_error and breaks_at and s.new_error is None:
                 # the breakpoint: chunks in flight still commit, no other is claimed
-                s.new_error, s.new_error_job = result.new_fingerprints[0], result.job_id
+                s.new_error, s.new_error_job = breaks_at[0], result.job_id
                 if s.stopped_by != "aborted":
                     s.stopped_by = "new_error"
                 self._stop.set()

@@ -1,5 +1,5 @@
 """`chunkq errors --groups/--group/--search`, `chunkq retry --group [--in-place]` and
-`chunkq process --stop-on-new-error` (issue 16), on SQLite and PostgreSQL, in the pipe form."""
+`chunkq process --stop-on-new-error [job|processor]` (issues 16, 27), on SQLite and PostgreSQL, in the pipe form."""
 
 from __future__ import annotations
 
@@ -120,6 +120,40 @@ def test_process_stops_at_the_first_new_kind_of_error(cli: Cli, write_processor:
     assert f"chunkq errors {job_id} --group {key}" in line
     rest = doc(cli("process", "--until-empty", "--stop-on-new-error", "--processor", f"{mod}:late_bug", "--json"))
     assert rest["stopped_by"] == "empty" and rest["chunks"] <= 1 and "new_error" not in rest
+
+
+def test_stop_on_new_error_processor_goes_past_the_bugs_of_yesterdays_job(
+    cli: Cli, write_processor: Callable[[str], str],
+) -> None:
+    """Issue 27: ``--stop-on-new-error processor`` stops only at a kind no job of the processor logged."""
+    mod = write_processor(LATE_BUG)
+    route = f"{mod}:late_bug"
+
+    def enqueue(n: int) -> int:
+        made = cli("enqueue", "-", "--entity-type", "company", "--provider", "p", "--chunk-size", "3",
+                   "--max-attempts", "1", "--processor", route, input="".join(f"ent{i}\n" for i in range(n)))
+        assert made.exit_code == 0, made.stderr
+        return int(made.stdout)
+
+    yesterday = enqueue(6)  # the LookupError and the TimeoutError, not the KeyError of ent10
+    assert cli("process", "--until-empty", "--processor", route, "-q").exit_code == 0
+    today = enqueue(15)
+    run = doc(cli("process", "--until-empty", "--job", str(today), "--stop-on-new-error", "processor",
+                  "--processor", route, "--json"))
+    # it went past the first chunk's two kinds (new to this job only) and stopped at the fourth chunk's KeyError
+    # (a worker may have claimed the fifth chunk while the fourth committed: that one finishes too)
+    assert (run["stopped_by"], run["new_error_job"]) == ("new_error", today) and run["chunks"] in (4, 5)
+    assert run["new_error"] == _groups(cli, today)["KeyError"]["fingerprint"]
+    assert set(_groups(cli, yesterday)) == {"LookupError", "TimeoutError"}
+    # the flag alone is scope job, as before: a fresh job stops at its first chunk
+    fresh = enqueue(15)
+    first = doc(cli("process", "--until-empty", "--job", str(fresh), "--stop-on-new-error", "--processor", route,
+                    "--json"))
+    assert first["stopped_by"] == "new_error" and first["chunks"] in (1, 2)
+    assert first["new_error"] == _groups(cli, fresh)["LookupError"]["fingerprint"]
+    bad = cli("process", "--stop-on-new-error", "tenant", "--processor", route)
+    assert bad.exit_code == 2
+    assert "'tenant' is not one of 'job', 'processor'" in one_line_error(bad.stderr)
 
 
 def test_groups_say_the_total_page_and_merge_and_unmerge(cli: Cli, write_processor: Callable[[str], str]) -> None:

@@ -258,6 +258,20 @@ def breakpoint_ids() -> list[str]:
             *(f"ok-{i}.com" for i in range(25, 30))]
 
 
+def record_notes(app: ChunkqApp) -> list[str]:
+    """Every notification the app makes from now on (``notes`` lists only those not expired yet: on a loaded
+    machine a run and a reload outlast a notification's 5 s)."""
+    said: list[str] = []
+    notify = app.notify
+
+    def record(message: str, *args: object, **kwargs: object) -> None:
+        said.append(message)
+        notify(message, *args, **kwargs)  # type: ignore[arg-type]
+
+    app.notify = record  # type: ignore[method-assign]
+    return said
+
+
 async def wait_auto_run_over(pilot: Pilot[None], app: ChunkqApp) -> None:
     for _ in range(500):
         await settle(pilot)
@@ -269,13 +283,14 @@ async def wait_auto_run_over(pilot: Pilot[None], app: ChunkqApp) -> None:
 
 async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: str, enrich: str) -> None:
     app = detail_app(db_url, enrich)
+    said = record_notes(app)
     async with app.run_test(size=SIZE) as pilot:
         job = await app.queue.enqueue_job(breakpoint_ids(), entity_type="company", provider="clearbit",
                                           chunk_size=5)
         await settle(pilot)
         await pilot.press("b")
         await settle(pilot)
-        assert app.breakpoint and "breakpoint on" in app.sub_title
+        assert app.breakpoint and "breakpoint: new for job" in app.sub_title
 
         await pilot.press("a")
         await wait_auto_run_over(pilot, app)
@@ -289,7 +304,7 @@ async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: 
         assert column(table(screen, "detail-errors"), "entity") == ["down-11.com", "down-13.com"]
         # issue 27: the highlighted group is the one opened, as the caption and the list say
         assert screen.query_one(ErrorGroups).selected_group() == screen.error_filter
-        assert any("breakpoint: job" in n for n in notes(app))
+        assert any("breakpoint: job" in n for n in said), said
 
         # again: the outage is known now, so only the 404 (new) stops it
         await pilot.press("a")
@@ -306,6 +321,86 @@ async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: 
         await wait_auto_run_over(pilot, app)
         assert (await app.queue.get_job(job.id)).status == "complete"
         assert "breakpoint" not in app.sub_title
+
+
+async def test_breakpoint_new_for_the_processor_goes_past_a_bug_another_job_logged(db_url: str, enrich: str) -> None:
+    """``B``: new to the processor. Yesterday's job (routed to none, like today's: one processor) had the
+    outage, so auto-run goes past it and stops at the 404; ``B`` again is new to the job, ``b`` turns it off."""
+    app = detail_app(db_url, enrich)
+    said = record_notes(app)
+    async with app.run_test(size=SIZE) as pilot:
+        yesterday = await app.queue.enqueue_job(["ok-1.com", "down-2.com"], entity_type="company",
+                                                provider="clearbit", chunk_size=5)
+        assert (await app.queue.process_chunk(yesterday.id, load_processor(enrich))) is not None
+        job = await app.queue.enqueue_job(breakpoint_ids(), entity_type="company", provider="clearbit",
+                                          chunk_size=5)
+        await settle(pilot)
+        await pilot.press("B")
+        await settle(pilot)
+        assert (app.breakpoint, app.breakpoint_scope) == (True, "processor")
+        assert "⏸ breakpoint: new for processor" in app.sub_title
+        assert any("new to the job's processor" in n for n in said), said
+
+        await pilot.press("a")
+        await wait_auto_run_over(pilot, app)
+        assert (await app.queue.get_job(job.id)).processed_count == 25, "past the outage, stopped at the 404"
+        screen = app.screen
+        assert isinstance(screen, JobDetailScreen) and screen.job_id == job.id
+        await wait_loaded(pilot, screen)
+        assert screen.error_filter is not None and screen.error_filter.message.startswith("404 Not Found")
+        assert screen.query_one(ErrorGroups).selected_group() == screen.error_filter
+        assert any("breakpoint: job" in n and "new to the job's processor" in n for n in said), said
+
+        await pilot.press("B")
+        await settle(pilot)
+        assert (app.breakpoint, app.breakpoint_scope) == (True, "job")
+        assert "⏸ breakpoint: new for job" in app.sub_title
+        await pilot.press("b")
+        await settle(pilot)
+        assert not app.breakpoint and "breakpoint" not in app.sub_title
+        await pilot.press("b")  # back on: in the scope chosen last
+        await settle(pilot)
+        assert "⏸ breakpoint: new for job" in app.sub_title
+
+
+GATED = """
+import threading
+
+GATE = threading.Event()
+
+
+def process(eid, job):
+    if eid == "first":
+        GATE.wait(30)
+    if eid.startswith("bad"):
+        raise ValueError(f"bad row {eid}")
+"""
+
+
+async def test_b_and_B_reach_an_auto_run_already_going(sqlite_url: str, make_processor: Callable[..., str]) -> None:
+    """Turned on while auto-run runs its first chunk: the worker takes it (on its own loop) and stops after
+    the chunk with the new kind of error (a sync callback: one chunk at a time)."""
+    app = detail_app(sqlite_url, make_processor(GATED))
+    async with app.run_test(size=SIZE) as pilot:
+        ids = ["first", "ok-1", "bad-2", *(f"ok-{i}" for i in range(3, 13))]
+        job = await app.queue.enqueue_job(ids, entity_type="row", provider="p", chunk_size=1)
+        await settle(pilot)
+        await pilot.press("a")
+        worker = app.auto_worker
+        assert worker is not None and not worker.stop_on_new_error
+        await pilot.press("B")
+        for _ in range(500):  # not settle(): it waits for auto-run to end
+            await pilot.pause(0.01)
+            if worker.stop_on_new_error:
+                break
+        assert (worker.stop_on_new_error, worker.new_error_scope) == (True, "processor")
+        assert worker.summary.chunks == 0, "armed while the first chunk still ran"
+        assert app.processor_handle is not None
+        app.processor_handle.processor.on_process.__globals__["GATE"].set()  # type: ignore[union-attr]
+        await wait_auto_run_over(pilot, app)
+        (group,) = await app.queue.group_errors(job.id)
+        assert app.breakpoint_hit == (job.id, group.fingerprint)
+        assert (await app.queue.get_job(job.id)).processed_count == 3
 
 
 # ---------------------------------------------------------------------- dry-run failures

@@ -91,5 +91,5 @@ def test_help_on_the_detail_screen_lists_its_keys_first_then_the_app_wide_ones()
 def test_help_on_the_jobs_list_keeps_the_app_wide_keys_among_its_own() -> None:
     screen_section = commands.help_markdown(commands.JOBS).split("## Everywhere")[0]
     listed = re.findall(r"^- `([^`]+)` \*\*", screen_section, re.M)
-    assert listed == ["enter", "n", "s", "a", "D", "b", "p", "c", "r", "/", "f", "ctrl+a", "P", "S", "R", "]", "[", "h",
-                      "w", "o", "O", "l", "Home/g", "End/G", "j/k", "?", "q"]
+    assert listed == ["enter", "n", "s", "a", "D", "b", "B", "p", "c", "r", "/", "f", "ctrl+a", "P", "S", "R", "]", "[",
+                      "h", "w", "o", "O", "l", "Home/g", "End/G", "j/k", "?", "q"]

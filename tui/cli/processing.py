@@ -23,6 +23,7 @@ import click
 from chunkq.core import (
     ACTIVE_STATUSES,
     EXIT_WORK_LEFT,
+    NEW_ERROR_SCOPES,
     ORDERS,
     RETRY_POLL_SECONDS,
     WORKER_HEARTBEAT_SECONDS,
@@ -239,9 +240,11 @@ async def run_processing(
     q: Queue, processor: Processor, *, job_id: int | None = None, max_chunks: int | None = None,
     max_seconds: float | None = None, until_empty: bool = False, forever: bool = False,
     poll_interval: float = 1.0, bar_total: int | None = None, kind: str = "process",
-    stop_on_new_error: bool = False,
+    stop_on_new_error: str | None = None,
 ) -> tuple[RunSummary, int | None]:
     """Run a ``Worker`` under signal handling; returns the summary and the signal that aborted, if any.
+
+    ``stop_on_new_error``: the breakpoint's scope ("job", "processor"; ``Worker``), None for none.
 
     ``until_empty`` also waits for entity retries that are scheduled but not yet
     due, so "empty" means every active job is finished, not just that nothing is
@@ -297,7 +300,7 @@ async def run_processing(
     worker = Worker(q, processor, job_id=job_id, max_chunks=max_chunks, max_seconds=max_seconds,
                     forever=forever, poll_interval=poll_interval, wait_for_retries=until_empty,
                     on_wait=on_wait, on_chunk=_log_chunk(chunk_level, on_bar_chunk, show_limit), on_entity=on_entity,
-                    stop_on_new_error=stop_on_new_error)
+                    stop_on_new_error=stop_on_new_error is not None, new_error_scope=stop_on_new_error or "job")
     # After a second signal the process ends within HARD_EXIT_SECONDS even if user code holds a
     # thread that never returns (e.g. a callback's own asyncio.to_thread): see core/signals.py.
     # A supervised child whose supervisor died stops itself in the same two stages (core/supervisor.py).
@@ -332,9 +335,11 @@ async def run_processing(
                    "stops answering is given up past it (exit 4).")
 @click.option("--job", "job_id", type=JOB_ID, default=None, metavar="ID",
               help="Only this job.")
-@click.option("--stop-on-new-error", is_flag=True,
+@click.option("--stop-on-new-error", type=click.Choice(NEW_ERROR_SCOPES), is_flag=False, flag_value="job",
+              default=None, metavar="[job|processor]",
               help="A breakpoint: stop after the first chunk that logs a kind of error (a fingerprint) its job "
-                   "had never logged, and say which (exit 0).")
+                   "had never logged, and say which (exit 0). 'processor': only one that no job of the job's "
+                   "processor (its --processor route; the unrouted jobs count as one) ever logged either.")
 @heartbeat_option
 @lease_seconds_option
 @processes_option
@@ -344,7 +349,7 @@ async def run_processing(
 @click.pass_context
 def process(
     ctx: click.Context, until_empty: bool, max_chunks: int | None, max_seconds: float | None,
-    job_id: int | None, stop_on_new_error: bool, lease_seconds: float, processes: int, order: str,
+    job_id: int | None, stop_on_new_error: str | None, lease_seconds: float, processes: int, order: str,
     processor_path: str | None, options: ProcessorOptions, as_json: bool,
 ) -> None:
     """Process pending chunks, then exit: the cron entry point.

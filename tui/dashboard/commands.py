@@ -129,7 +129,11 @@ _HOME: tuple[Command, ...] = (
             "traceback is shown like a stored error's.", scope=APP, footer=False),
     Command("b", "toggle_breakpoint", "Breakpoint", "Stop auto-run at the first new kind of error (a "
             "fingerprint its job had never logged) and open that group; press again to turn it off. The "
-            "header says \"breakpoint on\" while it is.", scope=APP, needs_processor=True),
+            "header says \"breakpoint: new for job\" while it is.", scope=APP, needs_processor=True),
+    Command("B", "breakpoint_scope", "Breakpoint scope", "Switch what the breakpoint counts as new, and turn it "
+            "on: new to the job, or new to the job's processor (no job routed to that processor logged it: a "
+            "fresh job goes past the bugs yesterday's job found). The header says which.", scope=APP,
+            footer=False, needs_processor=True),
     Command("p", "pause_resume", "Pause/resume", "Pause the selected job, or resume it if paused."),
     Command("c", "cancel_job", "Cancel", "Cancel the selected job (asks first)."),
     Command("r", "retry_failed", "Retry failed", "Retry the failed entities of the selected job as a new job "
@@ -240,9 +244,9 @@ Role = Literal["viewer", "operator"]
 #: Every command's action is in this set or in ``READ_ONLY_ACTIONS`` (tests/web checks); one in
 #: neither is refused to viewers too, so a new command is read-only only once someone says so.
 STATE_CHANGING_ACTIONS = frozenset({
-    "new_job", "step", "toggle_auto_run", "toggle_breakpoint", "dry_run", "reload_processor", "pause_resume",
-    "cancel_job", "retry_failed", "requeue_failed", "retry_entity", "debug_entity", "bulk", "export_errors",
-    "stop_worker", "release_worker", "prune", "merge_group", "unmerge_group",
+    "new_job", "step", "toggle_auto_run", "toggle_breakpoint", "breakpoint_scope", "dry_run", "reload_processor",
+    "pause_resume", "cancel_job", "retry_failed", "requeue_failed", "retry_entity", "debug_entity", "bulk",
+    "export_errors", "stop_worker", "release_worker", "prune", "merge_group", "unmerge_group",
 })
 READ_ONLY_ACTIONS = frozenset({
     "back", "open_job", "search", "search_errors", "cycle_status", "cycle_sort", "flip_sort", "next_page",

@@ -41,6 +41,12 @@ ABANDON_GRACE = 10.0
 SUB_TITLE_EVERY = 1.0
 
 
+def arm_breakpoint(worker: core.Worker, on: bool, scope: str) -> None:
+    """Set a running worker's breakpoint; on the worker's own loop (``LoopThread.call``), between commits."""
+    worker.stop_on_new_error = on
+    worker.new_error_scope = scope
+
+
 class ProcessingApp(App[None]):
     """The queue, the clock and the processor, and whatever of it is in flight."""
 
@@ -84,6 +90,9 @@ class ProcessingApp(App[None]):
         self._sub_title_at = 0.0  # time.monotonic() of the header's last update
         #: auto-run stops at the first new kind of error (``b``): a fingerprint its job never logged before
         self.breakpoint = False
+        #: what "new" means to the breakpoint (``B``): "job", or "processor" (no job of the job's processor
+        #: logged it: core's ``Worker(new_error_scope=...)``)
+        self.breakpoint_scope = "job"
         #: the last dry run: job id, its results, when (``D`` opens them)
         self.last_dry_run: tuple[int, tuple[core.EntityResult, ...], datetime] | None = None
         #: (job id, fingerprint) of the new kind of error the last auto-run stopped at
@@ -144,7 +153,7 @@ class ProcessingApp(App[None]):
         elif self.stepping is not None:
             parts.append("▶ stepping")
         if self.breakpoint:
-            parts.append("⏸ breakpoint on")
+            parts.append(f"⏸ breakpoint: new for {self.breakpoint_scope}")
         self.sub_title = " · ".join(parts)
 
     # ------------------------------------------------------------------ processing
@@ -244,7 +253,7 @@ class ProcessingApp(App[None]):
             queue, processor, wait_for_retries=True, max_retry_wait=AUTO_RUN_MAX_WAIT,
             on_wait=lambda due: ui_loop.call_soon_threadsafe(waiting, due),
             on_chunk=lambda result: self._auto_chunk(result, batcher),
-            on_entity=batcher,
+            on_entity=batcher, stop_on_new_error=self.breakpoint, new_error_scope=self.breakpoint_scope,
         )
         self._auto_thread = LoopThread("chunkq-auto-run")
         self.update_sub_title()
@@ -252,27 +261,37 @@ class ProcessingApp(App[None]):
         self._auto_run(self.auto_worker, queue, batcher)
 
     def _auto_chunk(self, result: core.ChunkResult, batcher: EntityBatcher | None = None) -> None:
-        """Core's ``on_chunk`` (after each commit, on auto-run's loop): report it, and stop at the
-        breakpoint.
-
-        Checked here rather than by ``Worker(stop_on_new_error=…)`` so ``b`` works on an
-        auto-run already going; ``stop()`` after a commit claims nothing further.
-        """
+        """Core's ``on_chunk`` (after each commit, on auto-run's loop): report it. The breakpoint is the
+        worker's own (``Worker(stop_on_new_error=…)``: it knows what is new to a processor)."""
         if batcher is not None:
             batcher.flush()  # the chunk's entity lines come before its summary
         self.post_message(ChunkDone(result, source="auto-run"))
-        if self.breakpoint and result.committed and result.new_fingerprints and self.breakpoint_hit is None:
-            self.breakpoint_hit = (result.job_id, result.new_fingerprints[0])
-            if self.auto_worker is not None:
-                self.auto_worker.stop()
 
     def action_toggle_breakpoint(self) -> None:
         self.breakpoint = not self.breakpoint
         if self.breakpoint:
-            self.notify("breakpoint on: auto-run stops at the first new kind of error and opens it",
-                        title="Breakpoint")
+            self.notify(f"breakpoint on: auto-run stops at the first kind of error {self._new_for()} and opens "
+                        "it (B: new for the job or for its processor)", title="Breakpoint")
         else:
             self.notify("breakpoint off: auto-run goes on through new kinds of error", title="Breakpoint")
+        self._arm_breakpoint()
+
+    def action_breakpoint_scope(self) -> None:
+        """``B``: the other scope, and the breakpoint on (someone choosing what counts as new wants it)."""
+        self.breakpoint_scope = "processor" if self.breakpoint_scope == "job" else "job"
+        self.breakpoint = True
+        self.notify(f"breakpoint on: auto-run stops at the first kind of error {self._new_for()} and opens it",
+                    title="Breakpoint")
+        self._arm_breakpoint()
+
+    def _new_for(self) -> str:
+        return ("new to the job's processor (that none of its jobs logged)" if self.breakpoint_scope == "processor"
+                else "new to its job")
+
+    def _arm_breakpoint(self) -> None:
+        """The header says it; an auto-run already going takes it for its next commit (set on its loop)."""
+        if self.auto_worker is not None and self._auto_thread is not None:
+            self._auto_thread.call(arm_breakpoint, self.auto_worker, self.breakpoint, self.breakpoint_scope)
         self.update_sub_title()
         self.post_message(ProcessingChanged())
 
@@ -287,7 +306,7 @@ class ProcessingApp(App[None]):
             return ("an operator asked it to stop after its chunk" if self.stop_requested == "finish"
                     else "an operator asked it to release its chunk and stop")
         if self.breakpoint_hit is not None:
-            return f"breakpoint: job {self.breakpoint_hit[0]} logged a new kind of error"
+            return f"breakpoint: job {self.breakpoint_hit[0]} logged a kind of error {self._new_for()}"
         if summary.stopped_by == "retry_later" and summary.next_retry_at is not None:
             wait = summary.next_retry_at - self.queue.now()
             return f"the next retry is due in {humanize.duration(max(wait, 0.0))}; press a again then"
@@ -325,6 +344,8 @@ class ProcessingApp(App[None]):
         self._auto_task = asyncio.ensure_future(thread.wait())
         try:
             summary = await self._auto_task
+            if summary.new_error is not None and summary.new_error_job is not None:
+                self.breakpoint_hit = (summary.new_error_job, summary.new_error)
             why = self.auto_run_ended(summary)
             done = (f"{humanize.plural(summary.chunks, 'chunk')}, "
                     f"{humanize.plural(summary.entities, 'entity', 'entities')}")
