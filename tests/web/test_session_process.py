@@ -15,7 +15,7 @@ import sys
 import textwrap
 
 import pytest
-from chunkq.tui.web.server import SessionProcess
+from chunkq.tui.web.process import SessionProcess
 from textual_serve.download_manager import DownloadManager
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,6 +9,7 @@ import click
 from chunkq.core import STATUSES, ErrorEntry, Job, Queue, limits
 from chunkq.tui import humanize
 
+from . import error_output
 from . import output as out
 from .context import CliError, json_option, run, settings, wants_json
 from .error_groups import group_dict, groups_table
@@ -133,7 +134,7 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped
             if not export:
                 return await q.list_errors(job_id, limit=limit or limits.ERRORS_PAGE.default, offset=offset,  # type: ignore[arg-type]  # it has a default
                                            fingerprint=group_key, search=search)
-            emit = out.error_writer(fmt)
+            emit = error_output.error_writer(fmt)
             if limit is not None or filtered:
                 at, left = 0, limit
                 while left is None or left > 0:
@@ -161,7 +162,7 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped
     elif as_json:
         out.emit_json({"job_id": job_id, "errors": [e.to_dict() for e in found]})
     elif not export:
-        out.errors_table(found, job_id)
+        error_output.errors_table(found, job_id)
 
 
 def _show_error(ctx: click.Context, job_id: int, error_id: int, as_json: bool) -> None:
@@ -179,9 +180,9 @@ def _show_error(ctx: click.Context, job_id: int, error_id: int, as_json: bool) -
         raise CliError(f"error {error_id} is not one of job {job_id}'s (it is job {entry.job_id}'s: "
                        f"chunkq errors {entry.job_id} --id {error_id})")
     if as_json:
-        out.emit_json({"job_id": job_id, "error": out.error_dict(entry)})
+        out.emit_json({"job_id": job_id, "error": error_output.error_dict(entry)})
     else:
-        out.error_detail(entry)
+        error_output.error_detail(entry)
 
 
 def _change_groups(ctx: click.Context, job_id: int, merge_keys: tuple[str, ...], into_key: str | None,
