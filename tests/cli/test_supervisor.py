@@ -75,6 +75,15 @@ def until(what: str, check: Callable[[], bool], proc: subprocess.Popen[bytes], e
         time.sleep(0.05)
 
 
+def exit_code(proc: subprocess.Popen[bytes], err: Path, what: str, timeout: float = 60) -> int:
+    """The supervisor's exit status once it has ended; killed and failed if it does not ``what`` in time."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the supervisor did not {what}\n{err.read_text()}")
+
+
 def start(args: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], Path]:
     err = cwd / "supervisor.err"
     with open(cwd / "supervisor.out", "wb") as out, open(err, "wb") as e:
@@ -118,11 +127,7 @@ def test_worker_processes_restart_a_killed_child_and_stop_on_sigterm(
         until("the new child working", lambda: "restarted: pid" in err.read_text(), proc, err)
 
         proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail(f"the supervisor did not stop on SIGTERM\n{err.read_text()}")
+        code = exit_code(proc, err, "stop on SIGTERM")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -153,11 +158,7 @@ def test_worker_processes_max_seconds_end_every_child_cleanly(
                        "--processor", f"{mod}:work", "--poll-interval", "0.1"], env, tmp_path)
     try:
         until("two children", lambda: len(children(proc.pid)) == 2, proc, err)
-        try:
-            code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail(f"the supervisor did not end at --max-seconds\n{err.read_text()}")
+        code = exit_code(proc, err, "end at --max-seconds")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -6,17 +6,15 @@ uvicorn's startup line, so two test runs never race for a port.
 
 from __future__ import annotations
 
-import queue as stdlib_queue
 import re
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from ..served import ServedProcess
 
 TOKEN = "s3cret-token-for-tests-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -62,64 +60,16 @@ def read_log(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-class ServerProcess:
-    """``serve`` in a subprocess; output collected by a thread so reads never block the test."""
+class ServerProcess(ServedProcess):
+    """``serve`` in a subprocess (``tests/served.py``); its port read from uvicorn's startup line."""
 
-    _RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+    STARTED = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
-    def __init__(self, command: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            command, env=env, cwd=cwd,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.lines: list[str] = []
-        self._queue: stdlib_queue.Queue[str | None] = stdlib_queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.url = ""
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line)
-        self._queue.put(None)
+    def url_of(self, found: str) -> str:
+        return f"http://127.0.0.1:{found}"
 
     def wait_started(self, timeout: float = STARTUP_TIMEOUT) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
-            except stdlib_queue.Empty:
-                break
-            if line is None:
-                raise AssertionError(f"server exited ({self.proc.wait()}) before starting:\n{self.output()}")
-            self.lines.append(line)
-            m = self._RUNNING.search(line)
-            if m:
-                self.url = f"http://127.0.0.1:{m.group(1)}"
-                return self.url
-        raise AssertionError(f"server did not start within {timeout}s:\n{self.output()}")
-
-    def output(self) -> str:
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except stdlib_queue.Empty:
-                break
-            if line is not None:
-                self.lines.append(line)
-        return "".join(self.lines)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        self._reader.join(timeout=5)
-        return self.proc.returncode
+        return super().wait_started(timeout)
 
 
 def http_client(base_url: str, token: str | None = TOKEN) -> httpx.Client:

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import queue as stdlib_queue
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from ..served import ServedProcess
 
 TOKEN = "web-test-token-0123456789abcdef"
 CHROMIUM = "/usr/bin/chromium"
@@ -43,58 +42,18 @@ def screen_text(chunks: list[str]) -> str:
     return ANSI.sub("", "".join(chunks))
 
 
-class WebProcess:
-    """`chunkq --db DB web --port 0 ARGS` in a subprocess; output read by a thread so reads never block."""
+class WebProcess(ServedProcess):
+    """`chunkq --db DB web --port 0 ARGS` in a subprocess (``tests/served.py``)."""
 
-    _URL = re.compile(r"the dashboard on (http://\S+) for")
+    STARTED = re.compile(r"the dashboard on (http://\S+) for")
+    WHAT = "chunkq web"
+    STOP_GRACE = 60.0
 
     def __init__(self, db: str, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chunkq.tui.cli", "--db", db, "web", "--port", "0", *args],
-            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._queue: stdlib_queue.Queue[str | None] = stdlib_queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.url = ""
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line)
-        self._queue.put(None)
+        super().__init__([sys.executable, "-m", "chunkq.tui.cli", "--db", db, "web", "--port", "0", *args], env, cwd)
 
     def wait_started(self, timeout: float = STARTUP_TIMEOUT) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
-            except stdlib_queue.Empty:
-                break
-            if line is None:
-                raise AssertionError(f"chunkq web exited ({self.proc.wait()}) before starting:\n{self.output()}")
-            self.lines.append(line)
-            if m := self._URL.search(line):
-                self.url = m.group(1)
-                return self.url
-        raise AssertionError(f"chunkq web did not start within {timeout}s:\n{self.output()}")
-
-    def output(self) -> str:
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except stdlib_queue.Empty:
-                break
-            if line is not None:
-                self.lines.append(line)
-        return "".join(self.lines)
-
-    def wait_for_output(self, text: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} not in chunkq web's output within {timeout}s:\n{self.output()}")
+        return super().wait_started(timeout)
 
     def children(self) -> list[int]:
         """The session processes the server runs now (its child processes)."""
@@ -104,16 +63,6 @@ class WebProcess:
             return [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        return self.proc.returncode
 
 
 def login_cookie(url: str, token: str = TOKEN, **form: str) -> str:
