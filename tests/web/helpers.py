@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import aiohttp
 from ..served import ServedProcess
 
 TOKEN = "web-test-token-0123456789abcdef"
-CHROMIUM = "/usr/bin/chromium"
+#: Debian's Chromium (never Playwright's own downloads); CHUNKQ_CHROMIUM names another binary
+CHROMIUM = os.environ.get("CHUNKQ_CHROMIUM", "/usr/bin/chromium")
 STARTUP_TIMEOUT = 60.0
 ANSI = re.compile(r"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b[\]P_^].*?(?:\x07|\x1b\\)|\x1b[@-_]")
 #: what the demo's jobs list shows (tests/web/conftest seeds it with `chunkq demo --no-ui`)
