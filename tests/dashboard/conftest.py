@@ -136,3 +136,17 @@ async def refresh(pilot: Pilot[object], *, full: bool = False) -> None:
     await settle(pilot)
     pilot.app.jobs_screen.poll(full=full)  # type: ignore[attr-defined]
     await settle(pilot)
+
+
+#: a processor (for ``make_processor``) whose entities each wait for ``gate.release()``; ``started`` is set
+#: by the first one: auto-run held mid-chunk for as long as a test needs
+STEPWISE = """
+import threading
+gate = threading.Semaphore(0)
+started = threading.Event()
+
+def process(entity_id, job):
+    started.set()
+    if not gate.acquire(timeout=20):
+        raise TimeoutError("the test never let this entity through")
+"""

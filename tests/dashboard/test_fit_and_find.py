@@ -23,7 +23,7 @@ from chunkq.tui.dashboard.widgets.jobs_table import JobsTable
 from rich.cells import cell_len
 from textual.widgets import DataTable
 
-from tests.dashboard.conftest import NEVER, fixed_clock, refresh, settle
+from tests.dashboard.conftest import NEVER, STEPWISE, fixed_clock, refresh, settle
 from tests.dashboard.test_detail import open_detail
 
 NARROW = (80, 24)
@@ -425,21 +425,11 @@ async def test_the_chunks_tab_and_the_workers_table_fit_their_key_columns(seeded
         assert {"worker", "state", "beat", "job", "chunks", "done", "failed"} <= set(fitting(workers))
 
 
-GATED = """
-import threading
-gate = threading.Semaphore(0)
-
-def process(entity_id, job):
-    if not gate.acquire(timeout=20):
-        raise TimeoutError("the test never let this entity through")
-"""
-
-
 async def test_a_status_filter_that_hides_auto_runs_job_says_so(sqlite_url: str, make_processor) -> None:
     import asyncio
     import importlib
 
-    path = make_processor(GATED)
+    path = make_processor(STEPWISE)
     mod = importlib.import_module(path.split(":")[0])
     app = make_app(sqlite_url, processor=path)
     async with app.run_test(size=NARROW) as pilot:
@@ -499,18 +489,6 @@ async def test_the_moving_keys_type_in_a_text_area(seeded_url: str) -> None:
         await pilot.press("j", "k", "g", "G", "home", "x")
         await pilot.pause()
         assert box.text == "xjkgG", "Home went to the line's start, the letters were typed"
-
-
-STEPWISE = """
-import threading
-gate = threading.Semaphore(0)
-started = threading.Event()
-
-def process(entity_id, job):
-    started.set()
-    if not gate.acquire(timeout=20):
-        raise TimeoutError("the test never let this entity through")
-"""
 
 
 async def test_auto_run_claims_nothing_while_the_quit_dialog_is_open(sqlite_url: str, make_processor) -> None:

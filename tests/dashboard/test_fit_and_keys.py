@@ -29,7 +29,7 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import Button, DataTable, Input
 
-from tests.dashboard.conftest import NEVER, fixed_clock, refresh, settle
+from tests.dashboard.conftest import NEVER, STEPWISE, fixed_clock, refresh, settle
 
 NARROW = (80, 24)
 WIDE = (200, 50)
@@ -426,18 +426,6 @@ async def test_a_narrow_detail_shows_the_traceback_full_width_on_z_and_esc_retur
         await pilot.press("escape")
         await pilot.pause()
         assert log.region.width >= 76 and app.screen is not app.jobs_screen, "esc leaves the zoom, not the job"
-
-
-STEPWISE = """
-import threading
-gate = threading.Semaphore(0)
-started = threading.Event()
-
-def process(entity_id, job):
-    started.set()
-    if not gate.acquire(timeout=20):
-        raise TimeoutError("the test never let this entity through")
-"""
 
 
 async def test_the_quit_dialog_follows_auto_run_while_open(sqlite_url: str, make_processor) -> None:

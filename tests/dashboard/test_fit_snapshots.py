@@ -77,17 +77,7 @@ def test_fit_bulk_dialog_with_a_big_count(snap_compare, seeded_file: str, size: 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_fit_detail(snap_compare, seeded_file: str, size: str) -> None:
-    async def run_before(pilot: Pilot[None]) -> None:
-        await settle(pilot)
-        screen = JobDetailScreen(1, progress_clock=MockClock())
-        await pilot.app.push_screen(screen)
-        for _ in range(100):
-            if screen.loads:
-                break
-            await pilot.pause(0.02)
-        await settle(pilot)
-
-    assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
+    assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=_open_detail)
 
 
 async def _open_detail(pilot: Pilot[None]) -> JobDetailScreen:
