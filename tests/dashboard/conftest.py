@@ -131,6 +131,16 @@ async def settle(pilot: Pilot[object]) -> None:
     await pilot.pause()
 
 
+async def wait_auto_run_over(pilot: Pilot[None], app: ChunkqApp) -> None:
+    """Until auto-run has ended (nothing left, a breakpoint, a stop), every message landed; bounded."""
+    for _ in range(500):
+        await settle(pilot)
+        if app.auto_worker is None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("auto-run never stopped")
+
+
 async def refresh(pilot: Pilot[object], *, full: bool = False) -> None:
     """Poll now (instead of waiting for the timer) and render the result."""
     await settle(pilot)

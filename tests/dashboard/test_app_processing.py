@@ -24,7 +24,7 @@ from sqlalchemy import insert
 from textual.message import Message
 from textual.widgets import RichLog
 
-from tests.dashboard.conftest import refresh, settle
+from tests.dashboard.conftest import refresh, settle, wait_auto_run_over
 from tests.dashboard.test_app import SIZE, make_app, notes, select_job
 
 FAILS_ON_3 = """
@@ -369,11 +369,7 @@ async def test_auto_run_finds_a_retry_due_on_the_1500th_active_job(
         wait_hook = app._auto_waiting
         app._auto_waiting = lambda due: (waits.append(due), wait_hook(due))  # type: ignore[method-assign]
         await pilot.press("a")
-        for _ in range(500):
-            if app.auto_worker is None:
-                break
-            await asyncio.sleep(0.02)
-        await settle(pilot)
+        await wait_auto_run_over(pilot, app)
         job = await app.queue.get_job(waiting.id)
         assert (job.status, job.succeeded_count, job.waiting_count) == ("complete", 1, 0)
         assert waits and waits[0] is not None and waits[-1] is None, "auto-run waited for the retry"

@@ -20,7 +20,7 @@ from chunkq.tui.dashboard.widgets.activity_log import BATCH_LINES
 from rich.console import Console
 from textual.widgets import DataTable, Static
 
-from tests.dashboard.conftest import refresh, settle
+from tests.dashboard.conftest import refresh, settle, wait_auto_run_over
 from tests.dashboard.test_app import SIZE, make_app
 from tests.dashboard.test_app_processing import activity, enqueue, recorder
 from tests.dashboard.test_detail import open_detail
@@ -58,11 +58,7 @@ async def test_auto_run_runs_on_its_own_thread_and_loop(
         await refresh(pilot, full=True)
         ui = (threading.current_thread().name, id(asyncio.get_running_loop()))
         await pilot.press("a")
-        for _ in range(500):
-            if app.auto_worker is None:
-                break
-            await asyncio.sleep(0.02)
-        await settle(pilot)
+        await wait_auto_run_over(pilot, app)
         assert app.auto_worker is None
         assert mod.seen and ui not in mod.seen, "the callback never ran on the interface's loop"
         assert {name for name, _loop in mod.seen} == {"chunkq-auto-run"}
@@ -83,11 +79,7 @@ async def test_auto_run_reports_failures_in_batches_with_a_bounded_log(
         await enqueue(app, 100, 100)
         await refresh(pilot, full=True)
         await pilot.press("a")
-        for _ in range(500):
-            if app.auto_worker is None:
-                break
-            await asyncio.sleep(0.02)
-        await settle(pilot)
+        await wait_auto_run_over(pilot, app)
         batches = [m for m in seen if isinstance(m, EntityBatch)]
         assert sum(len(b.entities) for b in batches) == 99, "every failure reported, none twice"
         assert len(batches) < 99, "in batches, not one message each"

@@ -27,7 +27,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
 from tests.dashboard import enrich_example
-from tests.dashboard.conftest import SEED_AT, settle
+from tests.dashboard.conftest import SEED_AT, settle, wait_auto_run_over
 from tests.dashboard.test_app import notes
 from tests.dashboard.test_detail import column, detail_app, open_detail, reload, static_text, table, wait_loaded
 
@@ -270,15 +270,6 @@ def record_notes(app: ChunkqApp) -> list[str]:
 
     app.notify = record  # type: ignore[method-assign]
     return said
-
-
-async def wait_auto_run_over(pilot: Pilot[None], app: ChunkqApp) -> None:
-    for _ in range(500):
-        await settle(pilot)
-        if app.auto_worker is None:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("auto-run never stopped")
 
 
 async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: str, enrich: str) -> None:
