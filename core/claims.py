@@ -45,7 +45,7 @@ from .hot import HotStatement
 from .lease import Claim
 from .outcomes import Item, Items
 from .poison import ISOLATE_AFTER, SETTLED_PER_CLAIM
-from .sql import claimable, expired_lease, job_lease, next_retry_subquery, routed
+from .sql import claimable, expired_lease, next_retry_subquery, oldest_lease, routed
 from .status import RUNNING
 
 if TYPE_CHECKING:
@@ -166,7 +166,9 @@ class ClaimStatements:
                     status=RUNNING,
                     started_at=func.coalesce(j.started_at, now),
                     updated_at=now,
-                    **job_lease(now, bindparam("p_until", type_=Float), bindparam("p_owner", type_=Text)),
+                    lease_owner=bindparam("p_owner", type_=Text),  # its oldest lease, if older: _show_oldest_lease
+                    lease_expires_at=bindparam("p_until", type_=Float),
+                    heartbeat_at=now,
                     released_by=None,  # claimed again: no longer "released" (0003)
                     released_at=None,
                     served_at=now,  # the fair order's turn (``ClaimStatements``), in FIFO runs too
@@ -370,7 +372,24 @@ class Claims:
             "lease_expires_at": now + self.lease_seconds, "started_at": now, "ok": 0, "errors": 0, "lost_leases": 0,
             "team": self.team,
         })
+        self._show_oldest_lease(conn, job.id, now, now + self.lease_seconds)
         return Claim(job, index, kind, 1, self.owner, items, now)
+
+    def _oldest_lease(self, conn: Connection, job_id: int, now: float, until: float) -> dict[str, Any]:
+        """The job row's lease columns after this worker's lease until ``until``: the oldest live lease of
+        the job (``sql.oldest_lease``), its renewal time its expiry less this worker's lease length."""
+        oldest = conn.execute(oldest_lease(job_id)).first()
+        if oldest is None or oldest.lease_expires_at >= until:
+            return {"lease_expires_at": until, "heartbeat_at": now, "lease_owner": self.owner}
+        return {"lease_expires_at": oldest.lease_expires_at, "heartbeat_at": oldest.lease_expires_at - (until - now),
+                "lease_owner": oldest.owner}
+
+    def _show_oldest_lease(self, conn: Connection, job_id: int, now: float, until: float) -> None:
+        """After a fresh claim (whose hot statement wrote this worker's own lease on the job row): the
+        job's older lease instead, if another worker holds one. One read, and no write in the common case."""
+        values = self._oldest_lease(conn, job_id, now, until)
+        if values["lease_expires_at"] != until:
+            conn.execute(update(s.jobs).where(s.jobs.c.id == job_id).values(**values))
 
     def _reclaim_expired(self, conn: Connection, now: float, job_id: int | None, route: str | None) -> Claim | None:
         """Take over a chunk whose worker stopped renewing its lease: nothing stays stuck.
@@ -437,7 +456,7 @@ class Claims:
             return None, 0
         row = conn.execute(
             update(s.jobs).where(j.id == found.job_id)
-            .values(status=RUNNING, updated_at=now, **job_lease(now, until, self.owner),
+            .values(status=RUNNING, updated_at=now, **self._oldest_lease(conn, found.job_id, now, until),
                     released_by=None, released_at=None)
             .returning(*s.jobs.c)
         ).first()
@@ -513,7 +532,7 @@ class Claims:
             if held:
                 conn.execute(
                     update(s.jobs).where(s.jobs.c.id == claim.job.id)
-                    .values(**job_lease(now, now + self.lease_seconds, self.owner))
+                    .values(**self._oldest_lease(conn, claim.job.id, now, now + self.lease_seconds))
                 )
             return held
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Boolean, and_, case, func, literal_column, or_, select
+from sqlalchemy import Boolean, and_, func, literal_column, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -101,33 +101,20 @@ def leasing_workers(team: Any = None) -> Any:
     return q.scalar_subquery()
 
 
-def job_lease(now: Any, until: Any, owner: Any) -> dict[str, Any]:
-    """The job row's lease columns when a worker claims or renews a chunk of it: those of its *oldest*
-    live lease, not the writer's own.
+def oldest_lease(job_id: int) -> Any:
+    """The expiry and owner of the job's *oldest* live lease: what its row's lease columns show.
 
     Fair scheduling (0.5.0) spreads workers over jobs, so one job often has chunks leased by several
     workers. Written last-writer-wins, a live worker's claims and renewals hid a dead one's silence,
     and the job never read stale (``stale_lease``, ``Job.lease_is_stale``) until its chunk was taken
-    over. The oldest lease is read through the lease index (``job_id + 0``, as ``leasing_workers``):
-    the few leased chunks of all jobs, not every chunk the job ever had. Its renewal time is its
-    expiry less the writer's lease length (``until - now``; workers of one queue share it). A lease
-    given back on purpose (expiry 0) is not counted. ``until``: the writer's own new expiry, which
-    wins when it is the oldest or the job has no other live lease (in a fresh claim the writer's
-    chunk row is inserted after the job row is updated).
+    over. Read through the lease index (``job_id + 0``, as ``leasing_workers``): the few leased chunks
+    of all jobs, not every chunk the job ever had. A lease given back on purpose (expiry 0) is not
+    counted. ``Claims`` writes it after each claim, take-over and renewal (``_show_oldest_lease``).
     """
-    c, j = s.chunks.c, s.jobs.c
-
-    def oldest(column: Any) -> Any:
-        return (select(column).where((c.job_id + 0) == j.id, c.state == "leased", c.lease_expires_at > 0)
-                .order_by(c.lease_expires_at).limit(1).correlate(s.jobs).scalar_subquery())
-
-    expiry, other = oldest(c.lease_expires_at), oldest(c.owner)
-    older = expiry < until
-    return {
-        "lease_expires_at": case((older, expiry), else_=until),
-        "heartbeat_at": case((older, expiry - (until - now)), else_=now),
-        "lease_owner": case((older, other), else_=owner),
-    }
+    c = s.chunks.c
+    return (select(c.lease_expires_at, c.owner)
+            .where((c.job_id + 0) == job_id, c.state == "leased", c.lease_expires_at > 0)
+            .order_by(c.lease_expires_at).limit(1))
 
 
 def expired_lease(now: Any) -> Any:
