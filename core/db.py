@@ -35,7 +35,8 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InvalidRequestError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .errors import DatabaseStalled, DatabaseUnavailable, InvalidInput
 
@@ -286,8 +287,19 @@ _TRANSIENT_PG_CODES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "08
                        "25P03", "57014"}
 
 
+#: raised by SQLAlchemy's pool, not the driver, when it cannot hand out a connection: every one busy past
+#: ``pool_timeout``, a dropped one found on checkout, and, dropped twice in a row, "This connection is
+#: closed" (an ``InvalidRequestError``, a class that otherwise means a programming error)
+_POOL_ERRORS = (DisconnectionError, PoolTimeout, InvalidRequestError)
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Errors a retry can cure: lock contention, serialization failures, a restarting server."""
+    """Errors a retry can cure: lock contention, serialization failures, a restarting server, a pool
+    that found its connections dropped (``_POOL_ERRORS``)."""
+    if isinstance(exc, DisconnectionError | PoolTimeout):
+        return True
+    if isinstance(exc, InvalidRequestError):
+        return "connection is closed" in str(exc).lower()
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
@@ -493,11 +505,12 @@ async def _retrying(op: Callable[[], Awaitable[T]], attempts: int, what: str) ->
     for i in range(attempts):
         try:
             return await op()
-        except (DBAPIError, OSError) as exc:
-            if not is_transient(exc) or i == attempts - 1:
-                # A constraint violation is a bug worth its traceback; anything else the
+        except (DBAPIError, OSError, *_POOL_ERRORS) as exc:
+            transient = is_transient(exc)
+            if not transient or i == attempts - 1:
+                # A constraint violation or a misused API is a bug worth its traceback; anything else the
                 # database says (gone, dropped, read-only, full, locked too long) is for people.
-                if isinstance(exc, IntegrityError):
+                if isinstance(exc, IntegrityError) or (isinstance(exc, InvalidRequestError) and not transient):
                     raise
                 raise DatabaseUnavailable(f"{what} failed: {describe_db_error(exc)}") from exc
             log.debug("%s: transient error (%s), retrying in %.2fs", what, describe_db_error(exc), delay)

@@ -246,8 +246,10 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _checkout(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
-        idle = time.monotonic() - record.info.get("chunkq_checked_in", 0.0)
-        if idle > PING_IDLE_SECONDS:
+        # a connection never checked in was made just now (the pool clears ``info`` when it replaces one):
+        # pinging it too would only give a second failure, and two in a row end the checkout
+        last = record.info.get("chunkq_checked_in")
+        if last is not None and time.monotonic() - last > PING_IDLE_SECONDS:
             try:
                 engine.dialect.do_ping(dbapi_conn)
             except Exception:

@@ -434,7 +434,7 @@ def test_a_worker_cut_off_by_a_partition_drops_its_connections_and_recovers(
     said = [line for line in results[0][2].splitlines() if line.startswith(("ERROR", "WARNING"))]
     print(f"\npartition (lease {lease:g}s): the cut-off worker's {held} connections dropped by its own kernel "
           f"{cut:.1f}s in; the job done by the other worker at {other:.1f}s; healed, the cut-off worker exited 0 "
-          f"(it logged {len(said)} lines, first {said[:1]}); {dup['duplicates']} entities run twice, "
+          f"(it logged {len(said)} lines, {said}); {dup['duplicates']} entities run twice, "
           f"{stats['reclaimed_chunks']} chunks taken over")
 
 
@@ -478,3 +478,31 @@ def test_what_a_bound_ends_is_transient_and_a_server_without_tls_is_not() -> Non
         assert is_transient(OperationalError("SELECT 1", {}, Orig(code))), code
     assert not is_transient(OperationalError("SELECT 1", {}, Orig("42P01")))
     assert not is_transient(ConnectionError('PostgreSQL server at "h:5432" rejected SSL upgrade'))
+
+
+def test_what_the_pool_raises_for_a_dropped_connection_is_retried_then_said() -> None:
+    """SQLAlchemy's pool, not the driver, raises these when the connections it holds were dropped (a
+    partition, a restarted server): "This connection is closed" after two dropped ones on checkout, a
+    checkout that waited ``pool_timeout``. A retry cures them; past the retries the caller gets
+    ``DatabaseUnavailable`` like any other lost database, never a raw SQLAlchemy error that a worker
+    loop does not expect. A misused API stays the bug it is."""
+    from chunkq.core import DatabaseUnavailable
+    from chunkq.core.db import with_retries
+    from sqlalchemy.exc import DisconnectionError, InvalidRequestError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    async def flaky(errors: list[Exception]) -> str:
+        async def op() -> str:
+            if errors:
+                raise errors.pop(0)
+            return "answered"
+
+        return await with_retries(op, attempts=4, what="counting jobs")
+
+    dropped = [InvalidRequestError("This connection is closed"), DisconnectionError("dropped while idle"),
+               PoolTimeout("QueuePool limit of size 5 overflow 5 reached")]
+    assert asyncio.run(flaky(list(dropped))) == "answered"
+    with pytest.raises(DatabaseUnavailable, match="counting jobs failed: This connection is closed"):
+        asyncio.run(flaky([InvalidRequestError("This connection is closed")] * 4))
+    with pytest.raises(InvalidRequestError, match="already begun"):
+        asyncio.run(flaky([InvalidRequestError("A transaction is already begun on this Session")]))
