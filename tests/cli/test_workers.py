@@ -9,6 +9,7 @@ for processor A never runs a job routed to processor B.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -38,6 +39,9 @@ def _log(tag, entity_id):
         os.close(fd)
 
 def slow(entity_id, job):
+    if os.path.exists(os.path.join(os.path.dirname(os.environ["WORKERS_TEST_LOG"]), f"hold-{os.getpid()}")):
+        _log("held", job.id)  # inside a chunk, its lease held: the test kills this process now
+        time.sleep(60)
     time.sleep(0.1)
     _log("slow", entity_id)
 
@@ -79,6 +83,27 @@ async def _jobs(url: str, job_ids: list[int]) -> Any:
         return [await q.get_job(j) for j in job_ids], q.now()
 
 
+async def _until_stale(url: str, job_id: int, within: float) -> tuple[Any, datetime] | None:
+    """The job once it reads stale, and when: polled on one open queue, as often as a read allows (the
+    window between stale and expired is a third of the lease)."""
+    from chunkq.core import Queue
+
+    async with Queue(url) as q:
+        end = time.monotonic() + within
+        while time.monotonic() < end:
+            at = datetime.fromtimestamp(q.now(), UTC)
+            job = await q.get_job(job_id)
+            if job.lease_is_stale(at):
+                return job, at
+            await asyncio.sleep(0.02)
+    return None
+
+
+def _calls(tmp_path: Path) -> list[list[str]]:
+    log = tmp_path / "calls.log"
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
 def _until(what: str, check: Any, timeout: float = 30.0, every: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -118,27 +143,28 @@ def test_three_workers_one_killed_reads_lost_and_stale_one_stopped_through_the_d
         table = run_chunkq(["--db", db_url, "workers"], wenv, tmp_path)  # a pipe: tab-separated
         assert table.returncode == 0 and all(f":{pid}\t" in table.stdout for pid in pids)
 
-        # kill -9 one: its row reads lost after two missed heartbeats, its job stale before the lease ends
+        # kill -9 one inside a chunk (a worker killed between chunks holds no lease, and no job of its
+        # reads stale): its row reads lost after two missed heartbeats, its job stale before the lease ends
         victim = procs[0]
         row = next(w for w in rows if w.pid == victim.pid)
         assert row.job_id in jobs
+        (tmp_path / f"hold-{victim.pid}").touch()
+        held = _until("the victim inside a chunk", lambda: next(
+            (int(job) for tag, pid, job in _calls(tmp_path) if tag == "held" and pid == str(victim.pid)), None))
+        assert held in jobs
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
         lost = _until("the killed worker reads lost", lambda: next(
             (w for w in run_async(_workers(db_url)) if w.id == row.id and w.state == "lost"), None))
         assert not lost.alive
 
-        def stale() -> Any:
-            # the victim's job, whichever it held when it died: fair scheduling moves a worker between
-            # jobs from chunk to chunk, so the job its registry row named at start may be another's now
-            found, now = run_async(_jobs(db_url, jobs))
-            at = datetime.fromtimestamp(now, UTC)
-            return next(((job, at) for job in found if job.lease_is_stale(at)), None)
-
-        job, at = _until("its job reads stale", stale, timeout=LEASE * 3, every=0.02)
+        found = run_async(_until_stale(db_url, held, within=LEASE * 3))
+        assert found is not None, "its job never read stale"
+        job, at = found
         # the point: stale from the missed heartbeats (2 x LEASE/3 = 4 s), while the lease itself still ran
         assert job.heartbeat_at is not None and (at - job.heartbeat_at).total_seconds() > 2 * LEASE / 3
         assert job.lease_expires_at is not None and job.lease_expires_at > at
+        assert f":{victim.pid}:" in (job.lease_owner or ""), job.lease_owner  # shown under the silent one
 
         # stop another through the database: it finishes its chunk and exits 0
         target = procs[1]

@@ -6,8 +6,10 @@ hypothesis examples and the like, for a longer run by hand; CI runs N=1.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +88,10 @@ def finish(driver: Driver, timeout: float = 60) -> tuple[int, str, str]:
     try:
         out, err = driver.proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            driver.proc.send_signal(signal.SIGUSR1)  # the driver prints where it hangs (``dump_stacks``)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            driver.proc.wait(2)
         driver.proc.kill()
         out, err = driver.proc.communicate()
         raise AssertionError(

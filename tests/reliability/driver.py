@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import faulthandler
 import json
 import logging
 import os
 import signal
 import sys
 import time
+import traceback
 from typing import Any
 
 from chunkq.core import DatabaseUnavailable, Processor, Queue, Retry, Worker
@@ -78,6 +80,16 @@ class Hooks:
         os._exit(3)
 
 
+def dump_stacks() -> None:
+    """SIGUSR1: every thread's and every task's stack on stderr, so a driver that hangs says where
+    (``_support.finish`` asks for it before it kills one that did not finish in time)."""
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    for task in asyncio.all_tasks():
+        print(f"--- {task!r}", file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
+
+
 def append(fd: int, line: str) -> None:
     os.write(fd, (line + "\n").encode())  # one write(2) with O_APPEND: atomic between processes
 
@@ -99,6 +111,7 @@ async def main() -> int:
     ap.add_argument("--async", dest="use_async", action="store_true", help="an async callback even at concurrency 1")
     ap.add_argument("--block-ms", type=float, default=1500.0, help="how long a '!block' ID blocks")
     args = ap.parse_args()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_stacks)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
 
@@ -237,6 +250,9 @@ async def main() -> int:
                             worker.stop()
                     except DatabaseUnavailable:
                         pass
+                    except Exception:  # said, never the end of the watch: the worker would then run on
+                        print("driver: the monitor's read raised:\n" + traceback.format_exc(), file=sys.stderr,
+                              flush=True)
 
             mon = asyncio.create_task(monitor())
             s = await worker.run()
