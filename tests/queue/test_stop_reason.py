@@ -20,7 +20,9 @@ async def test_a_stop_asked_through_the_database_is_the_reason_given(db_url: str
     async with Queue(db_url) as q:
         await q.enqueue_job([f"e-{i}" for i in range(400)], entity_type="company", provider="p", chunk_size=2)
         worker = Worker(q, Processor(on_process=_slow), forever=True, poll_interval=0.05)
-        async with worker.registered(kind="worker", interval=0.05) as registration:
+        # heartbeats every 0.5 s: read as lost (and so not stoppable) only after a second of silence,
+        # which a loaded machine can give a 0.05 s interval
+        async with worker.registered(kind="worker", interval=0.5) as registration:
             run = asyncio.ensure_future(worker.run())
             for _ in range(400):
                 if worker.summary.chunks:

@@ -123,15 +123,22 @@ async def test_abort_releases_every_chunk_of_the_window(db_url: str) -> None:
 
 async def test_graceful_stop_commits_the_whole_window(queue: Queue) -> None:
     job = await enqueue(queue, 30, chunk_size=2)
-    worker: Worker
+    held = asyncio.Event()
 
     async def cb(entity_id: str, _job: object) -> None:
-        if len(worker.in_flight) >= 3:
-            worker.stop()
+        await held.wait()  # every call waits until the window holds three chunks (however slow the claims)
         await asyncio.sleep(0.005)
 
     worker = Worker(queue, Processor(on_process=cb, concurrency=5), forever=True)
-    summary = await asyncio.wait_for(worker.run(), 30)
+    run = asyncio.ensure_future(worker.run())
+    for _ in range(3000):
+        if len(worker.in_flight) >= 3 or run.done():
+            break
+        await asyncio.sleep(0.01)
+    assert len(worker.in_flight) >= 3, worker.in_flight
+    worker.stop()
+    held.set()
+    summary = await asyncio.wait_for(run, 30)
     assert summary.stopped_by == "signal" and summary.chunks >= 3
     done = await queue.get_job(job.id)
     assert done.leased_chunks == 0 and done.processed_count == summary.entities == 2 * summary.chunks
