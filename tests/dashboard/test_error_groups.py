@@ -330,6 +330,10 @@ async def test_breakpoint_new_for_the_processor_goes_past_a_bug_another_job_logg
         await settle(pilot)
         assert (app.breakpoint, app.breakpoint_scope) == (True, "processor")
         assert "⏸ breakpoint: new for processor" in app.sub_title
+        # what is on before where: at 80 columns the header keeps its first ~60 cells, and a long
+        # database path goes before the breakpoint does
+        header = app.format_title(app.title, app.sub_title).plain
+        assert header.index("breakpoint: new for processor") + 30 <= 60, header
         assert any("new to the job's processor" in n for n in said), said
 
         await pilot.press("a")

@@ -135,11 +135,9 @@ class ProcessingApp(App[None]):
         return True
 
     def update_sub_title(self) -> None:
-        parts = [self.db_label]
-        if self.processor_handle is not None:
-            parts.append(f"processor {self.processor_handle.path}")
-        else:
-            parts.append("watching (no --processor)")
+        # what is happening now first, then where: at 80 columns the header cuts its end, and the
+        # database's path may go before auto-run's state or the breakpoint does
+        parts: list[str] = []
         if self.auto_worker is not None:
             s = self.auto_worker.summary
             if self.auto_worker.stopping or self._auto_stop_asked:
@@ -154,6 +152,11 @@ class ProcessingApp(App[None]):
             parts.append("▶ stepping")
         if self.breakpoint:
             parts.append(f"⏸ breakpoint: new for {self.breakpoint_scope}")
+        parts.append(self.db_label)
+        if self.processor_handle is not None:
+            parts.append(f"processor {self.processor_handle.path}")
+        else:
+            parts.append("watching (no --processor)")
         self.sub_title = " · ".join(parts)
 
     # ------------------------------------------------------------------ processing
