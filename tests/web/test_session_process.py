@@ -52,3 +52,26 @@ async def test_a_session_whose_browser_is_gone_is_drained_and_reaped() -> None:
     async with asyncio.timeout(30):
         await process.close(grace=1.0)
     assert process._process.returncode is not None  # killed and reaped: no zombie, no held slot
+
+
+async def test_the_idle_clock_restarts_at_the_first_screen_and_only_then() -> None:
+    """A dashboard that takes longer than ``--idle-timeout`` to draw (a loaded host, a slow database)
+    was ended as idle before its user saw it; its idleness now counts from its first screen. Later
+    output is not input: it never keeps an abandoned session open."""
+    import time
+
+    from chunkq.tui.web.server import LiveSession, WebServer
+
+    sent: list[bytes] = []
+
+    async def send(data: bytes) -> None:
+        sent.append(data)
+
+    opened = time.monotonic() - 50  # the session opened 50 s ago and has not drawn yet
+    live = LiveSession(None, "client", started=opened, last_input=opened)  # type: ignore[arg-type]
+    deliver = WebServer._first_screen(live, send)
+    await deliver(b"first screen")
+    assert live.last_input >= opened + 50
+    live.last_input = opened  # no keystroke since: the next output must not count as one
+    await deliver(b"an update")
+    assert live.last_input == opened and sent == [b"first screen", b"an update"]

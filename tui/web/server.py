@@ -25,7 +25,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -95,7 +95,7 @@ class LiveSession:
     session: auth.Session
     client: str
     started: float
-    last_input: float
+    last_input: float  # or the first screen, if later: idleness is not a slow start (``_first_screen``)
     websocket: web.WebSocketResponse | None = None
     process: SessionProcess | None = None
     closing: str | None = None
@@ -269,7 +269,7 @@ button{{padding:8px;background:#5e0ba7;color:#eee;border:none}}.error{{color:#f7
             height = _clamp(request.query.get("height"), 24, 5, 200)
             live.process = SessionProcess(
                 self.session_argv(session.role), env={"CHUNKQ_DB": self.config.db},
-                write_bytes=websocket.send_bytes, write_str=websocket.send_str,
+                write_bytes=self._first_screen(live, websocket.send_bytes), write_str=websocket.send_str,
                 close=websocket.close, download_manager=self.downloads)
             await live.process.start(width, height)
             log.info("session for %s (%s) started: pid %s", session.user, session.role, live.process.pid)
@@ -277,6 +277,21 @@ button{{padding:8px;background:#5e0ba7;color:#eee;border:none}}.error{{color:#f7
         finally:
             await self._end(live, live.closing or "closed")
         return websocket
+
+    @staticmethod
+    def _first_screen(live: LiveSession, send: Callable[[bytes], Awaitable[Any]]) -> Callable[[bytes], Awaitable[None]]:
+        """``send``, restarting the idle clock at the session's first screen: a dashboard that took long
+        to start (a loaded host, a slow database) has not been left idle by its user meanwhile."""
+        drawn = False
+
+        async def deliver(data: bytes) -> None:
+            nonlocal drawn
+            if not drawn:
+                drawn = True
+                live.last_input = max(live.last_input, time.monotonic())
+            await send(data)
+
+        return deliver
 
     async def _relay(self, live: LiveSession, websocket: web.WebSocketResponse) -> None:
         """The browser's keystrokes and resizes to the session process; nothing else gets through."""
