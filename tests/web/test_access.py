@@ -141,7 +141,10 @@ async def test_keys_sent_over_the_websocket_are_refused_for_a_viewer_and_obeyed_
         # the same keys from an operator do change the queue: the refusal above is the role's
         operator = await open_raw(http, server.url, login_cookie(server.url))
         await operator.wait_for(DEMO_JOB)
-        await operator.keys("c", "y")
+        mark = len(operator.chunks)
+        await operator.keys("c", pause=0)
+        await operator.wait_for("Cancel job", since=mark)  # the question is up: "y" answers it
+        await operator.keys("y", pause=0)
         assert await until(lambda: "cancelled" in job_statuses(demo_db).values(), within=60)
         await operator.ws.close()
 
