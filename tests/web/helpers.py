@@ -7,12 +7,12 @@ import itertools
 import json
 import os
 import re
-import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -124,11 +124,31 @@ async def open_raw(http: aiohttp.ClientSession, url: str, cookie: str | None, or
     return RawSession(ws)
 
 
+T = TypeVar("T")
+
 ROOT_SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 
 
+def read_queue(db: str, read: Callable[[Any], Awaitable[T]]) -> T:
+    """``await read(queue)`` on the database, opened read-only as `chunkq jobs`/`show`/`workers` open it.
+
+    A second opinion, not the server's: its own connection on its own event loop, in a thread of its own,
+    so any test can call it, from inside its event loop too (no `chunkq` process started for each look).
+    """
+    from chunkq.core import Queue
+
+    async def go() -> T:
+        async with Queue(db, readonly=True) as q:
+            return await read(q)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, go()).result(timeout=60)
+
+
 def job_statuses(db: str) -> dict[int, str]:
-    """Every job's status by `chunkq jobs --json` (a second opinion, not the server's; any event loop)."""
-    out = subprocess.run([sys.executable, "-m", "chunkq.tui.cli", "--db", db, "jobs", "--json"],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
-    return {j["id"]: j["status"] for j in json.loads(out)["jobs"]}
+    """Every job's status, as `chunkq jobs --json` says it (``read_queue``: any event loop)."""
+
+    async def read(q: Any) -> dict[int, str]:
+        return {j.id: j.to_dict()["status"] for j in await q.list_jobs(None, limit=50)}
+
+    return read_queue(db, read)

@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
 import pytest
 
-from .helpers import DEMO_JOB, TOKEN, WebProcess, job_statuses, login_cookie, open_raw, until
+from .helpers import DEMO_JOB, TOKEN, WebProcess, job_statuses, login_cookie, open_raw, read_queue, until
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +29,13 @@ PATHS = ["/", "/ws", "/static/js/textual.js", "/static/css/xterm.css", "/static/
 
 
 def _add_user(env: dict[str, str], users: Path, name: str, role: str, password: str) -> None:
-    subprocess.run([sys.executable, "-m", "chunkq.tui.cli", "web", "adduser", name, "--role", role,
-                    "--users-file", str(users), "--password-stdin"], input=password + "\n", env=env,
-                   check=True, capture_output=True, text=True, timeout=60)
+    """`chunkq web adduser` (in-process: the command's own tests run it as a process)."""
+    from chunkq.tui.cli import cli
+    from click.testing import CliRunner
+
+    done = CliRunner().invoke(cli, ["web", "adduser", name, "--role", role, "--users-file", str(users),
+                                    "--password-stdin"], input=password + "\n", env=env)
+    assert done.exit_code == 0, done.output
 
 
 def _cookie(value: str) -> dict[str, str]:
@@ -83,7 +86,7 @@ async def test_forged_and_expired_cookies_and_logged_out_ones_are_refused(
         start_web: Callable[..., WebProcess], demo_db: str, web_env: dict[str, str], tmp_path: Path) -> None:
     users = tmp_path / "users.txt"
     _add_user(web_env, users, "vera", "viewer", "correct horse battery")
-    server = start_web(demo_db, "--users-file", str(users), "--session-hours", "0.002")  # 7.2 s
+    server = start_web(demo_db, "--users-file", str(users), "--session-hours", "0.001")  # 3.6 s, the least
     cookie = login_cookie(server.url, user="vera", password="correct horse battery")
     payload, signature = cookie.split(".")
     data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -96,7 +99,9 @@ async def test_forged_and_expired_cookies_and_logged_out_ones_are_refused(
             r = await http.get("/static/js/textual.js", headers=_cookie(bad))
             assert r.status_code == 401, bad
             assert await _ws_status(server.url, bad) == 401
-        time.sleep(8)  # past the login's lifetime
+        # still within the login's lifetime: the refusals above were the forgeries', not the clock's
+        assert (await http.get("/static/js/textual.js", headers=_cookie(cookie))).status_code == 200
+        await asyncio.sleep(max(0.0, data["e"] - time.time()) + 0.5)  # past the login's lifetime
         assert (await http.get("/static/js/textual.js", headers=_cookie(cookie))).status_code == 401
         assert await _ws_status(server.url, cookie) == 401
 
@@ -136,59 +141,74 @@ async def test_keys_sent_over_the_websocket_are_refused_for_a_viewer_and_obeyed_
         # the same keys from an operator do change the queue: the refusal above is the role's
         operator = await open_raw(http, server.url, login_cookie(server.url))
         await operator.wait_for(DEMO_JOB)
-        await operator.keys("c", "y")
+        mark = len(operator.chunks)
+        await operator.keys("c", pause=0)
+        await operator.wait_for("Cancel job", since=mark)  # the question is up: "y" answers it
+        await operator.keys("y", pause=0)
         assert await until(lambda: "cancelled" in job_statuses(demo_db).values(), within=60)
         await operator.ws.close()
 
 
 async def test_the_session_cap_and_the_idle_timeout_hold(start_web: Callable[..., WebProcess],
                                                          demo_db: str) -> None:
-    server = start_web(demo_db, "--max-sessions", "1", "--idle-timeout", "5")
+    server = start_web(demo_db, "--max-sessions", "1", "--idle-timeout", "3")
     cookie = login_cookie(server.url)
     async with aiohttp.ClientSession() as http:
         first = await open_raw(http, server.url, cookie)
         typed = 0
-        # a keystroke a second (from the start: idleness counts from the session's start) keeps it open
-        # past the idle timeout, however long the dashboard takes to draw on a loaded machine
-        while typed < 10 or DEMO_JOB not in first.text:
-            assert not first.ws.closed, f"closed after {typed} keystrokes, one a second"
-            assert typed < 120, "the dashboard never drew the jobs list"
-            await first.keys("j", pause=1.0)
+        # a keystroke each half second (from the start: idleness counts from the session's start) keeps it
+        # open for twice the idle timeout, however long the dashboard takes to draw on a loaded machine
+        while typed < 12 or DEMO_JOB not in first.text:
+            assert not first.ws.closed, f"closed after {typed} keystrokes, one each half second"
+            assert typed < 240, "the dashboard never drew the jobs list"
+            await first.keys("j", pause=0.5)
             typed += 1
         assert len(server.children()) >= 1
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await open_raw(http, server.url, cookie)
         assert refused.value.status == 503
-        await first.wait_closed(within=120)  # then no keystroke for 5 s: the server ends it
+        await first.wait_closed(within=120)  # then no keystroke for 3 s: the server ends it
         assert first.closed_code == 4000
         assert await until(lambda: server.children() == [], within=60)  # the dashboard process is gone
         server.wait_for_output("ended: idle")
         second = await open_raw(http, server.url, cookie)  # the slot is free again
-        await second.wait_for(DEMO_JOB, within=120)
+        typed = 0
+        while DEMO_JOB not in second.text:  # kept from idling out, as the first, until it draws
+            assert not second.ws.closed, f"closed after {typed} keystrokes, one each half second"
+            assert typed < 240, "the second session never drew the jobs list"
+            await second.keys("j", pause=0.5)
+            typed += 1
         await second.ws.close()
 
 
 def _workers(db: str) -> list[dict[str, object]]:
-    out = subprocess.run([sys.executable, "-m", "chunkq.tui.cli", "--db", db, "workers", "--json"],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
-    return json.loads(out)["workers"]
+    """The registered workers, as `chunkq workers --json` lists them."""
+
+    async def read(q: Any) -> list[dict[str, object]]:
+        return [w.to_dict() for w in await q.list_workers()]
+
+    return read_queue(db, read)
 
 
 def _leases(db: str) -> dict[int, int]:
-    leased = {}
-    for job_id in job_statuses(db):
-        out = subprocess.run([sys.executable, "-m", "chunkq.tui.cli", "--db", db, "show", str(job_id), "--json"],
-                             capture_output=True, text=True, check=True, timeout=60).stdout
-        chunks = json.loads(out)["chunks"]
-        leased[job_id] = chunks["leased"] - chunks["stale_leases"]  # given back = expired at once (release)
-    return leased
+    """Each job's chunks held under a live lease, as `chunkq show ID --json` counts them."""
+    from chunkq.tui.cli.output import chunk_summary
+
+    async def read(q: Any) -> dict[int, int]:
+        leased = {}
+        for job in await q.list_jobs(None, limit=50):
+            chunks = chunk_summary(await q.list_chunks(job.id, limit=10_000))
+            leased[job.id] = chunks["leased"] - chunks["stale_leases"]  # given back = expired at once (release)
+        return leased
+
+    return read_queue(db, read)
 
 
 async def _session_with_auto_run_ends(server: WebProcess, demo_db: str) -> None:
     async with aiohttp.ClientSession() as http:
         raw = await open_raw(http, server.url, login_cookie(server.url))
         await raw.wait_for("processor chunkq.core.demo:processor")
-        await raw.keys("a")  # auto-run: this session's process claims chunks as a worker
+        await raw.keys("a", pause=0)  # auto-run: this session's process claims chunks as a worker
         assert await until(lambda: _workers(demo_db), within=60), "auto-run never registered a worker"
         await raw.ws.close()  # the browser goes away mid-chunk
     server.wait_for_output("ended:", timeout=120)
@@ -206,7 +226,8 @@ async def test_a_session_that_ends_leaves_no_process_and_no_worker_registered(
 async def test_a_session_that_ends_holds_no_lease(start_web: Callable[..., WebProcess], demo_db: str) -> None:
     server = start_web(demo_db, "--processor", "chunkq.core.demo:processor")
     await _session_with_auto_run_ends(server, demo_db)
-    assert _leases(demo_db) == dict.fromkeys(_leases(demo_db), 0)
+    leased = _leases(demo_db)
+    assert leased == dict.fromkeys(leased, 0)
 
 
 async def test_a_proxy_user_header_is_trusted_only_from_the_configured_proxy(

@@ -8,14 +8,14 @@ typed into the page as a person would.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chunkq.tui.cli import cli
+from click.testing import CliRunner
 
 from .helpers import DEMO_JOB, ROOT_SCREENSHOTS, TOKEN, WebProcess, job_statuses, screen_text
 
@@ -120,9 +120,9 @@ def test_a_viewer_cannot_cancel_and_the_refusal_comes_from_the_session_process(
         chromium: Any, start_web: Callable[..., WebProcess], demo_db: str, web_env: dict[str, str],
         tmp_path: Path) -> None:
     users = tmp_path / "users.txt"
-    subprocess.run([sys.executable, "-m", "chunkq.tui.cli", "web", "adduser", "vera", "--role", "viewer",
-                    "--users-file", str(users), "--password-stdin"], input="correct horse battery\n",
-                   env=web_env, check=True, capture_output=True, text=True, timeout=60)
+    added = CliRunner().invoke(cli, ["web", "adduser", "vera", "--role", "viewer", "--users-file", str(users),
+                                     "--password-stdin"], input="correct horse battery\n", env=web_env)
+    assert added.exit_code == 0, added.output  # in-process: tests/web/test_command.py runs it as a process
     server = start_web(demo_db, "--users-file", str(users))
     before = job_statuses(demo_db)
     tab = Page(chromium, server.url)

@@ -51,6 +51,10 @@ from textual.dom import DOMNode
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 
+#: the meta packet a browser session's dashboard writes once it holds nothing (no chunk, no registered
+#: worker, the queue closed); `chunkq web` reads it (tui/web/process.py, which never imports this module)
+RELEASED_META = "chunkq-released"
+
 
 class DashboardCrashed(Exception):
     """The dashboard stopped on an unexpected error (Textual has printed its traceback)."""
@@ -171,6 +175,11 @@ class ChunkqApp(ProcessingApp):
         self._abandon()
         await self._wait_for_processing(grace=10)
         await self.queue.close()
+        # Under `chunkq web` (Textual's web driver): say that nothing is held any more, so the server
+        # stops waiting once the interpreter's own end is all that is left (tui/web/process.py).
+        write_meta = getattr(self._driver, "write_meta", None) if self._driver is not None else None
+        if write_meta is not None:
+            write_meta({"type": RELEASED_META})
 
     # Processing messages reach the jobs screen (it keeps the activity log) and the screen
     # on top, if it listens (``protocol.ProcessingListener``).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,11 @@ log = logging.getLogger("chunkq.web")
 
 #: environment variables a session process never sees (it needs none of the server's secrets)
 PRIVATE_ENV = ("CHUNKQ_WEB_TOKEN",)
+#: the meta packet a session's dashboard writes once it holds nothing (``dashboard.app.RELEASED_META``:
+#: no chunk, no registered worker, its queue closed); the server never imports Textual to read the name
+RELEASED_META = "chunkq-released"
+#: seconds a session process gets to exit once its dashboard has said so (see ``close``)
+EXIT_GRACE = 2.0
 
 
 class SessionProcess(AppService):
@@ -32,6 +38,9 @@ class SessionProcess(AppService):
         self.argv = argv
         self.extra_env = env
         self.browser_gone = False
+        #: set when the dashboard says it holds nothing any more (``RELEASED_META``, written once it has
+        #: unmounted); only the interpreter's own end is left
+        self.released = asyncio.Event()
 
     def _to_browser(self, send: Callable[..., Any]) -> Callable[..., Any]:
         """``send`` that drops what it cannot deliver once the browser is gone, instead of raising.
@@ -68,6 +77,13 @@ class SessionProcess(AppService):
         self._stdin = process.stdin
         return process
 
+    async def on_meta(self, data: bytes) -> None:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            if json.loads(data).get("type") == RELEASED_META:
+                self.released.set()
+                return  # ours, not textual-serve's (it would warn of an unknown type)
+        await super().on_meta(data)
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
@@ -88,9 +104,20 @@ class SessionProcess(AppService):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):  # a dashboard that reads no input cannot block us here
                 await self.send_meta({"type": "quit"})
-        await asyncio.wait({reader}, timeout=grace)
+        released = asyncio.ensure_future(self.released.wait())
+        await asyncio.wait({reader, released}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        if released.done() and not reader.done():
+            # The dashboard has let go of everything; what can still hold the process is its event
+            # loop's end (aiosqlite's close awaiting its thread, already stopped, when SQLAlchemy
+            # terminated a connection whose query was cancelled at exit): not worth the grace.
+            await asyncio.wait({reader}, timeout=min(grace, EXIT_GRACE))
+        released.cancel()
         if process.returncode is None and not reader.done():
-            log.warning("session process %s did not quit within %g s: killing it", process.pid, grace)
+            if self.released.is_set():
+                log.info("session process %s released everything but did not exit within %g s: killing it",
+                         process.pid, min(grace, EXIT_GRACE))
+            else:
+                log.warning("session process %s did not quit within %g s: killing it", process.pid, grace)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
         exited = asyncio.ensure_future(process.wait())  # returns once the reader has read to end of file
