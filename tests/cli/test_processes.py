@@ -450,11 +450,11 @@ def test_untrusted_text_on_a_terminal_is_shown_as_plain_text(
         def fail(entity_id, job):
             raise ValueError("\\x1b]2;pwned\\x07 [/x] [b]boom")
     """)
-    res = run_chunkq(["--db", sqlite_url, "enqueue", "-", "-t", "[red]co", "-p", "p", "--name", "[/x] [b]import",
-                      "--max-attempts", "1"], env, tmp_path, input=b"a\nb\n")
+    # set-up in this process (the same commands); what is drawn on the terminal is read from real ones
+    res = invoke_chunkq(["--db", sqlite_url, "enqueue", "-", "-t", "[red]co", "-p", "p", "--name", "[/x] [b]import",
+                         "--max-attempts", "1"], tmp_path, input=b"a\nb\n")
     assert res.returncode == 0, res.stderr
-    res = run_chunkq(["--db", sqlite_url, "process", "--until-empty", "--processor", f"{mod}:fail"],
-                     env, tmp_path)
+    res = invoke_chunkq(["--db", sqlite_url, "process", "--until-empty", "--processor", f"{mod}:fail"], tmp_path)
     assert res.returncode == 0, res.stderr
     import re
 
