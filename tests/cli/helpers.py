@@ -82,6 +82,23 @@ def run_chunkq(
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
+def invoke_chunkq(
+    args: list[str], cwd: Path, *, input: bytes | str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The same command in this process through click's CliRunner (the same ``cli.main`` that turns
+    errors into one line and an exit status), run from ``cwd`` without CHUNKQ_DB and CHUNKQ_PROCESSOR
+    (as ``python_env`` does); for checks that are not about the process itself."""
+    import contextlib
+
+    from chunkq.tui.cli import cli
+    from click.testing import CliRunner
+
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(cli, args, input=input, prog_name="chunkq",
+                                    env={"CHUNKQ_DB": None, "CHUNKQ_PROCESSOR": None})
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def popen_chunkq(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*CHUNKQ, *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

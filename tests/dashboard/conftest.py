@@ -78,18 +78,43 @@ async def seed(url: str, *, process: Callable[[str, object], object] = fails_on_
     return ids
 
 
+_seeded_template: dict[str, Path] = {}
+
+
+def seeded_copy(path: Path) -> Path:
+    """A SQLite file holding what ``seed`` writes: a copy of one seeded once per process.
+
+    ``seed`` is deterministic (no randomness, the seeding clock fixed at SEED_AT), so every copy holds
+    the same rows a fresh ``seed`` would; each test still gets its own file to change. (Imports stay
+    in here: the seeded tracebacks in the snapshots carry this file's line numbers.)"""
+    import shutil
+
+    template = _seeded_template.get("path")
+    if template is None:
+        import sqlite3
+        import tempfile
+
+        template = Path(tempfile.mkdtemp(prefix="chunkq-seeded-")) / "seeded.db"
+        asyncio.run(seed(f"sqlite:///{template}"))
+        con = sqlite3.connect(template)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the file itself: one copy is whole
+        con.close()
+        _seeded_template["path"] = template
+    shutil.copyfile(template, path)
+    return path
+
+
 @pytest.fixture
-async def seeded_url(sqlite_url: str) -> str:
-    await seed(sqlite_url)
+def seeded_url(sqlite_url: str) -> str:
+    """``sqlite_url`` holding the six seeded jobs (``seed``)."""
+    seeded_copy(Path(sqlite_url.removeprefix("sqlite:///")))
     return sqlite_url
 
 
 @pytest.fixture
 def seeded_file(tmp_path: Path) -> str:
     """``seed``ed, for snapshot tests: ``snap_compare`` runs its own event loop, so this fixture is sync."""
-    url = f"sqlite:///{tmp_path / 'chunkq.db'}"
-    asyncio.run(seed(url))
-    return url
+    return f"sqlite:///{seeded_copy(tmp_path / 'chunkq.db')}"
 
 
 def snapshot_app(url: str) -> ChunkqApp:

@@ -332,7 +332,13 @@ async def test_help_and_the_palette_offer_this_screens_commands(sqlite_url: str,
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"export")
-        await pilot.pause(0.3)  # the palette searches in a worker of its own
+        from textual.command import CommandList
+
+        for _ in range(200):  # the palette searches in a worker of its own: until it is done and has hits
+            await settle(pilot)
+            if app.screen.query_one(CommandList).option_count > 0:
+                break
+            await asyncio.sleep(0.01)
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, ExportScreen), "the detail screen's command ran on the detail screen"

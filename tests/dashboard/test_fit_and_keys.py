@@ -249,21 +249,27 @@ async def test_every_confirm_dialog_focuses_the_safe_button(seeded_url: str) -> 
     from tests.dashboard.test_table_logic import job
 
     j = job(3, "complete", failed_count=4)
-    for dialog, safe in [(job_actions.cancel_from_list(job(1)), "back"), (job_actions.cancel_from_detail(1), "no"),
-                         (job_actions.failed_dialog(j, "retry"), "no"), (job_actions.failed_dialog(j, "requeue"), "no"),
-                         (job_actions.bulk_dialog(1_532, "status paused"), "back")]:
-        app = make_app(seeded_url)
-        async with app.run_test(size=NARROW) as pilot:
-            await settle(pilot)
+    # One dashboard for all five: each dialog is pushed over the jobs screen as it opened, and its
+    # own mount decides the focus (a new screen starts with none; the last dialog is gone, checked).
+    app = make_app(seeded_url)
+    async with app.run_test(size=NARROW) as pilot:
+        await settle(pilot)
+        base = app.screen
+        for dialog, safe in [(job_actions.cancel_from_list(job(1)), "back"), (job_actions.cancel_from_detail(1), "no"),
+                             (job_actions.failed_dialog(j, "retry"), "no"),
+                             (job_actions.failed_dialog(j, "requeue"), "no"),
+                             (job_actions.bulk_dialog(1_532, "status paused"), "back")]:
             chosen: list[str | None] = []
             app.push_screen(dialog, chosen.append)
             await pilot.pause()
+            assert app.screen is dialog
             assert app.focused is not None and app.focused.id == f"choice-{safe}"
             labels = [str(b.label) for b in dialog.query(Button)]
             assert "Cancel" not in labels, f"'Cancel' is ambiguous next to cancelling a job: {labels}"
             await pilot.press("enter")
             await settle(pilot)
             assert chosen == [None], "Enter on the focused button changes nothing"
+            assert app.screen is base
 
 
 async def test_bulk_dialog_fits_a_big_count_at_80_and_160_with_back_visible(seeded_url: str) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 from chunkq.core import JobFailed, Processor, Queue
 from chunkq.tui.dashboard.app import ChunkqApp
+from chunkq.tui.dashboard.screens import job_actions
 from chunkq.tui.dashboard.screens.confirm import ConfirmScreen
 from chunkq.tui.dashboard.screens.detail import JobDetailScreen
 from chunkq.tui.dashboard.screens.enqueue import EnqueueScreen
@@ -145,9 +146,19 @@ async def test_every_dashboard_screen_shows_nasty_text_plain(sqlite_url: str, na
         await pilot.press("p")  # failed: not pausable; the refusal is a toast
         await pump(pilot, app)
         table.move_cursor(row=table.get_row_index(str(a)))
+        # Job a is complete: "c" refuses with a toast (this used to wait 10 s for a dialog that never
+        # opens); the dialog quoting the name is then opened as "c" opens it on an unfinished job.
         await pilot.press("c")
+        await pump(pilot, app, lambda: any("nothing to cancel" in n.message for n in app._notifications))
+        assert_inert(app, "cancel refused")
+        chosen = app.jobs_screen.selected_job()  # type: ignore[union-attr]
+        assert chosen is not None and chosen.id == a
+        app.push_screen(job_actions.cancel_from_list(chosen))
         await pump(pilot, app, lambda: isinstance(app.screen, ConfirmScreen))
+        assert isinstance(app.screen, ConfirmScreen)
         assert_inert(app, "cancel dialog")
+        shown = str(app.screen.query_one("#dialog-message").render())
+        assert "[/x] weekly import" in shown and not RAW.search(shown)  # the name, shown, not parsed
         await pilot.press("escape")
         await pump(pilot, app)
         await pilot.press("question_mark")
