@@ -13,7 +13,6 @@ every worker running it (issue 24): it alone may end as ``WorkerLost``.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import random
 import signal
@@ -259,28 +258,12 @@ def test_kill9_of_workers_holding_windows_of_several_chunks_loses_nothing(
         assert status == 0, f"driver {d.pid} failed ({status}):\n{err}"
         return False
 
-    # each driver is started ahead, as a spare, while the one before it works: its queue open, it waits for its
-    # --start-file (touched when its turn comes) and touches nothing before
-    spares: dict[int, tuple[Driver, Path]] = {}
-    gates = (tmp_path / f"start-{i}" for i in itertools.count())
-
-    def start_ahead(entry: tuple[str, str | None, float]) -> None:
-        if id(entry) not in spares:
-            gate = next(gates)
-            spares[id(entry)] = (spawn(python_env, db_url, tmp_path, *common, "--start-file", str(gate),
-                                       hook=entry[1]), gate)
-
     try:
         while plan:
             assert time.monotonic() < end, f"kill loop ran out of time; kills so far: {kills}"
-            entry = plan.pop()
-            point, hook, delay = entry
-            start_ahead(entry)
-            d, gate = spares.pop(id(entry))
+            point, hook, delay = plan.pop()
+            d = spawn(python_env, db_url, tmp_path, *common, hook=hook)
             wait_for(d, "READY", 60)
-            if plan:
-                start_ahead(plan[-1])  # the next one's start-up overlaps this one's work
-            gate.touch()
             if hook is None:
                 time.sleep(delay)
             else:
@@ -306,10 +289,6 @@ def test_kill9_of_workers_holding_windows_of_several_chunks_loses_nothing(
             except ProcessLookupError:
                 pass
         raise
-    finally:
-        for spare, _gate in spares.values():  # none is left unless the loop failed
-            spare.proc.kill()
-            spare.proc.wait()
 
     while True:  # fresh workers finish (windows again), one more for each the poison entity ends
         assert poisoned <= 2 * ISOLATE_AFTER, f"the poison entity ended {poisoned} workers"
