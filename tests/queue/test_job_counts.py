@@ -318,6 +318,7 @@ def cb(eid, job):
 async def main(url):
     async with Queue(url, lease_seconds=1.0) as q:
         print("ready", flush=True)
+        sys.stdin.readline()  # started ahead, as a spare: it touches no job before the test says go
         while True:
             if await q.process_next_chunk(Processor(cb)) is None:
                 await asyncio.sleep(0.01)
@@ -326,11 +327,22 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-async def _spawn(url: str, script: Path) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(script), url, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.DEVNULL)
+async def _spawn(url: str, script: Path, started: list[asyncio.subprocess.Process]) -> asyncio.subprocess.Process:
+    """A worker process, its queue open, not yet working (``_go``): started ahead of its turn, its start-up
+    (imports, connecting) overlaps the test's work, and it changes nothing until it is let go."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(script), url, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    started.append(proc)
     assert proc.stdout is not None
     assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
+    return proc
+
+
+async def _go(spare: asyncio.Task[asyncio.subprocess.Process]) -> asyncio.subprocess.Process:
+    proc = await spare
+    assert proc.stdin is not None
+    proc.stdin.write(b"go\n")
+    await proc.stdin.drain()
     return proc
 
 
@@ -344,7 +356,9 @@ async def test_workers_killed_mid_transaction_leave_the_counts_exact(db_url: str
         for i in range(40):
             await q.enqueue_job([f"e{i}", f"e{i}b"] + ([f"bad{i}"] if i % 3 == 0 else []), entity_type="t",
                                 provider=f"p{i % 2}", chunk_size=1, max_attempts=1, tenant=f"t{i % 3}")
-        procs = [await _spawn(db_url, script) for _ in range(2)]
+        started: list[asyncio.subprocess.Process] = []
+        spares = [asyncio.create_task(_spawn(db_url, script, started)) for _ in range(3)]
+        procs = [await _go(spares.pop()) for _ in range(2)]
         try:
             for kill in range(6):
                 await asyncio.sleep(rng.uniform(0.05, 0.6))
@@ -367,10 +381,15 @@ async def test_workers_killed_mid_transaction_leave_the_counts_exact(db_url: str
                 finally:
                     for proc in procs:
                         proc.send_signal(signal.SIGCONT)
-                procs.append(await _spawn(db_url, script))
+                procs.append(await _go(spares.pop()))  # the replacement, started during this round
+                if kill < 5:
+                    spares.append(asyncio.create_task(_spawn(db_url, script, started)))  # the next round's
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGKILL)
-                await asyncio.wait_for(proc.wait(), 30)
+            for spare in spares:
+                spare.cancel()
+            for proc in started:  # the workers, and any spare not let go (it would work once its stdin closed)
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGKILL)
+                    await asyncio.wait_for(proc.wait(), 30)
         await assert_exact(q)
         assert (await q.stats()).jobs_by_status["complete"] > 0

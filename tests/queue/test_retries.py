@@ -209,7 +209,7 @@ RATE_WORKER = textwrap.dedent(
 @pytest.mark.slow
 async def test_shared_rate_limit_holds_across_processes(db_url: str, tmp_path: Path,
                                                         python_env: dict[str, str]) -> None:
-    rate, n = 20.0, 200  # ten seconds of work at the limit
+    rate, n = 20.0, 100  # five seconds of work at the limit: five one-second windows, each full
     async with Queue(db_url) as q:
         for _ in range(4):
             await q.enqueue_job([f"x{i}" for i in range(n // 4)], entity_type="person", provider="prospeo",

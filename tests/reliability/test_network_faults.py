@@ -221,7 +221,9 @@ def test_latency_on_every_packet_slows_but_completes(
     def fault(proxy: FaultProxy, d: Driver) -> None:
         proxy.delay(delay)
 
-    _d, _err, stats, took = _run_one_worker_through(pg_url, tmp_path, python_env, fault, entities=40,
+    # the fault from the 5th call: the rest of the first chunk and two whole chunks (claim, renewals, commit)
+    # run under it
+    _d, _err, stats, took = _run_one_worker_through(pg_url, tmp_path, python_env, fault, entities=30,
                                                    chunk_size=10, lease=10.0, after_calls=5, timeout=90)
     assert stats["duplicates"] == 0 and stats["reclaimed_chunks"] == 0, stats
     print(f"\ndelay: {delay * 1000:.0f} ms each way on every packet; the job completed {took:.1f}s later, "
@@ -240,7 +242,8 @@ def test_new_connections_refused_for_a_while_the_worker_backs_off_and_resumes(
         assert d.proc.poll() is None, "the worker gave up while the database was unreachable"
         proxy.drop(False)
 
-    _d, err, stats, took = _run_one_worker_through(pg_url, tmp_path, python_env, fault, entities=240,
+    # the fault from the 10th call: 110 entities (22 chunks, about 3 s of work) left for after it
+    _d, err, stats, took = _run_one_worker_through(pg_url, tmp_path, python_env, fault, entities=120,
                                                    chunk_size=5, lease=2.0, work_ms=20)
     assert "Traceback" not in err, err[-3000:]
     said = [line for line in err.splitlines() if line.startswith(("ERROR", "WARNING"))]
