@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import AdaptedConnection, Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.sql import Insert, Select
@@ -233,7 +233,16 @@ def _bound_sessions(engine: AsyncEngine, settings: dict[str, str], options: list
         if names:
             sql = "SELECT " + ", ".join(f"set_config(${2 * i + 1}, ${2 * i + 2}, false)" for i in range(len(names)))
             values = [v for n in names for v in (n, settings[n])]
-            dbapi_conn.run_async(lambda conn: conn.execute(sql, *values))
+            try:
+                dbapi_conn.run_async(lambda conn: conn.execute(sql, *values))
+            except OSError:
+                raise  # lost on the way: transient as it is
+            except Exception as exc:
+                # The driver's own error, raised inside the pool's connect, where SQLAlchemy does not wrap
+                # it: it escaped the retries and ``DatabaseUnavailable`` and ended a worker (a connection
+                # dropped while being set up, 08003). Wrapped, it is read as any other: a connection that
+                # went away is retried, a setting the server refuses is said.
+                raise OperationalError(sql, values, exc) from exc
 
 
 def _ping_when_idle(engine: AsyncEngine) -> None:

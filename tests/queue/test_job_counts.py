@@ -308,10 +308,11 @@ async def test_counting_reads_no_finished_job(db_url: str) -> None:
 
 
 _WORKER = """
-import asyncio, sys
+import asyncio, sys, time
 from chunkq.core import Processor, Queue
 
 def cb(eid, job):
+    time.sleep(0.02)  # work enough that the kills find the workers busy, not the queue drained
     if eid.startswith("bad"):
         raise ValueError(eid)
 
@@ -353,15 +354,17 @@ async def test_workers_killed_mid_transaction_leave_the_counts_exact(db_url: str
     script.write_text(_WORKER)
     rng = random.Random(26)
     async with Queue(db_url, lease_seconds=1.0) as q:
-        for i in range(40):
+        for i in range(120):  # over 3 s of work for two workers: the kills land mid-run
             await q.enqueue_job([f"e{i}", f"e{i}b"] + ([f"bad{i}"] if i % 3 == 0 else []), entity_type="t",
                                 provider=f"p{i % 2}", chunk_size=1, max_attempts=1, tenant=f"t{i % 3}")
         started: list[asyncio.subprocess.Process] = []
         spares = [asyncio.create_task(_spawn(db_url, script, started)) for _ in range(3)]
         procs = [await _go(spares.pop()) for _ in range(2)]
+        busy = 0  # kills that found jobs still to do: the test's point, not kills of idle workers
         try:
             for kill in range(6):
                 await asyncio.sleep(rng.uniform(0.05, 0.6))
+                busy += await q.count_jobs(["pending", "running"]) > 0
                 victim = procs.pop(rng.randrange(len(procs)))
                 victim.send_signal(signal.SIGKILL)
                 await asyncio.wait_for(victim.wait(), 30)
@@ -393,3 +396,4 @@ async def test_workers_killed_mid_transaction_leave_the_counts_exact(db_url: str
                     await asyncio.wait_for(proc.wait(), 30)
         await assert_exact(q)
         assert (await q.stats()).jobs_by_status["complete"] > 0
+        assert busy >= 4, f"only {busy} of 6 kills found work left: the workers were idle, not mid-transaction"

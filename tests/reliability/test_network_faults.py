@@ -239,7 +239,7 @@ def test_new_connections_refused_for_a_while_the_worker_backs_off_and_resumes(
         proxy.drop(True)
         proxy.reset()  # every connection it has is gone, and no new one is let in
         time.sleep(refused)
-        assert d.proc.poll() is None, "the worker gave up while the database was unreachable"
+        assert d.proc.poll() is None, f"the worker gave up while the database was unreachable: {finish(d)}"
         proxy.drop(False)
 
     # the fault from the 10th call: 110 entities (22 chunks, about 3 s of work) left for after it
@@ -509,3 +509,40 @@ def test_what_the_pool_raises_for_a_dropped_connection_is_retried_then_said() ->
         asyncio.run(flaky([InvalidRequestError("This connection is closed")] * 4))
     with pytest.raises(InvalidRequestError, match="already begun"):
         asyncio.run(flaky([InvalidRequestError("A transaction is already begun on this Session")]))
+
+
+def test_an_error_while_a_connection_is_set_up_is_retried_or_said_never_raised_raw(pg_url: str) -> None:
+    """chunkq sets its session bounds on each new connection, inside the pool's connect, where SQLAlchemy
+    does not wrap the driver's errors: a connection dropped right then (a proxy refusing, 08003) came out
+    as asyncpg's own exception and ended the worker that met it (seen in CI). Now it is a database error
+    like any other: a lost connection is transient, a setting the server refuses is said at once."""
+    import asyncpg
+    from chunkq.core import DatabaseUnavailable
+    from chunkq.core.backend.postgres import _bound_sessions
+    from chunkq.core.db import is_transient, with_retries
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    dropped = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+    assert is_transient(OperationalError("SELECT set_config($1, $2, false)", [], dropped))
+
+    async def connect_with(settings: dict[str, str]) -> None:
+        engine = create_async_engine(pg_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+        _bound_sessions(engine, settings, [])
+        attempts = 0
+
+        async def op() -> None:
+            nonlocal attempts
+            attempts += 1
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        try:
+            await with_retries(op, attempts=3, what="opening the queue")
+        finally:
+            await engine.dispose()
+            assert attempts == 1, "a setting the server refuses is not a reason to try again"
+
+    with pytest.raises(DatabaseUnavailable, match=r"opening the queue failed: .*statement_timeout"):
+        asyncio.run(connect_with({"statement_timeout": "not a duration"}))
