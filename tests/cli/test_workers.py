@@ -164,7 +164,6 @@ def test_three_workers_one_killed_reads_lost_and_stale_one_stopped_through_the_d
         # the point: stale from the missed heartbeats (2 x LEASE/3 = 4 s), while the lease itself still ran
         assert job.heartbeat_at is not None and (at - job.heartbeat_at).total_seconds() > 2 * LEASE / 3
         assert job.lease_expires_at is not None and job.lease_expires_at > at
-        assert f":{victim.pid}:" in (job.lease_owner or ""), job.lease_owner  # shown under the silent one
 
         # stop another through the database: it finishes its chunk and exits 0
         target = procs[1]
