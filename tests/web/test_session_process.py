@@ -75,3 +75,13 @@ async def test_the_idle_clock_restarts_at_the_first_screen_and_only_then() -> No
     live.last_input = opened  # no keystroke since: the next output must not count as one
     await deliver(b"an update")
     assert live.last_input == opened and sent == [b"first screen", b"an update"]
+
+
+def test_the_released_packet_is_named_the_same_on_both_sides() -> None:
+    """The dashboard writes it and the server reads it; the server never imports Textual's app, so the
+    name is written twice, and this keeps the two from drifting apart (a drift would bring back the
+    15 s wait at every session's end, silently)."""
+    from chunkq.tui.dashboard.app import RELEASED_META as written
+    from chunkq.tui.web.process import RELEASED_META as read
+
+    assert written == read
