@@ -45,7 +45,7 @@ from .hot import HotStatement
 from .lease import Claim
 from .outcomes import Item, Items
 from .poison import ISOLATE_AFTER, SETTLED_PER_CLAIM
-from .sql import claimable, expired_lease, next_retry_subquery, oldest_lease, routed
+from .sql import claimable, expired_lease, next_retry_subquery, oldest_lease_columns, routed
 from .status import RUNNING
 
 if TYPE_CHECKING:
@@ -376,13 +376,9 @@ class Claims:
         return Claim(job, index, kind, 1, self.owner, items, now)
 
     def _oldest_lease(self, conn: Connection, job_id: int, now: float, until: float) -> dict[str, Any]:
-        """The job row's lease columns after this worker's lease until ``until``: the oldest live lease of
-        the job (``sql.oldest_lease``), its renewal time its expiry less this worker's lease length."""
-        oldest = conn.execute(oldest_lease(job_id)).first()
-        if oldest is None or oldest.lease_expires_at >= until:
-            return {"lease_expires_at": until, "heartbeat_at": now, "lease_owner": self.owner}
-        return {"lease_expires_at": oldest.lease_expires_at, "heartbeat_at": oldest.lease_expires_at - (until - now),
-                "lease_owner": oldest.owner}
+        """The job row's lease columns after this worker's lease until ``until`` (``sql.oldest_lease_columns``)."""
+        return oldest_lease_columns(conn, job_id, owner=self.owner, now=now, until=until,
+                                    lease_seconds=until - now)
 
     def _show_oldest_lease(self, conn: Connection, job_id: int, now: float, until: float) -> None:
         """After a fresh claim (whose hot statement wrote this worker's own lease on the job row): the

@@ -46,7 +46,7 @@ from .hot import HotStatement
 from .lease import Claim
 from .models import ChunkResult
 from .outcomes import Outcome, Outcomes
-from .sql import next_retry_subquery, status_in
+from .sql import next_retry_subquery, oldest_lease_columns, status_in
 from .status import COMPLETE, FAILED, PAUSED, PENDING, RUNNING, Status
 from .text import storable
 
@@ -132,15 +132,18 @@ def _book_statement(breaker_chunks: int) -> Any:
         "lease_expires_at": case((left == 0, None), else_=j.lease_expires_at),
         "updated_at": now,
     }
-    return update(s.jobs).where(j.id == bindparam("p_job", type_=BigInteger)).values(**values).returning(j.status)
+    return (update(s.jobs).where(j.id == bindparam("p_job", type_=BigInteger)).values(**values)
+            .returning(j.status, j.leased_chunks, j.lease_owner))
 
 
 class Committer:
     """Commits one queue's chunks."""
 
-    def __init__(self, backend: Backend, *, owner: str, breaker_chunks: int, now: Callable[[], float]) -> None:
+    def __init__(self, backend: Backend, *, owner: str, breaker_chunks: int, now: Callable[[], float],
+                 lease_seconds: float = 30.0) -> None:
         self.backend = backend
         self.owner = owner
+        self.lease_seconds = lease_seconds
         self.now = now
         self.breaker_chunks = breaker_chunks
 
@@ -240,13 +243,20 @@ class Committer:
                  "attempt": o.item.attempt + 1, "due_at": o.retry_at}
                 for o in to_retry
             ])
-        new = st.book.scalar(conn, {
+        booked = st.book.first(conn, {
             "p_job": job.id, "p_now": now, "p_ok": ok, "p_errors": len(failures), "p_failed": final_fail,
             "p_processed": processed, "p_dwait": dwait, "p_dead": dead,
             "p_retry_chunk": claim.kind == "retry" or claim.isolated,
             "p_aborted": abort is not None, "p_reason": f"JobFailed: {abort}",
         })
-        assert new is not None, "the job row of a fenced chunk exists (a chunk row references it)"
+        assert booked is not None, "the job row of a fenced chunk exists (a chunk row references it)"
+        new = booked.status
+        if booked.leased_chunks > 0 and booked.lease_owner == self.owner:
+            # The row showed a lease of ours, maybe the one just closed: show the job's oldest live lease
+            # instead (claims and renewals do the same), or a job left to a silent worker names us.
+            # One read of the lease index, only while other chunks of the job are out.
+            conn.execute(update(s.jobs).where(j.id == job.id).values(**oldest_lease_columns(
+                conn, job.id, owner=None, now=now, until=now, lease_seconds=self.lease_seconds)))
         if to_retry or claim.kind == "retry":
             # Its own statement, run once the job row's lock is ours: on PostgreSQL a subquery
             # inside the UPDATE above reads a snapshot from before it waited for that lock, so it

@@ -109,7 +109,8 @@ class Queue:
         self.owner = owner or make_owner()
         self._clock = clock or time.time
         self._offset = 0.0
-        self.committer = Committer(self.backend, owner=self.owner, breaker_chunks=breaker_chunks, now=self.now)
+        self.committer = Committer(self.backend, owner=self.owner, breaker_chunks=breaker_chunks, now=self.now,
+                                   lease_seconds=self.lease_seconds)
         self.claims = Claims(self.backend, owner=self.owner, lease_seconds=self.lease_seconds, now=self.now,
                              committer=self.committer, order=order, team=team)
         self.rate_limiter = RateLimiter(self.backend, self.now)

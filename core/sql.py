@@ -117,6 +117,26 @@ def oldest_lease(job_id: int) -> Any:
             .order_by(c.lease_expires_at).limit(1))
 
 
+def oldest_lease_columns(conn: Any, job_id: int, *, owner: str | None, now: float, until: float,
+                         lease_seconds: float) -> dict[str, Any]:
+    """The job row's lease columns from its oldest live lease (``oldest_lease``), ``owner``'s own lease
+    until ``until`` counted in (``owner`` None: a commit that closed its lease, counting none).
+
+    Claims, renewals and commits all write the row through this: a commit that closed the lease the row
+    showed must move the row on to the next one, or the job names a worker that finished and moved to
+    another job, and reads stale early, from that finished lease's expiry. The renewal time shown is the
+    expiry less a lease (when the holder last renewed, as near as the row can tell). No live lease left
+    while chunks are still counted (they were given back, expiry 0): expiry 0, free for anyone to take.
+    """
+    oldest = conn.execute(oldest_lease(job_id)).first()
+    if owner is not None and (oldest is None or oldest.lease_expires_at >= until):
+        return {"lease_expires_at": until, "heartbeat_at": now, "lease_owner": owner}
+    if oldest is None:
+        return {"lease_expires_at": 0.0, "lease_owner": None}
+    return {"lease_expires_at": oldest.lease_expires_at, "heartbeat_at": oldest.lease_expires_at - lease_seconds,
+            "lease_owner": oldest.owner}
+
+
 def expired_lease(now: Any) -> Any:
     """A leased chunk of a live job whose worker stopped renewing: free for anyone to take."""
     c, j = s.chunks.c, s.jobs.c

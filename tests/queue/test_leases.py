@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 from chunkq.core import COMPLETE, PENDING, RUNNING, Queue
+from chunkq.core.outcomes import Outcomes
 
 
 class FakeClock:
@@ -91,6 +92,37 @@ async def test_a_silent_worker_shows_through_a_live_one_on_the_same_job(db_url: 
         j = await alive.get_job(job.id)
         assert not j.lease_is_stale(_dt(clock.t)) and j.lease_owner == "alive:2:b"
         assert (await alive.stats()).stale_jobs == 0
+
+
+async def test_a_commit_moves_the_job_row_on_to_the_oldest_lease_left(db_url: str) -> None:
+    """A worker whose lease the job row showed commits and moves on: the row must show the lease that is
+    left, or a job held by a silent worker names the one that finished, and reads stale from the finished
+    lease's expiry instead of the silent one's."""
+    clock = FakeClock()
+    async with Queue(db_url, lease_seconds=30, clock=clock, owner="done:1:a") as done, \
+            Queue(db_url, lease_seconds=30, clock=clock, owner="silent:2:b") as silent:
+        job = await enqueue(done, 100, chunk_size=5, max_workers=2)
+        first = await done.claims.claim()
+        assert first is not None and first.job.id == job.id
+        clock.advance(5)
+        held = await silent.claims.claim()  # ... and this worker goes silent
+        assert held is not None and held.job.id == job.id
+        assert (await done.get_job(job.id)).lease_owner == "done:1:a"  # the oldest lease shows
+        clock.advance(5)
+        r = await done.committer.commit(first, Outcomes(len(first.items), [], first.items.positions), 0.1, None)
+        assert r.committed
+        j = await done.get_job(job.id)
+        assert (j.leased_chunks, j.lease_owner) == (1, "silent:2:b")
+        assert j.lease_expires_at == _dt(held.started + 30)
+        clock.advance(21)  # 31 s after the first claim: its lease would have read as run out
+        j = await done.get_job(job.id)
+        assert j.lease_is_stale(_dt(clock.t)) and j.lease_owner == "silent:2:b"
+
+        # the last lease closed: the row shows none
+        r = await silent.committer.commit(held, Outcomes(len(held.items), [], held.items.positions), 0.1, None)
+        assert r.committed
+        j = await done.get_job(job.id)
+        assert (j.leased_chunks, j.lease_owner, j.lease_expires_at) == (0, None, None)
 
 
 async def test_late_commit_is_fenced_off(db_url: str) -> None:
