@@ -305,13 +305,13 @@ class Queue:
     async def list_errors(
         self, job_id: int, *, limit: int = 100, offset: int = 0, error_type: str | None = None,
         message: str | None = None, include_resolved: bool = True, fingerprint: str | None = None,
-        search: str | None = None,
+        search: str | None = None, after_id: int | None = None,
     ) -> list[ErrorEntry]:
         """A page of the error log, oldest first: of one group (``fingerprint``), and/or whose entity ID or
-        message contains ``search`` (any letter case)."""
+        message contains ``search`` (any letter case); ``after_id`` pages a walk through it by error id."""
         return await self.reads.list_errors(job_id, limit=limit, offset=offset, error_type=error_type,
                                             message=message, include_resolved=include_resolved,
-                                            fingerprint=fingerprint, search=search)
+                                            fingerprint=fingerprint, search=search, after_id=after_id)
 
     def iter_errors(self, job_id: int, *, page: int = 1000) -> AsyncIterator[ErrorEntry]:
         """Every error of a job, paged by id, for exports that must not hold them all."""

@@ -146,6 +146,27 @@ async def test_search_matches_entity_ids_and_messages_in_any_case_without_wildca
             await q.group_errors(job.id + 100, search="x")
 
 
+async def test_a_walk_through_one_group_pages_by_error_id(db_url: str) -> None:
+    """What the exports page by (the CLI's ``errors --group --format csv``, the dashboard's group export):
+    after the last error seen, every error of the group once, in order, whatever the page size."""
+    async with Queue(db_url) as q:
+        job = await _job(q)
+        await _drain(q, provider)
+        group = next(g for g in await q.group_errors(job.id) if g.error_type.endswith("KeyError"))
+        whole = await q.list_errors(job.id, fingerprint=group.fingerprint)
+        assert len(whole) == 10
+        walked, after = [], None
+        while page := await q.list_errors(job.id, limit=3, after_id=after, fingerprint=group.fingerprint):
+            walked += page
+            after = page[-1].id
+        assert [e.id for e in walked] == [e.id for e in whole]
+        assert [e.id for e in await q.list_errors(job.id, after_id=whole[4].id, limit=2)] \
+            == [e.id for e in (await q.list_errors(job.id)) if e.id > whole[4].id][:2]
+        for bad in (0, -3, "7", True):
+            with pytest.raises(InvalidInput, match="error id"):
+                await q.list_errors(job.id, after_id=bad)  # type: ignore[arg-type]
+
+
 async def test_new_fingerprints_are_the_kinds_a_job_never_logged(db_url: str) -> None:
     async with Queue(db_url) as q:
         job = await _job(q, [f"ent{i}" for i in range(30)])

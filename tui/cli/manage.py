@@ -136,15 +136,15 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped
                                            fingerprint=group_key, search=search)
             emit = error_output.error_writer(fmt)
             if limit is not None or filtered:
-                at, left = 0, limit
-                while left is None or left > 0:
-                    page = await q.list_errors(job_id, limit=min(left or 1000, 1000), offset=at,
+                after, left = None, limit
+                while left is None or left > 0:  # by error id: an OFFSET re-reads every row it skips
+                    page = await q.list_errors(job_id, limit=min(left or 1000, 1000), after_id=after,
                                                fingerprint=group_key, search=search)
                     for e in page:
                         emit(e)
                     if len(page) < min(left or 1000, 1000):
                         break
-                    at += len(page)
+                    after = page[-1].id
                     left = None if left is None else left - len(page)
             else:
                 async for e in q.iter_errors(job_id):

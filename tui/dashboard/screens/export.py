@@ -64,15 +64,15 @@ def check_export_path(text: str, cwd: Path | None = None) -> Path:
 
 
 async def _group_errors(queue: Queue, job_id: int, fingerprint: str, page: int = 1000) -> AsyncIterator[ErrorEntry]:
-    """Every error of one group (fingerprint), page by page."""
-    offset = 0
+    """Every error of one group (fingerprint), page by page, by error id (an OFFSET re-reads what it skips)."""
+    after: int | None = None
     while True:
-        found = await queue.list_errors(job_id, limit=page, offset=offset, fingerprint=fingerprint)
+        found = await queue.list_errors(job_id, limit=page, after_id=after, fingerprint=fingerprint)
         for error in found:
             yield error
         if len(found) < page:
             return
-        offset += page
+        after = found[-1].id
 
 
 async def export_errors(queue: Queue, job_id: int, path: Path, *, fingerprint: str | None = None) -> int:
