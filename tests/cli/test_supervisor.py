@@ -274,12 +274,13 @@ def test_supervisor_deadline_is_the_whole_runs_and_exit_4_is_final(tmp_path: Pat
             f"open({str(seen)!r}, 'a').write(f'{{time_left(None):.3f}} {{time_left(100.0):.3f}}\\n')\n"
             "time.sleep(0.3); sys.exit(5)")
     t0 = time.monotonic()
-    status, lines, _ = _supervise(code, 1, deadline=2.0)
+    # 5 s: room for two children even when each takes 1.5 s to import chunkq (a loaded machine)
+    status, lines, _ = _supervise(code, 1, deadline=5.0)
     assert status == 5 and time.monotonic() - t0 < 30
     assert "the run's time is up, not restarting it" in lines[-1]
     left = [tuple(map(float, line.split())) for line in seen.read_text().splitlines()]
     assert len(left) >= 2, "restarted while time was left"
-    assert all(a == b and 0 < a <= 2.0 for a, b in left), left
+    assert all(a == b and 0 < a <= 5.0 for a, b in left), left
     assert left[-1][0] < left[0][0] - 0.25, "a restarted child gets what is left, not the whole budget"
     assert time_left(7.0) == 7.0, "not supervised: the option as given"
 

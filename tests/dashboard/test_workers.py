@@ -169,7 +169,7 @@ async def test_dashboard_auto_run_registers_and_obeys_a_stop_request(db_url: str
     async with Queue(db_url) as q:
         await q.enqueue_job([f"e{i}" for i in range(400)], entity_type="company", provider="p", chunk_size=5)
         app = ChunkqApp(db_url, processor=path, refresh_interval=NEVER)
-        app.heartbeat_interval = 0.1
+        app.heartbeat_interval = 0.5  # lost after two missed beats: 0.1 s read as lost on a loaded machine
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
             await pilot.press("a")

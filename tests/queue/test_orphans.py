@@ -91,7 +91,9 @@ async def test_until_empty_waits_out_a_dead_owners_lease_and_redoes_the_chunk(db
 async def test_a_lease_renewed_while_waiting_belongs_to_a_live_worker(db_url: str) -> None:
     """An owner not known alive (not registered, another host) that renews its lease is waited for
     once, at most one lease, then left alone: the run ends without taking the chunk."""
-    async with Queue(db_url, lease_seconds=1.0, owner="elsewhere:9:z") as other, Queue(db_url) as q:
+    # a 3 s lease renewed every 0.2 s: it never runs out, even when this loop, shared with the worker, lags
+    # (a 1 s one did on a loaded machine, and the worker rightly took the chunk over)
+    async with Queue(db_url, lease_seconds=3.0, owner="elsewhere:9:z") as other, Queue(db_url) as q:
         job = await _enqueue(q, 20, chunk_size=10, max_workers=2)
         claim = await other.claims.claim()
         assert claim is not None
