@@ -29,6 +29,7 @@ def _loaded_after(code: str, env: dict[str, str]) -> set[str]:
     return set(out.split())
 
 
+@pytest.mark.slow
 def test_import_contracts_hold(python_env: dict[str, str]) -> None:
     lint = Path(sys.executable).with_name("lint-imports")
     res = subprocess.run([str(lint), str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True,
@@ -43,6 +44,7 @@ CORE_MODULES = sorted(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", CORE_MODULES)
 def test_core_loads_no_ui_library_and_no_tui(module: str, python_env: dict[str, str]) -> None:
     loaded = _loaded_after(f"import {module}", python_env)
@@ -55,6 +57,7 @@ def test_tui_package_itself_imports_nothing(python_env: dict[str, str]) -> None:
     assert not {m for m in loaded if m.split(".")[0] in (*UI_LIBS, "sqlalchemy") or m.startswith("chunkq.core")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["chunkq.tui.cli", "chunkq.tui.http", "chunkq.tui.humanize",
                                     "chunkq.tui.web", "chunkq.tui.web.server"])
 def test_headless_front_ends_load_no_textual(module: str, python_env: dict[str, str]) -> None:
@@ -74,6 +77,7 @@ def test_every_package_folder_is_installed() -> None:
     assert listed == found
 
 
+@pytest.mark.slow
 def test_no_sql_outside_core() -> None:
     """tui talks to core's API only: no database driver or SQL text anywhere under tui/."""
     sql = re.compile(r"\b(SELECT\s+.+\s+FROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.I | re.S)
@@ -94,6 +98,7 @@ def test_no_sql_outside_core() -> None:
     assert offenders == []
 
 
+@pytest.mark.slow
 def test_core_never_imports_tui_statically() -> None:
     for path in sorted((ROOT / "core").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

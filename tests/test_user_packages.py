@@ -63,6 +63,7 @@ def _chunkq(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*cmd, *args], cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_runs_a_processor_from_the_users_own_core_package(project: Path) -> None:
     proj = project.parent.parent
     assert proj != ROOT
@@ -96,6 +97,7 @@ def user_core_on_path(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     sys.modules.update(saved)
 
 
+@pytest.mark.slow
 async def test_dashboard_loads_steps_and_reloads_a_processor_under_the_users_core(
     sqlite_url: str, user_core_on_path: Path
 ) -> None:

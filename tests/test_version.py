@@ -108,6 +108,7 @@ def changelog_problems(text: str, releases: dict[str, int], version: str) -> lis
     return problems
 
 
+@pytest.mark.slow
 def test_version_option_names_the_package_and_the_schema(tmp_path: Path, python_env: dict[str, str]) -> None:
     """The real command, in a folder with no database: it answers without opening or creating one."""
     res = subprocess.run([sys.executable, "-m", "chunkq.tui.cli", "--version"], cwd=tmp_path, env=python_env,

@@ -206,6 +206,7 @@ def test_process_job_option_and_max_chunks(cli: Cli, db_url: str) -> None:
     assert get_job(db_url, b).processed_count == 0
 
 
+@pytest.mark.slow
 def test_process_rate_and_concurrency_reach_the_processor(
     cli: Cli, db_url: str, write_processor: Callable[[str], str], tmp_path: Path,
 ) -> None:
@@ -446,6 +447,7 @@ def test_bare_chunkq_opens_the_dashboard(db_url: str, fake_dashboard: list[Any],
     assert fake_dashboard[0][0] == (db_url, "chunkq.core.demo:processor")
 
 
+@pytest.mark.slow
 def test_demo_seeds_once_then_opens_the_dashboard(
     bare_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_dashboard: list[Any],
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
 from click.testing import Result
 
 from tests.cli.helpers import get_job, one_line_error
@@ -20,6 +21,7 @@ def _enqueue(cli: Cli, n: int, *extra: str) -> int:
     return int(result.stdout.strip())
 
 
+@pytest.mark.slow
 def test_process_takes_turns_by_default_and_drains_the_oldest_with_order_fifo(cli: Cli, db_url: str) -> None:
     big = _enqueue(cli, 40)
     small = _enqueue(cli, 10)
@@ -66,6 +68,7 @@ def _tenants(cli: Cli) -> dict[str | None, dict[str, object]]:
     return {t["tenant"]: t for t in json.loads(result.stdout)["tenants"]}
 
 
+@pytest.mark.slow
 def test_tenants_lists_each_weight_with_live_jobs_and_processed(cli: Cli, db_url: str) -> None:
     _enqueue(cli, 10, "--tenant", "acme")
     _enqueue(cli, 10, "--tenant", "acme")

@@ -209,6 +209,7 @@ def test_import_refuses_a_malformed_file(cli: Any, db_url: str, tmp_path: Path) 
     assert missing.exit_code == 2 and "no export file" in one_line_error(missing.output)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("retention, pruned", [("default", True), ("off", False)])
 def test_a_long_running_worker_prunes_in_the_background(
     db_url: str, tmp_path: Path, env: dict[str, str], write_processor: Any, retention: str, pruned: bool,
@@ -246,6 +247,7 @@ def test_a_long_running_worker_prunes_in_the_background(
         assert "retention: pruned" not in err, err
 
 
+@pytest.mark.slow
 def test_prune_waits_for_a_background_pruner_then_gives_up(cli: Any, db_url: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A lease held by another pruner: `chunkq prune` waits for it, prunes once it runs out, or gives up (exit 1)."""

@@ -62,6 +62,7 @@ async def test_jobs_table_shows_every_job_active_first(seeded_url: str) -> None:
         assert "5 jobs" in totals and "2 pending" in totals and "1 failed" in totals
 
 
+@pytest.mark.slow
 async def test_enqueue_through_the_form(sqlite_url: str) -> None:
     app = make_app(sqlite_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -95,6 +96,7 @@ async def test_enqueue_through_the_form(sqlite_url: str) -> None:
         assert any(f"job {job.id} enqueued: 4 company IDs" in n for n in notes(app))
 
 
+@pytest.mark.slow
 async def test_enqueue_from_a_file(sqlite_url: str, tmp_path: Path) -> None:
     ids = tmp_path / "ids.txt"
     ids.write_text("".join(f"sku-{i}\n" for i in range(250)) + "\n")
@@ -117,6 +119,7 @@ async def test_enqueue_from_a_file(sqlite_url: str, tmp_path: Path) -> None:
         assert job.total_count == 250
 
 
+@pytest.mark.slow
 async def test_invalid_form_shows_every_problem_and_creates_nothing(sqlite_url: str) -> None:
     app = make_app(sqlite_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -165,6 +168,7 @@ async def test_invalid_form_shows_every_problem_and_creates_nothing(sqlite_url: 
         assert await app.queue.count_jobs() == 0
 
 
+@pytest.mark.slow
 async def test_pause_and_resume_the_selected_job(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -186,6 +190,7 @@ async def test_pause_and_resume_the_selected_job(seeded_url: str) -> None:
         assert (await app.queue.get_job(3)).status == "complete"
 
 
+@pytest.mark.slow
 async def test_cancel_asks_first(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -206,6 +211,7 @@ async def test_cancel_asks_first(seeded_url: str) -> None:
         assert table(app).get_cell("2", "status").plain == "cancelled"
 
 
+@pytest.mark.slow
 async def test_retry_failed_entities_as_a_new_job(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -229,6 +235,7 @@ async def test_retry_failed_entities_as_a_new_job(seeded_url: str) -> None:
         assert await app.queue.count_jobs() == 7
 
 
+@pytest.mark.slow
 async def test_filter_by_status_and_search(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -261,6 +268,7 @@ async def test_filter_by_status_and_search(seeded_url: str) -> None:
         assert "no jobs match" in str(screen.query_one("#page-info").render())
 
 
+@pytest.mark.slow
 async def test_an_over_long_search_is_refused_not_sent(seeded_url: str) -> None:
     """Issue 24: a 100,000-character search reached SQLite as a LIKE pattern ("too complex"). The box
     holds at most ``limits.SEARCH_LENGTH`` characters (a longer paste is refused whole), and a longer
@@ -300,6 +308,7 @@ async def bulk(pilot, app: ChunkqApp, question: str, choice: str) -> None:
     await refresh(pilot, full=True)
 
 
+@pytest.mark.slow
 async def test_bulk_action_applies_to_every_matching_job_after_saying_how_many(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -315,6 +324,7 @@ async def test_bulk_action_applies_to_every_matching_job_after_saying_how_many(s
         assert shown_ids(app) == []
 
 
+@pytest.mark.slow
 async def test_bulk_action_reaches_every_match_beyond_the_page_and_says_what_it_skipped(sqlite_url: str) -> None:
     """The bulk action is core's ``Queue.bulk`` over the filter, not a walk over what the table holds."""
     app = make_app(sqlite_url)
@@ -336,6 +346,7 @@ async def test_bulk_action_reaches_every_match_beyond_the_page_and_says_what_it_
         assert "paused 250 of 252 jobs (skipped: 2 cancelled)" in notes(app)
 
 
+@pytest.mark.slow
 async def test_open_the_selected_job(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -349,6 +360,7 @@ async def test_open_the_selected_job(seeded_url: str) -> None:
         assert app.screen.job_id == 4
 
 
+@pytest.mark.slow
 async def test_help_lists_every_command_of_the_jobs_list(sqlite_url: str) -> None:
     from chunkq.tui.dashboard.commands import JOBS, available
 
@@ -379,6 +391,7 @@ async def test_processing_keys_say_what_to_pass_without_a_processor(seeded_url: 
         assert (await app.queue.get_job(1)).processed_count == 150
 
 
+@pytest.mark.slow
 async def test_cursor_stays_on_its_job_across_refreshes(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -402,6 +415,7 @@ async def test_cursor_stays_on_its_job_across_refreshes(seeded_url: str) -> None
         assert app.jobs_screen.selected_job_id() == 5
 
 
+@pytest.mark.slow
 async def test_table_holds_one_page_and_refresh_reads_only_changes(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -435,6 +449,7 @@ async def test_table_holds_one_page_and_refresh_reads_only_changes(
         assert table(app).row_count == PAGE_SIZE
 
 
+@pytest.mark.slow
 async def test_command_palette_runs_registry_commands(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=SIZE) as pilot:

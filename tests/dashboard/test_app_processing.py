@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from chunkq.core import Queue
 from chunkq.tui.dashboard.app import ChunkqApp
 from chunkq.tui.dashboard.messages import EntityDone
@@ -100,6 +101,7 @@ async def test_step_runs_one_chunk_of_the_selected_job_and_shows_each_entity(
         assert any(f"job {first} is cancelled" in n for n in notes(app))
 
 
+@pytest.mark.slow
 async def test_auto_run_processes_everything_and_keeps_the_ui_responsive(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:
@@ -191,6 +193,7 @@ def _rewrite(path: Path, body: str) -> None:
     os.utime(path, (later, later))
 
 
+@pytest.mark.slow
 async def test_reload_picks_up_an_edit_and_a_syntax_error_keeps_the_old_callback(
     sqlite_url: str, make_processor: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -227,6 +230,7 @@ async def test_reload_picks_up_an_edit_and_a_syntax_error_keeps_the_old_callback
         assert any("syntax error" in line for line in activity(app))
 
 
+@pytest.mark.slow
 async def test_quit_while_a_chunk_is_in_flight_can_release_it(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:
@@ -263,6 +267,7 @@ async def test_quit_while_a_chunk_is_in_flight_can_release_it(
         assert await q.has_claimable(), "another worker can redo the chunk at once"
 
 
+@pytest.mark.slow
 async def test_quit_while_a_chunk_is_in_flight_can_finish_it(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:
@@ -286,6 +291,7 @@ async def test_quit_while_a_chunk_is_in_flight_can_finish_it(
         assert (job.leased_chunks, job.processed_count) == (0, 5), "the chunk committed, no other started"
 
 
+@pytest.mark.slow
 async def test_auto_run_waits_for_retries_that_fall_due_soon(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:
@@ -351,6 +357,7 @@ async def _jobs_held_by_another_worker(q: Queue, n: int) -> None:
     await q.backend.write(tx, "test jobs")
 
 
+@pytest.mark.slow
 async def test_auto_run_finds_a_retry_due_on_the_1500th_active_job(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:

@@ -8,6 +8,7 @@ at ``snapshot_report.html``.
 
 from __future__ import annotations
 
+import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
@@ -21,6 +22,7 @@ async def loaded(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
+@pytest.mark.slow
 def test_jobs_screen(snap_compare, seeded_file: str) -> None:
     async def run_before(pilot: Pilot[None]) -> None:
         await loaded(pilot)
@@ -29,6 +31,7 @@ def test_jobs_screen(snap_compare, seeded_file: str) -> None:
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZE, run_before=run_before)
 
 
+@pytest.mark.slow
 def test_enqueue_form_filled_in(snap_compare, seeded_file: str) -> None:
     async def run_before(pilot: Pilot[None]) -> None:
         await loaded(pilot)
@@ -47,6 +50,7 @@ def test_enqueue_form_filled_in(snap_compare, seeded_file: str) -> None:
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZE, run_before=run_before)
 
 
+@pytest.mark.slow
 def test_enqueue_form_with_errors(snap_compare, seeded_file: str) -> None:
     async def run_before(pilot: Pilot[None]) -> None:
         await loaded(pilot)
@@ -63,6 +67,7 @@ def test_enqueue_form_with_errors(snap_compare, seeded_file: str) -> None:
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZE, run_before=run_before)
 
 
+@pytest.mark.slow
 def test_help_screen(snap_compare, seeded_file: str) -> None:
     async def run_before(pilot: Pilot[None]) -> None:
         await loaded(pilot)
@@ -72,6 +77,7 @@ def test_help_screen(snap_compare, seeded_file: str) -> None:
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZE, run_before=run_before)
 
 
+@pytest.mark.slow
 def test_cancel_confirmation(snap_compare, seeded_file: str) -> None:
     async def run_before(pilot: Pilot[None]) -> None:
         await loaded(pilot)

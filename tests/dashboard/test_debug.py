@@ -55,6 +55,7 @@ def suspended(monkeypatch: pytest.MonkeyPatch) -> Callable[[object], list[str]]:
     return install
 
 
+@pytest.mark.slow
 async def test_post_mortem_hands_the_exception_to_the_debugger(
     sqlite_url: str, proc_path: str, suspended: Callable[[object], list[str]]
 ) -> None:
@@ -86,6 +87,7 @@ async def test_post_mortem_hands_the_exception_to_the_debugger(
         assert (await app.queue.get_job(job.id)).error_count == 4
 
 
+@pytest.mark.slow
 async def test_post_mortem_of_an_entity_that_now_succeeds(
     sqlite_url: str, proc_path: str, tmp_path: Path, suspended: Callable[[object], list[str]]
 ) -> None:
@@ -101,6 +103,7 @@ async def test_post_mortem_of_an_entity_that_now_succeeds(
         assert any("gone-1 succeeded this time; nothing to debug" in n.message for n in app._notifications)
 
 
+@pytest.mark.slow
 async def test_post_mortem_where_the_terminal_cannot_be_handed_over(sqlite_url: str, proc_path: str) -> None:
     job = await seed_job(sqlite_url, proc_path)
     debugger = RecordingDebugger()
@@ -112,6 +115,7 @@ async def test_post_mortem_where_the_terminal_cannot_be_handed_over(sqlite_url: 
         assert any("needs a real terminal" in n.message for n in app._notifications)
 
 
+@pytest.mark.slow
 async def test_post_mortem_without_a_processor(sqlite_url: str, proc_path: str,
                                                suspended: Callable[[object], list[str]]) -> None:
     job = await seed_job(sqlite_url, proc_path)

@@ -163,6 +163,7 @@ async def select_error(pilot: Pilot[None], screen: JobDetailScreen, entity: str)
 # ---------------------------------------------------------------------- showing a job
 
 
+@pytest.mark.slow
 async def test_detail_shows_fields_progress_chunks_and_errors(db_url: str, proc_path: str) -> None:
     job = await seed_job(db_url, proc_path)
     async with running(db_url, proc_path, job.id) as (_app, _pilot, screen):
@@ -194,6 +195,7 @@ async def test_detail_shows_fields_progress_chunks_and_errors(db_url: str, proc_
         assert values["failed_count"] == "4"
 
 
+@pytest.mark.slow
 async def test_grouped_errors_and_drill_down(sqlite_url: str, proc_path: str) -> None:
     job = await seed_job(sqlite_url, proc_path)
     async with running(sqlite_url, proc_path, job.id) as (_app, pilot, screen):
@@ -224,6 +226,7 @@ async def test_grouped_errors_and_drill_down(sqlite_url: str, proc_path: str) ->
         assert pilot.app.screen is not screen
 
 
+@pytest.mark.slow
 async def test_tabs_switch_by_key(sqlite_url: str, proc_path: str) -> None:
     job = await seed_job(sqlite_url, proc_path)
     async with running(sqlite_url, proc_path, job.id) as (_app, pilot, screen):
@@ -234,6 +237,7 @@ async def test_tabs_switch_by_key(sqlite_url: str, proc_path: str) -> None:
             assert tabs.active == tab
 
 
+@pytest.mark.slow
 async def test_traceback_of_a_stored_chained_error(sqlite_url: str, proc_path: str) -> None:
     job = await seed_job(sqlite_url, proc_path)
     async with running(sqlite_url, proc_path, job.id) as (_app, pilot, screen):
@@ -256,6 +260,7 @@ async def test_traceback_of_a_stored_chained_error(sqlite_url: str, proc_path: s
         assert "KeyError: 'gone-1'" in text and "direct cause" not in text
 
 
+@pytest.mark.slow
 async def test_locals_only_when_captured_and_opted_in(sqlite_url: str, proc_path: str) -> None:
     job = await seed_job(sqlite_url, proc_path, capture_locals=True)
     async with running(sqlite_url, proc_path, job.id) as (_app, pilot, screen):
@@ -286,6 +291,7 @@ async def test_traceback_when_the_source_is_gone(sqlite_url: str, proc_path: str
     assert "def parse(entity_id):" in text  # the context recorded around the line, not just the line
 
 
+@pytest.mark.slow
 async def test_error_log_pages(sqlite_url: str, make_processor: Callable[..., str]) -> None:
     path = make_processor("""
         def process(entity_id, job):
@@ -316,6 +322,7 @@ async def test_error_log_pages(sqlite_url: str, make_processor: Callable[..., st
 # ---------------------------------------------------------------------- keys: help and the palette
 
 
+@pytest.mark.slow
 async def test_help_and_the_palette_offer_this_screens_commands(sqlite_url: str, proc_path: str,
                                                                    tmp_path: Path) -> None:
     job = await seed_job(sqlite_url, proc_path)
@@ -347,6 +354,7 @@ async def test_help_and_the_palette_offer_this_screens_commands(sqlite_url: str,
 # ---------------------------------------------------------------------- export
 
 
+@pytest.mark.slow
 async def test_export_writes_jsonl_and_csv(sqlite_url: str, proc_path: str, tmp_path: Path) -> None:
     job = await seed_job(sqlite_url, proc_path)
     async with running(sqlite_url, proc_path, job.id) as (app, pilot, _screen):
@@ -374,6 +382,7 @@ async def test_export_writes_jsonl_and_csv(sqlite_url: str, proc_path: str, tmp_
         assert not [name for name in os.listdir(tmp_path) if name.endswith(".part")]
 
 
+@pytest.mark.slow
 async def test_export_to_a_missing_folder_says_so_and_writes_nothing(
     sqlite_url: str, proc_path: str, tmp_path: Path
 ) -> None:
@@ -395,6 +404,7 @@ async def test_export_to_a_missing_folder_says_so_and_writes_nothing(
 # ---------------------------------------------------------------------- retrying
 
 
+@pytest.mark.slow
 async def test_retry_one_entity_turns_its_error_resolved(db_url: str, proc_path: str, tmp_path: Path) -> None:
     job = await seed_job(db_url, proc_path)
     async with running(db_url, proc_path, job.id) as (app, pilot, screen):
@@ -421,6 +431,7 @@ async def test_retry_one_entity_turns_its_error_resolved(db_url: str, proc_path:
         assert (done.succeeded_count, done.failed_count) == (7, 3)
 
 
+@pytest.mark.slow
 async def test_retry_without_a_processor_says_what_to_pass(sqlite_url: str, proc_path: str) -> None:
     job = await seed_job(sqlite_url, proc_path)
     async with running(sqlite_url, None, job.id) as (app, pilot, screen):
@@ -431,6 +442,7 @@ async def test_retry_without_a_processor_says_what_to_pass(sqlite_url: str, proc
         assert screen.retry_note is None
 
 
+@pytest.mark.slow
 async def test_requeue_failed_in_place_after_confirming(sqlite_url: str, proc_path: str) -> None:
     job = await seed_job(sqlite_url, proc_path)
     async with running(sqlite_url, proc_path, job.id) as (app, pilot, screen):
@@ -446,6 +458,7 @@ async def test_requeue_failed_in_place_after_confirming(sqlite_url: str, proc_pa
         assert "4 waiting for retry" in static_text(screen, "detail-counts")
 
 
+@pytest.mark.slow
 async def test_retry_failed_as_a_new_job_and_escape_changes_nothing(sqlite_url: str, proc_path: str) -> None:
     job = await seed_job(sqlite_url, proc_path)
     async with running(sqlite_url, proc_path, job.id) as (app, pilot, _screen):
@@ -495,6 +508,7 @@ async def held_lease(url: str, seconds_before_now: float, lease: float = 30.0) -
                 await task
 
 
+@pytest.mark.slow
 async def test_stale_worker_notice(sqlite_url: str) -> None:
     async with (
         held_lease(sqlite_url, seconds_before_now=90) as job,
@@ -507,6 +521,7 @@ async def test_stale_worker_notice(sqlite_url: str) -> None:
             assert column(table(screen, "detail-chunks"), "state") == ["leased, expired"]
 
 
+@pytest.mark.slow
 async def test_quiet_worker_before_its_lease_expires(sqlite_url: str) -> None:
     async with (
         held_lease(sqlite_url, seconds_before_now=25) as job,
@@ -530,6 +545,7 @@ def test_lease_notice_for_a_healthy_worker() -> None:
 # ---------------------------------------------------------------------- live refresh
 
 
+@pytest.mark.slow
 async def test_live_refresh_picks_up_progress_without_overlapping(sqlite_url: str, proc_path: str) -> None:
     async with Queue(sqlite_url, clock=lambda: SEED_AT) as q:
         job = await q.enqueue_job(IDS, entity_type="company", provider="clearbit", chunk_size=4)
@@ -562,6 +578,7 @@ async def test_live_refresh_picks_up_progress_without_overlapping(sqlite_url: st
         assert screen.loads > loads
 
 
+@pytest.mark.slow
 async def test_missing_job_is_said_plainly(sqlite_url: str) -> None:
     async with Queue(sqlite_url):
         pass

@@ -48,6 +48,7 @@ def open_detail(job_id: int, then: Callable[[Pilot[None], JobDetailScreen], obje
     return run_before
 
 
+@pytest.mark.slow
 def test_snapshot_errors_tab_with_a_chained_traceback(sqlite_url: str, proc_path: str, snap_compare) -> None:
     job = asyncio.run(seed_job(sqlite_url, proc_path))
 
@@ -58,6 +59,7 @@ def test_snapshot_errors_tab_with_a_chained_traceback(sqlite_url: str, proc_path
     assert snap_compare(app, terminal_size=SIZE, run_before=open_detail(job.id, select_second))
 
 
+@pytest.mark.slow
 def test_snapshot_drill_down_into_a_group(sqlite_url: str, proc_path: str, snap_compare) -> None:
     job = asyncio.run(seed_job(sqlite_url, proc_path))
 
@@ -71,6 +73,7 @@ def test_snapshot_drill_down_into_a_group(sqlite_url: str, proc_path: str, snap_
     assert snap_compare(app, terminal_size=SIZE, run_before=open_detail(job.id, drill))
 
 
+@pytest.mark.slow
 def test_snapshot_chunks_tab(sqlite_url: str, proc_path: str, snap_compare) -> None:
     job = asyncio.run(seed_job(sqlite_url, proc_path))
     app = ChunkqApp(sqlite_url, processor=proc_path, clock=fixed_clock, refresh_interval=NEVER)
@@ -105,6 +108,7 @@ def lease_held_in_a_thread(url: str, seconds_before_now: float) -> Iterator[int]
         thread.join(30)
 
 
+@pytest.mark.slow
 def test_snapshot_stale_worker(sqlite_url: str, snap_compare, tmp_path: Path) -> None:
     with lease_held_in_a_thread(sqlite_url, seconds_before_now=90) as job_id:
         app = ChunkqApp(sqlite_url, clock=fixed_clock, refresh_interval=NEVER)

@@ -12,6 +12,7 @@ import io
 import threading
 from collections.abc import Callable
 
+import pytest
 from chunkq.tui.dashboard.background import EntityBatcher
 from chunkq.tui.dashboard.messages import EntityBatch
 from chunkq.tui.dashboard.screens.detail import JobDetailScreen
@@ -42,6 +43,7 @@ def text_of(static: Static) -> str:
     return console.export_text()
 
 
+@pytest.mark.slow
 async def test_auto_run_runs_on_its_own_thread_and_loop(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:
@@ -65,6 +67,7 @@ async def test_auto_run_runs_on_its_own_thread_and_loop(
         assert (await app.queue.get_job(job_id)).status == "complete"
 
 
+@pytest.mark.slow
 async def test_auto_run_reports_failures_in_batches_with_a_bounded_log(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:
@@ -106,6 +109,7 @@ async def test_the_batcher_flushes_on_a_timer_and_on_demand() -> None:
     assert [[e.result.entity_id for e in b.entities] for b in posted] == [["bad"], ["bad2"]]
 
 
+@pytest.mark.slow
 async def test_the_error_detail_shows_the_entitys_output_beside_its_traceback(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:
@@ -134,6 +138,7 @@ async def test_the_error_detail_shows_the_entitys_output_beside_its_traceback(
         assert "id-002" not in shown, "only that entity's output"
 
 
+@pytest.mark.slow
 async def test_a_step_shows_each_entitys_last_output_lines(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:
@@ -149,6 +154,7 @@ async def test_a_step_shows_each_entitys_last_output_lines(
         assert "│ WARNING provider: rate limit header: 3 left" in lines[at + 2]
 
 
+@pytest.mark.slow
 async def test_a_dry_runs_success_shows_its_output(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:
@@ -171,6 +177,7 @@ async def test_a_dry_runs_success_shows_its_output(
         assert "asked the provider about id-000" in text_of(output)
 
 
+@pytest.mark.slow
 async def test_leaving_without_the_quit_dialog_releases_auto_runs_chunk(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:

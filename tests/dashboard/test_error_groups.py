@@ -94,6 +94,7 @@ async def drill_into(pilot: Pilot[None], screen: JobDetailScreen, prefix: str) -
 # ---------------------------------------------------------------------- one group per bug
 
 
+@pytest.mark.slow
 async def test_messages_with_ids_and_urls_make_one_group_per_bug(db_url: str, enrich: str) -> None:
     job = await seed_mixed(db_url, enrich)
     assert job.failed_count == 20
@@ -141,6 +142,7 @@ async def answer(pilot: Pilot[None], app: ChunkqApp, key: str, screen: JobDetail
     return title
 
 
+@pytest.mark.slow
 async def test_requeue_and_retry_in_a_drill_down_touch_only_that_groups_entities(db_url: str, enrich: str) -> None:
     job = await seed_mixed(db_url, enrich)
     down = [i for i in mixed_ids() if i.startswith("down-")]
@@ -173,6 +175,7 @@ async def test_requeue_and_retry_in_a_drill_down_touch_only_that_groups_entities
                       ) == down
 
 
+@pytest.mark.slow
 async def test_u_with_the_grouped_table_focused_asks_about_that_group_and_back_changes_nothing(
     sqlite_url: str, enrich: str
 ) -> None:
@@ -197,6 +200,7 @@ async def test_u_with_the_grouped_table_focused_asks_about_that_group_and_back_c
         assert app.screen.title_text == f"Requeue the failed entities of job {job.id}?"  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 async def test_export_in_a_drill_down_writes_only_that_group(sqlite_url: str, enrich: str, tmp_path: Path) -> None:
     job = await seed_mixed(sqlite_url, enrich)
     async with running(sqlite_url, enrich, job.id) as (app, pilot, screen):
@@ -217,6 +221,7 @@ async def test_export_in_a_drill_down_writes_only_that_group(sqlite_url: str, en
 # ---------------------------------------------------------------------- search
 
 
+@pytest.mark.slow
 async def test_search_by_entity_or_text_and_esc_clears_it(db_url: str, enrich: str) -> None:
     job = await seed_mixed(db_url, enrich)
     async with running(db_url, enrich, job.id) as (_app, pilot, screen):
@@ -272,6 +277,7 @@ def record_notes(app: ChunkqApp) -> list[str]:
     return said
 
 
+@pytest.mark.slow
 async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: str, enrich: str) -> None:
     app = detail_app(db_url, enrich)
     said = record_notes(app)
@@ -314,6 +320,7 @@ async def test_breakpoint_stops_auto_run_at_the_first_new_kind_of_error(db_url: 
         assert "breakpoint" not in app.sub_title
 
 
+@pytest.mark.slow
 async def test_breakpoint_new_for_the_processor_goes_past_a_bug_another_job_logged(db_url: str, enrich: str) -> None:
     """``B``: new to the processor. Yesterday's job (routed to none, like today's: one processor) had the
     outage, so auto-run goes past it and stops at the 404; ``B`` again is new to the job, ``b`` turns it off."""
@@ -372,6 +379,7 @@ def process(eid, job):
 """
 
 
+@pytest.mark.slow
 async def test_b_and_B_reach_an_auto_run_already_going(sqlite_url: str, make_processor: Callable[..., str]) -> None:
     """Turned on while auto-run runs its first chunk: the worker takes it (on its own loop) and stops after
     the chunk with the new kind of error (a sync callback: one chunk at a time)."""
@@ -401,6 +409,7 @@ async def test_b_and_B_reach_an_auto_run_already_going(sqlite_url: str, make_pro
 # ---------------------------------------------------------------------- dry-run failures
 
 
+@pytest.mark.slow
 async def test_dry_run_failures_open_like_stored_errors(sqlite_url: str, enrich: str) -> None:
     app = detail_app(sqlite_url, enrich)
     async with app.run_test(size=SIZE) as pilot:
@@ -457,6 +466,7 @@ def caption_fits(screen: JobDetailScreen) -> str:
     return text
 
 
+@pytest.mark.slow
 async def test_the_caption_counts_every_bug_not_the_page(db_url: str) -> None:
     """Issue 27: 103 bugs read "103 bugs" and which are listed, never "100 bugs"."""
     job = await seed_103_bugs(db_url)
@@ -464,6 +474,7 @@ async def test_the_caption_counts_every_bug_not_the_page(db_url: str) -> None:
         assert "Unresolved errors by bug: 1–100 of 103 bugs  ] next page" in caption_fits(screen)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
 async def test_the_grouped_table_pages_through_every_bug(db_url: str, size: tuple[int, int]) -> None:
     """Issue 27, "counts are whole": ] and [ on the grouped table page through all 103 groups, as they page the
@@ -519,6 +530,7 @@ async def test_the_grouped_table_pages_through_every_bug(db_url: str, size: tupl
         assert screen.page_offset == 100 and group_keys(screen) == first
 
 
+@pytest.mark.slow
 async def test_a_group_opened_by_fingerprint_shows_the_page_that_lists_it(db_url: str) -> None:
     """The breakpoint opens a group by fingerprint: on whichever page of groups it is, that page is shown with
     its row highlighted, and the log lists its errors (issue 27: caption, row and list describe one group)."""
@@ -538,6 +550,7 @@ async def test_a_group_opened_by_fingerprint_shows_the_page_that_lists_it(db_url
         assert "101–103 of 103 bugs" in caption_fits(screen)
 
 
+@pytest.mark.slow
 async def test_the_last_column_ages_while_nothing_changes(db_url: str, enrich: str) -> None:
     """Issue 27: an idle job's groups said "0s" for nine minutes; each poll now measures from the poll's time."""
     from datetime import timedelta
@@ -561,6 +574,7 @@ async def test_the_last_column_ages_while_nothing_changes(db_url: str, enrich: s
         assert set(column(table(screen, "detail-groups"), "last")) == {"3h"}
 
 
+@pytest.mark.slow
 async def test_m_merges_two_groups_and_shift_m_splits_them_again(db_url: str, enrich: str) -> None:
     """Issue 27: the operator says two groups are one bug from the dashboard, and undoes it."""
     job = await seed_mixed(db_url, enrich)
@@ -597,6 +611,7 @@ async def test_m_merges_two_groups_and_shift_m_splits_them_again(db_url: str, en
         assert "(3 bugs)" in str(screen.query_one("#groups-caption").render())
 
 
+@pytest.mark.slow
 async def test_the_errors_pane_posts_one_query_changed_per_change_and_none_for_a_read(sqlite_url: str) -> None:
     """Issue 30: the Errors tab owns its query and says when the operator changes it (one typed message per
     change, which the screen reads on); the screen's own reads - counts moving on, a page read - ask for nothing."""

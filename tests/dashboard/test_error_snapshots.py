@@ -45,22 +45,26 @@ async def focus_groups(pilot: Pilot[None], screen: JobDetailScreen) -> None:
     screen.query_one("#detail-groups").focus()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
 def test_snapshot_grouped_view(sqlite_url: str, enrich: str, snap_compare, size: tuple[int, int]) -> None:
     job = asyncio.run(seed_mixed(sqlite_url, enrich))
     assert snap_compare(app_for(sqlite_url, enrich), terminal_size=size, run_before=open_detail(job.id, focus_groups))
 
 
+@pytest.mark.slow
 def test_snapshot_recursion_traceback(sqlite_url: str, enrich: str, snap_compare) -> None:
     job = asyncio.run(seed_one(sqlite_url, enrich, "org-7"))
     assert snap_compare(app_for(sqlite_url, enrich), terminal_size=(160, 45), run_before=open_detail(job.id))
 
 
+@pytest.mark.slow
 def test_snapshot_exception_group_traceback(sqlite_url: str, enrich: str, snap_compare) -> None:
     job = asyncio.run(seed_one(sqlite_url, enrich, "multi-7.com"))
     assert snap_compare(app_for(sqlite_url, enrich), terminal_size=(160, 45), run_before=open_detail(job.id))
 
 
+@pytest.mark.slow
 def test_snapshot_traceback_after_the_source_changed(sqlite_url: str, enrich: str, snap_compare,
                                                      tmp_path: Path) -> None:
     job = asyncio.run(seed_one(sqlite_url, enrich, "noemail-7.com"))

@@ -56,6 +56,7 @@ async def detail(pilot, app: ChunkqApp, job_id: int = 1) -> JobDetailScreen:
 # ---------------------------------------------------------------------- fit and find
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 async def test_enter_on_an_error_opens_its_traceback_and_esc_returns(seeded_url: str,
                                                                       size: tuple[int, int]) -> None:
@@ -82,6 +83,7 @@ async def test_enter_on_an_error_opens_its_traceback_and_esc_returns(seeded_url:
         assert app.focused is log and not screen.has_class("-zoom") and log.region.width > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 async def test_traceback_and_copy_keys_are_in_the_detail_footer(seeded_url: str, size: tuple[int, int]) -> None:
     app = make_app(seeded_url)
@@ -92,6 +94,7 @@ async def test_traceback_and_copy_keys_are_in_the_detail_footer(seeded_url: str,
         assert "escape" in shown and "q" in shown, "the footer still fits its other keys"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 async def test_y_copies_the_entity_id_message_or_traceback_and_says_what(seeded_url: str,
                                                                          size: tuple[int, int]) -> None:
@@ -129,6 +132,7 @@ def process(entity_id, job):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 async def test_groups_cut_to_the_same_text_show_where_they_differ(sqlite_url: str, make_processor: Callable,
                                                                   size: tuple[int, int]) -> None:
@@ -235,6 +239,7 @@ def test_names_take_the_room_a_short_note_and_small_ids_leave() -> None:
 # ---------------------------------------------------------------------- dialogs
 
 
+@pytest.mark.slow
 async def test_y_answers_every_yes_no_question_and_the_quit_dialog(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=NARROW) as pilot:
@@ -274,6 +279,7 @@ def test_the_palette_and_help_list_quit_once() -> None:
         assert commands.help_markdown(scope).count("**Quit**") == 1
 
 
+@pytest.mark.slow
 async def test_the_palette_offers_quit_once(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=NARROW) as pilot:
@@ -290,6 +296,7 @@ async def test_the_palette_offers_quit_once(seeded_url: str) -> None:
         assert sum(1 for f in found if f.split("\n")[0].strip().lower() == "quit") == 1, found
 
 
+@pytest.mark.slow
 async def test_a_processor_never_needed_for_copy(seeded_url: str) -> None:
     """Copy works while only watching (no ``--processor``): it reads what is stored."""
     app = make_app(seeded_url)
@@ -318,6 +325,7 @@ def test_counts_of_one_are_singular() -> None:
     assert "(1 entity)" in caption and "entities" not in caption
 
 
+@pytest.mark.slow
 async def test_help_scrolls_with_the_keys_it_lists(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=NARROW) as pilot:
@@ -336,6 +344,7 @@ async def test_help_scrolls_with_the_keys_it_lists(seeded_url: str) -> None:
         assert body.scroll_y > 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 async def test_the_activity_log_reflows_and_folds_a_long_id_to_one_line(seeded_url: str,
                                                                          size: tuple[int, int]) -> None:
@@ -365,6 +374,7 @@ async def test_the_activity_log_reflows_and_folds_a_long_id_to_one_line(seeded_u
         assert "…" in log.lines[0].text and "/end" in log.lines[0].text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 async def test_esc_on_a_filled_enqueue_form_asks_before_discarding(seeded_url: str, size: tuple[int, int]) -> None:
     from chunkq.tui.dashboard.screens.enqueue import EnqueueScreen
@@ -396,6 +406,7 @@ async def test_esc_on_a_filled_enqueue_form_asks_before_discarding(seeded_url: s
         assert await app.queue.count_jobs() == 6, "nothing was enqueued"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 async def test_the_chunks_tab_and_the_workers_table_fit_their_key_columns(seeded_url: str,
                                                                           size: tuple[int, int]) -> None:
@@ -425,6 +436,7 @@ async def test_the_chunks_tab_and_the_workers_table_fit_their_key_columns(seeded
         assert {"worker", "state", "beat", "job", "chunks", "done", "failed"} <= set(fitting(workers))
 
 
+@pytest.mark.slow
 async def test_a_status_filter_that_hides_auto_runs_job_says_so(sqlite_url: str, make_processor) -> None:
     import asyncio
     import importlib
@@ -474,6 +486,7 @@ async def test_a_status_filter_that_hides_auto_runs_job_says_so(sqlite_url: str,
             await asyncio.sleep(0.02)
 
 
+@pytest.mark.slow
 async def test_the_moving_keys_type_in_a_text_area(seeded_url: str) -> None:
     """j/k/g/G scroll panes (help, a traceback), but the IDs box is a text area: there they are letters."""
     from textual.widgets import TextArea
@@ -491,6 +504,7 @@ async def test_the_moving_keys_type_in_a_text_area(seeded_url: str) -> None:
         assert box.text == "xjkgG", "Home went to the line's start, the letters were typed"
 
 
+@pytest.mark.slow
 async def test_auto_run_claims_nothing_while_the_quit_dialog_is_open(sqlite_url: str, make_processor) -> None:
     import asyncio
     import importlib

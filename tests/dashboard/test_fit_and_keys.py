@@ -135,6 +135,7 @@ async def test_jobs_screen_at_80x24_shows_counts_totals_and_every_footer_key(see
         assert totals.outer_size.height == 2, "the totals wrap instead of being cut"
 
 
+@pytest.mark.slow
 async def test_columns_follow_a_resize_and_the_cursor_stays(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=NARROW) as pilot:
@@ -171,6 +172,7 @@ async def test_a_count_in_the_millions_widens_its_column(sqlite_url: str) -> Non
 # ---------------------------------------------------------------------- keys
 
 
+@pytest.mark.slow
 async def test_home_end_g_G_j_k_move_in_the_table(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=WIDE) as pilot:
@@ -195,6 +197,7 @@ async def test_home_end_g_G_j_k_move_in_the_table(seeded_url: str) -> None:
         assert t.cursor_row == 1
 
 
+@pytest.mark.slow
 async def test_escape_clears_the_search_and_leaves_the_box(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=WIDE) as pilot:
@@ -211,6 +214,7 @@ async def test_escape_clears_the_search_and_leaves_the_box(seeded_url: str) -> N
         assert len(jobs_table(app).jobs) == 6
 
 
+@pytest.mark.slow
 async def test_sort_by_key_and_by_clicking_a_header(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=WIDE) as pilot:
@@ -245,6 +249,7 @@ async def test_help_on_the_detail_screen_lists_detail_keys_first_and_reload() ->
 # ---------------------------------------------------------------------- dialogs
 
 
+@pytest.mark.slow
 async def test_every_confirm_dialog_focuses_the_safe_button(seeded_url: str) -> None:
     from tests.dashboard.test_table_logic import job
 
@@ -272,6 +277,7 @@ async def test_every_confirm_dialog_focuses_the_safe_button(seeded_url: str) -> 
             assert app.screen is base
 
 
+@pytest.mark.slow
 async def test_bulk_dialog_fits_a_big_count_at_80_and_160_with_back_visible(seeded_url: str) -> None:
     for size in (NARROW, (160, 45)):
         app = make_app(seeded_url)
@@ -289,6 +295,7 @@ async def test_bulk_dialog_fits_a_big_count_at_80_and_160_with_back_visible(seed
             assert app.screen is dialog, "y does not guess between several actions"
 
 
+@pytest.mark.slow
 async def test_r_asks_and_never_makes_a_second_retry_job(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=WIDE) as pilot:
@@ -339,6 +346,7 @@ async def test_s_on_a_finished_job_says_so_and_steps_nothing(seeded_url: str) ->
         assert {j.id: j.processed_count for j in await app.queue.list_jobs()} == before
 
 
+@pytest.mark.slow
 async def test_export_asks_before_replacing_a_file(tmp_path: Path, seeded_url: str) -> None:
     target = tmp_path / "errors.jsonl"
     target.write_text("keep me\n")
@@ -365,6 +373,7 @@ async def test_export_asks_before_replacing_a_file(tmp_path: Path, seeded_url: s
 # ---------------------------------------------------------------------- layouts
 
 
+@pytest.mark.slow
 async def test_enqueue_form_at_80x24_shows_its_buttons_and_submit_key(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=NARROW) as pilot:
@@ -383,6 +392,7 @@ async def test_enqueue_form_at_80x24_shows_its_buttons_and_submit_key(seeded_url
         assert visible(app, file_box), "the form scrolls to the file field"
 
 
+@pytest.mark.slow
 async def test_activity_log_cycles_and_grows_when_the_table_is_short(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=(160, 45)) as pilot:
@@ -401,6 +411,7 @@ async def test_activity_log_cycles_and_grows_when_the_table_is_short(seeded_url:
         assert log.size_mode == "auto" and log.display
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [NARROW, WIDE])
 async def test_detail_screen_gives_the_error_log_rows(seeded_url: str, size: tuple[int, int]) -> None:
     app = make_app(seeded_url)
@@ -416,6 +427,7 @@ async def test_detail_screen_gives_the_error_log_rows(seeded_url: str, size: tup
         assert log.region.height >= (7 if size == NARROW else 4), f"the error log shows rows at {size}"
 
 
+@pytest.mark.slow
 async def test_a_narrow_detail_shows_the_traceback_full_width_on_z_and_esc_returns(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=NARROW) as pilot:
@@ -434,6 +446,7 @@ async def test_a_narrow_detail_shows_the_traceback_full_width_on_z_and_esc_retur
         assert log.region.width >= 76 and app.screen is not app.jobs_screen, "esc leaves the zoom, not the job"
 
 
+@pytest.mark.slow
 async def test_the_quit_dialog_follows_auto_run_while_open(sqlite_url: str, make_processor) -> None:
     import asyncio
     import importlib

@@ -29,6 +29,7 @@ def test_fit_jobs(snap_compare, seeded_file: str, size: str) -> None:
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_fit_enqueue(snap_compare, seeded_file: str, size: str) -> None:
     async def run_before(pilot: Pilot[None]) -> None:
@@ -45,6 +46,7 @@ def test_fit_enqueue(snap_compare, seeded_file: str, size: str) -> None:
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_fit_help(snap_compare, seeded_file: str, size: str) -> None:
     async def run_before(pilot: Pilot[None]) -> None:
@@ -55,6 +57,7 @@ def test_fit_help(snap_compare, seeded_file: str, size: str) -> None:
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_fit_cancel_dialog(snap_compare, seeded_file: str, size: str) -> None:
     async def run_before(pilot: Pilot[None]) -> None:
@@ -65,6 +68,7 @@ def test_fit_cancel_dialog(snap_compare, seeded_file: str, size: str) -> None:
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_fit_bulk_dialog_with_a_big_count(snap_compare, seeded_file: str, size: str) -> None:
     async def run_before(pilot: Pilot[None]) -> None:
@@ -75,6 +79,7 @@ def test_fit_bulk_dialog_with_a_big_count(snap_compare, seeded_file: str, size: 
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_fit_detail(snap_compare, seeded_file: str, size: str) -> None:
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=_open_detail)
@@ -92,6 +97,7 @@ async def _open_detail(pilot: Pilot[None]) -> JobDetailScreen:
     return screen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_fit_traceback_on_enter(snap_compare, seeded_file: str, size: str) -> None:
     """Issue 28: Enter on an error opens its traceback, the whole screen at 80 columns, beside the lists wide."""
@@ -103,6 +109,7 @@ def test_fit_traceback_on_enter(snap_compare, seeded_file: str, size: str) -> No
     assert snap_compare(snapshot_app(seeded_file), terminal_size=SIZES[size], run_before=run_before)
 
 
+@pytest.mark.slow
 def test_fit_copy_dialog_at_80(snap_compare, seeded_file: str) -> None:
     """Issue 28: y asks what to copy of the selected error."""
     async def run_before(pilot: Pilot[None]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from chunkq.core import Processor, Queue
 from chunkq.core.retention import DAY
 from chunkq.tui.dashboard.app import ChunkqApp
@@ -49,6 +50,7 @@ async def open_dialog(pilot, app: ChunkqApp) -> PruneScreen:  # type: ignore[no-
     return app.screen
 
 
+@pytest.mark.slow
 async def test_the_dialog_counts_per_status_and_back_deletes_nothing(sqlite_url: str) -> None:
     await seed_old(sqlite_url)
     app = ChunkqApp(sqlite_url, refresh_interval=NEVER)
@@ -70,6 +72,7 @@ async def test_the_dialog_counts_per_status_and_back_deletes_nothing(sqlite_url:
     assert await names(sqlite_url) == {"old-1", "old-2", "old-cancelled", "today", "live"}
 
 
+@pytest.mark.slow
 async def test_a_confirmed_prune_deletes_old_finished_jobs_off_the_ui_loop(sqlite_url: str) -> None:
     await seed_old(sqlite_url)
     app = ChunkqApp(sqlite_url, refresh_interval=NEVER)
@@ -89,6 +92,7 @@ async def test_a_confirmed_prune_deletes_old_finished_jobs_off_the_ui_loop(sqlit
     assert await names(sqlite_url) == {"old-cancelled", "today", "live"}
 
 
+@pytest.mark.slow
 async def test_a_bad_age_is_explained_and_cannot_be_confirmed(sqlite_url: str) -> None:
     await seed_old(sqlite_url)
     app = ChunkqApp(sqlite_url, refresh_interval=NEVER)

@@ -29,6 +29,7 @@ SCREEN_AND_WIDGET_MODULES = sorted(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", SCREEN_AND_WIDGET_MODULES)
 def test_screens_and_widgets_import_without_the_app(module: str, python_env: dict[str, str]) -> None:
     code = f"import sys, {module}; print('chunkq.tui.dashboard.app' in sys.modules)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from chunkq.core import Queue
 from chunkq.tui.dashboard.screens.enqueue import EnqueueScreen
 from chunkq.tui.dashboard.screens.jobs import JobsScreen
@@ -27,6 +28,7 @@ async def _open_form(pilot, app) -> EnqueueScreen:  # type: ignore[no-untyped-de
     return form
 
 
+@pytest.mark.slow
 async def test_the_form_stores_the_tenant_and_empty_means_none(sqlite_url: str) -> None:
     app = make_app(sqlite_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -43,6 +45,7 @@ async def test_the_form_stores_the_tenant_and_empty_means_none(sqlite_url: str) 
         assert (first.tenant, second.tenant or "") == ("acme [b]corp", ""), "stripped, brackets kept as text"
 
 
+@pytest.mark.slow
 async def test_a_bad_tenant_is_refused_in_its_box_and_nothing_is_created(sqlite_url: str) -> None:
     app = make_app(sqlite_url)
     async with app.run_test(size=SIZE) as pilot:
@@ -95,6 +98,7 @@ def test_the_tenant_column_is_left_out_unless_present() -> None:
     assert "tenant" in fit_columns(158, present={"tenant"})
 
 
+@pytest.mark.slow
 async def test_the_jobs_list_filters_by_tenant_once_there_are_tenants(sqlite_url: str) -> None:
     async with Queue(sqlite_url) as q:
         plain = await q.enqueue_job(["a"], entity_type="company", provider="p")

@@ -7,6 +7,7 @@ worker's own next heartbeat acts on.
 
 from __future__ import annotations
 
+import pytest
 from chunkq.core import Queue
 from chunkq.core.registry import Registration
 from chunkq.tui.dashboard import commands
@@ -35,6 +36,7 @@ async def workers_screen(pilot) -> WorkersScreen:  # type: ignore[no-untyped-def
     return screen
 
 
+@pytest.mark.slow
 async def test_a_registered_worker_appears_and_is_asked_to_stop_after_its_chunk(db_url: str) -> None:
     run = FakeRun()
     async with Queue(db_url, clock=lambda: NOW) as q:
@@ -87,6 +89,7 @@ def reg_label(reg: Registration) -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:20]
 
 
+@pytest.mark.slow
 async def test_release_now_is_written_and_a_lost_worker_cannot_be_stopped(db_url: str) -> None:
     run, gone = FakeRun(), FakeRun()
     async with Queue(db_url, clock=lambda: NOW) as q, Queue(db_url, clock=lambda: NOW - 30) as old, \
@@ -123,6 +126,7 @@ async def test_release_now_is_written_and_a_lost_worker_cannot_be_stopped(db_url
             assert gone.asked == []
 
 
+@pytest.mark.slow
 async def test_stopped_workers_are_hidden_until_asked_for(db_url: str) -> None:
     async with Queue(db_url, clock=lambda: NOW) as q:
         async with Registration(q, FakeRun(), kind="worker", interval=1000) as reg:
@@ -139,6 +143,7 @@ async def test_stopped_workers_are_hidden_until_asked_for(db_url: str) -> None:
             assert table.get_row(reg.id)[1].plain == "stopped"
 
 
+@pytest.mark.slow
 async def test_the_workers_key_is_in_the_registry_footer_and_help(sqlite_url: str) -> None:
     assert any(c.key == "w" and c.action == "show_workers" and c.scope == commands.APP
                for c in commands.COMMANDS)
@@ -194,6 +199,7 @@ async def test_dashboard_auto_run_registers_and_obeys_a_stop_request(db_url: str
             assert any("an operator asked it to stop after its chunk" in n.message for n in app._notifications)
 
 
+@pytest.mark.slow
 async def test_idle_jobs_show_no_rate_and_reasons_are_shown_in_the_row_and_the_detail(seeded_url: str) -> None:
     from chunkq.tui.dashboard.screens.detail import JobDetailScreen
     from textual.clock import MockClock
@@ -225,6 +231,7 @@ async def test_idle_jobs_show_no_rate_and_reasons_are_shown_in_the_row_and_the_d
         assert screen.query_one("#job-history").history is not None  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 async def test_the_enqueue_form_routes_the_job_to_a_processor(sqlite_url: str) -> None:
     from chunkq.tui.dashboard.screens.enqueue import EnqueueScreen
     from textual.widgets import Input, TextArea
@@ -266,6 +273,7 @@ async def test_the_enqueue_form_routes_the_job_to_a_processor(sqlite_url: str) -
         assert [j.processor for j in unrouted] == [None], "left empty: any worker runs it, as before"
 
 
+@pytest.mark.slow
 async def test_the_queue_history_line_is_drawn_and_gives_way_on_a_short_terminal(seeded_url: str) -> None:
     from chunkq.tui.dashboard.widgets.history import HistoryLine
 
@@ -291,6 +299,7 @@ async def test_the_queue_history_line_is_drawn_and_gives_way_on_a_short_terminal
         assert line.has_class("-hidden")
 
 
+@pytest.mark.slow
 async def test_a_wide_jobs_table_shows_where_each_job_is_routed(sqlite_url: str) -> None:
     async with Queue(sqlite_url) as q:
         routed = await q.enqueue_job(["a"], entity_type="company", provider="p", processor="myapp:[b]enrich")

@@ -36,11 +36,13 @@ async def open_workers(pilot: Pilot[None]) -> None:
     await settle(pilot)
 
 
+@pytest.mark.slow
 def test_workers_screen_wide(snap_compare, workers_file: str) -> None:
     app = ChunkqApp(workers_file, clock=fixed_clock, refresh_interval=NEVER)
     assert snap_compare(app, terminal_size=(160, 45), run_before=open_workers)
 
 
+@pytest.mark.slow
 def test_workers_screen_at_80x24(snap_compare, workers_file: str) -> None:
     async def run_before(pilot: Pilot[None]) -> None:
         await open_workers(pilot)
@@ -50,6 +52,7 @@ def test_workers_screen_at_80x24(snap_compare, workers_file: str) -> None:
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
+@pytest.mark.slow
 def test_detail_with_its_reason_and_history(snap_compare, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'chunkq.db'}"
     job_id = asyncio.run(seed_history_job(url))

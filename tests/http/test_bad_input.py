@@ -96,6 +96,7 @@ def client(make_client: Any) -> Any:
     return c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("body", "status", "words"), [case[1:] for case in BAD_BODIES],
                          ids=[case[0] for case in BAD_BODIES])
 def test_bad_job_bodies_change_nothing(client: Any, body: Any, status: int, words: str) -> None:
@@ -108,6 +109,7 @@ def test_bad_job_bodies_change_nothing(client: Any, body: Any, status: int, word
     assert _snapshot(client) == before
 
 
+@pytest.mark.slow
 def test_a_million_ids_over_the_body_limit_is_413_and_creates_nothing(client: Any) -> None:
     before = _snapshot(client)
     body = json.dumps(job_body([f"company-{i:07d}" for i in range(1_000_000)])).encode()

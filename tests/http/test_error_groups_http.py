@@ -22,6 +22,7 @@ def provider() -> core.Processor:
     return core.Processor(on_process=call)
 
 
+@pytest.mark.slow
 def test_error_groups_and_filtered_errors(make_client: Any) -> None:
     client = make_client(provider())
     ids = ["bad-1", "ok-1", "bad-2", "gone-1", "bad-3"]

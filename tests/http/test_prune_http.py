@@ -14,6 +14,7 @@ from .helpers import AUTH
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.mark.slow
 def test_post_prune(make_client: Any, db_url: str) -> None:
     ids = old_jobs(db_url, (4, 40, "complete"), (4, 20, "cancelled"), (4, 1, "complete"))
     client = make_client()
@@ -49,6 +50,7 @@ def test_bad_prune_requests_are_422_and_delete_nothing(make_client: Any, db_url:
     assert job_ids(db_url) == ids
 
 
+@pytest.mark.slow
 def test_serve_prunes_in_the_background(make_client: Any, db_url: str) -> None:
     old, recent = old_jobs(db_url, (3, 40, "complete"), (3, 3, "complete"))
     make_client(retention=RetentionPolicy(), prune_every=1.0)

@@ -358,6 +358,7 @@ def test_unknown_route_and_wrong_method_answer_json(make_client: Any) -> None:
     assert "GET" in r.headers["allow"]
 
 
+@pytest.mark.slow
 def test_health_is_503_when_the_database_goes_away(pg_url: str) -> None:
     """A real fault: the server's PostgreSQL database is dropped under it."""
     import asyncio

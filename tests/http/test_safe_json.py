@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from chunkq import core
 
 from .helpers import AUTH
@@ -17,6 +18,7 @@ def hostile(entity_id: str, job: core.Job) -> None:
     raise ValueError(f"provider said: {TRICKS}evil{entity_id}")
 
 
+@pytest.mark.slow
 def test_provider_text_is_escaped_in_the_body_and_reads_back_unchanged(make_client: Any) -> None:
     client = make_client(core.Processor(on_process=hostile))
     made = client.post("/jobs", headers=AUTH, json={"entity_ids": ["a"], "entity_type": "company", "provider": "p"})

@@ -342,6 +342,7 @@ def four_bugs(eid: str, _job: object) -> None:
                        f"at 2024-01-{d:02d}T10:{m:02d}:00Z")
 
 
+@pytest.mark.slow
 async def test_the_issues_four_bugs_are_four_groups_with_whole_counts(db_url: str) -> None:
     async with Queue(db_url, breaker_chunks=10**6) as q:  # every entity fails: no circuit breaker
         job = await _job(q, [f"s-{i:06d}" for i in range(600)], chunk_size=50)

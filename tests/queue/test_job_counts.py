@@ -136,6 +136,7 @@ async def test_complete_fail_and_cancel(db_url: str) -> None:
                                                    "failed": 1, "cancelled": 1}
 
 
+@pytest.mark.slow
 async def test_retry_requeue_and_retry_entity(db_url: str) -> None:
     async with Queue(db_url) as q:
         a = await add(q, 6, bad=3)
@@ -172,6 +173,7 @@ async def test_pause_and_resume_and_bulk(db_url: str) -> None:
         await assert_exact(q)
 
 
+@pytest.mark.slow
 async def test_prune_delete_and_import_from_an_archive(db_url: str, tmp_path: Path) -> None:
     async with Queue(db_url, clock=lambda: time.time() - 40 * DAY) as old:
         gone = [await add(old, 4, bad=1, tenant="x") for _ in range(3)]
@@ -239,6 +241,7 @@ async def test_the_backfill_counts_what_an_older_revision_left(db_url: str) -> N
 # ------------------------------------------------------------------ the list, a page at a time
 
 
+@pytest.mark.slow
 async def test_the_list_reads_status_by_status_in_the_old_order(db_url: str) -> None:
     async with Queue(db_url) as q:
         made = []
@@ -367,6 +370,7 @@ async def _go(spare: asyncio.Task[asyncio.subprocess.Process]) -> asyncio.subpro
     return proc
 
 
+@pytest.mark.slow
 async def test_workers_killed_mid_transaction_leave_the_counts_exact(db_url: str, tmp_path: Path) -> None:
     """Real worker processes finish jobs (one entity a chunk, so jobs end all the time) and are SIGKILLed at
     random moments while this process cancels, requeues and prunes: the counts are exact after each kill."""

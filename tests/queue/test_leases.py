@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from chunkq.core import COMPLETE, PENDING, RUNNING, Queue
 from chunkq.core.outcomes import Outcomes
 
@@ -184,6 +185,7 @@ async def test_released_chunk_is_redone(db_url: str) -> None:
         assert sorted(seen, key=lambda e: int(e[1:])) == [f"e{i}" for i in range(10)]
 
 
+@pytest.mark.slow
 async def test_max_workers_spreads_one_job(db_url: str) -> None:
     async with Queue(db_url) as a, Queue(db_url) as b, Queue(db_url) as c, Queue(db_url) as e:
         wide = await enqueue(a, 100, chunk_size=10, max_workers=2)
@@ -200,6 +202,7 @@ async def test_max_workers_spreads_one_job(db_url: str) -> None:
         assert more is not None and (more.job.id, more.chunk_index) == (narrow.id, 1)
 
 
+@pytest.mark.slow
 async def test_asyncio_workers_process_every_entity_exactly_once(db_url: str) -> None:
     async with Queue(db_url) as setup:
         jobs = [await enqueue(setup, 97, chunk_size=7, max_workers=3) for _ in range(3)]
@@ -242,6 +245,7 @@ WORKER_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 async def test_os_processes_process_every_entity_exactly_once(db_url: str, tmp_path: Path,
                                                               python_env: dict[str, str]) -> None:
     async with Queue(db_url) as q:

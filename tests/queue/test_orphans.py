@@ -14,6 +14,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from chunkq.core import COMPLETE, Queue, Worker
 from chunkq.core.orphans import describe, orphaned_leases, owner_host_pid, pid_exists, short_owner
 
@@ -64,6 +65,7 @@ async def test_a_lease_is_orphaned_unless_its_owner_is_known_alive(db_url: str) 
         assert await orphaned_leases(me, job.id + 1) == [], "another job's orphans are not this run's"
 
 
+@pytest.mark.slow
 async def test_until_empty_waits_out_a_dead_owners_lease_and_redoes_the_chunk(db_url: str) -> None:
     async with Queue(db_url, lease_seconds=1.0, owner=f"{socket.gethostname()}:{_dead_pid()}:a") as dead, \
             Queue(db_url) as q:

@@ -123,6 +123,7 @@ def test_policies() -> None:
 # ------------------------------------------------------------------ what goes and what stays
 
 
+@pytest.mark.slow
 async def test_prune_keeps_what_the_policy_and_the_rules_keep(db_url: str) -> None:
     old_complete = await make_job(db_url, 5, days_ago=20, fail={"e1"})
     recent_complete = await make_job(db_url, 5, days_ago=10)
@@ -163,6 +164,7 @@ async def test_prune_keeps_what_the_policy_and_the_rules_keep(db_url: str) -> No
         assert sorted((await pruner.prune(RetentionPolicy.only(0))).job_ids) == [recent_complete, retry_job]
 
 
+@pytest.mark.slow
 async def test_a_big_job_goes_in_small_transactions(db_url: str) -> None:
     """A 12,000-entity job with 3,000 errors, pruned in transactions of at most 1,000 rows."""
     fail = {f"e{i}" for i in range(0, 12_000, 4)}
@@ -276,6 +278,7 @@ class _Buffer:
         return self._b.getvalue()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compress", [False, True])
 async def test_export_prune_import_round_trip(db_url: str, tmp_path: Path, compress: bool) -> None:
     complete = await make_job(db_url, 250, days_ago=40, fail={"e3", "e77"}, chunk_size=30,
@@ -383,6 +386,7 @@ async def test_an_import_that_fails_half_way_leaves_nothing(db_url: str, tmp_pat
 # ------------------------------------------------------------------ memory
 
 
+@pytest.mark.slow
 def test_export_memory_stays_flat_for_a_big_job(tmp_path: Path, python_env: dict[str, str]) -> None:
     """Peak RSS exporting a 100,000-entity job (25,000 errors, 28 MB of tracebacks: held at once, they
     would raise the peak by half) vs a 2,000-entity one, each in a fresh process."""

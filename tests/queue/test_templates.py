@@ -12,6 +12,7 @@ import random
 import string
 import uuid
 
+import pytest
 from chunkq.core.error_groups import _Families
 from chunkq.core.fingerprint import FingerprintCache, fingerprint, fingerprint_as
 from chunkq.core.models import TraceFrame, TraceStack
@@ -101,6 +102,7 @@ def _roots(fams: _Families) -> set[str]:
     return {k.key for family in fams.known.values() for k in family if k.root is None}
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bugs(), st.data(), st.randoms(use_true_random=False))
 def test_k_generated_bugs_with_every_kind_of_variable_part_make_k_groups(
@@ -135,6 +137,7 @@ def test_two_bugs_that_differ_only_in_a_constant_word_are_two_groups(
     assert len(_roots(_group(failures))) == 2
 
 
+@pytest.mark.slow
 def test_the_issues_four_bugs_are_four_groups() -> None:
     """The four processors of issue 27 over 2,000 entities: 103 groups before, 4 now."""
     failures = []

@@ -182,6 +182,7 @@ async def _rejected(
     return message
 
 
+@pytest.mark.slow
 async def test_bad_enqueue_input_changes_nothing(queue: Queue) -> None:
     await _seed(queue)
     for label, call, exc_type, fragment in ENQUEUE_CASES:
@@ -189,6 +190,7 @@ async def test_bad_enqueue_input_changes_nothing(queue: Queue) -> None:
     print(f"\n[bad input {backend(queue.url)}] {len(ENQUEUE_CASES)} enqueue cases rejected, database unchanged")
 
 
+@pytest.mark.slow
 async def test_a_million_ids_that_go_bad_at_the_end_create_nothing(queue: Queue) -> None:
     await _seed(queue)
     # One million IDs, the last one blank: validated and inserted in batches, then all rolled back.
@@ -202,6 +204,7 @@ async def test_a_million_ids_that_go_bad_at_the_end_create_nothing(queue: Queue)
     assert await dump(queue) == before
 
 
+@pytest.mark.slow
 async def test_unknown_and_malformed_job_ids(queue: Queue) -> None:
     ids = await _seed(queue)
     for label, call in UNKNOWN_JOB_CASES:

@@ -135,6 +135,7 @@ def _lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_postgres_crash_and_restart_mid_run(cluster: Cluster, tmp_path: Path, python_env: dict[str, str]) -> None:
     job_ids, expected = asyncio.run(_enqueue(cluster.url, 3, 80, 10))
     d = spawn(python_env, cluster.url, tmp_path, "--mode", "worker", "--lease", "2", "--work-ms", "15")
@@ -170,6 +171,7 @@ def test_postgres_crash_and_restart_mid_run(cluster: Cluster, tmp_path: Path, py
           f"{numbers}")
 
 
+@pytest.mark.slow
 def test_a_claim_lost_in_a_server_crash_cannot_fence_in_another_workers_chunk(cluster: Cluster) -> None:
     """A claim is committed asynchronously, so a crash can undo it while its worker goes on.
 

@@ -149,6 +149,7 @@ def _worker_url_and_fault(db_url: str, tmp: Path, stack: list[object]) -> tuple[
     return proxy.url(db_url), proxy.freeze, proxy.thaw
 
 
+@pytest.mark.slow
 def test_max_seconds_holds_through_a_database_that_stops_answering(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
@@ -210,6 +211,7 @@ def test_max_seconds_holds_through_a_database_that_stops_answering(
     assert sum(n - 1 for n in calls.values()) <= CHUNK, calls  # at most the stalled chunk was redone
 
 
+@pytest.mark.slow
 def test_processes_stop_at_max_seconds_through_a_held_lock(tmp_path: Path, python_env: dict[str, str]) -> None:
     """``--processes 2``: each child gives its stalled transaction up at the deadline and exits 4; the
     supervisor restarts neither (a restart would run past the budget) and exits 4. SQLite: the lock is
@@ -299,6 +301,7 @@ def _timed(client: httpx.Client, method: str, path: str) -> tuple[httpx.Response
     return r, time.monotonic() - t
 
 
+@pytest.mark.slow
 def test_health_answers_in_bounded_time_when_the_database_is_silent(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:

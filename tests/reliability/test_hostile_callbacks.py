@@ -120,6 +120,7 @@ async def _state(url: str, job_id: int) -> tuple[Any, dict[str, Any], list[Any]]
         return await q.get_job(job_id), errors, await q.list_chunks(job_id)
 
 
+@pytest.mark.slow
 def test_hung_and_broken_callbacks_in_real_workers(db_url: str, tmp_path: Path, proc_env: dict[str, str]) -> None:
     """One job, two runs of `chunkq process --until-empty --timeout 0.1` (a supervisor's restart between):
 
@@ -163,6 +164,7 @@ def test_hung_and_broken_callbacks_in_real_workers(db_url: str, tmp_path: Path, 
           f"4 broken exceptions recorded, wrapped coroutines awaited, exit 0 in {took:.1f}s")
 
 
+@pytest.mark.slow
 def test_two_sigterms_end_a_worker_stuck_in_a_callback_and_release_its_lease(
     db_url: str, tmp_path: Path, proc_env: dict[str, str]
 ) -> None:

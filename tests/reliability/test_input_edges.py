@@ -47,6 +47,7 @@ def _with_password(pg_url: str) -> str:
 # ---------------------------------------------------------------------- passwords never printed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [
     ["jobs"],
     ["tui"],
@@ -63,6 +64,7 @@ def test_an_unparseable_url_is_reported_without_its_password(argv: list[str], py
     assert "postgres:***@127.0.0.1:abc" in r.stderr
 
 
+@pytest.mark.slow
 def test_demo_json_masks_the_database_it_reports(pg_url: str, python_env: dict[str, str], tmp_path: Path) -> None:
     url = _with_password(pg_url)
     r = run_chunkq(["--db", url, "--json", "demo", "--no-ui"], python_env, tmp_path, timeout=120)
@@ -86,6 +88,7 @@ def silent_server() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_connecting_is_bounded_and_configurable(silent_server: int, python_env: dict[str, str],
                                                 tmp_path: Path) -> None:
     url = f"postgresql://postgres:{SECRET}@127.0.0.1:{silent_server}/x"
@@ -99,6 +102,7 @@ def test_connecting_is_bounded_and_configurable(silent_server: int, python_env: 
     assert r.returncode == 2 and "connect_timeout" in r.stderr and "soon" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_max_seconds_bounds_the_whole_run_including_opening(silent_server: int, python_env: dict[str, str],
                                                              tmp_path: Path) -> None:
     url = f"postgresql://postgres@127.0.0.1:{silent_server}/x"  # the default connect timeout: 10 s, 3 tries
@@ -125,6 +129,7 @@ def process(entity_id, job):
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_callbacks_printing_cannot_break_json_output(backend: str, python_env: dict[str, str], tmp_path: Path,
                                                      request: pytest.FixtureRequest) -> None:
@@ -154,6 +159,7 @@ def _peak_rss_mb(argv: list[str], env: dict[str, str], cwd: Path, stdin: Any) ->
     return int(code), int(kb) / 1024, r.stderr.decode()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["file", "stdin"])
 def test_an_over_long_line_is_refused_as_it_is_read(how: str, sqlite_url: str, python_env: dict[str, str],
                                                     tmp_path: Path) -> None:
@@ -172,6 +178,7 @@ def test_an_over_long_line_is_refused_as_it_is_read(how: str, sqlite_url: str, p
     print(f"\n[enqueue] a 256 MiB line from {how}: refused at line 2, peak RSS {peak:.0f} MB")
 
 
+@pytest.mark.slow
 def test_dev_zero_on_stdin_is_refused_quickly(sqlite_url: str, python_env: dict[str, str], tmp_path: Path) -> None:
     with open("/dev/zero", "rb") as zero:
         r = subprocess.run([*CHUNKQ, "--db", sqlite_url, "enqueue", "-", "-t", "x", "-p", "y"], env=python_env,
@@ -180,6 +187,7 @@ def test_dev_zero_on_stdin_is_refused_quickly(sqlite_url: str, python_env: dict[
     assert b"stdin, line 1: longer than" in r.stderr
 
 
+@pytest.mark.slow
 def test_the_stdin_spool_is_capped(sqlite_url: str, python_env: dict[str, str], tmp_path: Path) -> None:
     data = b"".join(b"id-%d\n" % i for i in range(1000))
     env = {**python_env, "CHUNKQ_STDIN_MAX_BYTES": "4000"}
@@ -245,6 +253,7 @@ def _head(port: int, length: int) -> bytes:
             f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode()
 
 
+@pytest.mark.slow
 def test_a_body_that_never_comes_gets_408(sqlite_url: str, start_server: Any) -> None:
     asyncio.run(_create(sqlite_url))
     server = start_server(sqlite_url, "--body-timeout", "1")
@@ -254,6 +263,7 @@ def test_a_body_that_never_comes_gets_408(sqlite_url: str, start_server: Any) ->
     assert b"did not arrive within 1 s" in answer
 
 
+@pytest.mark.slow
 def test_a_client_leaving_mid_body_is_one_quiet_line(sqlite_url: str, start_server: Any) -> None:
     asyncio.run(_create(sqlite_url))
     server = start_server(sqlite_url)

@@ -74,6 +74,7 @@ async def test_search_is_bounded_and_literal_in_every_core_call(db_url: str) -> 
         assert len(await q.list_errors(a, search="100%")) == 3
 
 
+@pytest.mark.slow
 def test_search_too_long_is_422_over_http(db_url: str) -> None:
     from chunkq.tui.http import create_app
     from starlette.testclient import TestClient
@@ -89,6 +90,7 @@ def test_search_too_long_is_422_over_http(db_url: str) -> None:
         assert len(client.get(f"/jobs/{a}/errors", params={"search": "x_"}).json()["errors"]) == 1
 
 
+@pytest.mark.slow
 def test_search_too_long_is_exit_2_in_the_cli(db_url: str, python_env: dict[str, str], tmp_path: Path) -> None:
     a, _b = asyncio.run(_seed(db_url))
     for argv in (["jobs", "--search", TOO_LONG], ["errors", str(a), "--search", TOO_LONG],
@@ -163,6 +165,7 @@ def _invoke(argv: list[str]) -> Any:
     return _RUNNER.invoke(cli, argv, catch_exceptions=True)
 
 
+@pytest.mark.slow
 @settings(max_examples=1000 * SOAK, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=st.sampled_from(NUMBER_OPTIONS), value=_VALUES)
@@ -241,6 +244,7 @@ def test_http_numbers_refuse_nan_inf_and_overflow(sqlite_url: str) -> None:
 # ---------------------------------------------------------------------- real processes: the exit status
 
 
+@pytest.mark.slow
 def test_overflowing_and_nan_seconds_are_usage_errors_in_a_real_run(db_url: str, python_env: dict[str, str],
                                                                     tmp_path: Path) -> None:
     (tmp_path / "ok_proc.py").write_text("def fn(entity_id, job):\n    return None\n")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from chunkq.core import Queue
 from chunkq.core.poison import ISOLATE_AFTER
 
@@ -95,6 +96,7 @@ class Slot:
     kill_at: float | None = None
 
 
+@pytest.mark.slow
 def test_kill9_at_random_moments_loses_nothing(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
@@ -167,6 +169,7 @@ def test_kill9_at_random_moments_loses_nothing(
           f"entities: {len(expected)}; {counter_summary(Counter(numbers))}")
 
 
+@pytest.mark.slow
 def test_a_frozen_worker_wakes_up_and_its_late_commit_is_discarded(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
@@ -219,6 +222,7 @@ WINDOW_POISON = "w0-e5!exit"
 POISONED = 70  # its worker's exit status
 
 
+@pytest.mark.slow
 def test_kill9_of_workers_holding_windows_of_several_chunks_loses_nothing(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from chunkq.core import Queue
 from chunkq.core.poison import ISOLATE_AFTER
 
@@ -54,6 +55,7 @@ def _wait(cond: object, what: str, timeout: float, *drivers: Driver) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_a_worker_that_lost_its_lease_starts_no_more_entities_of_that_chunk(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
@@ -91,6 +93,7 @@ def test_a_worker_that_lost_its_lease_starts_no_more_entities_of_that_chunk(
           f"(the one in flight), then stopped")
 
 
+@pytest.mark.slow
 def test_a_callback_blocking_the_event_loop_past_the_lease_does_not_livelock(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:

@@ -12,6 +12,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from chunkq.core import Queue
 
 from ._support import SOAK, backend, check_complete, finish, read_records, spawn, wait_for
@@ -68,6 +69,7 @@ async def _unfinished(url: str) -> list[dict[str, object]]:
         ]
 
 
+@pytest.mark.slow
 def test_eight_workers_fifty_jobs_every_entity_exactly_once(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:

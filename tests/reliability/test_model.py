@@ -566,6 +566,7 @@ class QueueModel(RuleBasedStateMachine):
         return self.run(self.q.backend.read(lambda conn: [tuple(r) for r in conn.execute(query)], "reading chunks"))
 
 
+@pytest.mark.slow
 def test_queue_agrees_with_the_model(db_url: str) -> None:
     stats: Counter[str] = Counter()
     machine = type("QueueModelRun", (QueueModel,), {"url": db_url, "stats": stats})

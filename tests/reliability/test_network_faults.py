@@ -108,6 +108,7 @@ def _stop(drivers: list[Driver]) -> None:
             d.proc.communicate()
 
 
+@pytest.mark.slow
 def test_a_silent_connection_holding_a_job_row_stalls_no_one(
     pg_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
@@ -192,6 +193,7 @@ def _run_one_worker_through(
     return d, err, stats, took
 
 
+@pytest.mark.slow
 def test_a_connection_reset_mid_transaction_is_retried_and_nothing_is_lost(
     pg_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
@@ -213,6 +215,7 @@ def test_a_connection_reset_mid_transaction_is_retried_and_nothing_is_lost(
           f"{took:.1f}s after the first, {stats['duplicates']} entities run twice")
 
 
+@pytest.mark.slow
 def test_latency_on_every_packet_slows_but_completes(
     pg_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
@@ -230,6 +233,7 @@ def test_latency_on_every_packet_slows_but_completes(
           "no lease lost, nothing run twice")
 
 
+@pytest.mark.slow
 def test_new_connections_refused_for_a_while_the_worker_backs_off_and_resumes(
     pg_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
@@ -299,11 +303,13 @@ async def _enqueue_slowly(url: str, pause: float) -> int:
         return job.total_count
 
 
+@pytest.mark.slow
 def test_an_enqueue_waiting_for_its_generator_is_not_cut_off_by_the_idle_bound(pg_url: str) -> None:
     # idle_in_transaction_session_timeout is 2 s under a 1 s lease: enqueue lifts it for its transaction
     assert asyncio.run(_enqueue_slowly(pg_url, 2.5)) == 12_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("query", ["sslmode=disable", "sslmode=prefer&application_name=x",
                                    "sslmode=allow&connect_timeout=5&keepalives=1&options=-c%20work_mem%3D8MB",
                                    "gssencmode=disable&target_session_attrs=any"])
@@ -397,6 +403,7 @@ class _OtherHost:
                       None)
 
 
+@pytest.mark.slow
 def test_a_worker_cut_off_by_a_partition_drops_its_connections_and_recovers(
     pg_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
@@ -462,6 +469,7 @@ async def _migrate_behind_a_held_schema_lock(url: str, hold: float) -> float:
         await holder.close()
 
 
+@pytest.mark.slow
 def test_a_migration_waits_for_another_past_the_lock_bound(pg_url: str) -> None:
     # lock_timeout is 1 s under a 1 s lease; the wait for the schema lock lifts it
     took = asyncio.run(_migrate_behind_a_held_schema_lock(pg_url, 4.0))

@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from chunkq.core import Queue
 from chunkq.core import schema as s
 from chunkq.core.poison import ISOLATE_AFTER
@@ -92,6 +93,7 @@ def _supervise(url: str, tmp: Path, env: dict[str, str], deadline: float, *extra
     return deaths
 
 
+@pytest.mark.slow
 def test_poison_entities_are_isolated_and_the_job_finishes(
     db_url: str, tmp_path: Path, python_env: dict[str, str]
 ) -> None:
@@ -138,6 +140,7 @@ WINDOW_POISON = 137  # in chunk 13
 WINDOW_WORK_MS = "100"
 
 
+@pytest.mark.slow
 def test_a_poison_entity_in_a_window_fails_alone(db_url: str, tmp_path: Path, python_env: dict[str, str]) -> None:
     """Issue 24, finding 2: a worker's sliding window holds several chunks (async callback at concurrency
     20, chunks of 10), one entity ``os._exit``s 100 ms into its call (20 ms in the report: 100 fills the

@@ -107,6 +107,7 @@ def nasty_processor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     sys.modules.pop("nasty_proc", None)
 
 
+@pytest.mark.slow
 async def test_every_dashboard_screen_shows_nasty_text_plain(sqlite_url: str, nasty_processor: str) -> None:
     a, b = await seed_nasty(sqlite_url)
     app = ChunkqApp(sqlite_url, processor=nasty_processor, refresh_interval=NEVER, clock=fixed_clock)
@@ -169,6 +170,7 @@ async def test_every_dashboard_screen_shows_nasty_text_plain(sqlite_url: str, na
     assert app._exception is None and not app.return_code
 
 
+@pytest.mark.slow
 async def test_enqueue_form_notification_with_brackets_does_not_crash(sqlite_url: str) -> None:
     """``job 1 enqueued: … for p[/y]`` went through ``notify``, which parses markup."""
     app = ChunkqApp(sqlite_url, refresh_interval=NEVER, clock=fixed_clock)
@@ -190,6 +192,7 @@ async def test_enqueue_form_notification_with_brackets_does_not_crash(sqlite_url
     assert app._exception is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("box", "text", "names"), [
     ("#name", f"weekly {OSC_TITLE}", "name contains a control character"),
     ("#provider", "p\x9b", "provider contains a control character"),
@@ -281,6 +284,7 @@ main()
 '''
 
 
+@pytest.mark.slow
 def test_a_crashing_dashboard_exits_non_zero_and_says_why(sqlite_url: str, python_env: dict[str, str],
                                                           tmp_path: Path) -> None:
     asyncio.run(seed_nasty(sqlite_url))
@@ -306,6 +310,7 @@ def assert_no_raw(data: str, where: str) -> None:
     assert not found, f"{where}: raw characters in the output: {found!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["jobs"], ["show", "{a}"], ["show", "{b}"], ["errors", "{a}"]])
 def test_cli_tables_and_tsv_escape_control_characters(
     nasty_cli_db: tuple[str, int, int], python_env: dict[str, str], tmp_path: Path, args: list[str],
@@ -324,6 +329,7 @@ def test_cli_tables_and_tsv_escape_control_characters(
     assert "\\x1b" in text
 
 
+@pytest.mark.slow
 def test_cli_json_keeps_the_text_exact(nasty_cli_db: tuple[str, int, int], python_env: dict[str, str],
                                        tmp_path: Path) -> None:
     url, a, b = nasty_cli_db
@@ -333,6 +339,7 @@ def test_cli_json_keeps_the_text_exact(nasty_cli_db: tuple[str, int, int], pytho
     assert {e["message"] for e in errors["errors"]} == {MESSAGE.format(i) for i in IDS if i != "ok-1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["errors", "{a}", "--format", "csv"], ["errors", "{a}", "--format", "jsonl"],
                                   ["--json", "errors", "{a}"], ["--json", "jobs"], ["--json", "show", "{a}"],
                                   ["errors", "{a}", "--groups"], ["--json", "errors", "{a}", "--groups"]])
@@ -364,6 +371,7 @@ def test_cli_exports_and_json_are_inert_on_a_terminal(
         assert {j["id"]: j["name"] for j in json.loads(piped.stdout)["jobs"]} == {a: NAME, b: f"{RED}b\x9b"}
 
 
+@pytest.mark.slow
 def test_cli_one_line_errors_and_log_lines_escape_control_characters(
     sqlite_url: str, python_env: dict[str, str], tmp_path: Path,
 ) -> None:

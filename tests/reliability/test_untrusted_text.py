@@ -108,6 +108,7 @@ HYPOTHESIS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
 # ---------------------------------------------------------------------- core
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field", FIELDS)
 @HYPOTHESIS
 @given(text=nasty)
@@ -143,6 +144,7 @@ def _post(client: Any, body: dict[str, Any]) -> Any:
     return client.post("/jobs", content=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field", FIELDS)
 @HYPOTHESIS
 @given(text=nasty)
@@ -186,6 +188,7 @@ CLI_CASES: list[tuple[str, list[str | bytes], bytes, bool, str]] = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("label", "extra", "ids", "valid", "names"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_cli_enqueue_keeps_valid_text_and_refuses_the_rest(
     db_url: str, python_env: dict[str, str], tmp_path: Path,
@@ -226,6 +229,7 @@ def test_cli_enqueue_keeps_valid_text_and_refuses_the_rest(
 # ---------------------------------------------------------------------- old rows holding bad text
 
 
+@pytest.mark.slow
 def test_a_stored_lone_surrogate_no_longer_breaks_reading(sqlite_url: str, python_env: dict[str, str],
                                                            tmp_path: Path) -> None:
     """Before the checks, one HTTP request stored params with a lone surrogate and broke

@@ -16,6 +16,7 @@ def _web(args: list[str], env: dict[str, str], cwd: Path, stdin: str = "") -> su
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "env_token", "message"), [
     ([], None, "refusing to start without a way to log in"),
     ([], "short", "too short"),
@@ -37,6 +38,7 @@ def test_bad_setups_are_refused_before_listening(args: list[str], env_token: str
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_adduser_writes_a_hash_and_refuses_bad_input(python_env: dict[str, str], tmp_path: Path) -> None:
     users = tmp_path / "users.txt"
     base = ["web", "adduser", "--users-file", str(users), "--password-stdin"]

@@ -21,6 +21,7 @@ async def _settle(pilot: object) -> None:
     await pilot.pause(0.3)  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", [None, "operator", "viewer"])
 async def test_cancel_asks_first_except_for_a_viewer_who_is_told_why(role: str | None, sqlite_url: str) -> None:
     job_id = await _one_job(sqlite_url)

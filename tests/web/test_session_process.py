@@ -32,6 +32,7 @@ FLOOD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 async def test_a_session_whose_browser_is_gone_is_drained_and_reaped() -> None:
     sent = 0
 
