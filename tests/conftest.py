@@ -28,6 +28,13 @@ REQUIRE_PG = os.environ.get("CHUNKQ_REQUIRE_PG") == "1"
 
 _pg_state: dict[str, str | None] = {}
 
+# The suite starts hundreds of Python processes (`chunkq` commands, workers, dashboards, browsers' servers).
+# With bytecode off (PYTHONDONTWRITEBYTECODE, set in some containers and CI images) each compiles chunkq
+# and the tests' helpers from source again: 0.3-0.5 s of CPU a start on this 2-core machine. Written once
+# into the checkout's __pycache__ (ignored by git), every later start reads it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 
 @pytest.fixture(autouse=True)
 def _no_cli_log_handler_left_behind() -> Iterator[None]:
