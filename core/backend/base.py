@@ -233,6 +233,10 @@ class Backend:
     def relax_durability(self, conn: Connection) -> None:
         """Let this transaction commit without waiting for its flush to disk (a claim: see PostgreSQL)."""
 
+    def read_by_key(self, conn: Connection) -> None:
+        """Have this transaction's statements find their rows through an index, whatever the planner's
+        statistics say (the pruner's deletes by job id: see PostgreSQL). SQLite already does."""
+
     def gather(self, column: Any, order_by: Any) -> Any:
         """An aggregate of ``column`` into one value (ordered by ``order_by`` where the database
         promises an order), or None where there is none: a chunk's entity IDs read as one value

@@ -235,6 +235,44 @@ async def test_candidates_come_through_the_updated_at_index(db_url: str) -> None
     assert "ix_chunkq_jobs_claim" in shown or "ix_chunkq_jobs_list" in shown, shown
 
 
+async def test_deletes_go_through_the_job_id_indexes_whatever_the_statistics(db_url: str) -> None:
+    """Each pruning transaction deletes a job's rows through the job_id index even where the planner would
+    rather read the whole table. Here the tables are a few rows (a scan is cheaper); at a million jobs it was
+    tables no ANALYZE had seen, where PostgreSQL takes each id of ``job_id IN (...)`` for 0.5% of the table
+    and read a million jobs' entities whole in every transaction (issue 26). The plans are read in the
+    pruner's own transactions, after its statements: a plan, not a time."""
+    jobs = [await make_job(db_url, 3, days_ago=40) for _ in range(3)]
+    many = ", ".join(str(i) for i in range(1, 201))  # a full batch's ids (BATCH_JOBS)
+    async with Queue(db_url) as q:
+        pruner = Pruner(q)
+        plans: list[str] = []
+        original = pruner.backend.write
+
+        async def explaining(fn: Any, what: str, **kw: Any) -> Any:
+            def tx(conn: Any) -> Any:
+                got = fn(conn)
+                if not what.startswith("pruning"):  # the lease's own transactions
+                    return got
+                prefix = "EXPLAIN " if conn.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
+                for table in ("chunkq_entities", "chunkq_chunks", "chunkq_errors"):
+                    plans.append("\n".join(str(r[-1]) for r in conn.exec_driver_sql(
+                        f"{prefix}DELETE FROM {table} WHERE job_id IN ({many})")))
+                return got
+
+            return await original(tx, what, **kw)
+
+        pruner.backend.write = explaining  # type: ignore[method-assign]
+        try:
+            result = await pruner.prune(RetentionPolicy())
+        finally:
+            del pruner.backend.write
+    assert sorted(result.job_ids) == sorted(jobs)
+    assert plans and len(plans) % 3 == 0
+    for shown in plans:
+        assert "Seq Scan" not in shown and "SCAN chunkq" not in shown, shown
+        assert "Index" in shown or "SEARCH chunkq" in shown, shown  # PostgreSQL's index scans, SQLite's searches
+
+
 # ------------------------------------------------------------------ export and import
 
 
