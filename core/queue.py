@@ -313,9 +313,11 @@ class Queue:
                                             message=message, include_resolved=include_resolved,
                                             fingerprint=fingerprint, search=search, after_id=after_id)
 
-    def iter_errors(self, job_id: int, *, page: int = 1000) -> AsyncIterator[ErrorEntry]:
-        """Every error of a job, paged by id, for exports that must not hold them all."""
-        return self.reads.iter_errors(job_id, page=page)
+    def iter_errors(self, job_id: int, *, fingerprint: str | None = None, search: str | None = None,
+                    page: int = 1000) -> AsyncIterator[ErrorEntry]:
+        """Every error of a job (of one group, matching ``search``), paged by id, for exports that must not
+        hold them all."""
+        return self.reads.iter_errors(job_id, fingerprint=fingerprint, search=search, page=page)
 
     async def get_error(self, error_id: int) -> ErrorEntry:
         return await self.reads.get_error(error_id)

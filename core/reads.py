@@ -169,19 +169,22 @@ class Reads:
 
         return [rows.error(r) for r in await self.backend.read(read, "listing errors")]
 
-    async def iter_errors(self, job_id: int, *, page: int = 1000) -> AsyncIterator[ErrorEntry]:
-        """Every error of a job, paged by id, for exports that must not hold them all."""
-        er = s.errors.c
-        last = 0
-        await self.get_job(job_id)
+    async def iter_errors(self, job_id: int, *, fingerprint: str | None = None, search: str | None = None,
+                          page: int = 1000) -> AsyncIterator[ErrorEntry]:
+        """Every error of a job (of one group, matching ``search``), for exports that must not hold them all.
+
+        Pages of ``list_errors`` walked by error id (``after_id``), each as cheap as the first: the one walk
+        every export goes through. Its rows leave out the captured output, as pages do; no export writes it.
+        """
+        after: int | None = None
         while True:
-            q = select(s.errors).where(er.job_id == job_id, er.id > last).order_by(er.id).limit(page)
-            found = await self._all(q, "exporting errors")
-            for r in found:
-                yield rows.error(r)
+            found = await self.list_errors(job_id, limit=page, after_id=after, fingerprint=fingerprint,
+                                           search=search)
+            for error in found:
+                yield error
             if len(found) < page:
                 return
-            last = found[-1].id
+            after = found[-1].id
 
     async def get_error(self, error_id: int) -> ErrorEntry:
         check_id(error_id, "error id")

@@ -160,6 +160,11 @@ async def test_a_walk_through_one_group_pages_by_error_id(db_url: str) -> None:
             walked += page
             after = page[-1].id
         assert [e.id for e in walked] == [e.id for e in whole]
+        # the walk every export goes through, three at a time: the same errors, once each, in order
+        assert [e.id async for e in q.iter_errors(job.id, fingerprint=group.fingerprint, page=3)] \
+            == [e.id for e in whole]
+        assert [e.id async for e in q.iter_errors(job.id, search="S-00000", page=2)] \
+            == [e.id for e in await q.list_errors(job.id, search="s-00000")]
         assert [e.id for e in await q.list_errors(job.id, after_id=whole[4].id, limit=2)] \
             == [e.id for e in (await q.list_errors(job.id)) if e.id > whole[4].id][:2]
         for bad in (0, -3, "7", True):

@@ -124,7 +124,6 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped
         raise CliError("--groups lists the groups: it cannot be combined with --group or --format csv/jsonl")
     if offset and export:
         raise CliError("--offset pages the table and --json; csv and jsonl stream every error")
-    filtered = group_key is not None or search is not None
 
     async def go() -> Any:
         async with Queue(cfg.db, readonly=True) as q:
@@ -135,20 +134,12 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped
                 return await q.list_errors(job_id, limit=limit or limits.ERRORS_PAGE.default, offset=offset,  # type: ignore[arg-type]  # it has a default
                                            fingerprint=group_key, search=search)
             emit = error_output.error_writer(fmt)
-            if limit is not None or filtered:
-                after, left = None, limit
-                while left is None or left > 0:  # by error id: an OFFSET re-reads every row it skips
-                    page = await q.list_errors(job_id, limit=min(left or 1000, 1000), after_id=after,
-                                               fingerprint=group_key, search=search)
-                    for e in page:
-                        emit(e)
-                    if len(page) < min(left or 1000, 1000):
-                        break
-                    after = page[-1].id
-                    left = None if left is None else left - len(page)
-            else:
-                async for e in q.iter_errors(job_id):
-                    emit(e)
+            n = 0
+            async for e in q.iter_errors(job_id, fingerprint=group_key, search=search, page=min(limit or 1000, 1000)):
+                emit(e)
+                n += 1
+                if n == limit:
+                    break
             sys.stdout.flush()
             return []
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -63,18 +62,6 @@ def check_export_path(text: str, cwd: Path | None = None) -> Path:
     return path
 
 
-async def _group_errors(queue: Queue, job_id: int, fingerprint: str, page: int = 1000) -> AsyncIterator[ErrorEntry]:
-    """Every error of one group (fingerprint), page by page, by error id (an OFFSET re-reads what it skips)."""
-    after: int | None = None
-    while True:
-        found = await queue.list_errors(job_id, limit=page, after_id=after, fingerprint=fingerprint)
-        for error in found:
-            yield error
-        if len(found) < page:
-            return
-        after = found[-1].id
-
-
 async def export_errors(queue: Queue, job_id: int, path: Path, *, fingerprint: str | None = None) -> int:
     """Write every error of ``job_id`` (of one group, given its ``fingerprint``) to ``path``; returns how many.
 
@@ -89,8 +76,7 @@ async def export_errors(queue: Queue, job_id: int, path: Path, *, fingerprint: s
             )
             if writer is not None:
                 writer.writeheader()
-            errors = queue.iter_errors(job_id) if fingerprint is None else _group_errors(queue, job_id, fingerprint)
-            async for error in errors:
+            async for error in queue.iter_errors(job_id, fingerprint=fingerprint):
                 if writer is not None:
                     writer.writerow(_row(error))
                 else:
