@@ -53,7 +53,7 @@ from ._support import SOAK, backend
 
 LEASE = 30.0
 STALE_EVERY = min(LEASE / 2, STALE_CHECK_SECONDS)
-MAX_EXAMPLES = 30 * SOAK
+MAX_EXAMPLES = 20 * SOAK  # 12 already reach every state asserted below (derandomized: the same 20 each run)
 STEPS = 25
 FINISHED = ("complete", "failed", "cancelled")
 # Shrinking a failing run replays it hundreds of times (minutes, past pytest's timeout): CI reports

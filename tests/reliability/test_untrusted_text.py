@@ -25,7 +25,7 @@ from chunkq.core import InvalidInput, Queue
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.cli.helpers import CHUNKQ, run_chunkq
+from tests.cli.helpers import CHUNKQ, invoke_chunkq, run_chunkq
 from tests.http.helpers import job_body
 
 from ._support import SOAK
@@ -199,7 +199,8 @@ def test_cli_enqueue_keeps_valid_text_and_refuses_the_rest(
                                *extra]
     proc = subprocess.run([*CHUNKQ, *args], env=python_env, cwd=tmp_path, capture_output=True, timeout=60)
     out, err = proc.stdout.decode(), proc.stderr.decode()
-    listing = run_chunkq(["--db", db_url, "--json", "jobs"], python_env, tmp_path)
+    # what the database holds afterwards is read in-process: only the enqueue is about the process's argv
+    listing = invoke_chunkq(["--db", db_url, "--json", "jobs"], tmp_path)
     if not valid:
         assert proc.returncode == 2, (label, proc.returncode, out, err)
         assert names in err and len(err.strip().splitlines()) == 1, err
@@ -220,7 +221,7 @@ def test_cli_enqueue_keeps_valid_text_and_refuses_the_rest(
         wanted[{"--name": "name", "-p": "provider"}[str(flag)]] = str(value)
     assert {k: job[k] for k in wanted} == wanted
     assert [j["id"] for j in jobs] == [job["id"]]
-    shown = run_chunkq(["--db", db_url, "--json", "show", str(job["id"])], python_env, tmp_path)
+    shown = invoke_chunkq(["--db", db_url, "--json", "show", str(job["id"])], tmp_path)
     assert shown.returncode == 0 and json.loads(shown.stdout)["job"]["name"] == job["name"]
     expected_ids = [line.strip() for line in re.split(r"\r\n|\r|\n", ids.decode()) if line.strip()]
     assert asyncio.run(_entity_ids(db_url, job["id"])) == expected_ids
