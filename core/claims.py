@@ -372,7 +372,8 @@ class Claims:
             "lease_expires_at": now + self.lease_seconds, "started_at": now, "ok": 0, "errors": 0, "lost_leases": 0,
             "team": self.team,
         })
-        self._show_oldest_lease(conn, job.id, now, now + self.lease_seconds)
+        if row.leased_chunks > 1:  # only while another chunk of the job is out can an older lease be shown
+            self._show_oldest_lease(conn, job.id, now, now + self.lease_seconds)
         return Claim(job, index, kind, 1, self.owner, items, now)
 
     def _oldest_lease(self, conn: Connection, job_id: int, now: float, until: float) -> dict[str, Any]:

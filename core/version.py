@@ -21,7 +21,7 @@ Plain literals only: setuptools reads this file without importing it.
 
 from __future__ import annotations
 
-__version__ = "0.6.1"
+__version__ = "0.6.2"
 
 #: every release, oldest first, and the schema version (``SCHEMA_VERSION``) it needs; the last is this
 #: checkout's (``__version__`` without ``.devN``). Releases up to 0.4.0 were numbered after the fact, each
@@ -35,5 +35,6 @@ RELEASES: dict[str, int] = {
     "0.5.0": 10,
     "0.6.0": 11,
     "0.6.1": 11,
+    "0.6.2": 11,
 }
 

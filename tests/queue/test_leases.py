@@ -95,6 +95,37 @@ async def test_a_silent_worker_shows_through_a_live_one_on_the_same_job(db_url: 
         assert (await alive.stats()).stale_jobs == 0
 
 
+async def test_a_claim_reads_the_jobs_other_leases_only_while_one_is_out(db_url: str) -> None:
+    """The job row shows its oldest live lease (the test above), which costs a claim one more read of the
+    lease index; a chunk claimed while no other chunk of its job is out has no older lease to show, so
+    the claim skips that read (it was a third of the regression of a no-op chunk of 50 since 0.5.0)."""
+    from sqlalchemy import Engine, event
+
+    clock = FakeClock()
+    async with Queue(db_url, lease_seconds=30, clock=clock, owner="a:1:a") as a, \
+            Queue(db_url, lease_seconds=30, clock=clock, owner="b:2:b") as b:
+        job = await enqueue(a, 100, chunk_size=5, max_workers=2)
+        seen: list[str] = []
+
+        def keep(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            seen.append(" ".join(statement.split()))
+
+        def lease_reads() -> int:
+            return sum(1 for q in seen if q.startswith("SELECT chunkq_chunks.lease_expires_at, chunkq_chunks.owner"))
+
+        # every engine's statements (SQLite writes through a synchronous engine of its own, on a thread)
+        event.listen(Engine, "before_cursor_execute", keep)
+        try:
+            first = await a.claims.claim()  # the only chunk out
+            assert first is not None and lease_reads() == 0, seen
+            clock.advance(1)
+            second = await b.claims.claim()  # another is out: the row must show the older one
+            assert second is not None and second.job.id == job.id and lease_reads() == 1, seen
+        finally:
+            event.remove(Engine, "before_cursor_execute", keep)
+        assert (await a.get_job(job.id)).lease_owner == "a:1:a"
+
+
 async def test_a_commit_moves_the_job_row_on_to_the_oldest_lease_left(db_url: str) -> None:
     """A worker whose lease the job row showed commits and moves on: the row must show the lease that is
     left, or a job held by a silent worker names the one that finished, and reads stale from the finished
