@@ -29,10 +29,11 @@ SCREEN_AND_WIDGET_MODULES = sorted(
 )
 
 
+@pytest.mark.slow
 def test_screens_and_widgets_import_without_the_app(python_env: dict[str, str]) -> None:
     """Every screen and widget module imported in turn in one interpreter, asking after each whether the
     app is loaded yet: the first module that loads it is named exactly as a process of its own would name
-    it (what the modules before it loaded did not include the app), at one interpreter start, not 19."""
+    it (what the modules before it loaded did not include the app), at one interpreter start, not one a module."""
     assert len(SCREEN_AND_WIDGET_MODULES) > 10
     code = ("import importlib, sys\n"
             f"for m in {SCREEN_AND_WIDGET_MODULES!r}:\n"
