@@ -11,6 +11,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +327,25 @@ def process(entity_id, job):
 """
 
 
+class HeldClock:
+    """The dashboard's clock, standing still until ``go()``, then running at the wall clock's rate.
+
+    Called from the UI's loop and auto-run's thread; a float read and a float write need no lock.
+    """
+
+    def __init__(self) -> None:
+        self.held_at = time.time()
+        self.went_at: float | None = None
+
+    def go(self) -> None:
+        if self.went_at is None:
+            self.went_at = time.time()
+
+    def __call__(self) -> datetime:
+        now = self.held_at if self.went_at is None else self.held_at + time.time() - self.went_at
+        return datetime.fromtimestamp(now, tz=UTC)
+
+
 async def _jobs_held_by_another_worker(q: Queue, n: int) -> None:
     """``n`` running jobs whose one chunk another worker holds under a live lease: nothing to claim.
 
@@ -361,8 +381,13 @@ async def _jobs_held_by_another_worker(q: Queue, n: int) -> None:
 async def test_auto_run_finds_a_retry_due_on_the_1500th_active_job(
     sqlite_url: str, make_processor: Callable[[str], str]
 ) -> None:
-    """The dashboard's own loop looked at the first 1,000 active jobs and said "nothing left"."""
-    app = make_app(sqlite_url, processor=make_processor(RETRY_R0_ONCE))
+    """The dashboard's own loop looked at the first 1,000 active jobs and said "nothing left".
+
+    The clock stands still until auto-run first waits: the retry is 3 s ahead of it however long
+    the setup took on a loaded machine (CI once took longer than 3 s and auto-run never waited).
+    """
+    clock = HeldClock()
+    app = make_app(sqlite_url, processor=make_processor(RETRY_R0_ONCE), clock=clock)
     async with app.run_test(size=SIZE) as pilot:
         waiting = await app.queue.enqueue_job(["r0"], entity_type="company", provider="p")
         await _jobs_held_by_another_worker(app.queue, 1_499)
@@ -374,7 +399,7 @@ async def test_auto_run_finds_a_retry_due_on_the_1500th_active_job(
         await refresh(pilot, full=True)
         waits: list[float | None] = []
         wait_hook = app._auto_waiting
-        app._auto_waiting = lambda due: (waits.append(due), wait_hook(due))  # type: ignore[method-assign]
+        app._auto_waiting = lambda due: (waits.append(due), clock.go(), wait_hook(due))  # type: ignore[method-assign]
         await pilot.press("a")
         await wait_auto_run_over(pilot, app)
         job = await app.queue.get_job(waiting.id)
