@@ -136,6 +136,28 @@ async def test_jobs_screen_at_80x24_shows_counts_totals_and_every_footer_key(see
 
 
 @pytest.mark.slow
+async def test_the_footer_rebuilds_its_keys_only_when_they_change(seeded_url: str) -> None:
+    """A dialog opened and closed, a refresh asked for: Textual's footer removed and mounted every key again."""
+    app = make_app(seeded_url)
+    async with app.run_test(size=NARROW) as pilot:
+        await refresh(pilot, full=True)
+        footer = app.screen.query_one(FitFooter)
+        keys = list(footer.query("FooterKey"))
+        app.screen.refresh_bindings()
+        await pilot.press("question_mark", "escape")  # help over it, and back: two more signals
+        await settle(pilot)
+        assert list(footer.query("FooterKey")) == keys and all(k.is_attached for k in keys), "the same widgets"
+        await pilot.press("tab")  # the activity log takes the focus, and its enter key shows
+        await settle(pilot)
+        assert [k.key for k in footer.query("FooterKey")] == ["enter", *(k.key for k in keys)]
+        app.update_keymap({"jobs.step": "ctrl+t"})  # a key rebound
+        await settle(pilot)
+        rebuilt = [k.key for k in footer.query("FooterKey")]
+        assert "ctrl+t" in rebuilt and "s" not in rebuilt
+        assert all(visible(app, key) for key in footer.query("FooterKey")), "no key runs off the footer"
+
+
+@pytest.mark.slow
 async def test_columns_follow_a_resize_and_the_cursor_stays(seeded_url: str) -> None:
     app = make_app(seeded_url)
     async with app.run_test(size=NARROW) as pilot:

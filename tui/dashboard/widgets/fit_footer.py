@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from rich.cells import cell_len
 from textual import events
 from textual.app import ComposeResult
+from textual.screen import Screen
 from textual.widgets import Footer
 
 #: the palette key docked at the right ("^p palette" and its border)
@@ -51,9 +52,29 @@ class FitFooter(Footer):
     }
     """
 
+    #: what the keys were last built from (``_shown``): a bindings signal that changes none of it
+    #: rebuilds nothing
+    _built: tuple[object, ...] | None = None
+
     def compose(self) -> ComposeResult:
+        self._built = self._shown()
         yield from super().compose()
         self._fit(self.size.width or self.app.size.width)
+
+    def _shown(self) -> tuple[object, ...]:
+        """Everything ``Footer.compose`` draws from: the keys, their state, and the footer's own style."""
+        keys = tuple((binding.key, binding.action, binding.description, binding.group, enabled, tooltip)
+                     for _node, binding, enabled, tooltip in self.screen.active_bindings.values() if binding.show)
+        return keys, self.compact, self.show_command_palette
+
+    def bindings_changed(self, screen: Screen) -> None:
+        """Rebuild the keys only when they changed. Textual's footer removes and mounts every key widget
+        on each signal, and a focus move or a dialog opening and closing sends one: most of a live
+        screen's restyling was that, with nothing different on it."""
+        if (self._bindings_ready and screen.app.app_focus and self.is_attached and screen is self.screen
+                and self._shown() == self._built):
+            return
+        super().bindings_changed(screen)
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit(event.size.width)
