@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.cli.helpers import (
+    CHUNKQ,
     create_db,
     get_job,
     invoke_chunkq,
@@ -105,6 +106,26 @@ def test_exit_codes(env: dict[str, str], tmp_path: Path, sqlite_url: str,
     assert (job.processed_count, job.leased_chunks) == (0, 1)  # the chunk's lease was released for a redo
     assert all(c.lease_expires_at is not None and c.lease_expires_at.timestamp() == 0
                for c in list_chunks(sqlite_url, job_id) if c.state == "leased")
+
+
+@pytest.mark.parametrize("args", [["jobs"], ["--json", "jobs"], ["history"]])
+def test_a_reader_that_went_away_ends_the_command_quietly_with_141(
+    env: dict[str, str], tmp_path: Path, sqlite_url: str, args: list[str],
+) -> None:
+    """``chunkq jobs | head -1``: the status was 1 (an unexpected failure, with nothing said) or 0, by
+    whether the rows fit the pipe's buffer before ``head`` exited. The pipe's read end is closed before
+    the process starts here, so every write fails: the same every run."""
+    import os
+
+    enqueue(sqlite_url, 3, tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([*CHUNKQ, "--db", sqlite_url, *args], env=env, cwd=tmp_path, stdout=write_end,
+                              stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr.decode()) == (128 + signal.SIGPIPE, "")
 
 
 BAD = [

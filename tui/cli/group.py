@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import io
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -139,6 +141,14 @@ class ChunkqGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """The command; a closed stdout leaves it as ``_ReaderGone``, which click's ``main`` lets through
+        (it turns ``BrokenPipeError`` into ``sys.exit(1)`` itself, even outside standalone mode)."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _ReaderGone from exc
+
     def main(
         self,
         args: Sequence[str] | None = None,
@@ -152,6 +162,9 @@ class ChunkqGroup(click.Group):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+            sys.stdout.flush()  # the last rows: a reader that went away is seen here, not at exit
+        except (BrokenPipeError, _ReaderGone):
+            code = _reader_gone()
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else (prog_name or "chunkq")
             click.echo(f"Error: {_one_line(exc.format_message())} (see '{where} --help')", err=True)
@@ -174,6 +187,30 @@ class ChunkqGroup(click.Group):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+class _ReaderGone(Exception):
+    """stdout's reader closed the pipe while the command wrote to it."""
+
+
+#: the status of a command whose reader went away (``chunkq jobs | head -1``): 128 + SIGPIPE, as the shell
+#: reports a C tool the pipe's signal ended
+READER_GONE = 128 + 13
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe: nothing more to say, to anyone. Before, the exit status was 0 or 1
+    depending on whether the rows fit the pipe's buffer before ``head`` exited, with nothing on stderr.
+
+    stdout is pointed at /dev/null so the interpreter's own flush at exit does not fail again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (a test runner's buffer): nothing will flush into a pipe
+    return READER_GONE
 
 
 def _unavailable(name: str, short_help: str, why: str) -> click.Command:
