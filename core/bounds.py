@@ -254,7 +254,11 @@ PROCESSES = IntLimit("processes", 1, 256, 1)
 TIMEOUT = FloatLimit("timeout", 0.0, DAY, "a positive number of seconds, at most 86,400 (a day)")
 #: calls per second: at least one a day (a slower bucket's wait overflows), at most a million
 RATE = FloatLimit("rate", 1 / DAY, 1e6, "between one call a day and 1,000,000 calls a second", lo_open=False)
-LEASE_SECONDS = FloatLimit("lease_seconds", 0.0, DAY, "a positive number of seconds, at most 86,400 (a day)", 30.0)
+#: a lease is renewed every third of it, at most every 0.05 s (``renewal.py``): one much under a second ran
+#: out between renewals, and the chunks of a healthy job were counted as lost until isolated and failed
+#: (``--lease-seconds 0.001``: every entity failed as WorkerLost). 0.3 s leaves six renewals' room.
+LEASE_SECONDS = FloatLimit("lease_seconds", 0.3, DAY, "between 0.3 and 86,400 seconds (a day)", 30.0,
+                           lo_open=False)
 POLL_INTERVAL = FloatLimit("poll_interval", 0.01, 3600.0, "between 0.01 and 3,600 seconds", 1.0, lo_open=False)
 #: seconds between a process's heartbeats in the workers registry (``registry.py``, ``--heartbeat``)
 HEARTBEAT = FloatLimit("heartbeat", 0.05, 3600.0, "between 0.05 and 3,600 seconds", 5.0, lo_open=False)

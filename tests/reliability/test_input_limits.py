@@ -113,14 +113,14 @@ SERVE = ["serve", "--processor", "nope_mod:fn", "--insecure-no-auth"]
 #: (command, option, lo, hi, lo_open, whole number): written out here, not read from core, so a bound
 #: that moves in core without a decision fails this table
 NUMBER_OPTIONS: list[tuple[list[str], str, float, float, bool, bool]] = [
-    (PROCESS, "--lease-seconds", 0, DAY, True, False),
+    (PROCESS, "--lease-seconds", 0.3, DAY, False, False),  # under 0.3 s it runs out between renewals
     (PROCESS, "--max-seconds", 0, 366 * DAY, True, False),
     (PROCESS, "--timeout", 0, DAY, True, False),
     (PROCESS, "--heartbeat", 0.05, 3600, False, False),
     (PROCESS, "--max-chunks", 1, _ROW, False, True),
     (PROCESS, "--processes", 1, 256, False, True),
     (WORKER, "--poll-interval", 0.01, 3600, False, False),
-    (WORKER, "--lease-seconds", 0, DAY, True, False),
+    (WORKER, "--lease-seconds", 0.3, DAY, False, False),
     (WORKER, "--prune-every", 1, 7 * DAY, False, False),
     (SERVE, "--body-timeout", 0, 3600, True, False),
     (SERVE, "--timeout", 0, DAY, True, False),
@@ -150,7 +150,8 @@ def _acceptable(text: str, lo: float, hi: float, lo_open: bool, whole: bool) -> 
 _SPECIAL = ["nan", "NaN", "-nan", "inf", "-inf", "+inf", "Infinity", "infinity", "1e308", "1e309", "-1e308",
             "1e-320", "5e-324", "-0", "0", "0.0", "1_000", "١٢", "0x10", " 5 ", "5.", ".5", "", " ", "1e3", "1.5",
             "86400", "86400.0001", "3600", "10000", "10001", "1000000", "4611686018427387904",
-            "4611686018427387905", "9" * 40, "1" * 5000, "256", "257", "-1", "1", "0.01", "0.009", "0.05", "0.049"]
+            "4611686018427387905", "9" * 40, "1" * 5000, "256", "257", "-1", "1", "0.01", "0.009", "0.05", "0.049",
+            "0.3", "0.29", "0.001"]
 _VALUES = st.one_of(
     st.sampled_from(_SPECIAL),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
@@ -210,6 +211,10 @@ def test_core_refuses_the_same_values_itself() -> None:
             Processor(on_process=lambda e, j: None, rate_limits={"p": bad})
         with pytest.raises(InvalidInput, match="lease_seconds"):
             Queue("sqlite:///unused.db", lease_seconds=bad)
+    for too_short in (0.001, 0.29):  # runs out between renewals: a healthy job's chunks counted as lost
+        with pytest.raises(InvalidInput, match=r"lease_seconds must be between 0\.3 and 86,400 seconds"):
+            Queue("sqlite:///unused.db", lease_seconds=too_short)
+    assert Queue("sqlite:///unused.db", lease_seconds=0.3).lease_seconds == 0.3
     for bad in (10**400, 10**30):
         with pytest.raises(InvalidInput, match="max_error_ratio must be a fraction in"):
             limits.MAX_ERROR_RATIO.check(bad)
@@ -259,8 +264,8 @@ def test_overflowing_and_nan_seconds_are_usage_errors_in_a_real_run(db_url: str,
         r = run_chunkq(["--db", db_url, "process", "--until-empty", "--processor", "ok_proc:fn", option, value],
                        python_env, tmp_path)
         assert r.returncode == 2, (option, value, r.returncode, r.stderr)
-        assert r.stderr.startswith(f"Error: Invalid value for '{option}': must be a positive number of seconds, "
-                                   "at most "), r.stderr
+        assert re.match(f"Error: Invalid value for '{option}': must be (a positive number of seconds, at most "
+                        "|between 0.3 and 86,400 seconds)", r.stderr), r.stderr
         assert len(r.stderr.splitlines()) == 1 and "database" not in r.stderr, r.stderr
 
     async def job() -> Any:
