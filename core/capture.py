@@ -63,6 +63,22 @@ _install_lock = threading.Lock()
 #: terminal escape sequences: CSI (colours, cursor), OSC (titles, links, clipboard) and two-byte ESC codes
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 
+#: ``\x1b``, ``\u202e``: a control as a terminal-safe handler wrote it (``_gist`` reads it back)
+_ESCAPED = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _unescape(m: re.Match[str]) -> str:
+    code = int(m.group(1) or m.group(2) or m.group(3), 16)
+    return chr(code) if code <= 0x10FFFF else m.group(0)
+
+
+def _gist(text: str) -> str:
+    """What a line says, however a handler wrote it: escapes read back, colours and controls removed,
+    whitespace runs made one space (a one-line form turns breaks and tabs into spaces)."""
+    text = _ESCAPED.sub(_unescape, text)
+    return " ".join(_CONTROLS.sub("", _ANSI.sub("", text)).split())
+
 
 class Output:
     """One entity's output as it is written: complete lines, bounded, plus the line in progress.
@@ -129,10 +145,16 @@ class Output:
             self.dropped += 1
 
     def recent(self, text: str) -> bool:
-        """``text`` is in the last lines written (the line in progress included)."""
-        if self._partial and text in self._partial:
+        """``text`` is in the last lines written (the line in progress included), compared by ``_gist``:
+        a handler that escaped its controls (``\\x1b``, as chunkq's own log lines do) or coloured the
+        line wrote the same record. Compared as written, a message with an escape sequence in it was
+        never found, and the line was added, and echoed, a second time."""
+        probe = _gist(text)
+        if not probe:
+            return bool(self._partial and text in self._partial) or any(text in line for line in list(self._lines)[-3:])
+        if self._partial and probe in _gist(self._partial):
             return True
-        return any(text in line for line in list(self._lines)[-3:])
+        return any(probe in _gist(line) for line in list(self._lines)[-3:])
 
     def text(self) -> str | None:
         """What was captured, storable on both backends; None when nothing was written."""

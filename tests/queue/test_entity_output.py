@@ -229,6 +229,31 @@ async def test_a_root_handler_added_after_the_capture_is_not_captured_twice(sqli
         logging.root.removeHandler(handler)
 
 
+@pytest.mark.parametrize("message", ["esc \x1b[1mbold", "bidi \u202e gnp.exe", "two\nlines\tand a tab"])
+async def test_a_handler_that_escapes_controls_is_not_captured_twice(sqlite_url: str, message: str) -> None:
+    """chunkq's own log lines escape controls (``\\x1b``) and write one line: the record's message, as
+    the capture's handler has it, was never found in what they wrote, so the line was kept (and echoed
+    to stderr) twice."""
+    capture.install()
+    handler = logging.StreamHandler()  # sys.stderr: the capture's proxy
+    escape = str.maketrans({"\x1b": "\\x1b", "\u202e": "\\u202e", "\n": " ", "\t": " "})
+    handler.setFormatter(type("Escaping", (logging.Formatter,), {
+        "format": lambda self, record: "escaped: " + record.getMessage().translate(escape)})())
+    log.addHandler(handler)
+    try:
+        def logs(entity_id: str, job: object) -> None:
+            log.warning(message)
+            raise RuntimeError("x")
+
+        q, job_id, _seen = await _run(sqlite_url, logs, ["e"])
+        try:
+            assert await _stored(q, job_id) == {"e": "escaped: " + message.translate(escape)}
+        finally:
+            await q.close()
+    finally:
+        log.removeHandler(handler)
+
+
 async def test_terminal_escapes_are_stored_as_the_text_they_colour(sqlite_url: str) -> None:
     """A coloured print or a Rich log handler: the stored output is what a reader sees, without the codes."""
     def coloured(entity_id: str, job: object) -> None:
