@@ -324,7 +324,7 @@ def describe_db_error(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     if isinstance(orig, TimeoutError):
         return (f"the server did not answer in time (connect timeout: {CONNECT_TIMEOUT_ENV} or "
-                f"?{CONNECT_TIMEOUT_PARAM}=, default {DEFAULT_CONNECT_TIMEOUT:g} s)")
+                f"?{CONNECT_TIMEOUT_PARAM}=, default {DEFAULT_CONNECT_TIMEOUT:g} s a try)")
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     text = mask_password(text)
     if isinstance(exc, OperationalError) and "readonly" in text.replace(" ", "").lower():
@@ -512,7 +512,9 @@ async def _retrying(op: Callable[[], Awaitable[T]], attempts: int, what: str) ->
                 # database says (gone, dropped, read-only, full, locked too long) is for people.
                 if isinstance(exc, IntegrityError) or (isinstance(exc, InvalidRequestError) and not transient):
                     raise
-                raise DatabaseUnavailable(f"{what} failed: {describe_db_error(exc)}") from exc
+                # How many tries: three of a 10 s connect timeout are 30 s, which one "10 s" misled about.
+                tries = f" after {i + 1} tries" if i else ""
+                raise DatabaseUnavailable(f"{what} failed{tries}: {describe_db_error(exc)}") from exc
             log.debug("%s: transient error (%s), retrying in %.2fs", what, describe_db_error(exc), delay)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)

@@ -96,6 +96,7 @@ def test_connecting_is_bounded_and_configurable(silent_server: int, python_env: 
     r = run_chunkq(["--db", url, "jobs"], env, tmp_path, timeout=45)  # asyncpg's own: 3 x 60 s
     assert r.returncode == 2, r.stderr
     assert "did not answer in time" in r.stderr and SECRET not in r.stderr, r.stderr
+    assert "failed after 3 tries: " in r.stderr, r.stderr  # the whole wait (3 x 1 s), said
     r = run_chunkq(["--db", url + "?connect_timeout=1", "jobs"], python_env, tmp_path, timeout=45)
     assert r.returncode == 2 and "did not answer in time" in r.stderr, r.stderr
     r = run_chunkq(["--db", url + "?connect_timeout=soon", "jobs"], python_env, tmp_path, timeout=45)

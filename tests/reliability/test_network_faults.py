@@ -513,7 +513,7 @@ def test_what_the_pool_raises_for_a_dropped_connection_is_retried_then_said() ->
     dropped = [InvalidRequestError("This connection is closed"), DisconnectionError("dropped while idle"),
                PoolTimeout("QueuePool limit of size 5 overflow 5 reached")]
     assert asyncio.run(flaky(list(dropped))) == "answered"
-    with pytest.raises(DatabaseUnavailable, match="counting jobs failed: This connection is closed"):
+    with pytest.raises(DatabaseUnavailable, match="counting jobs failed after 4 tries: This connection is closed"):
         asyncio.run(flaky([InvalidRequestError("This connection is closed")] * 4))
     with pytest.raises(InvalidRequestError, match="already begun"):
         asyncio.run(flaky([InvalidRequestError("A transaction is already begun on this Session")]))
