@@ -25,7 +25,9 @@ Only finished jobs are exported: nothing changes them while they are read page
 by page (an active job's pages would come from different moments). Import gives
 each job a new id (its ``parent_id`` follows a parent imported from the same file,
 else it is cleared), checks the whole file first (a malformed line is refused
-with its number before anything is written), then writes each job in
+with its number before anything is written, and so is a value no queue writes: a
+time a reader cannot show, a negative count, a label, entity ID or params that
+enqueue's own checks refuse), then writes each job in
 transactions of at most ``retention.BATCH_ROWS`` rows; if writing fails half-way,
 the jobs it created are deleted again.
 """
@@ -47,7 +49,26 @@ from sqlalchemy.engine import Connection
 
 from . import error_groups
 from . import schema as s
-from .bounds import check_id
+from .bounds import (
+    CHUNK_SIZE,
+    DURATION,
+    ENTITY_TYPE,
+    MAX_ATTEMPTS,
+    MAX_ERROR_RATIO,
+    MAX_ERRORS,
+    MAX_ROW_ID,
+    MAX_WORKERS,
+    NAME,
+    PRIORITY,
+    PROCESSOR_NAME,
+    PROVIDER,
+    TENANT,
+    TIMESTAMP,
+    check_id,
+    check_params,
+    clean_entity_id,
+    shown,
+)
 from .errors import InvalidInput, InvalidTransition, JobNotFound
 from .retention import BATCH_ROWS, Pruner
 from .status import FINISHED_STATUSES
@@ -273,7 +294,8 @@ def _bad(number: int, reason: str) -> MalformedArchive:
 _KINDS = ("header", "job", "entity", "chunk", "error", "end")
 
 
-def _check_value(column: Any, value: Any, number: int, where: str) -> Any:
+def _check_value(column: Any, value: Any, number: int, where: str, *, ranged: bool = True) -> Any:
+    """``value`` as ``column`` stores it; ``ranged``: and within what the queue writes (``_check_range``)."""
     name = f"{where}.{column.name}"
     if value is None:
         if not column.nullable or column.primary_key:
@@ -300,7 +322,59 @@ def _check_value(column: Any, value: Any, number: int, where: str) -> Any:
         ok, kind = True, ""
     if not ok:
         raise _bad(number, f"{name} must be {kind}, got {json.dumps(value)[:40]}")
+    if ranged:
+        _check_range(column, value, number, name)
     return value
+
+
+#: a job's settings, checked by the very checks enqueue uses: an import writes no job enqueue would refuse
+_SETTINGS: dict[str, Callable[[Any], object]] = {
+    "entity_type": ENTITY_TYPE.check_required, "provider": PROVIDER.check_required, "name": NAME.check,
+    "tenant": TENANT.check, "processor": PROCESSOR_NAME.check, "chunk_size": CHUNK_SIZE.check,
+    "priority": PRIORITY.check, "max_workers": MAX_WORKERS.check, "max_attempts": MAX_ATTEMPTS.check,
+    "max_errors": MAX_ERRORS.check_optional, "max_error_ratio": MAX_ERROR_RATIO.check_optional,
+    "params": check_params,
+}
+#: the largest value of an ``Integer`` column (32 bits on PostgreSQL); a ``BigInteger`` holds up to ``MAX_ROW_ID``
+_INT_MAX = 2**31 - 1
+
+
+def _check_range(column: Any, value: Any, number: int, name: str) -> None:
+    """A number the queue itself could have written: every count, size, position and attempt a whole
+    number from 0, every time one a reader can show (``bounds.TIMESTAMP``: 1e300 seconds overflowed
+    every ``datetime`` made of it), a duration finite and not negative."""
+    if value is None or isinstance(value, bool):
+        return
+    t = column.type
+    if isinstance(t, Integer | BigInteger):
+        hi = MAX_ROW_ID if isinstance(t, BigInteger) else _INT_MAX
+        if value < 0:
+            raise _bad(number, f"{name} cannot be negative, got {shown(value)}")
+        if value > hi:
+            raise _bad(number, f"{name} must be at most {hi:,}, got {shown(value)}")
+    elif isinstance(t, Float):
+        limit = DURATION if column.name == "duration" else TIMESTAMP
+        try:
+            limit.check(value)
+        except InvalidInput:
+            raise _bad(number, f"{name} must be {limit.must}, got {shown(value)}") from None
+
+
+def _checked(check: Callable[[Any], object], value: Any, number: int, name: str, field: str) -> None:
+    """``check`` (one of enqueue's) on ``value``, its refusal naming ``name`` (``job.name``) for ``field``."""
+    try:
+        check(value)
+    except InvalidInput as exc:
+        text = str(exc)
+        raise _bad(number, text.replace(field, name, 1) if field in text else f"{name}: {text}") from None
+
+
+def _check_entity_id(value: Any, number: int, name: str) -> None:
+    """An entity ID as enqueue checks it (``bounds.clean_entity_id``): no control character, not blank."""
+    try:
+        clean_entity_id(value, number)
+    except InvalidInput as exc:
+        raise _bad(number, f"{name} {exc.reason}") from None
 
 
 def _row(record: dict[str, Any], columns: list[Any], number: int, where: str) -> dict[str, Any]:
@@ -315,7 +389,12 @@ def _row(record: dict[str, Any], columns: list[Any], number: int, where: str) ->
         value = record.get(c.name)
         if value is None and c.default is not None and not c.nullable and not c.primary_key:
             value = c.default.arg if not callable(c.default.arg) else None
-        out[c.name] = _check_value(c, value, number, where)
+        setting = where == "job" and c.name in _SETTINGS
+        out[c.name] = _check_value(c, value, number, where, ranged=not setting)
+        if setting:
+            _checked(_SETTINGS[c.name], out[c.name], number, f"job.{c.name}", c.name)
+        elif c.name == "entity_id":
+            _check_entity_id(out[c.name], number, f"{where}.entity_id")
     return out
 
 
@@ -329,8 +408,7 @@ def _entity(record: dict[str, Any], number: int) -> dict[str, Any]:
     pos, entity_id, outcome = record.get("pos"), record.get("entity_id"), record.get("outcome")
     _check_value(s.entities.c.pos, pos, number, "entity")
     _check_value(s.entities.c.entity_id, entity_id, number, "entity")
-    if pos < 0:  # type: ignore[operator]  # _check_value made it an int
-        raise _bad(number, "entity.pos cannot be negative")
+    _check_entity_id(entity_id, number, "entity.entity_id")
     if outcome not in OUTCOMES:
         raise _bad(number, f"entity.outcome must be one of {', '.join(OUTCOMES)}, got {str(outcome)[:40]!r}")
     if outcome == "waiting":
@@ -370,6 +448,9 @@ class _Checker:
                                    "cancelled) are imported")
             if row["total_count"] < 1 or row["chunk_size"] < 1:
                 raise _bad(number, "job.total_count and job.chunk_size must be positive")
+            if row["processed_count"] > row["total_count"]:  # a progress over 100%
+                raise _bad(number, f"job.processed_count ({row['processed_count']:,}) is more than job.total_count "
+                                   f"({row['total_count']:,})")
             self.job, self.counts, self.last_pos = row["id"], {"entities": 0, "chunks": 0, "errors": 0}, -1
             return
         if self.job is None:

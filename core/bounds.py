@@ -31,6 +31,9 @@ MAX_ROW_ID = 2**62
 DAY = 86_400.0
 #: the longest ``max_seconds``: a run meant never to stop is given none
 YEAR = 366 * DAY
+#: the latest time a row may hold, in epoch seconds: 9999-12-31 23:59:59 UTC, the last second a
+#: ``datetime`` holds (a later one, read back, overflowed ``chunkq jobs``, ``show`` and ``export``)
+MAX_EPOCH = 253_402_300_799.0
 
 #: what ``IntLimit.parse`` / ``FloatLimit.parse`` (and the HTTP query parameters) read as a number:
 #: ASCII digits, no ``_``, no nan or inf
@@ -264,6 +267,14 @@ POLL_INTERVAL = FloatLimit("poll_interval", 0.01, 3600.0, "between 0.01 and 3,60
 HEARTBEAT = FloatLimit("heartbeat", 0.05, 3600.0, "between 0.05 and 3,600 seconds", 5.0, lo_open=False)
 MAX_CHUNKS = IntLimit("max_chunks", 1, MAX_ROW_ID, None)
 MAX_SECONDS = FloatLimit("max_seconds", 0.0, YEAR, "a positive number of seconds, at most 31,622,400 (366 days)")
+
+# --------------------------------------------------------------------------- rows
+
+#: a time a row holds (``chunkq import`` writes them from a file): epoch seconds a reader can show
+TIMESTAMP = FloatLimit("timestamp", 0.0, MAX_EPOCH, "epoch seconds from 0 to 253,402,300,799 (the year 9999)",
+                       lo_open=False)
+#: how long something took, in seconds
+DURATION = FloatLimit("duration", 0.0, MAX_EPOCH, "a number of seconds from 0 to 253,402,300,799", lo_open=False)
 
 # --------------------------------------------------------------------------- reading
 

@@ -209,6 +209,29 @@ def test_import_refuses_a_malformed_file(cli: Any, db_url: str, tmp_path: Path) 
     assert missing.exit_code == 2 and "no export file" in one_line_error(missing.output)
 
 
+@pytest.mark.parametrize("kind, values, words", [
+    ("job", {"created_at": 1e300}, "line 2: job.created_at must be epoch seconds from 0 to 253,402,300,799"),
+    ("error", {"created_at": 1e300}, "error.created_at must be epoch seconds"),
+    ("job", {"name": "N\x1b[31mred\rcr"}, "line 2: job.name contains a control character (U+001B at position 2)"),
+    ("error", {"entity_id": "x1\x1b"}, "error.entity_id contains a control character"),
+])
+def test_import_refuses_what_no_queue_writes(cli: Any, db_url: str, tmp_path: Path, kind: str,
+                                             values: dict[str, Any], words: str) -> None:
+    """A time no reader can show (1e300 seconds: every `jobs`, `show` and `export` failed after it) or a
+    label enqueue refuses: exit 2, one line naming the line and the field, nothing imported."""
+    ids = old_jobs(db_url, (3, 40, "complete"))
+    out = tmp_path / "x.jsonl"
+    assert cli("export", str(ids[0]), "-o", str(out)).exit_code == 0
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    next(r for r in records if r["type"] == kind).update(values)
+    out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = cli("import", str(out))
+    assert result.exit_code == 2, result.output
+    assert words in one_line_error(result.output)
+    assert job_ids(db_url) == ids
+    assert cli("jobs").exit_code == 0 and cli("show", str(ids[0])).exit_code == 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("retention, pruned", [("default", True), ("off", False)])
 def test_a_long_running_worker_prunes_in_the_background(

@@ -400,6 +400,104 @@ async def test_a_malformed_file_is_refused_with_its_line_and_nothing_is_created(
     assert await table_counts(db_url) == before
 
 
+def _edit(lines: list[str], kind: str, **values: Any) -> tuple[list[str], int]:
+    """The export's lines with the first ``kind`` record holding the fields set to ``values``; and its line's number."""
+    i = next(i for i, x in enumerate(lines) if json.loads(x)["type"] == kind and set(values) <= set(json.loads(x)))
+    rec = {**json.loads(lines[i]), **values}
+    return [*lines[:i], json.dumps(rec), *lines[i + 1:]], i + 1
+
+
+#: (record, field, value, words): what no queue writes, each refused before anything is imported
+_OUT_OF_RANGE = [
+    ("job", "created_at", 1e300, "the year 9999"),
+    ("job", "updated_at", 253402300800, "the year 9999"),
+    ("job", "finished_at", -1.0, "the year 9999"),
+    ("job", "served_at", 1e300, "the year 9999"),
+    ("job", "next_retry_at", 1e300, "the year 9999"),
+    ("entity", "due_at", 1e300, "the year 9999"),
+    ("chunk", "finished_at", 1e300, "the year 9999"),
+    ("chunk", "lease_expires_at", 1e300, "the year 9999"),
+    ("chunk", "duration", -0.5, "seconds from 0"),
+    ("chunk", "duration", 1e300, "seconds from 0"),
+    ("error", "created_at", 1e300, "the year 9999"),
+    ("error", "resolved_at", 1e300, "the year 9999"),
+    ("job", "error_count", -1, "negative"),
+    ("job", "next_chunk", 2**31, "at most 2,147,483,647"),
+    ("job", "processed_count", 2**62 + 1, "at most"),
+    ("job", "processed_count", 5, "more than job.total_count"),
+    ("job", "chunk_size", 10_001, "chunk_size must be between"),
+    ("job", "max_attempts", 0, "max_attempts must be between"),
+    ("job", "max_error_ratio", 2.0, "max_error_ratio must be"),
+    ("chunk", "size", -3, "negative"),
+    ("chunk", "attempt", -1, "negative"),
+    ("error", "attempt", 2**31, "at most"),
+    ("error", "pos", -1, "negative"),
+]
+#: (record, field, value, words): text enqueue refuses, refused by import with the same check
+_BAD_TEXT = [
+    ("job", "name", "N\x1b[31mred\rcr", "job.name contains a control character"),
+    ("job", "provider", "p\x1b", "job.provider contains a control character"),
+    ("job", "entity_type", " ", "job.entity_type is required"),
+    ("job", "tenant", "t\x1b", "job.tenant contains a control character"),
+    ("job", "processor", "m:f\x9b", "job.processor contains a control character"),
+    ("job", "name", "x" * 201, "job.name must be at most 200 characters"),
+    ("job", "params", {"k": "a\x00"}, "job.params['k'] contains a NUL"),
+    ("job", "params", {"rate_limit": 1e-300}, "job.params['rate_limit'] must be"),
+    ("job", "params", ["a"], "job.params must be a JSON object"),
+    ("entity", "entity_id", "a\x1b", "entity.entity_id contains a control character"),
+    ("entity", "entity_id", "  ", "entity.entity_id is blank"),
+    ("error", "entity_id", "e\x1b]0;x\x07", "error.entity_id contains a control character"),
+]
+
+
+async def test_import_refuses_numbers_and_text_no_queue_writes(db_url: str, tmp_path: Path) -> None:
+    """Every time an import writes is one a reader can show (1e300 seconds stored, every listing failed
+    with an OverflowError), every count a whole number from 0, and every label, ID and params what enqueue
+    takes, by enqueue's own checks; refused with the line and the field, and nothing is imported."""
+    job = await make_job(db_url, 4, days_ago=40, fail={"e1"}, transient={"e2"}, status="cancelled")
+    good = tmp_path / "good.jsonl"
+    async with Queue(db_url) as q:
+        with ArchiveWriter(good) as w:
+            await w.add_job(q, job)
+    lines = _export_lines(good)
+    assert any('"outcome":"waiting"' in x for x in lines) and any('"type":"error"' in x for x in lines)
+    before = await table_counts(db_url)
+    bad = tmp_path / "bad.jsonl"
+    async with Queue(db_url) as q:
+        for kind, name, value, words in [*_OUT_OF_RANGE, *_BAD_TEXT]:
+            broken, line = _edit(lines, kind, **{name: value})
+            bad.write_text("\n".join(broken) + "\n")
+            with pytest.raises(MalformedArchive) as err:
+                await import_jobs(q, bad)
+            assert err.value.number == line and str(err.value).startswith(f"line {line}: {kind}."), (name, err.value)
+            assert words in str(err.value), (name, value, str(err.value))
+        assert await table_counts(db_url) == before
+        assert [j.id for j in await q.list_jobs()] == [job]  # and every reader still reads
+
+
+async def test_import_takes_any_text_a_worker_records(db_url: str, tmp_path: Path) -> None:
+    """An error's type is the exception class's name, which may hold anything (a control character, a
+    newline), and its message, traceback and output are the callback's text: a genuine export holds them,
+    so import takes them as they are (they are escaped when shown)."""
+    odd = type("Odd\x1b[31mError\r", (Exception,), {})
+
+    def cb(eid: str, job: Any) -> None:
+        if eid == "b":
+            raise odd("bad \x1b[2J\nline two\x07")
+
+    async with Queue(db_url) as q:
+        job = await q.enqueue_job(["a", "b"], entity_type="t", provider="p", max_attempts=1)
+        while (await q.get_job(job.id)).status != "complete":
+            await q.process_chunk(job.id, Processor(cb))
+        path = tmp_path / "x.jsonl"
+        with ArchiveWriter(path) as w:
+            await w.add_job(q, job.id)
+        imported = await import_jobs(q, path)
+        (new,) = [b for _, b in imported.jobs]
+        (error,) = await q.list_errors(new)
+        assert "\x1b" in error.error_type and error.message == "bad \x1b[2J\nline two\x07"
+
+
 async def test_an_import_that_fails_half_way_leaves_nothing(db_url: str, tmp_path: Path) -> None:
     """The database refuses a row of the second job (its chunk duplicated): the first job goes again too."""
     job = await make_job(db_url, 40, days_ago=40, chunk_size=10)
