@@ -24,7 +24,7 @@ from .claims import ORDERS
 from .db import deadline, mask_password
 from .demo import seed as seed_demo
 from .enqueue import check_settings as check_job_settings
-from .errors import DatabaseStalled, NoDatabase, SchemaMismatch, WorkerNotFound
+from .errors import DatabaseStalled, NoDatabase, RetryJobWaiting, SchemaMismatch, WorkerNotFound
 from .fingerprint import fingerprint_as
 from .history import DURATION_BOUNDS
 from .loader import ProcessorHandle, load_processor
@@ -154,6 +154,7 @@ __all__ = [
     "Registration",
     "RetentionPolicy",
     "Retry",
+    "RetryJobWaiting",
     "RunSummary",
     "SchemaMismatch",
     "SchemaState",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, literal, select, union, update
+from sqlalchemy import and_, case, delete, exists, func, insert, literal, select, union, update
 from sqlalchemy.engine import Connection
 
 from . import error_groups, rows
@@ -19,7 +19,7 @@ from . import schema as s
 from .backend import Backend
 from .bounds import TENANT, TENANT_WEIGHT, check_id
 from .enqueue import join_tenant, new_job_row
-from .errors import InvalidInput, InvalidTransition
+from .errors import InvalidInput, InvalidTransition, JobNotFound, RetryJobWaiting
 from .fingerprint import fingerprint as fingerprint_of
 from .models import BulkResult, EntityResult, Job
 from .outcomes import Item, Outcomes
@@ -30,6 +30,8 @@ from .sql import job_filter, next_retry_subquery
 from .status import CANCELLED, COMPLETE, FAILED, PAUSED, PENDING, RUNNING, Status
 
 NO_FAILURES = "no failed entities"
+#: ``Queue.bulk``'s reason for a job whose failures a waiting retry job still holds
+RETRY_WAITING = "with a retry job waiting"
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class Control:
                             (await self.requeue_failed(job_id)).id)
             except InvalidInput:  # the job has nothing to redo
                 skipped[NO_FAILURES] = skipped.get(NO_FAILURES, 0) + 1
+            except RetryJobWaiting:  # a retry job of its failures still waits: not a second time
+                skipped[RETRY_WAITING] = skipped.get(RETRY_WAITING, 0) + 1
             except InvalidTransition:  # requeue: the job was cancelled
                 skipped[CANCELLED] = skipped.get(CANCELLED, 0) + 1
         return BulkResult(action, len(matched), len(done), skipped, tuple(done))
@@ -135,6 +139,10 @@ class Control:
         job, those never finished. Only first-time errors are counted once.
         With ``fingerprint`` (a group's key): only the entities failed for good
         with an error of that group.
+
+        Raises ``RetryJobWaiting`` (nothing written) when a retry job of this job
+        (or of one of its retry jobs) that still waits holds any of those
+        entities: they would be processed, and billed, twice (``_check_no_retry_waiting``).
         """
         job = await self.reads.get_job(job_id)
         if fingerprint is not None:
@@ -142,12 +150,13 @@ class Control:
         e, er, c, r = s.entities.c, s.errors.c, s.chunks.c, s.retries.c
 
         def tx(conn: Connection) -> int:
+            family = _lock_family(self.backend, conn, job_id)
             failed = select(er.pos, er.entity_id).where(er.job_id == job_id, er.final.is_(True),
                                                         er.resolved_at.is_(None))
             if fingerprint is not None:
                 failed = failed.where(error_groups.group_condition(conn, job_id, fingerprint))
             parts: list[Any] = [failed]
-            if job.status in (FAILED, CANCELLED) and fingerprint is None:
+            if family.status in (FAILED, CANCELLED) and fingerprint is None:
                 next_pos = conn.execute(select(_j.next_pos).where(_j.id == job_id)).scalar()
                 parts.append(select(e.pos, e.entity_id).where(e.job_id == job_id, e.pos >= next_pos))
                 parts.append(
@@ -158,6 +167,7 @@ class Control:
                 )
                 parts.append(select(r.pos, r.entity_id).where(r.job_id == job_id))
             src = union(*parts).subquery() if len(parts) > 1 else parts[0].distinct().subquery()
+            _check_no_retry_waiting(conn, family, select(src.c.entity_id))
             new_id = conn.execute(insert(s.jobs).values(**new_job_row(
                 self.now(), name=f"retry of {job.name or '#' + str(job.id)}"[:200], entity_type=job.entity_type,
                 provider=job.provider, chunk_size=job.chunk_size, priority=job.priority,
@@ -184,6 +194,9 @@ class Control:
         With ``fingerprint`` (a group's key): only the entities failed for good
         with an error of that group (all of such an entity's final errors stop
         being final, whatever their group: the entity is no longer failed).
+
+        Raises ``RetryJobWaiting`` (nothing written) when a retry job that still
+        waits holds any of those entities, as ``retry_failed`` does.
         """
         job = await self.reads.get_job(job_id)
         if fingerprint is not None:
@@ -192,6 +205,7 @@ class Control:
             raise InvalidTransition(f"cannot requeue failures of job {job_id}: it is cancelled")
 
         def tx(conn: Connection) -> int:
+            family = _lock_family(self.backend, conn, job_id)
             now = self.now()
             er = s.errors.c
             dead = and_(er.job_id == job_id, er.final.is_(True), er.resolved_at.is_(None))
@@ -205,6 +219,7 @@ class Control:
             if not failed:
                 raise InvalidInput(f"job {job_id} has {NO_FAILURES} to retry" if fingerprint is None else
                                    f"job {job_id} has {NO_FAILURES} in group {fingerprint} to retry")
+            _check_no_retry_waiting(conn, family, select(er.entity_id).where(chosen))
             conn.execute(insert(s.retries), [
                 {"job_id": job_id, "pos": p.pos, "entity_id": p.entity_id, "attempt": 1, "due_at": now}
                 for p in failed
@@ -327,3 +342,74 @@ async def _run_reported(
         exc.reported = reported
         raise
     return outcomes, reported
+
+
+
+#: the statuses of a retry job that still waits to process its entities
+_WAITING = tuple(st.value for st in Status if not st.is_finished)
+
+
+@dataclass(frozen=True)
+class _Family:
+    """A job, locked, and the retry jobs it descends from (``parent_id``, nearest first)."""
+
+    job_id: int
+    status: str
+    ancestors: tuple[int, ...]
+
+    @property
+    def root(self) -> int:
+        return self.ancestors[-1] if self.ancestors else self.job_id
+
+
+def _lock_family(backend: Backend, conn: Connection, job_id: int) -> _Family:
+    """Lock the row of ``job_id``'s first ancestor (the job it was retried from, and so on up), then its own.
+
+    Every redo of a job's failures takes them first, so two at once in one family of
+    retry jobs (two ``chunkq retry 1``, or ``retry 1`` and ``retry 2`` where job 2 retries
+    job 1) run one after the other and the second sees what the first made. On
+    PostgreSQL ``FOR UPDATE`` (the root first, always: no deadlock); SQLite's write
+    transaction already holds the file's one write lock. ``JobNotFound`` if the job is gone.
+    """
+    ancestors: list[int] = []
+    parent = conn.execute(select(_j.parent_id).where(_j.id == job_id)).scalar()
+    while parent is not None and parent not in ancestors and len(ancestors) < 1000:
+        ancestors.append(int(parent))
+        parent = conn.execute(select(_j.parent_id).where(_j.id == parent)).scalar()
+
+    def lock(row_id: int) -> Any:
+        return conn.execute(backend.lock_rows(select(_j.status).where(_j.id == row_id), skip_locked=False)).scalar()
+
+    if ancestors:
+        lock(ancestors[-1])
+    status = lock(job_id)
+    if status is None:
+        raise JobNotFound(job_id)
+    return _Family(job_id, str(status), tuple(ancestors))
+
+
+def _check_no_retry_waiting(conn: Connection, family: _Family, entity_ids: Any) -> None:
+    """Raise ``RetryJobWaiting`` when a retry job that still waits holds any of ``entity_ids``.
+
+    The one rule every front end gets (the CLI's ``retry``, the dashboard, ``Queue.bulk``):
+    a failed entity is redone by one job at a time. "Still waits": pending, running or
+    paused; a retry job that completed, failed or was cancelled does not, so a person may
+    retry again once the first retry is over. "A retry job": any job retried, down the
+    ``parent_id`` chain, from the same first job as ``family.job_id`` (its own retry jobs,
+    their retry jobs, and its siblings': a retry of a cancelled retry job is refused
+    while the other retry of the same failures runs), but not the job itself nor the jobs
+    it descends from. Only a job holding one of the entities counts: the retry jobs of two
+    error groups (two bugs) may wait side by side.
+    """
+    first = select(_j.id).where(_j.parent_id == family.root).cte("retry_tree", recursive=True)
+    child = s.jobs.alias("retry_child")
+    tree = first.union_all(select(child.c.id).where(child.c.parent_id == first.c.id))
+    e = s.entities.c
+    found = conn.execute(
+        select(_j.id, _j.status)
+        .where(_j.id.in_(select(tree.c.id)), _j.id.not_in((family.job_id, *family.ancestors)),
+               _j.status.in_(_WAITING), exists().where(e.job_id == _j.id, e.entity_id.in_(entity_ids)))
+        .order_by(_j.id).limit(1)
+    ).first()
+    if found is not None:
+        raise RetryJobWaiting(family.job_id, int(found.id), str(found.status))

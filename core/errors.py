@@ -49,6 +49,23 @@ class InvalidTransition(ChunkqError):
     """E.g. resuming a complete job: the message says the job's current status."""
 
 
+class RetryJobWaiting(InvalidTransition):
+    """A retry of a job's failures was refused: a retry job holding some of them still waits.
+
+    Redoing them again (a second retry job, or a requeue in place) would process,
+    and bill, the same entities twice. ``job_id`` is the job asked about,
+    ``waiting_id`` and ``waiting_status`` the retry job that still waits (pending,
+    running or paused). Nothing was written.
+    """
+
+    def __init__(self, job_id: int, waiting_id: int, waiting_status: str) -> None:
+        super().__init__(f"job {job_id} already has a retry job waiting: job {waiting_id} ({waiting_status}); "
+                         "process or cancel it first")
+        self.job_id = job_id
+        self.waiting_id = waiting_id
+        self.waiting_status = waiting_status
+
+
 class ProcessorError(ChunkqError):
     """A processor import path that cannot be loaded into a callable."""
 

@@ -349,11 +349,27 @@ def test_retry_prints_the_new_job_id(cli: Cli, db_url: str, write_processor: Cal
     assert result.exit_code == 0, result.stderr
     new = get_job(db_url, int(result.stdout))
     assert (new.parent_id, new.total_count) == (job_id, 3)
+    assert cli("cancel", str(new.id)).exit_code == 0  # over: a retry of the same failures may be made again
     again = doc(cli("retry", str(job_id), "--json"))
     assert set(again) == JOB_KEYS and (again["parent_id"], again["total_count"]) == (job_id, 3)
-    nothing = cli("retry", str(new.id))
+    nothing = cli("retry", str(again["id"]))
     assert nothing.exit_code == 2
     assert "no failed entities to retry" in one_line_error(nothing.stderr)
+
+
+@pytest.mark.parametrize("how", [[], ["--in-place"], ["--json"]])
+def test_retry_refuses_while_a_retry_job_of_the_failures_waits(
+    cli: Cli, db_url: str, write_processor: Callable[[str], str], how: list[str]
+) -> None:
+    """A second `chunkq retry 1` (or `retry 1 --in-place`) had every failed entity processed, and billed, twice."""
+    job_id = _job_with_errors(cli, write_processor)
+    first = int(cli("retry", str(job_id)).stdout)
+    before = [(j.id, j.status, j.total_count, j.failed_count, j.waiting_count) for j in list_jobs(db_url)]
+    refused = cli("retry", str(job_id), *how)
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert one_line_error(refused.stderr) == (f"Error: job {job_id} already has a retry job waiting: job {first} "
+                                              "(pending); process or cancel it first")
+    assert [(j.id, j.status, j.total_count, j.failed_count, j.waiting_count) for j in list_jobs(db_url)] == before
 
 
 @pytest.mark.parametrize("command", ["show", "errors", "pause", "resume", "cancel", "retry"])

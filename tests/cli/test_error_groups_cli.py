@@ -89,6 +89,11 @@ def test_retry_one_group_as_a_new_job_or_in_place(
     assert (job.failed_count, job.waiting_count) == (4, 4)  # the other group's entities stay failed
     again = cli("retry", str(job_id), "--group", timeout, "--in-place")
     assert again.exit_code == 2 and "no failed entities in group" in one_line_error(again.stderr)
+    # the 4 failed entities left are the lookup group's, which its retry job still holds
+    refused = cli("retry", str(job_id))
+    assert refused.exit_code == 2
+    assert f"already has a retry job waiting: job {new.stdout.strip()} (pending)" in one_line_error(refused.stderr)
+    assert cli("cancel", new.stdout.strip()).exit_code == 0
     whole = doc(cli("retry", str(job_id), "--json"))
     assert whole["total_count"] == 4
 

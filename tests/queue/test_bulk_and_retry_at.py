@@ -62,6 +62,10 @@ async def test_bulk_retry_and_requeue_redo_each_jobs_failures(queue: Queue) -> N
 
     r = await queue.bulk("requeue", search="clean")
     assert (r.changed, r.skipped) == (0, {"no failed entities": 1})
+    r = await queue.bulk("requeue", search="has failures")  # its retry job still waits: not redone twice
+    assert (r.changed, r.skipped) == (0, {"with a retry job waiting": 1, "no failed entities": 1})
+    while await queue.process_next_chunk(cb) is not None:  # the retry job completes: no longer waits
+        pass
     r = await queue.bulk("requeue", search="has failures")
     assert (r.changed, r.job_ids) == (1, (failing.id,))
     assert (await queue.get_job(failing.id)).waiting_count == 1

@@ -8,7 +8,17 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from chunkq.core import COMPLETE, PENDING, InvalidInput, JobNotFound, Processor, Queue, Retry, fingerprint_as
+from chunkq.core import (
+    COMPLETE,
+    PENDING,
+    InvalidInput,
+    JobNotFound,
+    Processor,
+    Queue,
+    Retry,
+    RetryJobWaiting,
+    fingerprint_as,
+)
 from chunkq.core import schema as s
 from chunkq.core.error_groups import LEGACY_PREFIX, legacy_key
 from chunkq.core.fingerprint import FingerprintCache, fingerprint
@@ -118,6 +128,19 @@ async def test_retry_of_one_group_as_a_new_job(db_url: str) -> None:
         assert set(await q.entity_ids(new.id)) == _ids(1)
         old = await q.get_job(job.id)
         assert old.failed_count == 30  # a retry as a new job leaves the old one as it was
+        with pytest.raises(RetryJobWaiting, match=f"job {new.id} \\(pending\\)"):
+            await q.retry_failed(job.id)  # the group's retry job still waits with 10 of the 30
+        with pytest.raises(RetryJobWaiting):
+            await q.retry_failed(job.id, fingerprint=groups["ProviderError"].fingerprint)
+        with pytest.raises(RetryJobWaiting):
+            await q.requeue_failed(job.id, fingerprint=groups["ProviderError"].fingerprint)
+        # another bug's entities are not in it: their retry job may wait beside it
+        other = await q.retry_failed(job.id, fingerprint=groups["KeyError"].fingerprint)
+        assert set(await q.entity_ids(other.id)) == _ids(2)
+        await q.cancel(new.id)
+        with pytest.raises(RetryJobWaiting, match=f"job {other.id} \\(pending\\)"):
+            await q.retry_failed(job.id)
+        await q.cancel(other.id)
         whole = await q.retry_failed(job.id)
         assert whole.total_count == 30
         with pytest.raises(InvalidInput, match="group"):

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from chunkq.core import COMPLETE, PAUSED, PENDING, Processor, Queue, Retry
+from chunkq.core import (
+    COMPLETE,
+    PAUSED,
+    PENDING,
+    InvalidInput,
+    InvalidTransition,
+    Processor,
+    Queue,
+    Retry,
+    RetryJobWaiting,
+)
 
 from .test_leases import FakeClock, enqueue
 
@@ -256,3 +267,77 @@ def _at(ts: float):
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, UTC)
+
+
+async def _all_failed(q: Queue, n: int = 10):
+    job = await enqueue(q, n, chunk_size=n)
+
+    def cb(eid: str, _j: object) -> None:
+        raise ValueError("down")
+
+    while await q.process_next_chunk(cb) is not None:
+        pass
+    return await q.get_job(job.id)
+
+
+async def test_no_second_retry_while_a_retry_job_of_the_same_failures_waits(db_url: str) -> None:
+    """`chunkq retry 1` twice, or then `retry 1 --in-place`, made three jobs holding the same 10 entities."""
+    async with Queue(db_url) as q:
+        job = await _all_failed(q)
+        first = await q.retry_failed(job.id)
+        assert first.total_count == 10
+        for redo in (q.retry_failed, q.requeue_failed):
+            with pytest.raises(RetryJobWaiting) as got:
+                await redo(job.id)
+            assert (got.value.job_id, got.value.waiting_id, got.value.waiting_status) == (job.id, first.id, PENDING)
+            assert str(got.value) == (f"job {job.id} already has a retry job waiting: job {first.id} (pending); "
+                                      "process or cancel it first")
+        assert isinstance(got.value, InvalidTransition)  # HTTP: 409, the CLI: exit 2
+        await q.pause(first.id)
+        with pytest.raises(RetryJobWaiting, match=r"\(paused\)"):
+            await q.retry_failed(job.id)
+        assert {j.id for j in await q.list_jobs()} == {job.id, first.id}
+        after = await q.get_job(job.id)  # nothing written
+        assert (after.status, after.failed_count, after.waiting_count) == (job.status, 10, 0)
+        await q.resume(first.id)
+        while await q.process_next_chunk(lambda eid, _j: None) is not None:
+            pass
+        assert (await q.get_job(first.id)).status == COMPLETE
+        # once the retry job is over, a person may retry again (its failures were not its parent's to resolve)
+        again = await q.retry_failed(job.id)
+        assert again.total_count == 10
+
+
+async def test_a_retry_of_a_cancelled_retry_job_is_refused_while_its_sibling_waits(db_url: str) -> None:
+    async with Queue(db_url) as q:
+        job = await _all_failed(q)
+        first = await q.retry_failed(job.id)
+        await q.cancel(first.id)
+        second = await q.retry_failed(job.id)  # the first is over: allowed
+        with pytest.raises(RetryJobWaiting, match=f"job {second.id} "):
+            await q.retry_failed(first.id)  # its 10 unfinished entities are the ones job `second` holds
+        r = await q.bulk("retry")
+        assert (r.changed, r.skipped) == (0, {"with a retry job waiting": 2, "no failed entities": 1})
+        assert len(await q.list_jobs()) == 3
+
+
+async def test_a_retry_after_an_in_place_requeue_makes_nothing(db_url: str) -> None:
+    async with Queue(db_url) as q:
+        job = await _all_failed(q)
+        requeued = await q.requeue_failed(job.id)
+        assert (requeued.status, requeued.waiting_count) == (PENDING, 10)
+        with pytest.raises(InvalidInput, match="no failed entities"):
+            await q.retry_failed(job.id)  # they wait in the job itself again
+        with pytest.raises(InvalidInput, match="no failed entities"):
+            await q.requeue_failed(job.id)
+        assert [j.id for j in await q.list_jobs()] == [job.id]
+
+
+async def test_two_retries_at_once_make_one_retry_job(db_url: str) -> None:
+    async with Queue(db_url) as a, Queue(db_url) as b:
+        job = await _all_failed(a)
+        got = await asyncio.gather(a.retry_failed(job.id), b.retry_failed(job.id), return_exceptions=True)
+        made = [r for r in got if not isinstance(r, BaseException)]
+        refused = [r for r in got if isinstance(r, RetryJobWaiting)]
+        assert (len(made), len(refused)) == (1, 1), got
+        assert len(await a.list_jobs()) == 2

@@ -32,7 +32,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytest
-from chunkq.core import InvalidInput, InvalidTransition, Processor, Pruner, Queue, RetentionPolicy, counts
+from chunkq.core import (
+    InvalidInput,
+    InvalidTransition,
+    Processor,
+    Pruner,
+    Queue,
+    RetentionPolicy,
+    RetryJobWaiting,
+    counts,
+)
 from chunkq.core import schema as s
 from chunkq.core.chunk import run_claimed
 from chunkq.core.claims import STALE_CHECK_SECONDS
@@ -493,6 +502,12 @@ class QueueModel(RuleBasedStateMachine):
             for c in job.chunks.values():
                 if c.state == "leased":
                     wanted.update((p, job.entities[p]) for p in c.positions)
+        waiting = self._retry_waiting(job, set(wanted.values()))
+        if waiting is not None:  # a retry job holding some of them still waits: not a second one
+            with pytest.raises(RetryJobWaiting, match=f"job {waiting} "):
+                self.run(self.q.retry_failed(job.id))
+            self.stats["retries refused"] += 1
+            return
         if not wanted:
             with pytest.raises(InvalidInput):
                 self.run(self.q.retry_failed(job.id))
@@ -502,6 +517,20 @@ class QueueModel(RuleBasedStateMachine):
         ids = [wanted[p] for p in sorted(wanted)]
         assert self.run(self.q.entity_ids(new.id)) == ids
         self.jobs[new.id] = MJob(new.id, ids, job.chunk_size, job.max_workers, job.priority, parent_id=job.id)
+
+    def _retry_waiting(self, job: MJob, ids: set[str]) -> int | None:
+        """The first unfinished job of ``job``'s retry family (descended from its first ancestor, not
+        ``job`` nor its ancestors) holding one of ``ids``: what refuses a retry (``control.py``)."""
+        line = [job.id]
+        while (parent := self.jobs[line[-1]].parent_id) is not None and parent in self.jobs:
+            line.append(parent)
+        family: set[int] = set()
+        frontier = {line[-1]}
+        while frontier:
+            frontier = {jid for jid, m in self.jobs.items() if m.parent_id in frontier} - family
+            family |= frontier
+        return min((jid for jid in family - set(line)
+                    if self.jobs[jid].status not in FINISHED and ids & set(self.jobs[jid].entities)), default=None)
 
     @precondition(lambda self: any(m.status in FINISHED for m in self.jobs.values()))
     @rule()
