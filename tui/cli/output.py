@@ -22,13 +22,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from chunkq.core import ChunkInfo, ErrorGroup, Job, RunSummary, mask_password
 from chunkq.tui import humanize
 from chunkq.tui.humanize import ago, duration, number, plural, timestamp
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -211,42 +212,72 @@ def jobs_table(jobs: Sequence[Job]) -> None:
     if not jobs:
         out.print("No jobs.")
         return
-    table = Table(show_edge=False, pad_edge=False, header_style="bold")
-    table.add_column("ID", justify="right")
-    table.add_column("Name", overflow="fold", max_width=32)
-    table.add_column("Type")
-    table.add_column("Provider")
-    table.add_column("Status", no_wrap=True)
-    table.add_column("Progress", justify="right", no_wrap=True)
-    table.add_column("Failed", justify="right")
-    table.add_column("Waiting", justify="right")
-    table.add_column("Prio", justify="right")
-    table.add_column("Updated", justify="right")
-    tenants = any(j.tenant for j in jobs)
-    if tenants:
-        table.add_column("Tenant", overflow="fold", max_width=24)
-    routed = any(j.processor for j in jobs)
-    if routed:
-        table.add_column("Processor", overflow="fold", max_width=40)
-    reasons = any(j.reason for j in jobs)
-    if reasons:
-        table.add_column("Why", overflow="fold", max_width=48)
     now = datetime.now(UTC)
-    for j in jobs:
-        cells: list[Any] = [
-            str(j.id), plain(j.name or ""), plain(j.entity_type), plain(j.provider),
-            status_text(j.status, stale=j.lease_is_stale(now)), progress_text(j),
-            Text(number(j.failed_count), style="red" if j.failed_count else "dim"),
-            number(j.waiting_count) if j.waiting_count else "", str(j.priority), ago(j.updated_at, now),
-        ]
-        if tenants:
-            cells.append(plain(j.tenant or ""))
-        if routed:
-            cells.append(plain(j.processor or "any"))
-        if reasons:
-            cells.append(plain(j.reason or ""))
-        table.add_row(*cells)
+    columns: list[tuple[str, dict[str, Any], Callable[[Job], Any]]] = [
+        ("ID", {"justify": "right", "no_wrap": True}, lambda j: str(j.id)),
+        ("Name", {"overflow": "fold", "max_width": 32, "min_width": 8}, lambda j: plain(j.name or "")),
+        ("Type", {"overflow": "ellipsis", "no_wrap": True, "max_width": 20}, lambda j: plain(j.entity_type)),
+        ("Provider", {"overflow": "ellipsis", "no_wrap": True, "max_width": 20}, lambda j: plain(j.provider)),
+        ("Status", {"no_wrap": True}, lambda j: status_text(j.status, stale=j.lease_is_stale(now))),
+        ("Progress", {"justify": "right", "no_wrap": True}, progress_text),
+        ("Failed", {"justify": "right", "no_wrap": True},
+         lambda j: Text(number(j.failed_count), style="red" if j.failed_count else "dim")),
+        ("Waiting", {"justify": "right", "no_wrap": True},
+         lambda j: number(j.waiting_count) if j.waiting_count else ""),
+        ("Prio", {"justify": "right", "no_wrap": True}, lambda j: str(j.priority)),
+        ("Updated", {"justify": "right", "no_wrap": True}, lambda j: ago(j.updated_at, now)),
+    ]
+    if any(j.tenant for j in jobs):
+        columns.append(("Tenant", {"overflow": "fold", "max_width": 24}, lambda j: plain(j.tenant or "")))
+    if any(j.processor for j in jobs):
+        columns.append(("Processor", {"overflow": "fold", "max_width": 40}, lambda j: plain(j.processor or "any")))
+    if any(j.reason for j in jobs):
+        columns.append(("Why", {"overflow": "fold", "max_width": 48}, lambda j: plain(j.reason or "")))
+    cells = {name: [render(j) for j in jobs] for name, _style, render in columns}
+    shown = fit_columns([(name, style, cells[name]) for name, style, _render in columns], out.width)
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for name, style, _render in columns:
+        if name in shown:
+            table.add_column(name, **style)
+    for row in range(len(jobs)):
+        table.add_row(*(cells[name][row] for name, _style, _render in columns if name in shown))
+    hidden = [name for name, _style, _render in columns if name not in shown]
+    if hidden:
+        table.caption = f"{', '.join(hidden)} left out at {out.width} columns (--json has every field)"
     out.print(table)
+
+
+#: which of the jobs table's columns stay when the terminal is too narrow for all of them, first to last
+JOB_COLUMN_PRIORITY = ("ID", "Name", "Status", "Progress", "Failed", "Provider", "Type", "Updated", "Waiting",
+                       "Why", "Tenant", "Processor", "Prio")
+#: a column's separator and padding in a table without edges (" │ ")
+_COLUMN_GAP = 3
+
+
+def fit_columns(columns: Sequence[tuple[str, dict[str, Any], Sequence[Any]]], width: int) -> set[str]:
+    """The columns that fit ``width`` cells, by ``JOB_COLUMN_PRIORITY``: ID, name, status and progress first.
+
+    Rich shrinks every column to fit instead, and at 80 columns with a tenant a name was three letters a
+    line ("job / num / ber"); at 40 the ID and name were gone and no row could be told from another. A
+    column counts as wide as its widest cell (or its ``max_width``), a name at least ``min_width``.
+    """
+    def need(name: str, style: dict[str, Any], values: Sequence[Any]) -> int:
+        widest = max([cell_len(name), *(cell_len(v.plain if isinstance(v, Text) else str(v)) for v in values)])
+        if "max_width" in style:
+            widest = min(widest, style["max_width"])
+        return max(widest, min(style.get("min_width", 0), widest))
+
+    wanted = {name: need(name, style, values) for name, style, values in columns}
+    shown: set[str] = set()
+    used = 0
+    for name in sorted(wanted, key=JOB_COLUMN_PRIORITY.index):
+        # The name may shrink to its min_width (it folds onto more lines); the rest keep their widths.
+        cost = wanted[name] if name != "Name" else min(wanted[name], 12)
+        if shown and used + _COLUMN_GAP + cost > width:
+            continue
+        shown.add(name)
+        used += cost + (_COLUMN_GAP if len(shown) > 1 else 0)
+    return shown
 
 
 def chunk_summary(chunks: Sequence[ChunkInfo]) -> dict[str, Any]:
