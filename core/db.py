@@ -76,7 +76,7 @@ def normalize_url(url: str | os.PathLike[str] | None) -> str:
         url = DEFAULT_DB_FILE
     text = str(url).strip()
     if "://" not in text:
-        return f"sqlite+aiosqlite:///{Path(text).expanduser()}"
+        return f"sqlite+aiosqlite:///{_sqlite_file(Path(text).expanduser())}"
     try:
         parsed = make_url(text)
     except Exception as exc:  # SQLAlchemy's ArgumentError carries a terse message (and the URL)
@@ -89,6 +89,7 @@ def normalize_url(url: str | os.PathLike[str] | None) -> str:
             raise InvalidInput(
                 "an in-memory SQLite database cannot be shared between connections; give a file path", field="url"
             )
+        _sqlite_file(Path(parsed.database))
         return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
     if backend in ("postgresql", "postgres"):
         normalized = parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
@@ -97,6 +98,14 @@ def normalize_url(url: str | os.PathLike[str] | None) -> str:
     raise InvalidInput(
         f"unsupported database {backend!r}: use a SQLite file path or a postgresql:// URL", field="url"
     )
+
+
+def _sqlite_file(path: Path) -> Path:
+    """``path``, refused when it is a folder: SQLite's own word for that is "disk I/O error"."""
+    if path.is_dir():
+        raise InvalidInput(f"{str(path)!r} is a folder, not a SQLite database file; give a file path, "
+                           f"e.g. {str(path / DEFAULT_DB_FILE)!r}", field="url")
+    return path
 
 
 def display_url(url: str) -> str:

@@ -216,3 +216,24 @@ def test_an_older_read_only_database_says_who_can_upgrade_it(
     assert (f"older than this chunkq (version {SCHEMA_VERSION}); it is read-only for this user: "
             "run `chunkq db upgrade` as one who may write to it") in line
     assert not list(folder.glob("q.db-*"))
+
+
+@pytest.mark.parametrize(("db", "says"), [
+    ("", "Invalid value for '--db'"), ("  ", "Invalid value for '--db'"),
+    ("adir", "'adir' is a folder, not a SQLite database file"),
+    ("sqlite:///adir", "'adir' is a folder, not a SQLite database file"),
+])
+@pytest.mark.parametrize("command", [["jobs"], ["enqueue", "ids.txt", "-t", "c", "-p", "p"]])
+def test_an_empty_db_or_a_folder_is_a_usage_error_and_creates_nothing(
+    tmp_path: Path, db: str, says: str, command: list[str],
+) -> None:
+    """``--db ''`` opened ./chunkq.db without a word (a variable meant to hold the URL, empty), and a folder
+    was "disk I/O error". In-process: the message and the exit status are the contract."""
+    from tests.cli.helpers import invoke_chunkq
+
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    r = invoke_chunkq(["--db", db, *command], tmp_path)
+    assert r.returncode == 2 and says in one_line_error(r.stderr), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "ids.txt"]
+    assert list((tmp_path / "adir").iterdir()) == []

@@ -180,7 +180,7 @@ def processing_options(*, processor_required: bool = True) -> Callable[[F], F]:
             click.option(
                 "--rate", "rates", type=RATE, multiple=True, metavar="PROVIDER=N/s",
                 help="Shared rate limit for a provider across all workers on the database "
-                "(N/s or N/m; repeatable); added to the processor's own limits, and replacing "
+                "(N/s, N/m or N/h; repeatable); added to the processor's own limits, and replacing "
                 "its limit for the same provider.",
             ),
             click.option(

@@ -27,6 +27,14 @@ from .tenants import tenants_command
 from .workers import workers_command
 
 
+def _not_blank(ctx: click.Context, value: str) -> str:
+    """``--db ''`` typed (a variable that was meant to hold a URL, empty): a usage error, where it used to
+    open ./chunkq.db without a word. An empty CHUNKQ_DB is "not set", as for any variable."""
+    if not value.strip() and ctx.get_parameter_source("db") is click.core.ParameterSource.COMMANDLINE:
+        raise click.BadParameter("is empty: give a SQLite file path or a postgresql:// URL")
+    return value
+
+
 @click.group(
     cls=ChunkqGroup,
     invoke_without_command=True,
@@ -39,7 +47,8 @@ from .workers import workers_command
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option("--db", envvar="CHUNKQ_DB", default=DEFAULT_DB, show_default=True, show_envvar=True,
-              metavar="URL", help="SQLite file path, sqlite:///path, or postgresql://user@host/db.")
+              metavar="URL", help="SQLite file path, sqlite:///path, or postgresql://user@host/db.",
+              callback=lambda ctx, param, value: _not_blank(ctx, value))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout (any command).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv: every library's debug log).")
 @click.option("-q", "--quiet", count=True, help="Less log output (-q: warnings only, -qq: errors only).")
