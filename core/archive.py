@@ -50,25 +50,14 @@ from sqlalchemy.engine import Connection
 from . import error_groups
 from . import schema as s
 from .bounds import (
-    CHUNK_SIZE,
     DURATION,
-    ENTITY_TYPE,
-    MAX_ATTEMPTS,
-    MAX_ERROR_RATIO,
-    MAX_ERRORS,
     MAX_ROW_ID,
-    MAX_WORKERS,
-    NAME,
-    PRIORITY,
-    PROCESSOR_NAME,
-    PROVIDER,
-    TENANT,
     TIMESTAMP,
     check_id,
-    check_params,
     clean_entity_id,
     shown,
 )
+from .enqueue import SETTING_CHECKS
 from .errors import InvalidInput, InvalidTransition, JobNotFound
 from .retention import BATCH_ROWS, Pruner
 from .status import FINISHED_STATUSES
@@ -328,13 +317,7 @@ def _check_value(column: Any, value: Any, number: int, where: str, *, ranged: bo
 
 
 #: a job's settings, checked by the very checks enqueue uses: an import writes no job enqueue would refuse
-_SETTINGS: dict[str, Callable[[Any], object]] = {
-    "entity_type": ENTITY_TYPE.check_required, "provider": PROVIDER.check_required, "name": NAME.check,
-    "tenant": TENANT.check, "processor": PROCESSOR_NAME.check, "chunk_size": CHUNK_SIZE.check,
-    "priority": PRIORITY.check, "max_workers": MAX_WORKERS.check, "max_attempts": MAX_ATTEMPTS.check,
-    "max_errors": MAX_ERRORS.check_optional, "max_error_ratio": MAX_ERROR_RATIO.check_optional,
-    "params": check_params,
-}
+_SETTINGS = SETTING_CHECKS
 #: the largest value of an ``Integer`` column (32 bits on PostgreSQL); a ``BigInteger`` holds up to ``MAX_ROW_ID``
 _INT_MAX = 2**31 - 1
 

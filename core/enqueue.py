@@ -50,21 +50,23 @@ def new_job_row(now: float, **values: Any) -> dict[str, Any]:
     }
 
 
+#: a job's settings and the check each gets, in the order they are checked: enqueue's, and an import's
+#: (``archive.py``: an imported job is one enqueue would take)
+SETTING_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "entity_type": ENTITY_TYPE.check_required, "provider": PROVIDER.check_required, "chunk_size": CHUNK_SIZE.check,
+    "priority": PRIORITY.check, "max_workers": MAX_WORKERS.check, "max_attempts": MAX_ATTEMPTS.check,
+    "max_errors": MAX_ERRORS.check_optional, "max_error_ratio": MAX_ERROR_RATIO.check_optional,
+    "name": NAME.check, "processor": PROCESSOR_NAME.check, "tenant": TENANT.check, "params": check_params,
+}
+
+
 def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """``enqueue_job``'s keyword arguments, checked and normalised (raises ``InvalidInput`` naming the field)."""
     out = dict(settings)
-    out["entity_type"] = ENTITY_TYPE.check_required(settings["entity_type"])
-    out["provider"] = PROVIDER.check_required(settings["provider"])
-    out["chunk_size"] = CHUNK_SIZE.check(settings["chunk_size"])
-    out["priority"] = PRIORITY.check(settings["priority"])
-    out["max_workers"] = MAX_WORKERS.check(settings["max_workers"])
-    out["max_attempts"] = MAX_ATTEMPTS.check(settings["max_attempts"])
-    out["max_errors"] = MAX_ERRORS.check_optional(settings["max_errors"])
-    out["max_error_ratio"] = MAX_ERROR_RATIO.check_optional(settings["max_error_ratio"])
-    out["name"] = NAME.check(settings["name"])
-    out["processor"] = PROCESSOR_NAME.check(settings.get("processor"))
-    out["tenant"] = TENANT.check(settings.get("tenant")) or ""
-    params = check_params(settings["params"])
+    for field, check in SETTING_CHECKS.items():
+        out[field] = check(settings.get(field))
+    out["tenant"] = out["tenant"] or ""
+    params = out["params"]
     if params:
         try:  # caught here, not as a driver error with the SQL in it (PostgreSQL also rejects NaN)
             json.dumps(params, allow_nan=False)
