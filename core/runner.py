@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import logging
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import capture
@@ -28,8 +29,10 @@ from .fingerprint import declared
 from .models import EntityResult, Job
 from .outcomes import Item, Items, Outcome, Outcomes
 from .processor import EntityCallback, EntityHook, Processor, noop
-from .text import safe_str, storable
+from .text import safe_repr, safe_str, storable
 from .tracebacks import capture_stacks, format_exception, message, type_name
+
+log = logging.getLogger("chunkq")
 
 
 class ChunkAborted(Exception):
@@ -312,6 +315,7 @@ class ChunkRunner:
                 return Outcomes()  # lost before it started: the commit will be refused
             returned = await self._invoke(fn, (list(ids), self.job), is_async(fn))
             failures = batch_failures(returned)
+            _say_strays(failures, ids, self.job)
         except JobFailed as exc:
             raise ChunkAborted(message(exc, empty="JobFailed"), Outcomes()) from exc
         except asyncio.CancelledError as exc:
@@ -435,3 +439,16 @@ def _result(o: Outcome) -> EntityResult:
         stacks=o.stacks,
         output=o.output,
     )
+
+
+def _say_strays(failures: Mapping[Any, Any], ids: Sequence[str], job: Job) -> None:
+    """Warn about an ``on_chunk`` result keyed by something other than the chunk's IDs: those errors are
+    not recorded, and were dropped without a word. A callback keying them by a normalised ID ("ACME" for
+    "acme") or a number (``1`` for ``"1"``) saw its failures counted as successes and nothing said why."""
+    given = set(ids)
+    strays = [key for key in failures if not (isinstance(key, str) and key in given)]
+    if strays:
+        log.warning("job %s: on_chunk returned errors for %s key%s not among the chunk's %s IDs (e.g. %s): not "
+                    "recorded; key the dict by the IDs it was given, exactly as given", job.id, f"{len(strays):,}",
+                    "" if len(strays) == 1 else "s", f"{len(ids):,}", safe_repr(strays[0]))
+

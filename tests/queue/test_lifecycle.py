@@ -7,6 +7,7 @@ fixture is parametrized).
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from chunkq.core import (
@@ -497,3 +498,21 @@ async def test_batch_callback_returning_the_wrong_type_fails_its_entities(queue:
     errs = await queue.list_errors(job.id)
     assert {e.error_type for e in errs} == {"TypeError"}
     assert "on_chunk returned list; it must return a dict" in errs[0].message
+
+
+@pytest.mark.parametrize(("returned", "stray"), [
+    ({"E1": "bad"}, "'E1'"),  # normalised
+    ({"e1": "bad", 2: "bad"}, "2"),  # a number for a numeric-looking ID
+])
+async def test_batch_errors_keyed_by_something_else_are_said_not_dropped_silently(
+    queue: Queue, caplog: pytest.LogCaptureFixture, returned: dict[object, str], stray: str,
+) -> None:
+    """Keys that are not the chunk's IDs are not recorded (the callback may know errors of other chunks'
+    IDs), but no longer without a word: the callback whose failures were counted as successes is told."""
+    job = await enqueue(queue, 3, chunk_size=3)
+    with caplog.at_level(logging.WARNING, logger="chunkq"):
+        r = await queue.process_next_chunk(Processor(on_chunk=lambda ids, j: returned))
+    assert r is not None and r.errors == ("e1" in returned)
+    warned = [rec.getMessage() for rec in caplog.records if "on_chunk returned errors" in rec.getMessage()]
+    assert warned == [f"job {job.id}: on_chunk returned errors for 1 key not among the chunk's 3 IDs (e.g. {stray}): "
+                      "not recorded; key the dict by the IDs it was given, exactly as given"]
