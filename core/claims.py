@@ -395,12 +395,13 @@ class Claims:
         handed out, and the next expired chunk is looked for.
         """
         for _ in range(SETTLED_PER_CLAIM):
-            claim, lost = self._take_over(conn, now, job_id, route)
+            claim, lost, released = self._take_over(conn, now, job_id, route)
             if claim is None:
                 return None
             if lost < self.isolate_after or self.committer is None:
-                log.info("reclaimed chunk %s of job %s (lease of a silent worker expired)",
-                         claim.chunk_index, claim.job.id)
+                # a lease given back on purpose (a second Ctrl-C, "release now") is no silent worker
+                log.info("reclaimed chunk %s of job %s (%s)", claim.chunk_index, claim.job.id,
+                         "its worker had given it back" if released else "lease of a silent worker expired")
                 return claim
             if len(claim.items) > 1:
                 poison.isolate(conn, claim, lost, now)
@@ -410,8 +411,9 @@ class Claims:
 
     def _take_over(
         self, conn: Connection, now: float, job_id: int | None, route: str | None
-    ) -> tuple[Claim | None, int]:
-        """Lease the best expired chunk to this worker; (claim, leases it has lost so far)."""
+    ) -> tuple[Claim | None, int, bool]:
+        """Lease the best expired chunk to this worker; (claim, leases it has lost so far, whether its last
+        lease was given back on purpose rather than run out)."""
         c, j = s.chunks.c, s.jobs.c
         live = s.chunks.alias("live")
         # Chunks run one entity at a time after a split can outnumber the job's worker slots:
@@ -423,7 +425,7 @@ class Claims:
                        others != self.holder)
                 .scalar_subquery())
         q = (
-            select(c.job_id, c.chunk_index, c.attempt)
+            select(c.job_id, c.chunk_index, c.attempt, c.lease_expires_at)
             .select_from(s.chunks.join(s.jobs, j.id == c.job_id))
             .where(expired_lease(now), busy < j.max_workers)
             .order_by(j.priority.desc(), j.id, c.chunk_index)
@@ -434,7 +436,7 @@ class Claims:
         q = q.where(routed(route))
         found = conn.execute(self.backend.lock_rows(q, of=s.chunks, skip_locked=True)).first()
         if found is None:
-            return None, 0
+            return None, 0, False
         until = now + self.lease_seconds
         chunk = conn.execute(
             update(s.chunks)
@@ -450,7 +452,7 @@ class Claims:
             .returning(*s.chunks.c)
         ).first()
         if chunk is None:
-            return None, 0
+            return None, 0, False
         row = conn.execute(
             update(s.jobs).where(j.id == found.job_id)
             .values(status=RUNNING, updated_at=now, **self._oldest_lease(conn, found.job_id, now, until),
@@ -476,7 +478,7 @@ class Claims:
             ).first() is not None
         claim = Claim(rows.job(row), chunk.chunk_index, chunk.kind, chunk.attempt, self.owner, items, now,
                       isolated=isolated, suspect=chunk.lost_leases > 0)
-        return claim, int(chunk.lost_leases)
+        return claim, int(chunk.lost_leases), found.lease_expires_at == 0
 
     def range_items(self, conn: Connection, job_id: int, start: int, end: int) -> Items:
         """Entities ``start`` to ``end`` (exclusive) of a job, read by position through the primary key.

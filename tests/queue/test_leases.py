@@ -6,6 +6,7 @@ A fake clock drives lease expiry so these tests never sleep out a lease.
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import textwrap
@@ -192,7 +193,8 @@ async def test_lease_renewed_while_a_long_chunk_runs(db_url: str) -> None:
         assert (await q.get_job(job.id)).processed_count == 2
 
 
-async def test_released_chunk_is_redone(db_url: str) -> None:
+async def test_released_chunk_is_redone(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="chunkq")
     async with Queue(db_url) as q:
         job = await enqueue(q, 10, chunk_size=5)
         started = asyncio.Event()
@@ -214,6 +216,9 @@ async def test_released_chunk_is_redone(db_url: str) -> None:
             j = await q2.get_job(job.id)
         assert (j.status, j.processed_count) == (COMPLETE, 10)
         assert sorted(seen, key=lambda e: int(e[1:])) == [f"e{i}" for i in range(10)]
+        # given back on purpose, and said so: not "a silent worker" (that is for a lease that ran out)
+        reclaimed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reclaimed chunk")]
+        assert reclaimed == [f"reclaimed chunk 0 of job {job.id} (its worker had given it back)"]
 
 
 @pytest.mark.slow
