@@ -479,6 +479,9 @@ def test_demo_seeds_once_then_opens_the_dashboard(
     again = cli("demo", "--no-ui")
     assert again.exit_code == 0 and again.stdout.startswith("chunkq-demo.db already has jobs; nothing seeded")
     assert "process --until-empty --processor chunkq.core.demo:processor" in again.stderr
+    assert "Open the dashboard with 'chunkq demo'" in again.stderr
+    other = cli("demo", "--no-ui", "--db", "other.db")  # its own file: the hint opens that one, not the default
+    assert other.exit_code == 0 and "Open the dashboard with 'chunkq --db other.db demo'" in other.stderr
     assert fake_dashboard == []
     assert cli("demo").exit_code == 0
     assert fake_dashboard == [(("chunkq-demo.db", "chunkq.core.demo:processor"), {"options": ProcessorOptions()})]

@@ -120,6 +120,7 @@ def demo(ctx: click.Context, demo_db: str | None, no_ui: bool, as_json: bool) ->
             click.echo(what)
             out.jobs_table(jobs)
         hint = f"chunkq --db {shown_db} process --until-empty --processor {DEMO_PROCESSOR}"
-        click.echo(f"Open the dashboard with 'chunkq demo', or process headless with '{hint}'.", err=True)
+        again = "chunkq demo" if demo_db == DEFAULT_DEMO_DB else f"chunkq --db {shown_db} demo"  # this file again
+        click.echo(f"Open the dashboard with '{again}', or process headless with '{hint}'.", err=True)
     if not no_ui and not as_json:
         open_dashboard(demo_db, DEMO_PROCESSOR)
