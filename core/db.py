@@ -102,7 +102,11 @@ def normalize_url(url: str | os.PathLike[str] | None) -> str:
 
 def _sqlite_file(path: Path) -> Path:
     """``path``, refused when it is a folder: SQLite's own word for that is "disk I/O error"."""
-    if path.is_dir():
+    try:
+        folder = path.is_dir()
+    except (OSError, ValueError):  # a name too long, a NUL in it: opening the file says what is wrong
+        folder = False
+    if folder:
         raise InvalidInput(f"{str(path)!r} is a folder, not a SQLite database file; give a file path, "
                            f"e.g. {str(path / DEFAULT_DB_FILE)!r}", field="url")
     return path
