@@ -196,8 +196,11 @@ async def test_a_big_job_goes_in_small_transactions(db_url: str) -> None:
 
 
 async def test_one_pruner_at_a_time(db_url: str) -> None:
+    """The second pruner reads leases on a clock the test moves (it waited out a 0.5 s lease in real time,
+    and a loaded CI machine took longer than that between taking the lease and asking)."""
     await make_job(db_url, 3, days_ago=40)
-    async with Queue(db_url) as q1, Queue(db_url) as q2:
+    clock = [time.time()]
+    async with Queue(db_url) as q1, Queue(db_url, clock=lambda: clock[0]) as q2:
         first, second = Pruner(q1), Pruner(q2)
         assert await first._take_lease()
         busy = await second.prune(RetentionPolicy())
@@ -206,10 +209,10 @@ async def test_one_pruner_at_a_time(db_url: str) -> None:
         assert (await second.prune(RetentionPolicy())).jobs == 1
         # a lease left by a pruner that died runs out
         dead = Pruner(q1, lease_seconds=0.5)
-        assert await dead._take_lease()
+        assert await dead._take_lease()  # until q1's (real) now + 0.5 s: ahead of the clock standing still
         await make_job(db_url, 3, days_ago=40)
         assert (await second.prune(RetentionPolicy())).busy
-        await asyncio.sleep(0.6)
+        clock[0] = time.time() + 1.0  # past it, however long the above took
         assert (await second.prune(RetentionPolicy())).jobs == 1
 
 

@@ -427,8 +427,10 @@ def test_a_worker_cut_off_by_a_partition_drops_its_connections_and_recovers(
             host.partition(True)  # mid-transaction, its statement sent and ACKed, the answer not yet back
             proxy.thaw()
             held = host.established(proxy.port)
+            # 5 leases was too tight on a loaded 2-core machine (10 s ran out twice in a day's runs): the
+            # bound that matters is that they drop at all, not in hours; the time is printed below
             cut = _wait(lambda: host.established(proxy.port) == 0, "the cut-off worker to drop its connections",
-                        5 * lease, *drivers)
+                        10 * lease, *drivers)
             other = _wait(lambda: asyncio.run(_counts(pg_url, job_ids))[0] == len(ids), "the job done by the other",
                           60, drivers[1]) + cut
             host.partition(False)
