@@ -316,8 +316,6 @@ def _check_value(column: Any, value: Any, number: int, where: str, *, ranged: bo
     return value
 
 
-#: a job's settings, checked by the very checks enqueue uses: an import writes no job enqueue would refuse
-_SETTINGS = SETTING_CHECKS
 #: the largest value of an ``Integer`` column (32 bits on PostgreSQL); a ``BigInteger`` holds up to ``MAX_ROW_ID``
 _INT_MAX = 2**31 - 1
 
@@ -372,10 +370,11 @@ def _row(record: dict[str, Any], columns: list[Any], number: int, where: str) ->
         value = record.get(c.name)
         if value is None and c.default is not None and not c.nullable and not c.primary_key:
             value = c.default.arg if not callable(c.default.arg) else None
-        setting = where == "job" and c.name in _SETTINGS
+        # a job's settings: enqueue's very checks (an import writes no job enqueue would refuse)
+        setting = where == "job" and c.name in SETTING_CHECKS
         out[c.name] = _check_value(c, value, number, where, ranged=not setting)
         if setting:
-            _checked(_SETTINGS[c.name], out[c.name], number, f"job.{c.name}", c.name)
+            _checked(SETTING_CHECKS[c.name], out[c.name], number, f"job.{c.name}", c.name)
         elif c.name == "entity_id":
             _check_entity_id(out[c.name], number, f"{where}.entity_id")
     return out

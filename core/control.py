@@ -27,7 +27,7 @@ from .processor import EntityHook, Processor
 from .reads import Reads
 from .runner import ChunkAborted, ChunkRunner
 from .sql import job_filter, next_retry_subquery
-from .status import CANCELLED, COMPLETE, FAILED, PAUSED, PENDING, RUNNING, Status
+from .status import CANCELLED, COMPLETE, FAILED, LIVE_STATUSES, PAUSED, PENDING, RUNNING, Status
 
 NO_FAILURES = "no failed entities"
 #: ``Queue.bulk``'s reason for a job whose failures a waiting retry job still holds
@@ -344,9 +344,8 @@ async def _run_reported(
     return outcomes, reported
 
 
-
 #: the statuses of a retry job that still waits to process its entities
-_WAITING = tuple(st.value for st in Status if not st.is_finished)
+_WAITING = tuple(st.value for st in LIVE_STATUSES)
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,6 @@ SUMS = ("total_count", "processed_count", "succeeded_count", "failed_count", "wa
 FIELDS = ("jobs", *SUMS)
 #: the columns a total may be grouped by
 KEYS = ("status", "provider", "tenant")
-#: statuses summed from the jobs rows (the rest are maintained)
-LIVE_STATUSES: tuple[Status, ...] = tuple(st for st in STATUSES if not st.is_finished)
 
 Key = tuple[str, ...]
 Totals = dict[Key, list[int]]

@@ -21,7 +21,7 @@ from .errors import InvalidInput, JobNotFound
 from .models import ChunkInfo, ErrorEntry, ErrorGroup, ErrorGroupPage, Job, QueueStats
 from .registry import Registry
 from .sql import claimable, expired_lease, job_filter, routed, stale_lease, status_in, tenant_filter
-from .status import ACTIVE_STATUSES, DISPLAY_ORDER, STATUSES, Status
+from .status import ACTIVE_STATUSES, DISPLAY_ORDER, LIVE_STATUSES, STATUSES, Status
 
 #: a job whose newest chunk finished longer ago than this (or than three of its chunk durations) is idle
 IDLE_SECONDS = 15.0
@@ -122,7 +122,7 @@ class Reads:
         """
         check_id(job_id)
         j = s.jobs.c
-        q = (select(s.jobs).where(j.parent_id == job_id, status_in([st.value for st in Status if not st.is_finished]))
+        q = (select(s.jobs).where(j.parent_id == job_id, status_in([st.value for st in LIVE_STATUSES]))
              .order_by(j.id.desc()).limit(1))
         row = await self._first(q, "looking for a retry job")
         return None if row is None else rows.job(row)

@@ -445,6 +445,8 @@ def _say_strays(failures: Mapping[Any, Any], ids: Sequence[str], job: Job) -> No
     """Warn about an ``on_chunk`` result keyed by something other than the chunk's IDs: those errors are
     not recorded, and were dropped without a word. A callback keying them by a normalised ID ("ACME" for
     "acme") or a number (``1`` for ``"1"``) saw its failures counted as successes and nothing said why."""
+    if not failures:
+        return
     given = set(ids)
     strays = [key for key in failures if not (isinstance(key, str) and key in given)]
     if strays:

@@ -80,6 +80,8 @@ STATUSES: tuple[Status, ...] = tuple(Status)
 ACTIVE_STATUSES: tuple[Status, ...] = (PENDING, RUNNING)
 #: statuses nothing ever leaves on its own
 FINISHED_STATUSES: tuple[Status, ...] = (COMPLETE, FAILED, CANCELLED)
+#: statuses of a job not finished yet (pending, running, paused): its work may still run
+LIVE_STATUSES: tuple[Status, ...] = tuple(st for st in Status if not st.is_finished)
 #: the order jobs are listed in
 DISPLAY_ORDER: tuple[Status, ...] = tuple(sorted(Status, key=_RANK.__getitem__))
 

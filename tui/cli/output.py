@@ -252,6 +252,8 @@ JOB_COLUMN_PRIORITY = ("ID", "Name", "Status", "Progress", "Failed", "Provider",
                        "Why", "Tenant", "Processor", "Prio")
 #: a column's separator and padding in a table without edges (" │ ")
 _COLUMN_GAP = 3
+#: the width the name is counted at when columns are chosen: wider names fold onto more lines
+_NAME_FIT = 12
 
 
 def fit_columns(columns: Sequence[tuple[str, dict[str, Any], Sequence[Any]]], width: int) -> set[str]:
@@ -259,20 +261,20 @@ def fit_columns(columns: Sequence[tuple[str, dict[str, Any], Sequence[Any]]], wi
 
     Rich shrinks every column to fit instead, and at 80 columns with a tenant a name was three letters a
     line ("job / num / ber"); at 40 the ID and name were gone and no row could be told from another. A
-    column counts as wide as its widest cell (or its ``max_width``), a name at least ``min_width``.
+    column counts as wide as its widest cell (or its ``max_width``), the name at most ``_NAME_FIT``.
     """
     def need(name: str, style: dict[str, Any], values: Sequence[Any]) -> int:
         widest = max([cell_len(name), *(cell_len(v.plain if isinstance(v, Text) else str(v)) for v in values)])
         if "max_width" in style:
             widest = min(widest, style["max_width"])
-        return max(widest, min(style.get("min_width", 0), widest))
+        return widest
 
     wanted = {name: need(name, style, values) for name, style, values in columns}
     shown: set[str] = set()
     used = 0
     for name in sorted(wanted, key=JOB_COLUMN_PRIORITY.index):
-        # The name may shrink to its min_width (it folds onto more lines); the rest keep their widths.
-        cost = wanted[name] if name != "Name" else min(wanted[name], 12)
+        # The name may be narrower than its widest (it folds onto more lines); the rest keep their widths.
+        cost = wanted[name] if name != "Name" else min(wanted[name], _NAME_FIT)
         if shown and used + _COLUMN_GAP + cost > width:
             continue
         shown.add(name)
