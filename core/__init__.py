@@ -84,12 +84,21 @@ from .schema import revision_of as schema_revision
 from .signals import SignalStop, stop_message
 from .status import Status
 from .supervisor import EXIT_WORK_LEFT, Supervisor, strip_option, supervised, team, time_left, watch_supervisor
+from .threads import ABANDONED_THREADS_MAX
+from .threads import abandoned as abandoned_callbacks
 from .tracebacks import NO_MESSAGE, source_digest
 from .tracebacks import describe as describe_error
 from .vacuum import SpaceReport, VacuumResult, space
 from .vacuum import vacuum as vacuum_database  # as ``vacuum`` it would hide the module
 from .version import RELEASES, __version__
-from .worker import NEW_ERROR_SCOPES, RETRY_POLL_SECONDS, RunSummary, Worker, check_new_error_scope
+from .worker import (
+    NEW_ERROR_SCOPES,
+    OVERRUN_WARN_SECONDS,
+    RETRY_POLL_SECONDS,
+    RunSummary,
+    Worker,
+    check_new_error_scope,
+)
 
 # ``limits``: the input bounds' former module name (issue 30: "limit" now means a concurrency or rate
 # limit), the same module under both names, ``import chunkq.core.limits`` included
@@ -97,6 +106,7 @@ limits = bounds
 sys.modules[f"{__name__}.limits"] = bounds
 
 __all__ = [
+    "ABANDONED_THREADS_MAX",
     "ACTIVE_STATUSES",
     "CANCELLED",
     "COMPLETE",
@@ -110,6 +120,7 @@ __all__ = [
     "NEW_ERROR_SCOPES",
     "NO_MESSAGE",
     "ORDERS",
+    "OVERRUN_WARN_SECONDS",
     "PAUSED",
     "PENDING",
     "PRUNE_EVERY",
@@ -171,6 +182,7 @@ __all__ = [
     "WorkerInfo",
     "WorkerNotFound",
     "__version__",
+    "abandoned_callbacks",
     "apply_overrides",
     "archive_folder",
     "bounds",

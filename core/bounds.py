@@ -267,6 +267,9 @@ POLL_INTERVAL = FloatLimit("poll_interval", 0.01, 3600.0, "between 0.01 and 3,60
 HEARTBEAT = FloatLimit("heartbeat", 0.05, 3600.0, "between 0.05 and 3,600 seconds", 5.0, lo_open=False)
 MAX_CHUNKS = IntLimit("max_chunks", 1, MAX_ROW_ID, None)
 MAX_SECONDS = FloatLimit("max_seconds", 0.0, YEAR, "a positive number of seconds, at most 31,622,400 (366 days)")
+#: how long chunks still in flight may run once a run has stopped claiming (``Worker(grace=...)``); 0 gives
+#: them up at once
+GRACE = FloatLimit("grace", 0.0, DAY, "between 0 and 86,400 seconds (a day)", lo_open=False)
 
 # --------------------------------------------------------------------------- rows
 

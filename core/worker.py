@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import chunk, error_groups, threads
+from . import bounds, chunk, error_groups, threads
 from .adaptive import limit_for, nominal
 from .callbacks import is_async
 from .claims import check_order
@@ -52,6 +52,10 @@ RETRY_POLL_SECONDS = 0.25
 ORPHAN_MARGIN_SECONDS = 0.1
 #: how often a run polls for an expired orphaned chunk it could not take (its job's slots are all held)
 ORPHAN_POLL_SECONDS = 1.0
+
+#: a run that has stopped claiming says once that it still waits for its chunks in flight, this long after
+#: (``Worker``'s ``grace``): the one sign an operator gets of a callback that hangs without a ``timeout``
+OVERRUN_WARN_SECONDS = 60.0
 
 #: chunks a worker may hold beyond its concurrency limit (``Worker``'s window)
 WINDOW_SLACK = 2
@@ -110,7 +114,9 @@ class RunSummary:
     #: new_error (``stop_on_new_error``: a chunk logged a kind of error its job, or with ``new_error_scope``
     #: "processor" any job of its processor, never had; see ``new_error``) |
     #: orphaned (``wait_for_retries``: chunks leased by a worker that is gone would expire only past
-    #: ``max_seconds`` or ``max_retry_wait``: work is left; see ``orphaned``)
+    #: ``max_seconds`` or ``max_retry_wait``: work is left; see ``orphaned``) |
+    #: overran (chunks still ran ``grace`` seconds after the run stopped claiming: given up, their leases
+    #: released for another worker to redo them; see ``overran``)
     stopped_by: str = "empty"
     #: with stopped_by "retry_later": when the next retry is due (epoch seconds, the queue's clock)
     next_retry_at: float | None = None
@@ -123,6 +129,8 @@ class RunSummary:
     orphaned: str | None = None
     #: with stopped_by "orphaned": seconds from the stop until the last of those leases expires
     orphaned_expire_in: float | None = None
+    #: with stopped_by "overran": the chunks given up, as (job_id, chunk_index)
+    overran: list[tuple[int, int]] = field(default_factory=list)
     #: with stopped_by "empty": work is left that other workers hold at its jobs' ``max_workers``, in a
     #: phrase (``orphans.held_back``): why this run had nothing to do
     held_back: str | None = None
@@ -142,6 +150,7 @@ class RunSummary:
             **({"orphaned": self.orphaned, "orphaned_expire_in": round(self.orphaned_expire_in or 0.0, 3)}
                if self.orphaned else {}),
             **({"held_back": self.held_back} if self.held_back else {}),
+            **({"overran": [{"job_id": j, "chunk": c} for j, c in self.overran]} if self.overran else {}),
         }
 
 
@@ -198,7 +207,16 @@ class Worker:
     non-zero so its supervisor starts a clean one. Work already done is never
     a reason: a run with nothing left to claim ends as usual. Without a
     ``timeout`` a hung sync callback cannot be abandoned, only aborted with its
-    chunk (the second signal).
+    chunk (the second signal), or given up after ``grace``.
+
+    ``grace`` bounds the end of a run. Once it claims nothing more (a stop, ``max_seconds``,
+    ``max_chunks``, wedged), the chunks in flight get ``grace`` seconds to finish; those still
+    running then are given up as by ``abort()`` (their leases released, their work redone
+    elsewhere) and the run ends with ``stopped_by="overran"`` (``summary.overran`` names them). A
+    chunk that hangs would otherwise hold its worker - and a caller waiting for it, such as an HTTP
+    request - for as long as it hangs, its lease renewed all along. None (the default) waits however
+    long they take: a slow chunk is not a hung one, and only its owner can tell; the run then says
+    once, ``OVERRUN_WARN_SECONDS`` after it stopped claiming, which chunks it still waits for.
 
     ``stop_on_new_error=True`` is a breakpoint for a developer watching a run:
     once a committed chunk logs a kind of error (a fingerprint,
@@ -234,8 +252,11 @@ class Worker:
         new_error_scope: str = "job",
         window: int | None = None,
         order: str | None = None,
+        grace: float | None = None,
     ) -> None:
         self.queue = queue
+        #: seconds the chunks in flight may run once the run claims no more; None: as long as they take
+        self.grace = bounds.GRACE.check_optional(grace)
         #: which job its claims serve next: ``fair`` or ``fifo`` (``claims.ClaimStatements``); None: the queue's
         self.order = None if order is None else check_order(order)
         self.processor = Processor.coerce(processor)
@@ -277,6 +298,10 @@ class Worker:
         self._renewed: set[tuple[int, int, int]] = set()  # leases seen renewed: their owner lives after all
         self._orphans_said: frozenset[tuple[int, int, int]] = frozenset()
         self._solo: _Held | None = None  # the suspect chunk of the window, run alone (``_start``)
+        self._ending_since: float | None = None  # monotonic: when the run stopped claiming with chunks in flight
+        self._overrun_said = False
+        self._real_deadline: float | None = None  # ``max_seconds`` on the monotonic clock (``_wake_at``)
+        self._deadline_seen = False  # the window's wait found ``max_seconds`` passed
         #: what an idle ``forever`` worker said last about jobs it may not join (``_say_held_back``);
         #: "" once it looked and found nothing to say; None: it has claimed since
         self._held_said: str | None = None
@@ -294,6 +319,9 @@ class Worker:
     def stop(self) -> None:
         """Graceful: finish and commit the chunks in flight (the whole window), claim no other."""
         self._stop.set()
+        wake = self._wake  # the window looks again: its ``grace`` starts now
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     @property
     def paused(self) -> bool:
@@ -337,6 +365,10 @@ class Worker:
         s = self.summary
         s.next_retry_at = None
         s.orphaned = s.orphaned_expire_in = s.held_back = None
+        s.overran = []
+        self._real_deadline = None if self.max_seconds is None else time.monotonic() + self.max_seconds
+        self._deadline_seen = False
+        self._ending_since, self._overrun_said = None, False
         try:
             # past the deadline no transaction waits for a silent database for long (``db.deadline``):
             # given up, it raises ``DatabaseStalled`` and the run ends instead of hanging
@@ -423,8 +455,23 @@ class Worker:
                         continue
                     self._exhausted = True
                 if self._flight:
+                    if why is None and self._deadline_seen:
+                        why = "max_seconds"
                     self._may_claim = why is None
-                    for task in await self._wait_flight():
+                    finished = await self._wait_flight(self._wake_at(why))
+                    if finished is None:  # woken by the time, not by a chunk
+                        if why is None:
+                            # max_seconds, as the window's wait timed it: a chunk that never ends must
+                            # not keep the deadline (and so the grace) unseen; the run's clock decides
+                            if deadline is not None and self._clock() >= deadline:
+                                self._deadline_seen = True
+                            else:
+                                self._real_deadline = None  # an injected clock: it alone says when
+                        elif self._overran():
+                            s.stopped_by = "overran"
+                            return  # the ``finally`` gives the window back
+                        continue
+                    for task in finished:
                         held = self._flight.pop(task)
                         self._leaves(held)
                         self._backlog -= held.remaining
@@ -545,18 +592,56 @@ class Worker:
         if wake is not None and not wake.done() and self._may_claim and self._wants_chunk():
             wake.set_result(None)
 
-    async def _wait_flight(self) -> set[asyncio.Task[ChunkResult]]:
-        """Until a chunk of the window is committed, or one more chunk is wanted; the finished ones."""
+    async def _wait_flight(self, within: float | None = None) -> set[asyncio.Task[ChunkResult]] | None:
+        """Until a chunk of the window is committed, or one more chunk is wanted; the finished ones.
+        None: ``within`` seconds went by first (see ``_wake_at``)."""
         if self._may_claim and self._wants_chunk():
             return set()
         self._wake = asyncio.get_running_loop().create_future()
         try:
             waits: list[asyncio.Future[Any]] = [*self._flight, self._wake]
-            done, _pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            done, _pending = await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._wake.cancel()
             self._wake = None
+        if not done:
+            return None
         return {t for t in self._flight if t in done}
+
+    def _wake_at(self, why: str | None) -> float | None:
+        """Seconds the window may wait for its chunks before the run must look again: at ``max_seconds``
+        (the end of claims starts the grace), at the warning, at the end of the grace. None: no limit.
+        Timed on the monotonic clock, not the run's (which is read once per claim, and may be a test's)."""
+        if why is None:
+            self._ending_since = None
+            return None if self._real_deadline is None else max(0.0, self._real_deadline - time.monotonic())
+        now = time.monotonic()
+        if self._ending_since is None:
+            self._ending_since = now
+        ends = [] if self._overrun_said else [self._ending_since + OVERRUN_WARN_SECONDS]
+        if self.grace is not None:
+            ends.append(self._ending_since + self.grace)
+        return max(0.0, min(ends) - now) if ends else None
+
+    def _overran(self) -> bool:
+        """The run has waited for its chunks as long as it may: True when ``grace`` is up (they are to be
+        given up), after saying so; else says once, at ``OVERRUN_WARN_SECONDS``, what it still waits for."""
+        assert self._ending_since is not None
+        waited = time.monotonic() - self._ending_since
+        chunks = ", ".join(f"chunk {c} of job {j}" for j, c in self.in_flight)
+        if self.grace is not None and waited >= self.grace:
+            self.summary.overran = self.in_flight
+            log.error("gave up %s: still running %g s after this run stopped claiming (its grace); the "
+                      "lease%s released for another worker to redo. A callback that hangs holds its chunk "
+                      "until it returns: a processor timeout bounds each entity",
+                      chunks, round(waited, 1), "s are" if len(self._flight) > 1 else " is")
+            return True
+        if not self._overrun_said and waited >= OVERRUN_WARN_SECONDS:
+            self._overrun_said = True
+            log.warning("still waiting for %s, %g s after this run stopped claiming: a callback that hangs "
+                        "holds its chunk until it returns (a processor timeout bounds each entity; a grace "
+                        "gives such chunks up)", chunks, round(waited, 1))
+        return False
 
     async def _database_down(self, exc: DatabaseUnavailable, backoff: float, deadline: float | None) -> float:
         """A one-shot run gives up (its caller says so); a long-running worker waits and tries again,

@@ -37,7 +37,21 @@ def test_health_needs_no_token_and_reports_the_database(make_client: Any) -> Non
     client = make_client()
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "database": "reachable", "processor": False}
+    doc = r.json()
+    assert isinstance(doc.pop("hung_callbacks"), int)  # the process's: other tests' calls may still be ending
+    assert doc == {"status": "ok", "database": "reachable", "processor": False}
+
+
+def test_health_is_503_once_hung_callbacks_pile_up(make_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chunkq import core
+
+    client = make_client()
+    monkeypatch.setattr(core, "abandoned_callbacks", lambda: core.ABANDONED_THREADS_MAX)
+    assert client.get("/health").json()["status"] == "ok"  # at the tolerance, still serving
+    monkeypatch.setattr(core, "abandoned_callbacks", lambda: core.ABANDONED_THREADS_MAX + 1)
+    r = client.get("/health")
+    assert (r.status_code, r.json()["status"], r.json()["hung_callbacks"]) == (503, "wedged", 17)
+    assert "restart this server" in r.json()["error"]
 
 
 def test_health_reports_processor_configured(make_client: Any) -> None:

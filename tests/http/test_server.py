@@ -112,7 +112,8 @@ def test_insecure_no_auth_serves_without_a_token(start_server: Any, sqlite_url: 
 def test_every_route_through_uvicorn(start_server: Any, db_url: str, tmp_path: Path) -> None:
     server = start_server(db_url, "--processor", PROCESSOR)
     with http_client(server.url) as c, http_client(server.url, token=None) as anon:
-        assert anon.get("/health").json() == {"status": "ok", "database": "reachable", "processor": True}
+        assert anon.get("/health").json() == {"status": "ok", "database": "reachable", "processor": True,
+                                               "hung_callbacks": 0}
         r = c.post("/jobs/process")
         assert r.status_code == 200 and r.json()["chunks"] == 0
 
@@ -296,6 +297,27 @@ def test_sigterm_lets_a_running_process_call_finish_its_chunk(
     (job,) = db_jobs(sqlite_url)
     assert job.processed_count == doc["entities"] == len(read_log(log)) == doc["chunks"] * 10
     assert job.leased_chunks == 0
+
+
+def test_a_hung_callback_cannot_hold_a_process_call_past_its_grace(
+    start_server: Any, processor_env: dict[str, str], sqlite_url: str, tmp_path: Path
+) -> None:
+    # no --timeout, and a callback that sleeps for ten minutes: the request used to wait as long
+    env = {**processor_env, "HTTP_TEST_SLEEP": "600"}
+    server = start_server(sqlite_url, "--processor", PROCESSOR, "--grace", "0.5", env=env)
+    with http_client(server.url) as c:
+        c.post("/jobs", json=job_body(["a", "b"], chunk_size=2))
+        one = c.post("/jobs/process")  # one chunk: its grace runs from its claim
+        timed = c.post("/jobs/process", params={"max_seconds": 0.2})  # past max_seconds
+        health = c.get("/health")
+    for r in (one, timed):
+        assert r.status_code == 200, r.text
+        assert (r.json()["stopped_by"], r.json()["overran"]) == ("overran", [{"job_id": 1, "chunk": 0}])
+    # each request gave the chunk back (released, not left to its 30 s lease): the second one took it at once
+    assert [e for _pid, e in read_log(tmp_path / "processed.log")] == ["a", "a"]
+    assert (health.status_code, health.json()["status"], health.json()["hung_callbacks"]) == (200, "ok", 2)
+    (job,) = db_jobs(sqlite_url)
+    assert (job.processed_count, job.is_released) == (0, True)  # given back, for any worker to take now
 
 
 def test_process_answers_the_same_document_as_the_cli(start_server: Any, processor_env: dict[str, str],

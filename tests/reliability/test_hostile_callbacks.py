@@ -203,3 +203,42 @@ def test_two_sigterms_end_a_worker_stuck_in_a_callback_and_release_its_lease(
     print(f"\n[sigterm {backend(db_url)}] stuck in {fn}: second SIGTERM ended the worker in {took:.1f}s "
           f"(exit {p.returncode}), lease released")
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["process", "worker"])
+def test_grace_ends_a_run_stuck_in_a_callback_and_releases_its_lease(
+    db_url: str, tmp_path: Path, proc_env: dict[str, str], command: str
+) -> None:
+    """No --timeout: `process --max-seconds` (cron) and a SIGTERMed `worker` used to wait for a hung
+    callback for ever, renewing its 300 s lease all along. With --grace one stop is enough: the chunk is
+    given up, its lease released, and the run exits 4 (work left) saying which chunk and why."""
+    job_id = asyncio.run(_enqueue(db_url, ["e0", "e1!hang", "e2"], 3))
+    args = [*CHUNKQ, "--db", db_url, command, "--lease-seconds", "300", "--grace", "0.5",
+            "--processor", "hostile_procs:hangs"]
+    if command == "process":
+        args += ["--max-seconds", "0.5"]
+    p = subprocess.Popen(args, env=proc_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        if command == "worker":
+            end = time.monotonic() + 30
+            while "start e1!hang" not in _calls(tmp_path):
+                assert time.monotonic() < end and p.poll() is None, "the worker never reached the hung entity"
+                time.sleep(0.05)
+            p.send_signal(signal.SIGTERM)  # one signal: a graceful stop, bounded by --grace
+        try:
+            out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"`chunkq {command} --grace 0.5` waited for the hung callback") from None
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    said = err.decode()
+    assert p.returncode == 4, (p.returncode, said)
+    assert f"gave up chunk 0 of job {job_id}" in said
+    assert "given up, their leases released (exit 4" in out.decode()  # the run's summary line
+    _job, _errors, chunks = asyncio.run(_state(db_url, job_id))
+    [chunk] = chunks
+    assert chunk.lease_expires_at is not None and chunk.lease_expires_at.timestamp() < time.time(), \
+        "the 300 s lease was not released"

@@ -415,6 +415,8 @@ def summary_sentence(s: RunSummary) -> str:
         "wedged": "stopped: too many callbacks hung past --timeout (exit 3; start it again)",
         "orphaned": "stopped with work left: chunks leased by a worker that stopped expire past --max-seconds "
                     "(exit 4; run it again)",
+        "overran": "stopped: chunks still running past --grace were given up, their leases released "
+                   "(exit 4; run it again)",
         "idle": "idle",
     }.get(s.stopped_by, s.stopped_by)
     if s.stopped_by == "empty" and s.held_back:  # work is left, but other workers fill its jobs' slots

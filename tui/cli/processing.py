@@ -25,6 +25,7 @@ from chunkq.core import (
     EXIT_WORK_LEFT,
     NEW_ERROR_SCOPES,
     ORDERS,
+    OVERRUN_WARN_SECONDS,
     RETRY_POLL_SECONDS,
     WORKER_HEARTBEAT_SECONDS,
     ChunkResult,
@@ -73,6 +74,15 @@ T = TypeVar("T")
 EXIT_WEDGED = 3
 #: after a second SIGINT/SIGTERM the process ends within this many seconds, whatever user code holds
 HARD_EXIT_SECONDS = 3.0
+
+
+#: ``--grace S``: how long the chunks in flight may run once the run stops claiming (``Worker(grace=...)``)
+grace_option = click.option(
+    "--grace", type=float_range(limits.GRACE), default=None, metavar="S",
+    help="Once the run stops claiming (--max-seconds, a first signal), give up the chunks still running S "
+         "seconds later: their leases are released for another worker to redo them, exit 4. Bounds a "
+         "callback that hangs without --timeout (default: wait for them; a warning after "
+         f"{OVERRUN_WARN_SECONDS:g} s).")
 
 
 def _keep_heartbeat(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -215,12 +225,15 @@ def _check_processes(processes: int, as_json: bool) -> bool:
 
 def _finish(ctx: click.Context, summary: RunSummary, aborted_by: int | None, as_json: bool, what: str) -> None:
     """Report the run, then exit as documented: 128+signal after an abort, 3 when wedged, 4 when
-    --max-seconds ran out with chunks of a worker that is gone still leased (work left, said in one line)."""
+    --max-seconds ran out with chunks of a worker that is gone still leased, or chunks still running past
+    --grace were given up (work left, said in one line)."""
     _report(summary, as_json, what)
     if aborted_by is not None:
         ctx.exit(128 + aborted_by)
     if summary.stopped_by == "wedged":
         ctx.exit(EXIT_WEDGED)
+    if summary.stopped_by == "overran":  # core said which chunks, and why
+        ctx.exit(EXIT_WORK_LEFT)
     if summary.stopped_by == "orphaned":
         log.error("work left: %s, expiring in %s, past --max-seconds: run it again then",
                   summary.orphaned, humanize.duration(summary.orphaned_expire_in or 0.0))
@@ -240,7 +253,7 @@ async def run_processing(
     q: Queue, processor: Processor, *, job_id: int | None = None, max_chunks: int | None = None,
     max_seconds: float | None = None, until_empty: bool = False, forever: bool = False,
     poll_interval: float = 1.0, bar_total: int | None = None, kind: str = "process",
-    stop_on_new_error: str | None = None,
+    stop_on_new_error: str | None = None, grace: float | None = None,
 ) -> tuple[RunSummary, int | None]:
     """Run a ``Worker`` under signal handling; returns the summary and the signal that aborted, if any.
 
@@ -300,7 +313,8 @@ async def run_processing(
     worker = Worker(q, processor, job_id=job_id, max_chunks=max_chunks, max_seconds=max_seconds,
                     forever=forever, poll_interval=poll_interval, wait_for_retries=until_empty,
                     on_wait=on_wait, on_chunk=_log_chunk(chunk_level, on_bar_chunk, show_limit), on_entity=on_entity,
-                    stop_on_new_error=stop_on_new_error is not None, new_error_scope=stop_on_new_error or "job")
+                    stop_on_new_error=stop_on_new_error is not None, new_error_scope=stop_on_new_error or "job",
+                    grace=grace)
     # After a second signal the process ends within HARD_EXIT_SECONDS even if user code holds a
     # thread that never returns (e.g. a callback's own asyncio.to_thread): see core/signals.py.
     # A supervised child whose supervisor died stops itself in the same two stages (core/supervisor.py).
@@ -331,8 +345,8 @@ async def run_processing(
 @click.option("--max-chunks", type=int_range(limits.MAX_CHUNKS), default=None, metavar="N",
               help="Stop after N chunks.")
 @click.option("--max-seconds", type=float_range(limits.MAX_SECONDS), default=None, metavar="S",
-              help="Start no chunk after S seconds (a chunk in flight still finishes); a database that "
-                   "stops answering is given up past it (exit 4).")
+              help="Start no chunk after S seconds (a chunk in flight still finishes, within --grace if "
+                   "given); a database that stops answering is given up past it (exit 4).")
 @click.option("--job", "job_id", type=JOB_ID, default=None, metavar="ID",
               help="Only this job.")
 @click.option("--stop-on-new-error", type=click.Choice(NEW_ERROR_SCOPES), is_flag=False, flag_value="job",
@@ -340,6 +354,7 @@ async def run_processing(
               help="A breakpoint: stop after the first chunk that logs a kind of error (a fingerprint) its job "
                    "had never logged, and say which (exit 0). 'processor': only one that no job of the job's "
                    "processor (its --processor route; the unrouted jobs count as one) ever logged either.")
+@grace_option
 @heartbeat_option
 @lease_seconds_option
 @processes_option
@@ -349,8 +364,8 @@ async def run_processing(
 @click.pass_context
 def process(
     ctx: click.Context, until_empty: bool, max_chunks: int | None, max_seconds: float | None,
-    job_id: int | None, stop_on_new_error: str | None, lease_seconds: float, processes: int, order: str,
-    processor_path: str | None, options: ProcessorOptions, as_json: bool,
+    job_id: int | None, stop_on_new_error: str | None, grace: float | None, lease_seconds: float,
+    processes: int, order: str, processor_path: str | None, options: ProcessorOptions, as_json: bool,
 ) -> None:
     """Process pending chunks, then exit: the cron entry point.
 
@@ -363,7 +378,9 @@ def process(
     their leases expire, and redoes them (a chunk of a live worker is its
     own); it exits 4, saying what is left, when --max-seconds ends first.
     Exits 4 when --max-seconds ran out while the database did not answer
-    (a wait of 5 s or more past it is given up, and logged while it lasts).
+    (a wait of 5 s or more past it is given up, and logged while it lasts),
+    and when chunks still running --grace seconds after the run stopped
+    claiming were given up (for another run to redo).
     """
     cfg = settings(ctx)
     as_json = wants_json(ctx, as_json)
@@ -396,7 +413,7 @@ def process(
             return await run_processing(q, processor, job_id=job_id, max_chunks=max_chunks,
                                         max_seconds=left, until_empty=until_empty,
                                         bar_total=total if show_bar else None,
-                                        stop_on_new_error=stop_on_new_error)
+                                        stop_on_new_error=stop_on_new_error, grace=grace)
 
     with out.stdout_to_stderr(as_json):  # a callback's print() must not break the JSON document
         processor = _load(processor_path, options)
@@ -412,6 +429,7 @@ def process(
               help="Exit 0 after S seconds, to be started afresh by a process manager: no chunk is claimed past "
                    "it, the chunks in flight finish and commit, the worker leaves the registry (with "
                    "--processes N: the whole run's, each process exits then).")
+@grace_option
 @heartbeat_option
 @lease_seconds_option
 @processes_option
@@ -421,9 +439,9 @@ def process(
 @json_option
 @click.pass_context
 def worker(
-    ctx: click.Context, poll_interval: float, max_seconds: float | None, lease_seconds: float, processes: int,
-    order: str, processor_path: str | None, options: ProcessorOptions, retention: RetentionPolicy | None,
-    prune_every: float, as_json: bool,
+    ctx: click.Context, poll_interval: float, max_seconds: float | None, grace: float | None,
+    lease_seconds: float, processes: int, order: str, processor_path: str | None, options: ProcessorOptions,
+    retention: RetentionPolicy | None, prune_every: float, as_json: bool,
 ) -> None:
     """Process chunks until stopped (systemd, supervisor, a container).
 
@@ -432,7 +450,9 @@ def worker(
     another worker redoes it) and exits 128+signal. Exits 3 when too many
     callbacks hung past --timeout (Python cannot stop their threads): let the
     supervisor start a fresh worker. Without --timeout a hung sync callback
-    cannot be abandoned; the second signal still ends the process.
+    cannot be abandoned; the second signal still ends the process, and
+    --grace S gives up a chunk still running S seconds after the first
+    (exit 4), as a process manager's stop timeout expects.
     --processes N runs N worker processes (restarted when they crash).
     --max-seconds S ends it cleanly after S seconds (exit 0), to recycle
     workers; as in `chunkq process`, a database that stops answering is
@@ -456,7 +476,7 @@ def worker(
             async with pruning_in_background(q, retention, every=prune_every):  # a task beside the claim loop
                 left = None if max_seconds is None else max(max_seconds - (time.monotonic() - started), 0.001)
                 return await run_processing(q, processor, forever=True, poll_interval=poll_interval,
-                                            max_seconds=left, kind="worker")
+                                            max_seconds=left, kind="worker", grace=grace)
 
     with out.stdout_to_stderr(as_json):  # a callback's print() must not break the JSON document
         processor = _load(processor_path, options)

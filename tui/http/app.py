@@ -47,6 +47,9 @@ DB_TIMEOUT = core.limits.FloatLimit("db_timeout", 0.0, 600.0, "a positive number
                                     REQUEST_DB_SECONDS)
 #: ``GET /health``'s bound: a load balancer's check usually gives up after 2-5 s, so the answer comes within 2
 HEALTH_DB_SECONDS = 1.5
+#: how long ``POST /jobs/process`` lets its chunks run once it claims no more (`chunkq serve --grace`): long
+#: enough for a slow provider's whole chunk, short enough that a hung callback frees its chunk within minutes
+PROCESS_GRACE_SECONDS = 300.0
 
 Route_ = Callable[[Request], Awaitable[Response]]
 
@@ -81,8 +84,10 @@ async def process_jobs(request: Request) -> Response:
     if processor is None:
         raise BadRequest("no processor is configured: start the server with --processor module:function")
     max_seconds = params.max_seconds(request)
+    # ``grace``: a chunk still running that long after the run stops claiming (one chunk: after its claim)
+    # is given up, so that a callback that hangs cannot hold the request, and its chunk, for ever
     worker = core.Worker(_queue(request), processor, max_chunks=None if max_seconds else 1,
-                         max_seconds=max_seconds)
+                         max_seconds=max_seconds, grace=request.app.state.grace)
     workers: set[core.Worker] = request.app.state.workers
     workers.add(worker)
     try:
@@ -275,8 +280,16 @@ async def health(request: Request) -> Response:
     if state.db_down_since is not None:
         log.warning("health check: the database answers again (it did not since %s)", _iso(state.db_down_since))
         state.db_down_since = None
+    # callbacks given up (timeout, grace) whose threads still run: Python cannot stop them, so past a
+    # worker's tolerance this process should be replaced; a supervisor's liveness probe sees it here
+    hung = core.abandoned_callbacks()
+    if hung > core.ABANDONED_THREADS_MAX:
+        return JSONResponse({"status": "wedged", "database": "reachable", "processor": state.processor is not None,
+                             "hung_callbacks": hung,
+                             "error": f"{hung} callbacks given up (timeout, grace) still run: restart this server"},
+                            status_code=503)
     return JSONResponse({"status": "ok", "database": "reachable",
-                         "processor": state.processor is not None})
+                         "processor": state.processor is not None, "hung_callbacks": hung})
 
 
 def _iso(epoch: float) -> str:
@@ -348,6 +361,7 @@ def create_app(
     retention: core.RetentionPolicy | None = None,
     prune_every: float = 300.0,
     db_timeout: float = REQUEST_DB_SECONDS,
+    grace: float = PROCESS_GRACE_SECONDS,
 ) -> Starlette:
     """The ASGI app; ``token=None`` turns authentication off (``--insecure-no-auth``).
 
@@ -356,6 +370,9 @@ def create_app(
     background (`chunkq serve` passes its ``--retention``; None: never).
     ``db_timeout``: seconds a request may wait for the database, all its transactions together,
     before it is answered 503 (``DB_TIMEOUT``; `chunkq serve --db-timeout`).
+    ``grace``: seconds ``POST /jobs/process`` waits for its chunks once it claims no more (past its
+    ``max_seconds``; for one chunk, from its claim) before it gives them up for another worker and
+    answers ``stopped_by: overran`` (`chunkq serve --grace`).
 
     The queue is opened in the lifespan, on the server's own event loop, because an
     async engine belongs to the loop it was opened on. A bad URL fails here, at once.
@@ -367,6 +384,7 @@ def create_app(
     if not body_timeout > 0:
         raise ValueError("body_timeout must be more than 0 seconds")
     db_timeout = DB_TIMEOUT.check(db_timeout)  # InvalidInput names it
+    grace = core.bounds.GRACE.check(grace)
     queue = core.Queue(db_url, lease_seconds=lease_seconds)
 
     @asynccontextmanager
@@ -413,6 +431,7 @@ def create_app(
     app.state.workers = set()
     app.state.heartbeat = heartbeat
     app.state.db_timeout = db_timeout
+    app.state.grace = grace
     app.state.health_timeout = min(HEALTH_DB_SECONDS, db_timeout)
     app.state.retention = retention
     app.state.db_down_since = None  # when /health first found the database silent or unreachable

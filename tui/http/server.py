@@ -24,7 +24,7 @@ from chunkq.tui.humanize import printable
 from chunkq.tui.listen import is_loopback, listen_problem
 from starlette.applications import Starlette
 
-from .app import DB_TIMEOUT, DEFAULT_MAX_BODY_BYTES, HEALTH_DB_SECONDS, create_app
+from .app import DB_TIMEOUT, DEFAULT_MAX_BODY_BYTES, HEALTH_DB_SECONDS, PROCESS_GRACE_SECONDS, create_app
 from .guard import DEFAULT_BODY_TIMEOUT
 
 TOKEN_ENV = "CHUNKQ_TOKEN"
@@ -101,11 +101,17 @@ async def _check_database(db_url: str | None) -> None:
               help="Seconds a request may wait for the database, all its queries together, before it is "
                    "answered 503 (POST /jobs/process: past its max_seconds; GET /health waits at most "
                    f"{HEALTH_DB_SECONDS:g}).")
+@click.option("--grace", type=float_range(core.bounds.GRACE), default=PROCESS_GRACE_SECONDS, show_default=True,
+              metavar="S",
+              help="POST /jobs/process gives up a chunk still running S seconds after it stops claiming (past "
+                   "its max_seconds; one chunk: after the claim) and answers stopped_by 'overran': its lease "
+                   "is released for another worker. Bounds a callback that hangs without --timeout.")
 @retention_options
 @click.pass_context
 def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bool, lease_seconds: float,
-                  max_body_bytes: int, body_timeout: float, db_timeout: float, processor_path: str | None,
-                  options: core.ProcessorOptions, retention: core.RetentionPolicy | None, prune_every: float) -> None:
+                  max_body_bytes: int, body_timeout: float, db_timeout: float, grace: float,
+                  processor_path: str | None, options: core.ProcessorOptions, retention: core.RetentionPolicy | None,
+                  prune_every: float) -> None:
     """Serve the HTTP API: POST /jobs/process for hosted cron, POST /jobs, GET /jobs, /health.
 
     Every route but /health needs 'Authorization: Bearer <token>' with the token
@@ -129,7 +135,7 @@ def serve_command(ctx: click.Context, host: str, port: int, insecure_no_auth: bo
         asyncio.run(_check_database(db_url))
         app = create_app(db_url or "", processor, token=token, lease_seconds=lease_seconds,
                          max_body_bytes=max_body_bytes, body_timeout=body_timeout, retention=retention,
-                         prune_every=prune_every, db_timeout=db_timeout)
+                         prune_every=prune_every, db_timeout=db_timeout, grace=grace)
     except core.ChunkqError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -146,8 +152,9 @@ class _Server(uvicorn.Server):
     """uvicorn's server, plus: a stop signal lets requests in flight finish their chunk.
 
     The first SIGTERM/SIGINT stops every running ``POST /jobs/process`` after its
-    current chunk (committed, answered with ``stopped_by: signal``); a second one
-    gives the chunks up at once (their leases are released for another worker).
+    current chunk (committed, answered with ``stopped_by: signal``), or after the
+    app's ``grace`` (given up, ``stopped_by: overran``); a second one gives the
+    chunks up at once (their leases are released for another worker).
     """
 
     def __init__(self, config: Any, app: Starlette) -> None:
