@@ -99,6 +99,18 @@ def group_keys(conn: Connection, job_id: int, key: str) -> list[str]:
     return list(found) or [key]
 
 
+def is_group(conn: Connection, job_id: int, key: str) -> bool:
+    """Job ``job_id`` has (or had) a group ``key``: a row of its groups, or a legacy key among its rows.
+
+    Asked only when a read of one group found nothing, so that a key with a typo is said to be
+    one ("no error group"), not shown as a group without errors."""
+    key = check_key(key)
+    if key.startswith(LEGACY_PREFIX):
+        return _legacy_pair(conn, job_id, key) is not None
+    g = s.error_groups.c
+    return conn.execute(select(g.key).where(g.job_id == job_id, g.key == key)).first() is not None
+
+
 def group_condition(conn: Connection, job_id: int, key: str) -> Any:
     """The rows of one group of a job, as a condition (on ``chunkq_errors``).
 
@@ -112,12 +124,21 @@ def group_condition(conn: Connection, job_id: int, key: str) -> Any:
     if not key.startswith(LEGACY_PREFIX):
         keys = group_keys(conn, job_id, key)
         return er.fingerprint == keys[0] if len(keys) == 1 else er.fingerprint.in_(keys)
+    pair = _legacy_pair(conn, job_id, key)
+    if pair is None:
+        return false()
+    return and_(er.fingerprint.is_(None), er.error_type == pair[0], er.message == pair[1])
+
+
+def _legacy_pair(conn: Connection, job_id: int, key: str) -> tuple[str, str] | None:
+    """The (type, message) a legacy key names among the job's rows without a fingerprint, if any."""
+    er = s.errors.c
     pairs = conn.execute(select(er.error_type, er.message)
                          .where(er.job_id == job_id, er.fingerprint.is_(None)).distinct()).all()
     for error_type, message in pairs:
         if legacy_key(error_type, message) == key:
-            return and_(er.fingerprint.is_(None), er.error_type == error_type, er.message == message)
-    return false()
+            return str(error_type), str(message)
+    return None
 
 
 # --------------------------------------------------------------------------- writing: which group, and counting

@@ -165,6 +165,9 @@ class Reads:
             found = list(conn.execute(query).all())
             if not found and not conn.execute(select(s.jobs.c.id).where(s.jobs.c.id == job_id)).scalar():
                 raise JobNotFound(job_id)
+            if not found and fingerprint is not None and not error_groups.is_group(conn, job_id, fingerprint):
+                # a typo, or another job's key: said, not shown as a group with no errors
+                raise InvalidInput(f"job {job_id} has no error group {fingerprint}", field="group")
             return found
 
         return [rows.error(r) for r in await self.backend.read(read, "listing errors")]

@@ -70,6 +70,15 @@ def test_errors_groups_group_and_search(cli: Cli, write_processor: Callable[[str
     assert bad.exit_code == 2 and "--groups" in one_line_error(bad.stderr)
     bad = cli("errors", str(job_id), "--group", "not a\tkey")
     assert bad.exit_code == 2 and "group" in one_line_error(bad.stderr)
+    # a key of no group of this job (a typo, another job's): said, in every form, with no header written
+    other = groups["TimeoutError"]["fingerprint"][::-1]
+    for form in ([], ["--json"], ["--format", "csv"], ["--format", "jsonl"], ["--search", "ent"]):
+        bad = cli("errors", str(job_id), "--group", other, *form)
+        assert (bad.exit_code, bad.stdout) == (2, ""), form
+        assert one_line_error(bad.stderr) == f"Error: job {job_id} has no error group {other}"
+    # a group that exists but whose rows the search leaves out is only empty
+    none = cli("errors", str(job_id), "--group", lookup["fingerprint"], "--search", "zzz", "--format", "csv")
+    assert (none.exit_code, none.stdout.splitlines()[1:]) == (0, [])
 
 
 def test_retry_one_group_as_a_new_job_or_in_place(

@@ -58,6 +58,8 @@ def test_error_groups_bad_input(make_client: Any) -> None:
     assert r.status_code == 422 and "unknown query parameter 'grup'" in r.json()["error"]
     r = client.get(f"/jobs/{job['id']}/errors", params={"group": "x" * 100}, headers=AUTH)
     assert r.status_code == 422 and "group" in r.json()["error"]
+    r = client.get(f"/jobs/{job['id']}/errors", params={"group": "0123456789abcdef"}, headers=AUTH)
+    assert (r.status_code, r.json()) == (422, {"error": f"job {job['id']} has no error group 0123456789abcdef"})
     assert client.get(f"/jobs/{job['id']}/error-groups").status_code == 401
 
 

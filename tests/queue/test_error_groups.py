@@ -291,7 +291,8 @@ async def test_rows_without_a_fingerprint_group_by_exact_message_as_legacy_group
         assert await q.group_entities(job.id, key) == ["a2", "a3"]
         j = await q.requeue_failed(job.id, fingerprint=key)
         assert (j.failed_count, j.waiting_count) == (1, 2)
-        assert await q.list_errors(job.id, fingerprint=legacy_key("ValueError", "no such")) == []
+        with pytest.raises(InvalidInput, match=f"job {job.id} has no error group legacy:"):
+            await q.list_errors(job.id, fingerprint=legacy_key("ValueError", "no such"))
 
 
 async def test_bad_group_keys_are_refused(queue: Queue) -> None:
@@ -303,6 +304,11 @@ async def test_bad_group_keys_are_refused(queue: Queue) -> None:
             await queue.requeue_failed(job.id, fingerprint=bad)
     with pytest.raises(JobNotFound):
         await queue.group_entities(job.id + 100, "0000000000000000")
+    # a well-formed key of no group of the job: a typo is said to be one, not shown as an empty group
+    with pytest.raises(InvalidInput, match=f"job {job.id} has no error group 0000000000000000"):
+        await queue.list_errors(job.id, fingerprint="0000000000000000")
+    with pytest.raises(JobNotFound):  # an unknown job is still that, first
+        await queue.list_errors(job.id + 100, fingerprint="0000000000000000")
 
 
 def test_the_per_chunk_cache_gives_the_fingerprint_of_each_failure() -> None:

@@ -133,13 +133,16 @@ def errors(ctx: click.Context, job_id: int, limit: int | None, fmt: str, grouped
             if not export:
                 return await q.list_errors(job_id, limit=limit or limits.ERRORS_PAGE.default, offset=offset,  # type: ignore[arg-type]  # it has a default
                                            fingerprint=group_key, search=search)
-            emit = error_output.error_writer(fmt)
+            emit = None  # the header waits for the first page: a refused --group (or job) writes nothing
             n = 0
             async for e in q.iter_errors(job_id, fingerprint=group_key, search=search, page=min(limit or 1000, 1000)):
+                emit = emit or error_output.error_writer(fmt)
                 emit(e)
                 n += 1
                 if n == limit:
                     break
+            if emit is None:
+                error_output.error_writer(fmt)  # no errors: the header alone
             sys.stdout.flush()
             return []
 
