@@ -100,12 +100,31 @@ class Generalized:
 
 
 def generalize(template: Sequence[str], message: Sequence[str]) -> Generalized:
-    """The template that fits both, and how alike they are (``SIMILAR``) and why they differ."""
+    """The template that fits both, and how alike they are (``SIMILAR``) and why they differ.
+
+    Two alignments are tried when the two are as long as each other: the longest common token
+    sequence (``difflib``), and position by position (as Drain compares messages of one length).
+    The first alone can pair the wrong runs: ``a a <n> a a <n>`` and ``a a <hex> a a <n>`` share the
+    run ``a a <n>`` at two offsets, and aligned on it they looked half alike, with words that differ
+    at both ends, so one bug made two groups whenever a hex ID happened to draw only digits. The
+    alignment that keeps more words in common wins."""
     sm = difflib.SequenceMatcher(None, template, message, autojunk=False)
+    found = _generalized(template, message, sm.get_opcodes())
+    if len(template) == len(message) and found.changed:
+        n = len(template)
+        by_position = _generalized(template, message, [
+            ("equal" if template[i] == message[i] else "replace", i, i + 1, i, i + 1) for i in range(n)])
+        if (by_position.similarity, -by_position.word_stretches) > (found.similarity, -found.word_stretches):
+            return by_position
+    return found
+
+
+def _generalized(template: Sequence[str], message: Sequence[str],
+                 opcodes: Sequence[tuple[str, int, int, int, int]]) -> Generalized:
     out: list[tuple[str, bool]] = []  # (token, a wildcard for words that differ)
     common = stretches = 0
     changed = False
-    for op, i1, i2, j1, j2 in sm.get_opcodes():
+    for op, i1, i2, j1, j2 in opcodes:
         if op == "equal":
             out.extend((t, False) for t in template[i1:i2])
             common += sum(1 for t in template[i1:i2] if not is_variable(t))
@@ -141,6 +160,8 @@ def generalize(template: Sequence[str], message: Sequence[str]) -> Generalized:
 def values_at(template: Sequence[str], message: Sequence[str]) -> dict[int, tuple[str, ...]]:
     """What each wildcard of ``template`` takes in ``message`` (which fits it), by the wildcard's index."""
     found: dict[int, tuple[str, ...]] = {}
+    if len(template) == len(message) and all(_fits(t, m) for t, m in zip(template, message, strict=True)):
+        return {i: (m,) for i, (t, m) in enumerate(zip(template, message, strict=True)) if t == WILD}
     sm = difflib.SequenceMatcher(None, template, message, autojunk=False)
     for op, i1, i2, j1, j2 in sm.get_opcodes():
         if op == "equal":

@@ -121,6 +121,19 @@ def test_k_generated_bugs_with_every_kind_of_variable_part_make_k_groups(
     assert len(_roots(_group(failures))) == len(found)
 
 
+@pytest.mark.parametrize("first_hex", ["00000000", "1a2b3c4d"])
+def test_a_hex_id_that_drew_only_digits_stays_in_its_bug(first_hex: str) -> None:
+    """Found by the test above: ``a a <n> a a <n>`` and ``a a <hex> a a <n>`` share the run ``a a <n>`` at
+    two offsets; aligned on it, they looked half alike with words differing at both ends, and one bug
+    made two groups whenever its hex ID happened to be all digits. Same length: compared by position."""
+    assert generalize(tokenize("invoice invoice <n> invoice invoice <n>"),
+                      tokenize("invoice invoice <hex> invoice invoice <n>")).word_stretches == 0
+    hexes = [first_hex, "9f8e7d6c", "00000001", "abcdef12", "12345678", "c0ffee00"]
+    failures = [("ValueError", f"invoice invoice {h} invoice invoice {i}", _stacks("bill"), f"e{i}")
+                for i, h in enumerate(hexes)]
+    assert len(_roots(_group(failures))) == 1
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.sampled_from(("Unauthorized", "Forbidden", "Conflict")), st.sampled_from(KINDS),
        st.randoms(use_true_random=False))
