@@ -578,6 +578,109 @@ async def test_live_refresh_picks_up_progress_without_overlapping(sqlite_url: st
         assert screen.loads > loads
 
 
+class HeldRead:
+    """The detail screen's next read of its job, held in flight until released; what happened to it, in order.
+
+    A read in flight when the dashboard quits used to be cancelled by Textual twice (the screen's workers,
+    then the app's), halfway through SQLAlchemy; aiosqlite's thread could then stop under the connection's
+    close, which waited forever, and so did the event loop's end (a hang at quit, seen once in CI). The hold
+    stands in for the statement: a cancellation is noted, and the clean-up after it (SQLAlchemy closing the
+    connection) takes a little while, as it does there.
+    """
+
+    def __init__(self, app: ChunkqApp, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.armed = False
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.events: list[str] = []
+        get_job = app.queue.get_job
+        close = app.queue.close
+
+        async def held_get_job(job_id: int) -> Job:
+            if not self.armed:
+                return await get_job(job_id)
+            self.armed = False
+            self.started.set()
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.events.append("read cancelled")
+                try:
+                    await asyncio.sleep(0.2)  # the connection's clean-up
+                except asyncio.CancelledError:
+                    self.events.append("clean-up cancelled")
+                    raise
+                self.events.append("read over")
+                raise
+            try:
+                return await get_job(job_id)
+            finally:  # a read let go of after the queue closed fails: it is over all the same
+                self.events.append("read over")
+
+        async def noted_close() -> None:
+            self.events.append("queue closed")
+            await close()
+
+        monkeypatch.setattr(app.queue, "get_job", held_get_job)
+        monkeypatch.setattr(app.queue, "close", noted_close)
+
+
+@pytest.mark.slow
+async def test_quit_lets_the_read_in_flight_end_before_the_queue_closes(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chunkq.tui.dashboard import processing
+
+    monkeypatch.setattr(processing, "READ_GRACE", 60.0, raising=False)  # the release below comes well within it
+    async with Queue(sqlite_url, clock=lambda: SEED_AT) as q:
+        job = await q.enqueue_job(IDS, entity_type="company", provider="clearbit", chunk_size=4)
+    app = detail_app(sqlite_url, None)
+    hold = HeldRead(app, monkeypatch)
+    released: asyncio.Task[None] | None = None
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_detail(pilot, job.id)
+        hold.armed = True
+        screen.reload()
+        await asyncio.wait_for(hold.started.wait(), 30)
+
+        async def release_once_the_screen_is_gone() -> None:
+            # quitting has begun (Textual has closed the screen and cancelled its workers): the read ends now
+            for _ in range(3000):
+                if not screen.is_attached:
+                    break
+                await asyncio.sleep(0.01)
+            hold.release.set()
+
+        released = asyncio.create_task(release_once_the_screen_is_gone())
+    await released
+    # never cut in half by the screen's or the app's workers being cancelled; the queue closed after it
+    assert hold.events == ["read over", "queue closed"]
+
+
+@pytest.mark.slow
+async def test_quit_never_waits_on_a_read_that_does_not_end(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chunkq.tui.dashboard import processing
+
+    monkeypatch.setattr(processing, "READ_GRACE", 0.1, raising=False)  # the dashboard's bound, shortened
+    async with Queue(sqlite_url, clock=lambda: SEED_AT) as q:
+        job = await q.enqueue_job(IDS, entity_type="company", provider="clearbit", chunk_size=4)
+    app = detail_app(sqlite_url, None)
+    hold = HeldRead(app, monkeypatch)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_detail(pilot, job.id)
+        hold.armed = True
+        screen.reload()
+        await asyncio.wait_for(hold.started.wait(), 30)
+    # quitting went on after the grace, without cancelling the read (only the event loop's end may, once)
+    assert hold.events == ["queue closed"]
+    hold.release.set()
+    for _ in range(3000):
+        if "read over" in hold.events:
+            break
+        await asyncio.sleep(0.01)
+    assert hold.events == ["queue closed", "read over"]
+
+
 @pytest.mark.slow
 async def test_missing_job_is_said_plainly(sqlite_url: str) -> None:
     async with Queue(sqlite_url):

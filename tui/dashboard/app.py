@@ -171,9 +171,11 @@ class ChunkqApp(ProcessingApp):
 
     async def on_unmount(self) -> None:
         # Leaving any other way than through the quit dialog: release what is in flight, and
-        # let core finish releasing before the engine goes away.
+        # let core finish releasing before the engine goes away. Textual has cancelled every worker by
+        # now, but not the reads they were waiting on (``shielded``): those get time to end first.
         self._abandon()
         await self._wait_for_processing(grace=10)
+        await self._end_reads()
         await self.queue.close()
         # Under `chunkq web` (Textual's web driver): say that nothing is held any more, so the server
         # stops waiting once the interpreter's own end is all that is left (tui/web/process.py).

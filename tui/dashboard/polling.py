@@ -7,14 +7,18 @@ is hidden (a dialog on top, pdb holding the terminal) nothing is read, the timer
 just looks again later. Both live screens (jobs, job detail) use this.
 
 The fetch is an async function on the app's event loop, never a thread: the
-queue's async engine belongs to that loop.
+queue's async engine belongs to that loop. It runs through the app's ``shielded``:
+when the view closes, Textual cancels the worker, never the read halfway through
+(quitting waits for it instead).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
+from chunkq.tui.dashboard.protocol import dashboard
 from textual.timer import Timer
 from textual.widget import Widget
 
@@ -29,7 +33,7 @@ class Poller(Generic[T]):
         host: Widget,
         *,
         group: str,
-        fetch: Callable[[], Awaitable[T]],
+        fetch: Callable[[], Coroutine[Any, Any, T]],
         render: Callable[[T], None],
         interval: Callable[[], float],
         visible: Callable[[], bool],
@@ -79,16 +83,23 @@ class Poller(Generic[T]):
         self.poll()
 
     async def _run(self) -> None:
+        cancelled = False
         try:
-            result = await self._fetch()
+            result = await dashboard(self._host).shielded(self._fetch())
+        except asyncio.CancelledError:
+            # the view is closing (or the app quitting): the read runs on to its end unseen; nothing is drawn
+            # and no poll armed
+            cancelled = True
+            raise
         except self._errors as exc:
             self._on_error(exc)
         else:
             self._render(result)
         finally:
             self.busy = False
-            self.completed += 1
-            self._next()
+            if not cancelled:
+                self.completed += 1
+                self._next()
 
     def _next(self) -> None:
         if not self._host.is_attached:  # the view is gone: nothing more to read

@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from chunkq import core
 from chunkq.core import WORKER_HEARTBEAT_SECONDS
@@ -39,6 +40,10 @@ AUTO_RUN_MAX_WAIT = 120.0
 ABANDON_GRACE = 10.0
 #: seconds between header updates for auto-run's chunks (``sub_title_due``)
 SUB_TITLE_EVERY = 1.0
+#: how long quitting waits for the reads in flight (``ProcessingApp.shielded``) to end before it closes the queue
+READ_GRACE = 5.0
+
+T = TypeVar("T")
 
 
 def arm_breakpoint(worker: core.Worker, on: bool, scope: str) -> None:
@@ -100,10 +105,54 @@ class ProcessingApp(App[None]):
         #: what an operator asked of the last auto-run through the workers registry ("finish", "release")
         self.stop_requested: str | None = None
         self._quitting = False
+        #: the reads of the queue in flight on this loop (``shielded``), and whether quitting has begun to end them
+        self._reads: set[asyncio.Task[Any]] = set()
+        self._reads_ended = False
 
     def now(self) -> datetime:
         """The dashboard's clock (UTC-aware); tests freeze it through ``clock=``."""
         return self._clock() if self._clock is not None else datetime.now(UTC)
+
+    # ------------------------------------------------------------------ reads that quitting never cuts in half
+
+    async def shielded(self, call: Coroutine[Any, Any, T]) -> T:
+        """``await call`` (a read of the queue) in a task of its own, which cancelling the caller never reaches.
+
+        Textual cancels a screen's workers when the screen closes, and every worker
+        again when the app stops: a live view's read in flight at quit was cancelled
+        twice inside SQLAlchemy. The first cancellation has SQLAlchemy close the
+        connection in a task of its own; the second, while it waits for that close,
+        stops aiosqlite's thread at once. The event loop's end (``asyncio.run``,
+        pytest's teardown) then cancels the close, whose clean-up waits on the
+        stopped thread for ever, and so does the loop's end: the dashboard hung on
+        quit. Here the read runs to its end, unseen if its caller is gone, and
+        ``_end_reads`` gives it time to finish before the queue closes.
+        """
+        if self._reads_ended:  # quitting: nothing more is read, as if the caller had been cancelled
+            call.close()
+            raise asyncio.CancelledError("the dashboard is closing its queue")
+        task = asyncio.ensure_future(call)
+        self._reads.add(task)
+        task.add_done_callback(self._read_done)
+        return await asyncio.shield(task)
+
+    def _read_done(self, task: asyncio.Task[Any]) -> None:
+        self._reads.discard(task)
+        if not task.cancelled():
+            task.exception()  # its caller may be gone: the error was the caller's to see, never "never retrieved"
+
+    async def _end_reads(self) -> None:
+        """No read starts after this; the ones in flight get ``READ_GRACE`` seconds to end, then quitting goes on.
+
+        One still running then is left alone, never cancelled here: a second
+        cancellation inside SQLAlchemy is what hung. The event loop's end cancels
+        it once, which SQLAlchemy handles (it closes the connection in a task that
+        the loop's end waits for without cancelling).
+        """
+        self._reads_ended = True
+        pending = {task for task in self._reads if not task.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=READ_GRACE)
 
     def require_processor(self) -> core.Processor | None:
         if self.processor_handle is None:

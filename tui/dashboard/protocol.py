@@ -8,12 +8,15 @@ here is the app's own business.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from datetime import datetime
-from typing import Protocol, cast, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from chunkq import core
 from chunkq.tui.dashboard.messages import ProcessingMessage
 from textual.dom import DOMNode
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -36,6 +39,11 @@ class Dashboard(Protocol):
 
     def now(self) -> datetime:
         """The display clock (UTC-aware); tests freeze it."""
+        ...
+
+    async def shielded(self, call: Coroutine[Any, Any, T]) -> T:
+        """``await call`` (a read of the queue), in a task of its own that cancelling the caller never reaches:
+        the call runs to its end, and quitting waits for it before the queue closes (``ProcessingApp.shielded``)."""
         ...
 
     def require_processor(self) -> core.Processor | None:
