@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests import forkserver
+
 
 class ServedProcess:
     """``command`` in a subprocess, stdout and stderr as one stream; ``url`` once ``STARTED`` is seen."""
@@ -24,7 +26,7 @@ class ServedProcess:
     STOP_GRACE = 15.0
 
     def __init__(self, command: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE,
+        self.proc = forkserver.popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._queue: stdlib_queue.Queue[str | None] = stdlib_queue.Queue()

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests import forkserver
+
 _SCRIPT = Path(sys.executable).parent / "chunkq"
 #: the installed console script when there is one (CI installs the project), else the module
 CHUNKQ: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "chunkq.tui.cli"]
@@ -76,7 +78,7 @@ def run_chunkq(
     args: list[str], env: dict[str, str], cwd: Path, *, timeout: float = 60, input: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:
     """One real `chunkq` process, bounded in time."""
-    proc = subprocess.run(
+    proc = forkserver.run(
         [*CHUNKQ, *args], env=env, cwd=cwd, input=input, capture_output=True, timeout=timeout,
     )
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
@@ -100,5 +102,5 @@ def invoke_chunkq(
 
 
 def popen_chunkq(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([*CHUNKQ, *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+    return forkserver.popen([*CHUNKQ, *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

@@ -16,6 +16,8 @@ import pytest
 from chunkq.core import Processor, Queue
 from chunkq.core.retention import DAY
 
+from tests import forkserver
+
 from .helpers import CHUNKQ, one_line_error
 
 pytestmark = pytest.mark.timeout(300)
@@ -244,7 +246,7 @@ def test_a_long_running_worker_prunes_in_the_background(
 
     old, recent = old_jobs(db_url, (3, 40, "complete"), (3, 3, "complete"))
     module = write_processor("def go(entity_id, job):\n    record(entity_id)\n")
-    proc = subprocess.Popen([*CHUNKQ, "--db", db_url, "worker", "--processor", f"{module}:go", "--prune-every", "1",
+    proc = forkserver.popen([*CHUNKQ, "--db", db_url, "worker", "--processor", f"{module}:go", "--prune-every", "1",
                              "--retention", retention, "--poll-interval", "0.2", "-v"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from chunkq.core.supervisor import strip_option, time_left
 
+from tests import forkserver
 from tests.cli.helpers import CHUNKQ, create_db, get_job, list_chunks, log_lines, one_line_error, run_chunkq
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
@@ -84,10 +85,14 @@ def exit_code(proc: subprocess.Popen[bytes], err: Path, what: str, timeout: floa
         pytest.fail(f"the supervisor did not {what}\n{err.read_text()}")
 
 
-def start(args: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def start(args: list[str], env: dict[str, str], cwd: Path, *, fresh: bool = False,
+          ) -> tuple[subprocess.Popen[bytes], Path]:
+    """``fresh``: a new interpreter, not a child of the test fork server (``tests/forkserver.py``), for a
+    test that reads what only a fresh start has (its command line in /proc)."""
     err = cwd / "supervisor.err"
     with open(cwd / "supervisor.out", "wb") as out, open(err, "wb") as e:
-        proc = subprocess.Popen([*CHUNKQ, *args], env=env, cwd=cwd, stdout=out, stderr=e)
+        spawn = subprocess.Popen if fresh else forkserver.popen
+        proc = spawn([*CHUNKQ, *args], env=env, cwd=cwd, stdout=out, stderr=e)
     _SEEN.add(proc.pid)
     return proc, err
 
@@ -310,7 +315,7 @@ def test_processes_are_one_worker_to_max_workers(
     mod = write_processor(GATED)
     job = enqueue(db_url, 40, env, tmp_path, "--chunk-size", "5")
     proc, err = start(["--db", db_url, "process", "--until-empty", "--processes", "2",
-                       "--processor", f"{mod}:work"], env, tmp_path)
+                       "--processor", f"{mod}:work"], env, tmp_path, fresh=True)
     try:
         until("both children running a chunk of the one job",
               lambda: len({line.split()[0] for line in log_lines(tmp_path, mod)}) == 2, proc, err)

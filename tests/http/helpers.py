@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from .. import forkserver
 from ..served import ServedProcess
 
 TOKEN = "s3cret-token-for-tests-0123456789abcdef"
@@ -91,5 +92,5 @@ def run_serve(
     db_url: str | None, args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:
     """``serve`` expected to exit on its own (refusing to start)."""
-    return subprocess.run(serve_command(db_url, args), env=env, cwd=cwd, capture_output=True, text=True,
+    return forkserver.run(serve_command(db_url, args), env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)

@@ -15,6 +15,8 @@ from chunkq.core import schema as s
 from chunkq.core import schema_status, upgrade_schema
 from chunkq.core.migrations import runner
 
+from tests import forkserver
+
 from .support import ROOT, assert_rows_survived, full_dump, legacy_db, rows_of
 
 pytestmark = pytest.mark.slow
@@ -25,7 +27,7 @@ def _start(url: str, tmp: Path, env: dict[str, str], name: str) -> tuple[subproc
     args = [sys.executable, "-m", "tests.migrations.hooked", "--log", str(tmp / "steps.log"),
             "--hold-until", str(tmp / "release"), "--", "--db", url, "--json", "db", "upgrade"]
     with out.open("wb") as o, err.open("wb") as e:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=o, stderr=e)
+        proc = forkserver.popen(args, cwd=ROOT, env=env, stdout=o, stderr=e)
     return proc, out, err
 
 

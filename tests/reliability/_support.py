@@ -20,6 +20,8 @@ from typing import Any
 
 from chunkq.core import Queue
 
+from tests import forkserver
+
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = max(1, int(os.environ.get("CHUNKQ_SOAK", "1") or "1"))
 
@@ -47,7 +49,7 @@ def spawn(env: dict[str, str], db: str, tmp: Path, *extra: str, hook: str | None
             "--record", str(tmp / "record.tsv"), "--claims", str(tmp / "claims.tsv"), *extra]
     if hook:
         args += ["--hook", hook]
-    p = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = forkserver.popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return Driver(p, hook)
 
 

@@ -33,6 +33,7 @@ import pytest
 from chunkq.core import DatabaseStalled, Queue, deadline, upgrade_schema
 from sqlalchemy.engine import make_url
 
+from .. import forkserver
 from ..http.helpers import TOKEN, ServerProcess, serve_command
 from ._support import backend
 from .proxy import FaultProxy
@@ -159,7 +160,7 @@ def test_max_seconds_holds_through_a_database_that_stops_answering(
     try:
         url, start_fault, end_fault = _worker_url_and_fault(db_url, tmp_path, cleanup)
         t0 = time.monotonic()
-        run = subprocess.Popen(
+        run = forkserver.popen(
             [*CHUNKQ, "--db", url, "process", "--until-empty", "--max-seconds", str(MAX_SECONDS),
              "--lease-seconds", "2", "--processor", "deadproc:slow"],
             env=python_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -201,7 +202,7 @@ def test_max_seconds_holds_through_a_database_that_stops_answering(
     assert any("was given up after" in line for line in stderr.splitlines()), stderr
 
     # the fault gone, a plain run finishes the job: nothing was lost, nothing applied twice
-    done = subprocess.run([*CHUNKQ, "--db", db_url, "process", "--until-empty", "--processor", "deadproc:slow"],
+    done = forkserver.run([*CHUNKQ, "--db", db_url, "process", "--until-empty", "--processor", "deadproc:slow"],
                           env=python_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     status, processed, total = asyncio.run(_job(db_url, job_id))

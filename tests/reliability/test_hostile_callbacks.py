@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from chunkq.core import Queue
 
+from .. import forkserver
 from ._support import backend
 
 _SCRIPT = Path(sys.executable).parent / "chunkq"
@@ -102,7 +103,7 @@ def _chunkq(
     url: str, env: dict[str, str], tmp: Path, *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     try:
-        p = subprocess.run([*CHUNKQ, "--db", url, *args], env=env, cwd=tmp, capture_output=True, timeout=timeout)
+        p = forkserver.run([*CHUNKQ, "--db", url, *args], env=env, cwd=tmp, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"`chunkq {' '.join(args)}` did not exit within {timeout}s; stderr:\n"
                              f"{(exc.stderr or b'').decode()}") from None
@@ -173,7 +174,7 @@ def test_two_sigterms_end_a_worker_stuck_in_a_callback_and_release_its_lease(
     (asyncio's default pool, which the interpreter joins at exit: only the hard exit ends it)."""
     fn = "hangs" if backend(db_url) == "sqlite" else "hangs_in_own_thread"
     job_id = asyncio.run(_enqueue(db_url, ["e0", "e1!hang", "e2"], 3))
-    p = subprocess.Popen([*CHUNKQ, "--db", db_url, "worker", "--lease-seconds", "300",
+    p = forkserver.popen([*CHUNKQ, "--db", db_url, "worker", "--lease-seconds", "300",
                           "--processor", f"hostile_procs:{fn}"],
                          env=proc_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -218,7 +219,7 @@ def test_grace_ends_a_run_stuck_in_a_callback_and_releases_its_lease(
             "--processor", "hostile_procs:hangs"]
     if command == "process":
         args += ["--max-seconds", "0.5"]
-    p = subprocess.Popen(args, env=proc_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = forkserver.popen(args, env=proc_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         if command == "worker":
             end = time.monotonic() + 30

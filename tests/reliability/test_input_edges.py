@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from chunkq.core import Queue
 
+from tests import forkserver
 from tests.cli.helpers import CHUNKQ, run_chunkq
 from tests.http.helpers import AUTH, TOKEN, job_body
 
@@ -182,7 +183,7 @@ def test_an_over_long_line_is_refused_as_it_is_read(how: str, sqlite_url: str, p
 @pytest.mark.slow
 def test_dev_zero_on_stdin_is_refused_quickly(sqlite_url: str, python_env: dict[str, str], tmp_path: Path) -> None:
     with open("/dev/zero", "rb") as zero:
-        r = subprocess.run([*CHUNKQ, "--db", sqlite_url, "enqueue", "-", "-t", "x", "-p", "y"], env=python_env,
+        r = forkserver.run([*CHUNKQ, "--db", sqlite_url, "enqueue", "-", "-t", "x", "-p", "y"], env=python_env,
                            cwd=tmp_path, stdin=zero, capture_output=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert b"stdin, line 1: longer than" in r.stderr

@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tests import forkserver
 from tests.cli.helpers import CHUNKQ
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
@@ -143,7 +144,7 @@ def work(entity_id, job):
 
 def chunkq(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120,
            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([*CHUNKQ, *args], env=env, cwd=cwd, capture_output=True, timeout=timeout, input=input)
+    p = forkserver.run([*CHUNKQ, *args], env=env, cwd=cwd, capture_output=True, timeout=timeout, input=input)
     return subprocess.CompletedProcess(p.args, p.returncode, p.stdout.decode(), p.stderr.decode())
 
 
@@ -151,7 +152,7 @@ def start(args: list[str], env: dict[str, str], cwd: Path, tag: str) -> tuple[su
     """A background `chunkq`, its output in files (a chatty child can never fill a pipe nobody reads)."""
     err = cwd / f"{tag}.err"
     with open(cwd / f"{tag}.out", "wb") as out, open(err, "wb") as e:
-        proc = subprocess.Popen([*CHUNKQ, *args], env=env, cwd=cwd, stdout=out, stderr=e)
+        proc = forkserver.popen([*CHUNKQ, *args], env=env, cwd=cwd, stdout=out, stderr=e)
     _SPAWNED.add(proc.pid)
     return proc, err
 

@@ -16,7 +16,6 @@ import asyncio
 import json
 import re
 import sqlite3
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from chunkq.core import InvalidInput, Queue
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests import forkserver
 from tests.cli.helpers import CHUNKQ, invoke_chunkq, run_chunkq
 from tests.http.helpers import job_body
 
@@ -197,7 +197,7 @@ def test_cli_enqueue_keeps_valid_text_and_refuses_the_rest(
     (tmp_path / "ids.txt").write_bytes(ids)
     args: list[str | bytes] = ["--db", db_url, "--json", "enqueue", "ids.txt", "-t", "company", "-p", "clearbit",
                                *extra]
-    proc = subprocess.run([*CHUNKQ, *args], env=python_env, cwd=tmp_path, capture_output=True, timeout=60)
+    proc = forkserver.run([*CHUNKQ, *args], env=python_env, cwd=tmp_path, capture_output=True, timeout=60)
     out, err = proc.stdout.decode(), proc.stderr.decode()
     # what the database holds afterwards is read in-process: only the enqueue is about the process's argv
     listing = invoke_chunkq(["--db", db_url, "--json", "jobs"], tmp_path)

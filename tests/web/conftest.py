@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+
+from tests import forkserver
 
 from .helpers import CHROMIUM, TOKEN, WebProcess
 
@@ -25,7 +26,7 @@ from .helpers import CHROMIUM, TOKEN, WebProcess
 def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo database, seeded once (`chunkq demo --no-ui`); each test gets its own copy."""
     path = tmp_path_factory.mktemp("demo") / "demo.db"
-    done = subprocess.run([sys.executable, "-m", "chunkq.tui.cli", "demo", "--no-ui", "--db", str(path)],
+    done = forkserver.run([sys.executable, "-m", "chunkq.tui.cli", "demo", "--no-ui", "--db", str(path)],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     return path

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tests import forkserver
+
 from .helpers import TOKEN
 
 
 def _web(args: list[str], env: dict[str, str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "chunkq.tui.cli", *args], input=stdin, env=env, cwd=cwd,
+    return forkserver.run([sys.executable, "-m", "chunkq.tui.cli", *args], input=stdin, env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=60)
 
 
