@@ -2,8 +2,8 @@
 
 The suite starts about 600 Python processes, most of them `chunkq` commands, and a fresh one spends
 0.34 s of its 0.37 s of CPU starting Python and importing chunkq (SQLAlchemy, click, Rich): about 180
-CPU-seconds of a run that has two cores (measured with every child's rusage, `tools/cprof` on the
-`speed` branch of 2026-12-07). This server, one per pytest process, imports what every `chunkq`
+CPU-seconds of a run that has two cores (measured on 2026-12-07 from every child's own usage, read when
+it was reaped). This server, one per pytest process, imports what every `chunkq`
 command imports, once, and forks each child from there, as CPython's ``multiprocessing`` forkserver
 does. A child is still a real process - its own pid, its own database connections, killed by real
 signals, its exit status read by the test - only its start costs about 0.03 s.
