@@ -429,3 +429,36 @@ async def test_auto_run_stops_when_the_next_retry_is_too_far_off(
         retried = [line for line in activity(app) if "↻ " in line]
         assert len(retried) == 2 and all(re.search(f"429 Too Many Requests  to retry in {an_hour}$", line)
                                          for line in retried), activity(app)
+
+
+@pytest.mark.slow
+async def test_quit_gives_up_a_step_in_flight_once(sqlite_url: str, make_processor: Callable[[str], str]) -> None:
+    """A chunk stepped and still running at quit is cancelled once, by the dashboard (core then releases
+    its lease), never a second time by Textual cancelling the worker that waits for it: cancelled twice
+    inside SQLAlchemy's aiosqlite adapter, a clean-up waited for ever and quitting hung."""
+    app = make_app(sqlite_url, processor=make_processor(FAILS_ON_3))
+    events: list[str] = []
+    started = asyncio.Event()
+
+    async def held_step(_job_id: int | None, _processor: object) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            try:
+                await asyncio.sleep(0.3)  # releasing the lease takes a moment, as core's does
+            except asyncio.CancelledError:
+                events.append("cancelled again, while releasing")
+                raise
+            events.append("released")
+            raise
+
+    async with app.run_test(size=SIZE) as pilot:
+        first = await enqueue(app, 10, 4)
+        await refresh(pilot, full=True)
+        await select_job(pilot, app, first)
+        app._step_once = held_step  # type: ignore[method-assign]  # the step's work, held in flight
+        await pilot.press("s")
+        await asyncio.wait_for(started.wait(), 30)
+    assert events == ["cancelled", "released"]
