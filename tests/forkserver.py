@@ -73,8 +73,9 @@ def _serve(path: str) -> None:
     base_path = [p for p in sys.path[1:] if p not in own_path]
     parent = os.getppid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)
+    listener.bind(path + ".new")
+    listener.listen(128)
+    os.rename(path + ".new", path)  # the path appears listening: a client that sees it can connect
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
@@ -243,8 +244,10 @@ class _Server:
             self.proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(5)
+        for leftover in (self.path, self.path + ".new"):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
         with contextlib.suppress(OSError):
-            os.unlink(self.path)
             os.rmdir(self.folder)
 
 
@@ -258,6 +261,19 @@ def _the_server() -> _Server:
         if _server is None or _server.pid != os.getpid() or _server.proc.poll() is not None:
             _server = _Server()
         return _server
+
+
+def _connect(conn: socket.socket, path: str) -> None:
+    """Connect, waiting out a full backlog (many workers starting children at once) for a bounded while."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        try:
+            conn.connect(path)
+            return
+        except (ConnectionRefusedError, BlockingIOError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _forkable(args: Sequence[Any], kw: dict[str, Any]) -> tuple[bool, bool]:
@@ -321,7 +337,7 @@ class ForkedProcess:
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._buffer = b""
         try:
-            self._conn.connect(_the_server().path)
+            _connect(self._conn, _the_server().path)
             socket.send_fds(self._conn, [b"%08d" % len(header) + header[: (1 << 16) - 8]], [in_fd, out_fd, err_fd])
             if len(header) > (1 << 16) - 8:
                 self._conn.sendall(header[(1 << 16) - 8:])
