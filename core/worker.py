@@ -458,7 +458,11 @@ class Worker:
                     if why is None and self._deadline_seen:
                         why = "max_seconds"
                     self._may_claim = why is None
-                    finished = await self._wait_flight(self._wake_at(why))
+                    if why is None:
+                        self._ending_since = None
+                    elif self._ending_since is None:
+                        self._ending_since = time.monotonic()  # claims ended: the grace starts
+                    finished = await self._wait_flight(self._wake_at())
                     if finished is None:  # woken by the time, not by a chunk
                         if why is None:
                             # max_seconds, as the window's wait timed it: a chunk that never ends must
@@ -608,16 +612,13 @@ class Worker:
             return None
         return {t for t in self._flight if t in done}
 
-    def _wake_at(self, why: str | None) -> float | None:
+    def _wake_at(self) -> float | None:
         """Seconds the window may wait for its chunks before the run must look again: at ``max_seconds``
         (the end of claims starts the grace), at the warning, at the end of the grace. None: no limit.
         Timed on the monotonic clock, not the run's (which is read once per claim, and may be a test's)."""
-        if why is None:
-            self._ending_since = None
-            return None if self._real_deadline is None else max(0.0, self._real_deadline - time.monotonic())
         now = time.monotonic()
         if self._ending_since is None:
-            self._ending_since = now
+            return None if self._real_deadline is None else max(0.0, self._real_deadline - now)
         ends = [] if self._overrun_said else [self._ending_since + OVERRUN_WARN_SECONDS]
         if self.grace is not None:
             ends.append(self._ending_since + self.grace)

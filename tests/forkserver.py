@@ -54,7 +54,7 @@ _STARTUP_ENV = ("PYTHONIOENCODING", "PYTHONUTF8", "PYTHONLEGACYWINDOWSSTDIO", "L
                 "PYTHONMALLOC", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "PYTHONSTARTUP",
                 "PYTHONINSPECT", "PYTHONVERBOSE", "PYTHONNODEBUGRANGES", "PYTHONINTMAXSTRDIGITS",
                 "PYTHONPLATLIBDIR", "PYTHONEXECUTABLE", "PYTHONBREAKPOINT", "PYTHONPROFILEIMPORTTIME",
-                "PYTHONCOERCECLOCALE", "PYTHONDEBUG", "PYTHONIOENCODING", "PYTHONUSERBASE")
+                "PYTHONCOERCECLOCALE", "PYTHONDEBUG", "PYTHONUSERBASE")
 #: Popen's arguments this module takes over (any other sends the call to ``subprocess`` itself)
 _TAKEN = {"env", "cwd", "stdin", "stdout", "stderr", "text", "universal_newlines", "start_new_session",
           "encoding", "errors"}
@@ -140,13 +140,14 @@ def _child(header: dict[str, Any], fds: list[int], base_path: list[str], sockets
            wake: tuple[int, int]) -> None:
     """In the forked child: become the process a fresh start would have made, run the command, exit."""
     code: int = 1
+    interrupted = False
     try:
         signal.set_wakeup_fd(-1)
         for fd in wake:
             os.close(fd)
         for s in sockets:
             s.close()
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGUSR1):
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python sets it at start-up
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -184,8 +185,11 @@ def _child(header: dict[str, Any], fds: list[int], base_path: list[str], sockets
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             if not isinstance(exc.code, int) and exc.code is not None:
                 print(exc.code, file=sys.stderr)
-    except KeyboardInterrupt:
-        code = 128 + signal.SIGINT
+    except KeyboardInterrupt:  # Python ends such a process by SIGINT, so its parent sees the signal
+        import traceback
+
+        traceback.print_exc()
+        interrupted = True
     except BaseException:
         import traceback
 
@@ -198,6 +202,9 @@ def _child(header: dict[str, Any], fds: list[int], base_path: list[str], sockets
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
                     stream.flush()
+            if interrupted:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
         finally:
             os._exit(code)
 

@@ -283,13 +283,13 @@ async def health(request: Request) -> Response:
     # callbacks given up (timeout, grace) whose threads still run: Python cannot stop them, so past a
     # worker's tolerance this process should be replaced; a supervisor's liveness probe sees it here
     hung = core.abandoned_callbacks()
+    answer: dict[str, object] = {"status": "ok", "database": "reachable",
+                                 "processor": state.processor is not None, "hung_callbacks": hung}
     if hung > core.ABANDONED_THREADS_MAX:
-        return JSONResponse({"status": "wedged", "database": "reachable", "processor": state.processor is not None,
-                             "hung_callbacks": hung,
+        return JSONResponse({**answer, "status": "wedged",
                              "error": f"{hung} callbacks given up (timeout, grace) still run: restart this server"},
                             status_code=503)
-    return JSONResponse({"status": "ok", "database": "reachable",
-                         "processor": state.processor is not None, "hung_callbacks": hung})
+    return JSONResponse(answer)
 
 
 def _iso(epoch: float) -> str:
