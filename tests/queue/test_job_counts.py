@@ -351,6 +351,38 @@ async def _sessions_ended(q: Queue, pid: int) -> None:
     raise AssertionError(f"the server kept {name}'s sessions for 30 s")
 
 
+async def _held_still(q: Queue, pids: list[int]) -> None:
+    """Wait until the stopped workers are stopped and, on PostgreSQL, the server has finished whatever they
+    sent before the stop. SIGSTOP halts the client, not a statement (a claim, a COMMIT) already on its way to
+    the server: landing between the recount and the views' reads it made them differ by one job (pending 116
+    and running 1 against 115 and 2, seen once in CI). Quiet means no session of theirs is running a
+    statement, twice in a row with nothing changed between: a message still unread in the socket would
+    change a session's state or its ``state_change``."""
+    for _ in range(300):
+        if all(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for pid in pids):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError(f"workers {pids} did not stop within 3 s")
+    if q.backend.engine.dialect.name != "postgresql":
+        return  # SQLite: a stopped process's statement stops with it
+    names = [f"chunkq-test-{pid}" for pid in pids]
+
+    def sessions(conn: Any) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT pid, state, state_change FROM pg_stat_activity WHERE application_name = ANY(:n) ORDER BY pid"),
+            {"n": names})]
+
+    last: list[tuple[Any, ...]] | None = None
+    for _ in range(300):
+        now = await q.backend.read(sessions, "waiting for stopped workers' statements")
+        if now == last and all(state != "active" for _, state, _ in now):
+            return
+        last = now
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the stopped workers' sessions were still busy after 15 s: {last}")
+
+
 async def _spawn(url: str, script: Path, started: list[asyncio.subprocess.Process]) -> asyncio.subprocess.Process:
     """A worker process, its queue open, not yet working (``_go``): started ahead of its turn, its start-up
     (imports, connecting) overlaps the test's work, and it changes nothing until it is let go."""
@@ -404,6 +436,7 @@ async def test_workers_killed_mid_transaction_leave_the_counts_exact(db_url: str
                     await Pruner(q, batch_rows=3).prune(RetentionPolicy.only(0, ["cancelled"]))
                 for proc in procs:  # held still (a transaction may be open) so the views and the recount agree
                     proc.send_signal(signal.SIGSTOP)
+                await _held_still(q, [proc.pid for proc in procs])
                 try:
                     await assert_exact(q)
                 finally:
