@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import pytest
 
 from tests import forkserver
+from tests.frames import _last_frame_only  # noqa: F401  (autouse: a Pilot test draws its last frame only)
 
 from .helpers import CHROMIUM, TOKEN, WebProcess
 
