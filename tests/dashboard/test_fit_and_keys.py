@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chunkq.core import Queue
@@ -136,7 +137,8 @@ async def test_jobs_screen_at_80x24_shows_counts_totals_and_every_footer_key(see
 
 
 @pytest.mark.slow
-async def test_the_footer_rebuilds_its_keys_only_when_they_change(seeded_url: str) -> None:
+async def test_the_footer_rebuilds_its_keys_only_when_they_change(seeded_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A dialog opened and closed, a refresh asked for: Textual's footer removed and mounted every key again."""
     app = make_app(seeded_url)
     async with app.run_test(size=NARROW) as pilot:
@@ -147,9 +149,19 @@ async def test_the_footer_rebuilds_its_keys_only_when_they_change(seeded_url: st
         await pilot.press("question_mark", "escape")  # help over it, and back: two more signals
         await settle(pilot)
         assert list(footer.query("FooterKey")) == keys and all(k.is_attached for k in keys), "the same widgets"
+        restyled: list[str] = []
+        restyle = type(keys[0]).update_node_styles
+
+        def counting(key: Any, animate: bool = True) -> None:
+            restyled.append(key.key)
+            restyle(key, animate)
+
+        monkeypatch.setattr(type(keys[0]), "update_node_styles", counting)
         await pilot.press("tab")  # the activity log takes the focus, and its enter key shows
         await settle(pilot)
         assert [k.key for k in footer.query("FooterKey")] == ["enter", *(k.key for k in keys)]
+        assert all(k.has_class("-compact") for k in footer.query("FooterKey"))
+        assert restyled == [], "a compact footer's new keys are born compact, not restyled once mounted"
         app.update_keymap({"jobs.step": "ctrl+t"})  # a key rebound
         await settle(pilot)
         rebuilt = [k.key for k in footer.query("FooterKey")]

@@ -16,6 +16,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
 
 #: the palette key docked at the right ("^p palette" and its border)
 PALETTE_WIDTH = 13
@@ -58,7 +59,12 @@ class FitFooter(Footer):
 
     def compose(self) -> ComposeResult:
         self._built = self._shown()
-        yield from super().compose()
+        for widget in super().compose():
+            if self.compact and isinstance(widget, FooterKey):
+                # Born compact: the key's ``compact`` watcher then finds its class already set. Set by the
+                # watcher after mounting, the class restyled each key again on every rebuild of the footer.
+                widget.set_class(True, "-compact", update=False)
+            yield widget
         self._fit(self.size.width or self.app.size.width)
 
     def _shown(self) -> tuple[object, ...]:
