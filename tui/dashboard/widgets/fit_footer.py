@@ -16,7 +16,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
-from textual.widgets._footer import FooterKey
+from textual.widgets._footer import FooterKey  # not exported; Textual is pinned (pyproject)
 
 #: the palette key docked at the right ("^p palette" and its border)
 PALETTE_WIDTH = 13
