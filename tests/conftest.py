@@ -160,7 +160,7 @@ SELECT (SELECT string_agg(version_num, ',') FROM chunkq_alembic_version),
 _PG_KEEP = ("chunkq_alembic_version", "chunkq_meta")
 
 
-async def _fresh_pg(url: str) -> None:
+async def _fresh_pg(url: str, *, truncated: bool = False) -> None:
     """Empty tables at the newest revision, without migrating for every test.
 
     Migrating an empty database runs every revision (about half a second on PostgreSQL, the
@@ -180,7 +180,7 @@ async def _fresh_pg(url: str) -> None:
             except asyncpg.PostgresError:
                 signature = None
             if signature == _pg_template["signature"]:
-                await _empty_pg_tables(conn)
+                await _empty_pg_tables(conn, truncated=truncated)
                 for table, rows in _pg_template["seeds"].items():
                     await conn.copy_records_to_table(table, records=rows)
                 return
@@ -213,20 +213,21 @@ async def _fresh_pg(url: str) -> None:
 _PG_DELETE_BELOW = 4 << 20
 
 
-async def _empty_pg_tables(conn: Any) -> None:
+async def _empty_pg_tables(conn: Any, *, truncated: bool = False) -> None:
     """Empty every table and restart the ids, as ``TRUNCATE ... RESTART IDENTITY`` would, cheaply.
 
     TRUNCATE makes new files for every table, index and sequence it touches: 40 ms and as much of the
     server's CPU a test, most of the fixture's cost over 600 PostgreSQL tests. DELETE of a few rows and
     a sequence restart take 5. A table some test filled (a million IDs) is truncated instead, so its dead
-    pages are given back; DELETE's leave a handful of pages behind, which no test's plan depends on (the
-    plan tests force the index they check)."""
+    pages are given back. DELETE leaves pages and statistics behind, and on a tiny table they decide which
+    index the planner takes: a test that reads plans (marked ``plans``) gets truncated tables, with no
+    page or statistic of an earlier test's left."""
     big = await conn.fetchval(
         "SELECT coalesce(max(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
         "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND c.relname = ANY($1::text[])",
         _pg_template["delete_order"])
     async with conn.transaction():
-        if big >= _PG_DELETE_BELOW:
+        if truncated or big >= _PG_DELETE_BELOW:
             await conn.execute(f"TRUNCATE {', '.join(_pg_template['delete_order'])} RESTART IDENTITY CASCADE")
             return
         for table in _pg_template["delete_order"]:
@@ -255,14 +256,14 @@ def _delete_order(tables: list[str], references: list[tuple[str, str]]) -> list[
 _pg_template: dict[str, Any] = {}
 
 
-def pg_url_or_skip(*, migrated: bool = False) -> str:
+def pg_url_or_skip(*, migrated: bool = False, truncated: bool = False) -> str:
     url = _pg_database()
     if url is None:
         why = _pg_state.get("why") or "PostgreSQL unavailable"
         if REQUIRE_PG:
             pytest.fail(f"CHUNKQ_REQUIRE_PG=1 but {why}", pytrace=False)
         pytest.skip(why)
-    asyncio.run(_fresh_pg(url) if migrated else _reset_pg(url))
+    asyncio.run(_fresh_pg(url, truncated=truncated) if migrated else _reset_pg(url))
     return url
 
 
@@ -301,7 +302,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """
     if request.param == "sqlite":
         return f"sqlite:///{fresh_sqlite(tmp_path / 'chunkq.db')}"
-    return pg_url_or_skip(migrated=True)
+    return pg_url_or_skip(migrated=True, truncated=request.node.get_closest_marker("plans") is not None)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

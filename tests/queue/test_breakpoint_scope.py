@@ -136,6 +136,7 @@ async def test_a_bug_the_processor_named_is_known_by_its_name_and_a_merged_group
         assert known == set(r.new_fingerprints)
 
 
+@pytest.mark.plans
 async def test_the_lookup_is_an_index_walk_that_reads_no_error_row(db_url: str) -> None:
     """The same plan at any size: the family's index entries, newest job first, cut at KNOWN_SCAN before the
     jobs are joined; no sort, and ``chunkq_errors`` is not in it (its million rows cost nothing here)."""

@@ -216,6 +216,7 @@ async def test_one_pruner_at_a_time(db_url: str) -> None:
         assert (await second.prune(RetentionPolicy())).jobs == 1
 
 
+@pytest.mark.plans
 async def test_candidates_come_through_the_updated_at_index(db_url: str) -> None:
     """The batch query reads ``ix_chunkq_jobs_updated``, and the live-retry check the claim index."""
     from chunkq.core.retention import _size, eligible
@@ -228,9 +229,7 @@ async def test_candidates_come_through_the_updated_at_index(db_url: str) -> None
         def plan(conn: Any) -> str:
             compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
             prefix = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
-            if conn.dialect.name == "postgresql":
-                # A tiny table: ask for the indexes it has, each by name. With bitmap scans allowed, the pages
-                # an earlier test's deleted rows left behind once made the planner prefer one that names another.
+            if conn.dialect.name == "postgresql":  # a tiny table: ask for the indexes it has, each by name
                 conn.execute(text("SET LOCAL enable_seqscan = off"))
                 conn.execute(text("SET LOCAL enable_bitmapscan = off"))
             return "\n".join(str(r[-1]) for r in conn.execute(text(prefix + str(compiled))))
@@ -241,6 +240,7 @@ async def test_candidates_come_through_the_updated_at_index(db_url: str) -> None
     assert "ix_chunkq_jobs_claim" in shown or "ix_chunkq_jobs_list" in shown, shown
 
 
+@pytest.mark.plans
 async def test_deletes_go_through_the_job_id_indexes_whatever_the_statistics(db_url: str) -> None:
     """Each pruning transaction deletes a job's rows through the job_id index even where the planner would
     rather read the whole table. Here the tables are a few rows (a scan is cheaper); at a million jobs it was
