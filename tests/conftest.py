@@ -222,15 +222,16 @@ async def _empty_pg_tables(conn: Any, *, truncated: bool = False) -> None:
     pages are given back. DELETE leaves pages and statistics behind, and on a tiny table they decide which
     index the planner takes: a test that reads plans (marked ``plans``) gets truncated tables, with no
     page or statistic of an earlier test's left."""
-    big = await conn.fetchval(
+    tables = _pg_template["delete_order"]
+    truncated = truncated or await conn.fetchval(
         "SELECT coalesce(max(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
         "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND c.relname = ANY($1::text[])",
-        _pg_template["delete_order"])
+        tables) >= _PG_DELETE_BELOW
     async with conn.transaction():
-        if truncated or big >= _PG_DELETE_BELOW:
-            await conn.execute(f"TRUNCATE {', '.join(_pg_template['delete_order'])} RESTART IDENTITY CASCADE")
+        if truncated:
+            await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
             return
-        for table in _pg_template["delete_order"]:
+        for table in tables:
             await conn.execute(f"DELETE FROM {table}")
         for sequence in _pg_template["sequences"]:
             await conn.execute(f"ALTER SEQUENCE {sequence} RESTART")

@@ -12,7 +12,7 @@ screenshot) and ``tests/reliability/test_untrusted_display.py``'s, which draw ev
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -56,7 +56,6 @@ async def _run_test(app: App[Any], *args: Any, **kwargs: Any) -> AsyncIterator[P
 
 
 @pytest.fixture(autouse=True)
-def _last_frame_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _last_frame_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Screen, "_compositor_refresh", _layout_only)
     monkeypatch.setattr(App, "run_test", _run_test)
-    yield

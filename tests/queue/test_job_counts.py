@@ -334,13 +334,18 @@ asyncio.run(main(url))
 """
 
 
+def _session_name(pid: int) -> str:
+    """The ``application_name`` a ``_WORKER`` process gives its PostgreSQL sessions."""
+    return f"chunkq-test-{pid}"
+
+
 async def _sessions_ended(q: Queue, pid: int) -> None:
     """PostgreSQL: wait until the server has ended a killed worker's sessions. A COMMIT it sent just before
     the kill is still carried out by the server after the process is gone, and landing between the
     recount's read and the maintained counts' read it would make them differ for a moment."""
     if q.backend.engine.dialect.name != "postgresql":
         return  # SQLite: a killed process's transaction ends with it
-    name = f"chunkq-test-{pid}"
+    name = _session_name(pid)
     for _ in range(300):
         left = await q.backend.read(lambda c: c.execute(
             text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"), {"n": name}).scalar(),
@@ -366,7 +371,7 @@ async def _held_still(q: Queue, pids: list[int]) -> None:
         raise AssertionError(f"workers {pids} did not stop within 3 s")
     if q.backend.engine.dialect.name != "postgresql":
         return  # SQLite: a stopped process's statement stops with it
-    names = [f"chunkq-test-{pid}" for pid in pids]
+    names = [_session_name(pid) for pid in pids]
 
     def sessions(conn: Any) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(text(
